@@ -1,0 +1,52 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+HEARTBEAT_KEY = "hx:celery:heartbeat"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up. Says nothing about its dependencies (see /readyz)."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready to serve: the database and Redis answer. 503 names what does not.
+
+    The age of the last Celery beat heartbeat is reported for operators but does not
+    make the web process unready: the API keeps working while workers are down.
+    """
+    checks: dict[str, object] = {}
+    ready = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it does not raise
+        checks["database"] = f"error: {exc.__class__.__name__}"
+        ready = False
+    try:
+        client = redis_client()
+        client.ping()
+        checks["redis"] = "ok"
+        beat = client.get(HEARTBEAT_KEY)
+        checks["worker_heartbeat_age_seconds"] = round(time.time() - float(beat), 1) if beat else None
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {exc.__class__.__name__}"
+        ready = False
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,260 @@
+"""The ledger: one append-only, ordered log of every state change.
+
+Every service of every app calls `record()` inside the transaction of the change it
+records, so the change and its event commit together or not at all. The log is at once
+the webhook outbox, the pull feed, the leaves of the Merkle audit log and the input of
+every report.
+
+This module imports nothing of the project's own apps: actors and subjects are named by
+kind and id, so `members` and `hashes` can depend on it without a cycle.
+
+Sequence numbers are assigned in commit order. A plain auto-increment would not do: on
+PostgreSQL two transactions can take ids 7 and 8 and commit 8 first, and a feed reader
+at that moment would move past 7 for ever. So `record()` takes a transaction-scoped
+lock (an advisory lock on PostgreSQL; SQLite's IMMEDIATE transactions already hold the
+write lock) and numbers the event max(seq) + 1. The lock is held until commit, which
+serialises writers only for the last instant of their transaction.
+
+The leaf encoding is documented in docs/ledger.md; `leaf_bytes()` is its single source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+LEAF_VERSION = 1
+# Any number will do; it only has to be the same in every process that records events.
+ADVISORY_LOCK_KEY = 0x68786C6564676572  # "hxledger"
+
+
+class LedgerError(RuntimeError):
+    """Raised when the append-only contract of the ledger would be broken."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused an event: a member, an admin user, an operator command or the system."""
+
+    type: str
+    id: str
+
+    @classmethod
+    def system(cls, name: str = "system") -> Actor:
+        return cls("system", name)
+
+    @classmethod
+    def operator(cls, command: str) -> Actor:
+        return cls("operator", command)
+
+    @classmethod
+    def admin(cls, username: str) -> Actor:
+        return cls("admin", username)
+
+    @classmethod
+    def member(cls, slug: str) -> Actor:
+        return cls("member", slug)
+
+
+JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def _check_json(value: Any, path: str = "data") -> None:
+    """Refuse values whose JSON encoding is not deterministic (floats) or not JSON at all."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise LedgerError(f"{path}: keys must be strings, got {key!r}")
+            _check_json(item, f"{path}.{key}")
+        return
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+        return
+    raise LedgerError(f"{path}: {type(value).__name__} is not allowed in event data (use str or int)")
+
+
+def format_time(value: dt.datetime) -> str:
+    """UTC, microseconds, trailing Z: the one spelling of a time in a leaf."""
+    if value.tzinfo is None:
+        raise LedgerError("event times must be timezone-aware")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no white space, UTF-8, no floats: equal values give equal bytes."""
+    _check_json(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def leaf_bytes(
+    *,
+    seq: int,
+    kind: str,
+    program: str,
+    subject_type: str,
+    subject_id: str,
+    actor_type: str,
+    actor_id: str,
+    data: Mapping[str, Any],
+    created_at: dt.datetime,
+) -> bytes:
+    """The leaf data of an event: the canonical JSON of all its fields (docs/ledger.md)."""
+    return canonical_json(
+        {
+            "v": LEAF_VERSION,
+            "seq": seq,
+            "kind": kind,
+            "program": program,
+            "subject": {"type": subject_type, "id": subject_id},
+            "actor": {"type": actor_type, "id": actor_id},
+            "data": dict(data),
+            "at": format_time(created_at),
+        }
+    )
+
+
+def leaf_hash(leaf: bytes) -> str:
+    """RFC 6962 leaf hash: SHA-256(0x00 || leaf data), hex."""
+    return hashlib.sha256(b"\x00" + leaf).hexdigest()
+
+
+class EventQuerySet(models.QuerySet["Event"]):
+    def update(self, **kwargs: Any) -> int:
+        raise LedgerError("events are append-only: they cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise LedgerError("events are append-only: they cannot be deleted")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        raise LedgerError("events are append-only: they cannot be updated")
+
+
+class Event(models.Model):
+    """One state change, in the order it committed. Never updated, never deleted."""
+
+    seq = models.BigIntegerField(primary_key=True, help_text="Position in the log; gap-free, in commit order.")
+    kind = models.CharField(max_length=64, db_index=True, help_text="Dotted kind, e.g. hash.added.")
+    program = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    subject_type = models.CharField(max_length=32)
+    subject_id = models.CharField(max_length=128)
+    actor_type = models.CharField(max_length=16)
+    actor_id = models.CharField(max_length=128)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    leaf_hash = models.CharField(max_length=64, help_text="SHA-256(0x00 || leaf data), see docs/ledger.md.")
+
+    objects = EventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} {self.subject_type}:{self.subject_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerError("events are append-only: they cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise LedgerError("events are append-only: they cannot be deleted")
+
+    def compute_leaf_hash(self) -> str:
+        return leaf_hash(
+            leaf_bytes(
+                seq=self.seq,
+                kind=self.kind,
+                program=self.program,
+                subject_type=self.subject_type,
+                subject_id=self.subject_id,
+                actor_type=self.actor_type,
+                actor_id=self.actor_id,
+                data=self.data,
+                created_at=self.created_at,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record; `record_many` numbers a batch of these under one lock."""
+
+    kind: str
+    subject_type: str
+    subject_id: str
+    program: str = ""
+    data: Mapping[str, Any] | None = None
+
+
+def _lock_and_next_seq() -> int:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+    last = Event.objects.aggregate(last=models.Max("seq"))["last"]
+    return (last or 0) + 1
+
+
+def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
+    """Append events in order, inside the caller's transaction. Returns the saved rows."""
+    if not connection.in_atomic_block:
+        raise LedgerError("record() must run inside the transaction of the change it records")
+    if not events:
+        return []
+    now = timezone.now()
+    next_seq = _lock_and_next_seq()
+    rows = []
+    for offset, new in enumerate(events):
+        data = dict(new.data or {})
+        _check_json(data)
+        row = Event(
+            seq=next_seq + offset,
+            kind=new.kind,
+            program=new.program or "",
+            subject_type=new.subject_type,
+            subject_id=str(new.subject_id),
+            actor_type=actor.type,
+            actor_id=actor.id,
+            data=data,
+            created_at=now,
+        )
+        row.leaf_hash = row.compute_leaf_hash()
+        rows.append(row)
+    Event.objects.bulk_create(rows)
+    return rows
+
+
+def record(
+    kind: str,
+    *,
+    actor: Actor,
+    subject_type: str,
+    subject_id: str | int,
+    program: str = "",
+    data: Mapping[str, Any] | None = None,
+) -> Event:
+    """Append one event inside the caller's transaction (see the module docstring)."""
+    return record_many(
+        [NewEvent(kind=kind, subject_type=subject_type, subject_id=str(subject_id), program=program, data=data)],
+        actor=actor,
+    )[0]
+
+
+@transaction.atomic
+def verify_chain(after: int = 0, limit: int | None = None) -> list[int]:
+    """Recompute leaf hashes; return the seqs whose stored hash no longer matches."""
+    qs = Event.objects.filter(seq__gt=after).order_by("seq")
+    if limit:
+        qs = qs[:limit]
+    return [event.seq for event in qs.iterator() if event.compute_leaf_hash() != event.leaf_hash]

@@ -1,0 +1,83 @@
+"""Input and output shapes of the members API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import ApiCredential, Enrollment, Member, Program, SigningKey
+from .services import MEMBER_SETTABLE_STATES
+
+
+class ProgramSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Program
+        fields = [
+            "slug",
+            "name",
+            "description",
+            "signal_types",
+            "thresholds",
+            "min_pdq_quality",
+            "removal_deadline_hours",
+            "is_active",
+        ]
+        read_only_fields = fields
+
+
+class SigningKeySerializer(serializers.ModelSerializer):
+    public_key = serializers.CharField(source="public_key_b64", read_only=True)
+
+    class Meta:
+        model = SigningKey
+        fields = ["key_id", "algorithm", "public_key", "label", "valid_from", "revoked_at", "revocation_reason"]
+        read_only_fields = fields
+
+
+class SigningKeyCreateSerializer(serializers.Serializer):
+    public_key = serializers.CharField(help_text="Raw 32-byte Ed25519 public key, standard base64.")
+    algorithm = serializers.ChoiceField(choices=["ed25519"], default="ed25519")
+    label = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+
+
+class RevokeSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class EnrollmentSerializer(serializers.ModelSerializer):
+    program = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Enrollment
+        fields = ["program", "state", "reason", "changed_at", "created_at"]
+        read_only_fields = fields
+
+
+class EnrollmentSetSerializer(serializers.Serializer):
+    program = serializers.SlugField(help_text="Slug of the program, see GET /api/v1/programs.")
+    state = serializers.ChoiceField(
+        choices=[(state.value, state.label) for state in MEMBER_SETTABLE_STATES],
+        default="opted_in",
+        help_text="`lapsed` is set only by the system.",
+    )
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class CredentialSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiCredential
+        fields = ["prefix", "name", "scopes", "created_at", "expires_at", "last_used_at"]
+        read_only_fields = fields
+
+
+class MeSerializer(serializers.ModelSerializer):
+    credential = serializers.SerializerMethodField()
+    enrollments = EnrollmentSerializer(many=True, read_only=True)
+    signing_keys = SigningKeySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Member
+        fields = ["slug", "name", "kind", "status", "credential", "enrollments", "signing_keys"]
+        read_only_fields = fields
+
+    def get_credential(self, member: Member) -> dict[str, object]:
+        return CredentialSerializer(self.context["request"].auth).data
