@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import ApiCredential, Enrollment, Member, Program, SigningKey
@@ -70,7 +71,7 @@ class CredentialSerializer(serializers.ModelSerializer):
 
 
 class MeSerializer(serializers.ModelSerializer):
-    credential = serializers.SerializerMethodField()
+    credential = serializers.SerializerMethodField(help_text="The API key used for this request.")
     enrollments = EnrollmentSerializer(many=True, read_only=True)
     signing_keys = SigningKeySerializer(many=True, read_only=True)
 
@@ -79,5 +80,6 @@ class MeSerializer(serializers.ModelSerializer):
         fields = ["slug", "name", "kind", "status", "credential", "enrollments", "signing_keys"]
         read_only_fields = fields
 
+    @extend_schema_field(CredentialSerializer)
     def get_credential(self, member: Member) -> dict[str, object]:
         return CredentialSerializer(self.context["request"].auth).data

@@ -1,0 +1,167 @@
+"""The cast of callers every test uses, and the real services tests run against.
+
+Callers: two platforms (`platform_a` must never see `platform_b`'s data), an intake
+service, an auditor, and a Django admin user. Redis is real (REDIS_URL, started by
+`make test`); tests that need async behaviour start a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from exchange.ledger import Actor
+from members import services
+from members.models import ApiCredential, Member, Program
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = Actor.operator("tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_redis() -> None:
+    """The suite needs a real Redis; say so plainly instead of failing test by test."""
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"Redis at {settings.REDIS_URL} is not reachable ({exc}); run the suite with `make test`.", 2)
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> None:
+    """Rate-limit counters and heartbeats must not leak from one test into the next."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@dataclass
+class Caller:
+    """A member with an API key, and a client that sends it."""
+
+    member: Member
+    credential: ApiCredential
+    token: str
+    client: APIClient
+
+
+def make_caller(member: Member, *, scopes: list[str] | None = None) -> Caller:
+    credential, token = services.credential_issue(member=member, scopes=scopes, actor=SETUP)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return Caller(member=member, credential=credential, token=token, client=client)
+
+
+def make_member(slug: str, kind: str, *programs: Program) -> Member:
+    member = services.member_create(slug=slug, kind=kind, status=Member.Status.ACTIVE, actor=SETUP)
+    for program in programs:
+        services.enrollment_set(member=member, program=program, state="opted_in", actor=SETUP)
+    return member
+
+
+@pytest.fixture
+def program(db: None) -> Program:
+    return services.program_create(slug="take-it-down", name="Take It Down", actor=SETUP)
+
+
+@pytest.fixture
+def other_program(db: None) -> Program:
+    return services.program_create(slug="ncii", name="NCII", signal_types_=["pdq", "md5"], actor=SETUP)
+
+
+@pytest.fixture
+def platform_a(program: Program) -> Caller:
+    return make_caller(make_member("platform-a", Member.Kind.PLATFORM, program))
+
+
+@pytest.fixture
+def platform_b(program: Program) -> Caller:
+    return make_caller(make_member("platform-b", Member.Kind.PLATFORM, program))
+
+
+@pytest.fixture
+def intake(program: Program) -> Caller:
+    return make_caller(make_member("intake", Member.Kind.INTAKE, program))
+
+
+@pytest.fixture
+def auditor(db: None) -> Caller:
+    return make_caller(make_member("auditor", Member.Kind.AUDITOR))
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def admin_client(db: None, client):  # noqa: ANN001, ANN201 - pytest-django's Django test client
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_superuser("admin", "admin@example.org", "admin-password-123")
+    client.force_login(user)
+    return client
+
+
+# A real Celery worker ------------------------------------------------------------------------
+
+
+def worker_database_url() -> str:
+    """The URL of the database the tests are using, for processes the tests start."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_worker(*, extra_env: dict[str, str] | None = None, queues: str = "celery") -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DEBUG": "1",
+        **(extra_env or {}),
+    }
+    log = open(ROOT / "var" / "test-worker.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", "2",
+         "-Q", queues, "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the test database and Redis."""
+    proc = start_worker()
+    yield proc
+    stop_process(proc)
+
+
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
