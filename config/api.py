@@ -17,7 +17,6 @@ from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
-from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +102,9 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    # Imported here: rest_framework.views reads the settings that name this module.
+    from rest_framework.views import exception_handler
+
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -114,7 +116,12 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-        body = problem(response.status_code, str(detail), code=code)
+        text = str(detail)
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            text += " Send a JSON body with `Content-Type: application/json`."
+        elif isinstance(exc, exceptions.ParseError):
+            text += " The body must be one JSON document."
+        body = problem(response.status_code, text, code=code)
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             body["retry_after"] = int(exc.wait)
     response.data = body

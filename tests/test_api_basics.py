@@ -1,0 +1,98 @@
+"""What every API call shares: probes, docs, errors, size and rate limits."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.test import Client, override_settings
+
+from config.api import CredentialRateThrottle
+from tests.conftest import Caller
+
+
+def test_healthz_answers_without_credentials(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_database_and_redis(client: Client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["database"] == "ok"
+    assert response.json()["checks"]["redis"] == "ok"
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_redis_when_redis_is_down(client: Client) -> None:
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"].startswith("error")
+    assert response.json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_api_docs_are_served_without_an_external_cdn(client: Client) -> None:
+    page = client.get("/api/v1/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "swagger" in html.lower()
+    assert "cdn." not in html and "unpkg" not in html
+    schema = client.get("/api/v1/schema/?format=json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert {"/api/v1/me", "/api/v1/keys", "/api/v1/enrollments", "/api/v1/programs"} <= set(paths)
+    assert schema.json()["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+
+
+def test_openapi_schema_validates_without_warnings(tmp_path) -> None:  # noqa: ANN001
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "/api/v1/keys" in (tmp_path / "schema.yaml").read_text()
+
+
+@pytest.mark.django_db
+def test_unknown_api_urls_are_problem_documents(client: Client) -> None:
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert "/api/v1/docs/" in response.json()["detail"]
+
+
+@override_settings(API_MAX_BODY_BYTES=1000)
+def test_oversized_bodies_are_refused_before_parsing(platform_a: Caller) -> None:
+    response = platform_a.client.post("/api/v1/keys", {"public_key": "A" * 5000}, format="json")
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/problem+json"
+    assert "1000 bytes" in response.json()["detail"]
+
+
+@pytest.fixture
+def low_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "3/min"})
+
+
+@pytest.mark.usefixtures("low_rate_limit")
+def test_rate_limit_is_per_credential(platform_a: Caller, platform_b: Caller) -> None:
+    statuses = [platform_a.client.get("/api/v1/me").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = platform_a.client.get("/api/v1/me")
+    assert refused["Content-Type"] == "application/problem+json"
+    assert int(refused["Retry-After"]) > 0
+    assert refused.json()["retry_after"] > 0
+    assert platform_b.client.get("/api/v1/me").status_code == 200
+
+
+@pytest.mark.usefixtures("low_rate_limit")
+def test_rate_limit_fails_open_when_redis_is_down(platform_a: Caller) -> None:
+    unreachable = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    with override_settings(CACHES=unreachable):
+        statuses = [platform_a.client.get("/api/v1/me").status_code for _ in range(5)]
+    assert statuses == [200] * 5

@@ -1,0 +1,171 @@
+"""Who may call what: every endpoint × every kind of caller, in one table.
+
+A row lists the status each caller gets. Callers that must be refused leave nothing
+behind: no new event, no new row.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from exchange.ledger import Event
+from members import services
+from members.models import Member, Scope
+from tests.conftest import SETUP, Caller, make_caller, make_member
+
+
+def new_public_key() -> str:
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+CALLERS = [
+    "anonymous",
+    "malformed_key",
+    "unknown_key",
+    "revoked_key",
+    "expired_key",
+    "suspended",
+    "platform_a",
+    "platform_b",
+    "intake",
+    "auditor",
+    "read_only",
+]
+
+# Refusals shared by every endpoint: authentication first, then member status.
+AUTH = {"anonymous": 401, "malformed_key": 401, "unknown_key": 401, "revoked_key": 401, "expired_key": 401,
+        "suspended": 403}
+
+# (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
+ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
+    ("me", "get", "/api/v1/me", None,
+     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200}),
+    ("programs", "get", "/api/v1/programs", None,
+     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200}),
+    ("keys list", "get", "/api/v1/keys", None,
+     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
+    ("keys register", "post", "/api/v1/keys", "new_key",
+     {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403}),
+    ("key detail (A's)", "get", "/api/v1/keys/{key_a}", None,
+     {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403}),
+    ("key revoke (A's)", "post", "/api/v1/keys/{key_a}/revoke", {"reason": "rotated"},
+     {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403}),
+    ("enrollments list", "get", "/api/v1/enrollments", None,
+     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
+    ("enrollment detail", "get", "/api/v1/enrollments/take-it-down", None,
+     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
+    ("enrollment set", "post", "/api/v1/enrollments", {"program": "ncii", "state": "opted_in"},
+     {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403}),
+]
+
+
+@pytest.fixture
+def cast(program, other_program, platform_a, platform_b, intake, auditor) -> dict[str, Any]:  # noqa: ANN001
+    """Every caller, plus one signing key that belongs to platform A."""
+    key_a = services.signing_key_register(member=platform_a.member, public_key=new_public_key(), actor=SETUP)
+
+    def client_with(header: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        return client
+
+    revoked = make_caller(platform_a.member)
+    services.credential_revoke(credential=revoked.credential, actor=SETUP)
+    expired = make_caller(platform_a.member)
+    expired.credential.expires_at = timezone.now() - dt.timedelta(seconds=1)
+    expired.credential.save()
+    suspended = make_caller(make_member("suspended", Member.Kind.PLATFORM, program))
+    services.member_set_status(member=suspended.member, status=Member.Status.SUSPENDED, actor=SETUP)
+    read_only = make_caller(platform_a.member, scopes=[Scope.READ])
+    callers: dict[str, APIClient] = {
+        "anonymous": APIClient(),
+        "malformed_key": client_with("Token abc"),
+        "unknown_key": client_with("Bearer hxk_000000000000_" + "x" * 43),
+        "revoked_key": revoked.client,
+        "expired_key": expired.client,
+        "suspended": suspended.client,
+        "read_only": read_only.client,
+    }
+    for caller in (platform_a, platform_b, intake, auditor):
+        callers[caller.member.slug.replace("-", "_")] = caller.client
+    return {"callers": callers, "key_a": key_a.key_id}
+
+
+def row_counts() -> dict[str, int]:
+    from members.models import ApiCredential, Enrollment, SigningKey
+
+    return {
+        "events": Event.objects.count(),
+        "keys": SigningKey.objects.count(),
+        "revoked keys": SigningKey.objects.exclude(revoked_at=None).count(),
+        "enrollments": Enrollment.objects.count(),
+        "credentials": ApiCredential.objects.count(),
+    }
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for name, method, path, body, expected in ENDPOINTS:
+        for caller in CALLERS:
+            status = AUTH.get(caller) or expected[caller]
+            cases.append(pytest.param(method, path, body, caller, status, id=f"{name}-{caller}"))
+    return cases
+
+
+@pytest.mark.parametrize(("method", "path", "body", "caller", "status"), _cases())
+def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
+    client: APIClient = cast["callers"][caller]
+    url = path.format(key_a=cast["key_a"])
+    payload = {"public_key": new_public_key()} if body == "new_key" else body
+    call: Callable[..., Any] = getattr(client, method)
+    before = row_counts()
+    response = call(url, payload, format="json") if payload is not None else call(url)
+    assert response.status_code == status, response.content
+    if status >= 400:
+        assert response["Content-Type"] == "application/problem+json"
+        assert response.json()["detail"]
+        assert row_counts() == before, "a refused request left something behind"
+    if status == 401:
+        assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_every_api_route_is_in_the_matrix() -> None:
+    """A new endpoint must be added to the table above before it can ship."""
+    from django.urls import get_resolver
+
+    covered = {path.split("{")[0].rstrip("/") for _, _, path, _, _ in ENDPOINTS}
+    routes = set()
+
+    def walk(patterns: Any, prefix: str) -> None:
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
+            if hasattr(pattern, "url_patterns"):
+                walk(pattern.url_patterns, route)
+            else:
+                routes.add(route)
+
+    walk(get_resolver().url_patterns, "/")
+    api_routes = {r for r in routes if r.startswith("/api/v1/") and not r.startswith(("/api/v1/schema", "/api/v1/docs"))}
+    uncovered = []
+    for route in api_routes:
+        literal = route.split("(?P<")[0].split("<")[0].rstrip("/")
+        if literal not in covered and not any(c.startswith(literal) for c in covered):
+            uncovered.append(route)
+    assert not uncovered, f"add these routes to ENDPOINTS: {uncovered}"
+
+
+def test_the_two_platforms_never_see_each_others_keys(cast: dict[str, Any], platform_a: Caller) -> None:
+    listed_by_b = cast["callers"]["platform_b"].get("/api/v1/keys").json()["results"]
+    assert cast["key_a"] not in {key["key_id"] for key in listed_by_b}
+    listed_by_a = platform_a.client.get("/api/v1/keys").json()["results"]
+    assert [key["key_id"] for key in listed_by_a] == [cast["key_a"]]
