@@ -94,9 +94,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     if isinstance(exc, IntegrityError):
         # Services check what they can; a race between two requests ends here, not in a 500.
         logger.warning("integrity error answered as 409: %s", exc)
-        return problem_response(
-            409, "The request conflicts with a concurrent change; retry it.", code="conflict"
-        )
+        return problem_response(409, "The request conflicts with a concurrent change; retry it.", code="conflict")
     if isinstance(exc, DjangoValidationError):
         # Services raise Django's ValidationError keyed by field; answer it like DRF's.
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)

@@ -82,9 +82,7 @@ def get(name: str) -> SignalType:
     try:
         return SIGNAL_TYPES[name]
     except (KeyError, TypeError):
-        raise SignalValueError(
-            f"unknown signal type {name!r}; known types: {', '.join(SIGNAL_TYPE_NAMES)}"
-        ) from None
+        raise SignalValueError(f"unknown signal type {name!r}; known types: {', '.join(SIGNAL_TYPE_NAMES)}") from None
 
 
 def validate(name: str, value: str) -> str:

@@ -70,7 +70,10 @@ class MemberAdmin(admin.ModelAdmin):
     def suspend(self, request: HttpRequest, queryset: QuerySet[Member]) -> None:
         for member in queryset:
             services.member_set_status(
-                member=member, status=Member.Status.SUSPENDED, reason="suspended by an admin", actor=admin_actor(request)
+                member=member,
+                status=Member.Status.SUSPENDED,
+                reason="suspended by an admin",
+                actor=admin_actor(request),
             )
         self.message_user(request, f"Suspended {queryset.count()} member(s).")
 
@@ -204,8 +207,17 @@ class SigningKeyAdmin(admin.ModelAdmin):
     list_filter = [RevokedFilter, "algorithm", "member__kind"]
     search_fields = ["key_id", "member__slug", "label"]
     list_select_related = ["member"]
-    readonly_fields = ["member", "key_id", "algorithm", "public_key_b64", "label", "valid_from", "revoked_at",
-                       "revocation_reason", "created_at"]
+    readonly_fields = [
+        "member",
+        "key_id",
+        "algorithm",
+        "public_key_b64",
+        "label",
+        "valid_from",
+        "revoked_at",
+        "revocation_reason",
+        "created_at",
+    ]
     exclude = ["public_key"]
     actions = ["revoke"]
 

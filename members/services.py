@@ -31,9 +31,7 @@ API_KEY_PREFIX = "hxk"
 # Programs -------------------------------------------------------------------------------
 
 
-def _clean_program_rules(
-    *, signal_types_: list[str], thresholds: dict[str, int], submitter_kinds: list[str]
-) -> None:
+def _clean_program_rules(*, signal_types_: list[str], thresholds: dict[str, int], submitter_kinds: list[str]) -> None:
     errors: dict[str, list[str]] = {}
     unknown = [name for name in signal_types_ if name not in signal_types.SIGNAL_TYPES]
     if unknown or not signal_types_:
@@ -71,7 +69,9 @@ def program_create(
     actor: Actor,
 ) -> Program:
     """Create a program; defaults accept every signal type with the standard thresholds."""
-    program = Program(slug=slug, name=name or slug, description=description, removal_deadline_hours=removal_deadline_hours)
+    program = Program(
+        slug=slug, name=name or slug, description=description, removal_deadline_hours=removal_deadline_hours
+    )
     if signal_types_ is not None:
         program.signal_types = list(signal_types_)
     if thresholds is not None:
@@ -85,7 +85,14 @@ def program_create(
         raise ValidationError({"slug": [f"a program called {slug!r} already exists"]})
     program.full_clean()
     program.save()
-    record("program.created", actor=actor, subject_type="program", subject_id=slug, program=slug, data=_program_data(program))
+    record(
+        "program.created",
+        actor=actor,
+        subject_type="program",
+        subject_id=slug,
+        program=slug,
+        data=_program_data(program),
+    )
     return program
 
 
@@ -110,7 +117,11 @@ def program_update(*, program: Program, actor: Actor) -> Program:
     program.full_clean()
     program.save()
     record(
-        "program.updated", actor=actor, subject_type="program", subject_id=program.slug, program=program.slug,
+        "program.updated",
+        actor=actor,
+        subject_type="program",
+        subject_id=program.slug,
+        program=program.slug,
         data=_program_data(program),
     )
     return program
@@ -130,7 +141,10 @@ def member_create(*, slug: str, name: str = "", kind: str, status: str = Member.
     member.full_clean()
     member.save()
     record(
-        "member.created", actor=actor, subject_type="member", subject_id=slug,
+        "member.created",
+        actor=actor,
+        subject_type="member",
+        subject_id=slug,
         data={"slug": slug, "kind": kind, "status": status},
     )
     return member
@@ -156,7 +170,10 @@ def member_set_status(*, member: Member, status: str, reason: str = "", actor: A
     member.status_reason = reason
     member.save(update_fields=["status", "status_reason", "updated_at"])
     record(
-        STATUS_EVENTS[Member.Status(status)], actor=actor, subject_type="member", subject_id=member.slug,
+        STATUS_EVENTS[Member.Status(status)],
+        actor=actor,
+        subject_type="member",
+        subject_id=member.slug,
         data={"slug": member.slug, "from": previous, "to": status, "reason": reason},
     )
     return member
@@ -194,8 +211,12 @@ def enrollment_set(
     enrollment.changed_at = now
     enrollment.save(update_fields=["state", "reason", "changed_at"])
     record(
-        "enrollment.changed", actor=actor, subject_type="enrollment", subject_id=f"{member.slug}:{program.slug}",
-        program=program.slug, data={"member": member.slug, "from": previous, "to": state, "reason": reason},
+        "enrollment.changed",
+        actor=actor,
+        subject_type="enrollment",
+        subject_id=f"{member.slug}:{program.slug}",
+        program=program.slug,
+        data={"member": member.slug, "from": previous, "to": state, "reason": reason},
     )
     return enrollment, True
 
@@ -240,7 +261,10 @@ def credential_issue(
         member=member, name=name, prefix=prefix, digest=credential_digest(token), scopes=chosen, expires_at=expires_at
     )
     record(
-        "credential.issued", actor=actor, subject_type="credential", subject_id=prefix,
+        "credential.issued",
+        actor=actor,
+        subject_type="credential",
+        subject_id=prefix,
         data={
             "member": member.slug,
             "prefix": prefix,
@@ -260,7 +284,10 @@ def credential_revoke(*, credential: ApiCredential, reason: str = "", actor: Act
     credential.revoked_at = timezone.now()
     credential.save(update_fields=["revoked_at"])
     record(
-        "credential.revoked", actor=actor, subject_type="credential", subject_id=credential.prefix,
+        "credential.revoked",
+        actor=actor,
+        subject_type="credential",
+        subject_id=credential.prefix,
         data={"member": credential.member.slug, "prefix": credential.prefix, "reason": reason},
     )
     return credential
@@ -301,9 +328,7 @@ def decode_public_key(encoded: str) -> bytes:
     except (binascii.Error, ValueError):
         raise ValidationError({"public_key": ["not valid base64 (standard alphabet, with padding)"]}) from None
     if len(raw) != 32:
-        raise ValidationError(
-            {"public_key": [f"an Ed25519 public key is 32 bytes; this decodes to {len(raw)} bytes"]}
-        )
+        raise ValidationError({"public_key": [f"an Ed25519 public key is 32 bytes; this decodes to {len(raw)} bytes"]})
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
@@ -328,7 +353,10 @@ def signing_key_register(
         raise ValidationError({"public_key": [f"this key is already registered (key_id {key_id})"]})
     key = SigningKey.objects.create(member=member, key_id=key_id, algorithm=algorithm, public_key=raw, label=label)
     record(
-        "key.registered", actor=actor, subject_type="signing_key", subject_id=key_id,
+        "key.registered",
+        actor=actor,
+        subject_type="signing_key",
+        subject_id=key_id,
         data={"member": member.slug, **key.as_event_data(), "valid_from": key.valid_from.isoformat()},
     )
     return key
@@ -344,7 +372,15 @@ def signing_key_revoke(*, key: SigningKey, reason: str = "", actor: Actor) -> Si
     key.revocation_reason = reason
     key.save(update_fields=["revoked_at", "revocation_reason"])
     record(
-        "key.revoked", actor=actor, subject_type="signing_key", subject_id=key.key_id,
-        data={"member": key.member.slug, "key_id": key.key_id, "revoked_at": key.revoked_at.isoformat(), "reason": reason},
+        "key.revoked",
+        actor=actor,
+        subject_type="signing_key",
+        subject_id=key.key_id,
+        data={
+            "member": key.member.slug,
+            "key_id": key.key_id,
+            "revoked_at": key.revoked_at.isoformat(),
+            "reason": reason,
+        },
     )
     return key

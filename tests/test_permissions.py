@@ -43,29 +43,80 @@ CALLERS = [
 ]
 
 # Refusals shared by every endpoint: authentication first, then member status.
-AUTH = {"anonymous": 401, "malformed_key": 401, "unknown_key": 401, "revoked_key": 401, "expired_key": 401,
-        "suspended": 403}
+AUTH = {
+    "anonymous": 401,
+    "malformed_key": 401,
+    "unknown_key": 401,
+    "revoked_key": 401,
+    "expired_key": 401,
+    "suspended": 403,
+}
 
 # (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
 ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
-    ("me", "get", "/api/v1/me", None,
-     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200}),
-    ("programs", "get", "/api/v1/programs", None,
-     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200}),
-    ("keys list", "get", "/api/v1/keys", None,
-     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
-    ("keys register", "post", "/api/v1/keys", "new_key",
-     {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403}),
-    ("key detail (A's)", "get", "/api/v1/keys/{key_a}", None,
-     {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403}),
-    ("key revoke (A's)", "post", "/api/v1/keys/{key_a}/revoke", {"reason": "rotated"},
-     {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403}),
-    ("enrollments list", "get", "/api/v1/enrollments", None,
-     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
-    ("enrollment detail", "get", "/api/v1/enrollments/take-it-down", None,
-     {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403}),
-    ("enrollment set", "post", "/api/v1/enrollments", {"program": "ncii", "state": "opted_in"},
-     {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403}),
+    (
+        "me",
+        "get",
+        "/api/v1/me",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+    ),
+    (
+        "programs",
+        "get",
+        "/api/v1/programs",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+    ),
+    (
+        "keys list",
+        "get",
+        "/api/v1/keys",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "keys register",
+        "post",
+        "/api/v1/keys",
+        "new_key",
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "key detail (A's)",
+        "get",
+        "/api/v1/keys/{key_a}",
+        None,
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "key revoke (A's)",
+        "post",
+        "/api/v1/keys/{key_a}/revoke",
+        {"reason": "rotated"},
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "enrollments list",
+        "get",
+        "/api/v1/enrollments",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "enrollment detail",
+        "get",
+        "/api/v1/enrollments/take-it-down",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "enrollment set",
+        "post",
+        "/api/v1/enrollments",
+        {"program": "ncii", "state": "opted_in"},
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+    ),
 ]
 
 
@@ -155,7 +206,9 @@ def test_every_api_route_is_in_the_matrix() -> None:
                 routes.add(route)
 
     walk(get_resolver().url_patterns, "/")
-    api_routes = {r for r in routes if r.startswith("/api/v1/") and not r.startswith(("/api/v1/schema", "/api/v1/docs"))}
+    api_routes = {
+        r for r in routes if r.startswith("/api/v1/") and not r.startswith(("/api/v1/schema", "/api/v1/docs"))
+    }
     uncovered = []
     for route in api_routes:
         literal = route.split("(?P<")[0].split("<")[0].rstrip("/")

@@ -4,30 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('seq', models.BigIntegerField(help_text='Position in the log; gap-free, in commit order.', primary_key=True, serialize=False)),
-                ('kind', models.CharField(db_index=True, help_text='Dotted kind, e.g. hash.added.', max_length=64)),
-                ('program', models.CharField(blank=True, db_index=True, default='', max_length=64)),
-                ('subject_type', models.CharField(max_length=32)),
-                ('subject_id', models.CharField(max_length=128)),
-                ('actor_type', models.CharField(max_length=16)),
-                ('actor_id', models.CharField(max_length=128)),
-                ('data', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField()),
-                ('leaf_hash', models.CharField(help_text='SHA-256(0x00 || leaf data), see docs/ledger.md.', max_length=64)),
+                (
+                    "seq",
+                    models.BigIntegerField(
+                        help_text="Position in the log; gap-free, in commit order.", primary_key=True, serialize=False
+                    ),
+                ),
+                ("kind", models.CharField(db_index=True, help_text="Dotted kind, e.g. hash.added.", max_length=64)),
+                ("program", models.CharField(blank=True, db_index=True, default="", max_length=64)),
+                ("subject_type", models.CharField(max_length=32)),
+                ("subject_id", models.CharField(max_length=128)),
+                ("actor_type", models.CharField(max_length=16)),
+                ("actor_id", models.CharField(max_length=128)),
+                ("data", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField()),
+                (
+                    "leaf_hash",
+                    models.CharField(help_text="SHA-256(0x00 || leaf data), see docs/ledger.md.", max_length=64),
+                ),
             ],
             options={
-                'ordering': ['seq'],
-                'indexes': [models.Index(fields=['subject_type', 'subject_id'], name='exchange_ev_subject_2d468e_idx')],
+                "ordering": ["seq"],
+                "indexes": [models.Index(fields=["subject_type", "subject_id"], name="exchange_ev_subject_2d468e_idx")],
             },
         ),
     ]

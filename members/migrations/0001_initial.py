@@ -2,103 +2,201 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import members.models
 from django.db import migrations, models
+
+import members.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Member',
+            name="Member",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(help_text='Stable public name used in the API and events.', max_length=64, unique=True)),
-                ('name', models.CharField(help_text='Display name of the organisation.', max_length=200)),
-                ('kind', models.CharField(choices=[('platform', 'Platform'), ('intake', 'Intake service'), ('peer', 'Peer clearinghouse'), ('auditor', 'Auditor')], max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('active', 'Active'), ('suspended', 'Suspended')], default='pending', max_length=16)),
-                ('status_reason', models.CharField(blank=True, default='', help_text='Why the status last changed.', max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Stable public name used in the API and events.", max_length=64, unique=True
+                    ),
+                ),
+                ("name", models.CharField(help_text="Display name of the organisation.", max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("platform", "Platform"),
+                            ("intake", "Intake service"),
+                            ("peer", "Peer clearinghouse"),
+                            ("auditor", "Auditor"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("active", "Active"), ("suspended", "Suspended")],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status_reason",
+                    models.CharField(blank=True, default="", help_text="Why the status last changed.", max_length=500),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Program',
+            name="Program",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('signal_types', models.JSONField(default=members.models.default_signal_types, help_text='Signal types this program accepts.')),
-                ('thresholds', models.JSONField(default=members.models.default_thresholds, help_text='Match threshold (Hamming distance) per signal type.')),
-                ('submitter_kinds', models.JSONField(default=members.models.default_submitter_kinds, help_text='Member kinds that may submit.')),
-                ('min_pdq_quality', models.PositiveSmallIntegerField(default=50, help_text='PDQ hashes whose stated quality is below this are refused.')),
-                ('removal_deadline_hours', models.PositiveIntegerField(default=48, help_text='Hours a member has to act on a hash or a withdrawal (TAKE IT DOWN Act: 48).')),
-                ('is_active', models.BooleanField(default=True, help_text='Inactive programs accept no new enrollments.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "signal_types",
+                    models.JSONField(
+                        default=members.models.default_signal_types, help_text="Signal types this program accepts."
+                    ),
+                ),
+                (
+                    "thresholds",
+                    models.JSONField(
+                        default=members.models.default_thresholds,
+                        help_text="Match threshold (Hamming distance) per signal type.",
+                    ),
+                ),
+                (
+                    "submitter_kinds",
+                    models.JSONField(
+                        default=members.models.default_submitter_kinds, help_text="Member kinds that may submit."
+                    ),
+                ),
+                (
+                    "min_pdq_quality",
+                    models.PositiveSmallIntegerField(
+                        default=50, help_text="PDQ hashes whose stated quality is below this are refused."
+                    ),
+                ),
+                (
+                    "removal_deadline_hours",
+                    models.PositiveIntegerField(
+                        default=48,
+                        help_text="Hours a member has to act on a hash or a withdrawal (TAKE IT DOWN Act: 48).",
+                    ),
+                ),
+                (
+                    "is_active",
+                    models.BooleanField(default=True, help_text="Inactive programs accept no new enrollments."),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='ApiCredential',
+            name="ApiCredential",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, default='', help_text='What the key is for.', max_length=100)),
-                ('prefix', models.CharField(help_text='Public part of the key, safe to log.', max_length=16, unique=True)),
-                ('digest', models.CharField(help_text='HMAC-SHA256 of the key with API_KEY_PEPPER.', max_length=64)),
-                ('scopes', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('member', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credentials', to='members.member')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(blank=True, default="", help_text="What the key is for.", max_length=100)),
+                (
+                    "prefix",
+                    models.CharField(help_text="Public part of the key, safe to log.", max_length=16, unique=True),
+                ),
+                ("digest", models.CharField(help_text="HMAC-SHA256 of the key with API_KEY_PEPPER.", max_length=64)),
+                ("scopes", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "member",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="credentials", to="members.member"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='SigningKey',
+            name="SigningKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.CharField(help_text='Hex SHA-256 of the raw public key.', max_length=64, unique=True)),
-                ('algorithm', models.CharField(default='ed25519', max_length=16)),
-                ('public_key', models.BinaryField(max_length=32)),
-                ('label', models.CharField(blank=True, default='', max_length=100)),
-                ('valid_from', models.DateTimeField(default=django.utils.timezone.now)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('revocation_reason', models.CharField(blank=True, default='', max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('member', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='signing_keys', to='members.member')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "key_id",
+                    models.CharField(help_text="Hex SHA-256 of the raw public key.", max_length=64, unique=True),
+                ),
+                ("algorithm", models.CharField(default="ed25519", max_length=16)),
+                ("public_key", models.BinaryField(max_length=32)),
+                ("label", models.CharField(blank=True, default="", max_length=100)),
+                ("valid_from", models.DateTimeField(default=django.utils.timezone.now)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("revocation_reason", models.CharField(blank=True, default="", max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "member",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="signing_keys", to="members.member"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-valid_from'],
+                "ordering": ["-valid_from"],
             },
         ),
         migrations.CreateModel(
-            name='Enrollment',
+            name="Enrollment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('opted_in', 'Opted in'), ('opted_out', 'Opted out'), ('paused', 'Paused'), ('lapsed', 'Lapsed (set by the system)')], default='opted_in', max_length=16)),
-                ('reason', models.CharField(blank=True, default='', help_text='Why the state last changed.', max_length=500)),
-                ('changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('member', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='enrollments', to='members.member')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='enrollments', to='members.program')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("opted_in", "Opted in"),
+                            ("opted_out", "Opted out"),
+                            ("paused", "Paused"),
+                            ("lapsed", "Lapsed (set by the system)"),
+                        ],
+                        default="opted_in",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "reason",
+                    models.CharField(blank=True, default="", help_text="Why the state last changed.", max_length=500),
+                ),
+                ("changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "member",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="enrollments", to="members.member"
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="enrollments", to="members.program"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['member__slug', 'program__slug'],
-                'constraints': [models.UniqueConstraint(fields=('member', 'program'), name='enrollment_unique_member_program')],
+                "ordering": ["member__slug", "program__slug"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("member", "program"), name="enrollment_unique_member_program")
+                ],
             },
         ),
     ]

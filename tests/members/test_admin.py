@@ -19,10 +19,16 @@ def test_admin_login_page_is_served(client: Client, db: None) -> None:
 
 
 def test_admin_pages_list_everything(admin_client: Client, platform_a: Caller) -> None:
-    for url in ["/admin/members/member/", "/admin/members/program/", "/admin/members/enrollment/",
-                "/admin/members/apicredential/", "/admin/members/signingkey/", "/admin/exchange/event/",
-                "/admin/members/member/?kind__exact=platform&q=platform",
-                "/admin/exchange/event/?kind=member.created"]:
+    for url in [
+        "/admin/members/member/",
+        "/admin/members/program/",
+        "/admin/members/enrollment/",
+        "/admin/members/apicredential/",
+        "/admin/members/signingkey/",
+        "/admin/exchange/event/",
+        "/admin/members/member/?kind__exact=platform&q=platform",
+        "/admin/exchange/event/?kind=member.created",
+    ]:
         response = admin_client.get(url)
         assert response.status_code == 200, url
     assert "platform-a" in admin_client.get("/admin/members/member/?q=platform").content.decode()
@@ -43,7 +49,8 @@ def test_suspending_from_the_admin_stops_the_api_and_is_an_event(admin_client: C
 
 def test_issuing_a_key_from_the_admin_shows_it_once(admin_client: Client, platform_a: Caller) -> None:
     response = admin_client.post(
-        "/admin/members/member/", {"action": "issue_credential", "_selected_action": [platform_a.member.pk]},
+        "/admin/members/member/",
+        {"action": "issue_credential", "_selected_action": [platform_a.member.pk]},
         follow=True,
     )
     token = re.search(r"hxk_[0-9a-f]{12}_[A-Za-z0-9_-]+", response.content.decode()).group(0)
@@ -73,17 +80,33 @@ def test_revoking_keys_and_credentials_from_the_admin(admin_client: Client, plat
 def test_creating_a_member_and_a_program_in_the_admin_records_events(admin_client: Client, db: None) -> None:
     response = admin_client.post(
         "/admin/members/program/add/",
-        {"slug": "ncii", "name": "NCII", "description": "", "signal_types": '["pdq"]', "thresholds": '{"pdq": 20}',
-         "submitter_kinds": '["platform"]', "min_pdq_quality": 50, "removal_deadline_hours": 24, "is_active": "on"},
+        {
+            "slug": "ncii",
+            "name": "NCII",
+            "description": "",
+            "signal_types": '["pdq"]',
+            "thresholds": '{"pdq": 20}',
+            "submitter_kinds": '["platform"]',
+            "min_pdq_quality": 50,
+            "removal_deadline_hours": 24,
+            "is_active": "on",
+        },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     response = admin_client.post(
-        "/admin/members/member/add/", {"slug": "acme", "name": "Acme", "kind": "platform",
-                                      "enrollments-TOTAL_FORMS": 0, "enrollments-INITIAL_FORMS": 0},
+        "/admin/members/member/add/",
+        {
+            "slug": "acme",
+            "name": "Acme",
+            "kind": "platform",
+            "enrollments-TOTAL_FORMS": 0,
+            "enrollments-INITIAL_FORMS": 0,
+        },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert list(Event.objects.values_list("kind", "actor_type")) == [
-        ("program.created", "admin"), ("member.created", "admin")
+        ("program.created", "admin"),
+        ("member.created", "admin"),
     ]
 
 

@@ -128,7 +128,9 @@ def test_opting_into_an_unknown_program_is_refused_and_stores_nothing(platform_a
 
 
 def test_members_cannot_set_the_system_state_lapsed(platform_a: Caller) -> None:
-    response = platform_a.client.post("/api/v1/enrollments", {"program": "take-it-down", "state": "lapsed"}, format="json")
+    response = platform_a.client.post(
+        "/api/v1/enrollments", {"program": "take-it-down", "state": "lapsed"}, format="json"
+    )
     assert response.status_code == 400
     assert "state" in response.json()["errors"]
 
@@ -149,7 +151,9 @@ def test_programs_list_shows_rules(platform_a: Caller, other_program) -> None:  
 
 
 def test_non_json_bodies_get_a_clear_415(platform_a: Caller) -> None:
-    response = platform_a.client.post("/api/v1/keys", "public_key=abc", content_type="application/x-www-form-urlencoded")
+    response = platform_a.client.post(
+        "/api/v1/keys", "public_key=abc", content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 415
     assert response["Content-Type"] == "application/problem+json"
     assert "application/json" in response.json()["detail"]
@@ -163,7 +167,9 @@ def test_malformed_json_gets_a_400_not_a_500(platform_a: Caller) -> None:
 
 def test_list_endpoints_page_with_limit_and_offset(platform_a: Caller) -> None:
     for _ in range(3):
-        platform_a.client.post("/api/v1/keys", {"public_key": base64.b64encode(raw_public_key()).decode()}, format="json")
+        platform_a.client.post(
+            "/api/v1/keys", {"public_key": base64.b64encode(raw_public_key()).decode()}, format="json"
+        )
     page = platform_a.client.get("/api/v1/keys?limit=2").json()
     assert page["count"] == 3
     assert len(page["results"]) == 2

@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="Member slug.")
         parser.add_argument("--name", default="", help="What the key is for.")
-        parser.add_argument("--scopes", default="", help="Comma-separated; default: the usual scopes of the member's kind.")
+        parser.add_argument(
+            "--scopes", default="", help="Comma-separated; default: the usual scopes of the member's kind."
+        )
         parser.add_argument("--expires-days", type=int, default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -37,6 +39,8 @@ class Command(BaseCommand):
             expires_at=expires_at,
             actor=Actor.operator("credential_issue"),
         )
-        self.stderr.write(f"issued key hxk_{credential.prefix}… for {member.slug} with scopes {', '.join(credential.scopes)}")
+        self.stderr.write(
+            f"issued key hxk_{credential.prefix}… for {member.slug} with scopes {', '.join(credential.scopes)}"
+        )
         self.stderr.write("store it now: it is not shown again")
         self.stdout.write(token)

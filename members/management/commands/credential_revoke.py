@@ -24,5 +24,10 @@ class Command(BaseCommand):
         credential = ApiCredential.objects.select_related("member").filter(prefix=prefix).first()
         if credential is None:
             raise CommandError(f"no API key with prefix {prefix!r}")
-        run_service(services.credential_revoke, credential=credential, reason=options["reason"], actor=Actor.operator("credential_revoke"))
+        run_service(
+            services.credential_revoke,
+            credential=credential,
+            reason=options["reason"],
+            actor=Actor.operator("credential_revoke"),
+        )
         self.stdout.write(f"revoked hxk_{credential.prefix}… of {credential.member.slug}")
