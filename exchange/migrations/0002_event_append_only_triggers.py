@@ -34,13 +34,13 @@ SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS exchange_event_no_update;"
 def forward(apps: Any, schema_editor: Any) -> None:
     sql = {"postgresql": PG_FORWARD, "sqlite": SQLITE_FORWARD}.get(schema_editor.connection.vendor)
     if sql:
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 def backward(apps: Any, schema_editor: Any) -> None:
     sql = {"postgresql": PG_BACKWARD, "sqlite": SQLITE_BACKWARD}.get(schema_editor.connection.vendor)
     if sql:
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 class Migration(migrations.Migration):
