@@ -1,0 +1,346 @@
+"""The whole exchange on one machine for development: what `make run` runs.
+
+    python -m config.devserver
+
+A fresh clone must come up with one command, so this brings up Redis (unless one answers
+at REDIS_URL), migrates, seeds the demo member and prints a fresh API key, then runs the
+web server, one Celery worker and Celery beat as its children, with their output prefixed
+by name. Ctrl-C or SIGTERM stops everything it started and exits 0; if any child dies the
+rest are stopped and it exits 1 naming the child, because a half-running stack (say, no
+worker) looks healthy while silently doing nothing.
+
+Configuration comes from the environment and .env (real variables win), as in
+config/settings.py: PORT (8000), REDIS_URL (redis://127.0.0.1:6379/0), VAR_DIR (var),
+DEBUG (1 here if unset: the settings refuse the development SECRET_KEY without it).
+
+Each child runs in its own process group, so a terminal's Ctrl-C reaches only this
+process, which then stops the children in order: web and Celery first (the worker
+finishes its task and acknowledges it), Redis last.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
+
+from config.devservices import ServiceError, ensure_redis, is_loopback, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 8000
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+HEALTH_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_print_lock = threading.Lock()
+_stop_requested = threading.Event()
+
+
+class StartupError(RuntimeError):
+    """A step before the banner failed; the message says which and why."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP arrived: stop what was started and exit 0."""
+
+
+def say(line: str, stream: IO[str] | None = None) -> None:
+    """Print a whole line at once: children's reader threads print at the same time."""
+    out = stream or sys.stdout
+    with _print_lock:
+        out.write(line if line.endswith("\n") else line + "\n")
+        out.flush()
+
+
+def load_dotenv(path: Path) -> None:
+    """KEY=VALUE lines from .env into the environment, real variables winning, as settings do.
+
+    Done here too because PORT and REDIS_URL are needed before any Django code runs.
+    """
+    if not path.is_file():
+        return
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+@dataclass
+class Child:
+    """A process this server started, and the thread that copies its output to the terminal."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    reader: threading.Thread | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+def _pump(child: Child, stream: IO[bytes], *, keep: bool, echo: bool) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        if keep:
+            child.lines.append(line)
+        if echo:
+            say(f"[{child.name}] {line}")
+    stream.close()
+
+
+def spawn(name: str, args: Sequence[str], env: dict[str, str], *, capture_stdout: bool = False) -> Child:
+    """Start `args` in its own session; echo its output prefixed by `name`.
+
+    With `capture_stdout`, stdout is kept (not echoed) for the caller and stderr is echoed.
+    """
+    proc = subprocess.Popen(
+        list(args),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stdout else subprocess.STDOUT,
+        start_new_session=True,
+    )
+    child = Child(name, proc)
+    assert proc.stdout is not None
+    child.reader = threading.Thread(
+        target=_pump,
+        args=(child, proc.stdout),
+        kwargs={"keep": capture_stdout, "echo": not capture_stdout},
+        daemon=True,
+    )
+    child.reader.start()
+    if capture_stdout:
+        assert proc.stderr is not None
+        threading.Thread(
+            target=_pump, args=(child, proc.stderr), kwargs={"keep": False, "echo": True}, daemon=True
+        ).start()
+    return child
+
+
+def stop_children(children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM every child at once, wait, then SIGKILL each one's whole process group.
+
+    The group kill also ends what a child left behind (a Celery pool process, say).
+    """
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            say(f"devserver: stopping {child.name} (pid {child.proc.pid})")
+            try:
+                child.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"devserver: {child.name} did not stop within {timeout:.0f}s; killing it")
+        _kill_group(child.proc.pid)
+        child.proc.wait()
+    for child in children:
+        if child.reader is not None:
+            child.reader.join(timeout=2)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_step(name: str, args: Sequence[str], env: dict[str, str], *, capture_stdout: bool = False) -> list[str]:
+    """Run a setup command to completion (migrate, demo_seed); a signal stops it and aborts startup."""
+    child = spawn(name, args, env, capture_stdout=capture_stdout)
+    try:
+        while child.proc.poll() is None:
+            if _stop_requested.wait(0.1):
+                raise Interrupted
+    finally:
+        if child.proc.poll() is None:
+            stop_children([child])
+    if child.reader is not None:
+        child.reader.join(timeout=5)
+    if child.proc.returncode != 0:
+        raise StartupError(f"`{' '.join(args[1:])}` failed with exit code {child.proc.returncode}; see [{name}] above.")
+    return child.lines
+
+
+def check_port_free(port: int) -> None:
+    """Fail before anything starts if the web port is taken, instead of after migrations."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise StartupError(
+                f"Port {port} on 127.0.0.1 is in use ({exc.strerror}); run with PORT=<another port>."
+            ) from exc
+
+
+def first_dead(children: list[Child]) -> Child | None:
+    return next((child for child in children if child.proc.poll() is not None), None)
+
+
+def wait_healthy(url: str, children: list[Child], timeout: float = HEALTH_TIMEOUT) -> None:
+    """Poll /healthz until it answers 200, watching that no child died and no signal came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = first_dead(children)
+        if dead is not None:
+            raise StartupError(
+                f"{dead.name} exited with code {dead.proc.returncode} during startup; see [{dead.name}]."
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if _stop_requested.wait(0.25):
+            raise Interrupted
+    raise StartupError(f"{url} did not answer within {timeout:.0f}s; see [web] above.")
+
+
+def redact(url: str) -> str:
+    """A URL fit to print: the password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def banner(*, port: int, key: str, redis_note: str, database: str) -> str:
+    base = f"http://127.0.0.1:{port}"
+    rule = "=" * 78
+    return "\n".join(
+        [
+            "",
+            rule,
+            "  Hash exchange is running (development mode: DEBUG on, not for production)",
+            "",
+            f"  API docs    {base}/api/v1/docs/",
+            f"  Admin       {base}/admin/",
+            f"  Liveness    {base}/healthz",
+            f"  Readiness   {base}/readyz",
+            f"  Redis       {redis_note}",
+            f"  Database    {database}",
+            "",
+            "  Demo API key (member demo-platform in program take-it-down; earlier keys stay valid):",
+            f"    {key}",
+            "  Try it:",
+            f'    curl -H "Authorization: Bearer {key}" {base}/api/v1/me',
+            "",
+            "  Admin user for /admin/:  .venv/bin/python manage.py createsuperuser",
+            "  Ctrl-C stops the web server, the worker, beat and the Redis started here.",
+            rule,
+            "",
+        ]
+    )
+
+
+def child_environment(port: int, redis_url: str) -> dict[str, str]:
+    """The environment of every child: DEBUG on unless set, unbuffered output, links on PORT."""
+    env = dict(os.environ)
+    env.setdefault("DEBUG", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["REDIS_URL"] = redis_url
+    site = urlsplit(env.get("SITE_URL", ""))
+    if not site.hostname or is_loopback(site.hostname):
+        env["SITE_URL"] = f"http://127.0.0.1:{port}"  # .env's default names port 8000; follow PORT here
+    return env
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _stop_requested.set()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start everything, supervise it, stop it; the exit code says whether it ended cleanly."""
+    load_dotenv(Path(os.environ.get("ENV_FILE", ROOT / ".env")))
+    os.environ.setdefault("DEBUG", "1")
+    port = int(os.environ.get("PORT") or DEFAULT_PORT)
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    var_dir = Path(os.environ.get("VAR_DIR") or ROOT / "var")
+    if not var_dir.is_absolute():
+        var_dir = ROOT / var_dir
+    env = child_environment(port, redis_url)
+    python = sys.executable
+    manage = str(ROOT / "manage.py")
+
+    for signum in SIGNALS:
+        signal.signal(signum, _on_signal)
+    redis_proc: subprocess.Popen | None = None
+    children: list[Child] = []
+    code = 0
+    try:
+        check_port_free(port)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        redis_proc = ensure_redis(redis_url, var_dir / "redis")
+        if redis_proc is not None:
+            redis_note = f"{redact(redis_url)} (started here; log {var_dir / 'redis' / 'redis.log'})"
+        else:
+            redis_note = f"{redact(redis_url)} (already running; left alone)"
+        say(f"[redis] {redis_note}")
+        if _stop_requested.is_set():
+            raise Interrupted
+        run_step("migrate", [python, manage, "migrate", "--noinput"], env)
+        seeded = run_step("seed", [python, manage, "demo_seed"], env, capture_stdout=True)
+        key = next((line.strip() for line in reversed(seeded) if line.strip()), "")
+        if not key.startswith("hxk_"):
+            say(f"devserver: warning: demo_seed's last line does not look like an API key: {key!r}", sys.stderr)
+
+        children.append(
+            spawn("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"], env)
+        )
+        children.append(
+            spawn("worker", [python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", "2"], env)
+        )
+        schedule = str(var_dir / "celerybeat-schedule")
+        children.append(
+            spawn("beat", [python, "-m", "celery", "-A", "config", "beat", "-l", "info", "--schedule", schedule], env)
+        )
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", children)
+        database = redact(os.environ.get("DATABASE_URL") or f"SQLite {var_dir / 'db.sqlite3'}")
+        say(banner(port=port, key=key, redis_note=redis_note, database=database))
+
+        while not _stop_requested.wait(0.5):
+            dead = first_dead(children)
+            if dead is not None:
+                raise StartupError(f"{dead.name} exited with code {dead.proc.returncode}; stopping the rest.")
+            if redis_proc is not None and redis_proc.poll() is not None:
+                raise StartupError(f"redis exited with code {redis_proc.returncode}; stopping the rest.")
+        raise Interrupted
+    except Interrupted:
+        say("devserver: stopping (signal received)")
+    except (StartupError, ServiceError) as exc:
+        say(f"devserver: {exc}", sys.stderr)
+        code = 1
+    finally:
+        for signum in SIGNALS:  # a second Ctrl-C must not cut the orderly stop short
+            signal.signal(signum, signal.SIG_IGN)
+        stop_children(children)
+        if redis_proc is not None:
+            say(f"devserver: stopping redis (pid {redis_proc.pid})")
+            stop_process(redis_proc)
+    say("devserver: stopped" if code == 0 else "devserver: stopped after a failure", sys.stderr if code else None)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
