@@ -1,0 +1,184 @@
+"""Build the JSON payloads that go inside submission and withdrawal envelopes.
+
+The server verifies the exact bytes and never re-serialises them, so whatever this module
+emits is what every member and peer will later read. It therefore validates each field
+the way the server does, so that a mistake is reported on the member's machine before
+anything is signed, rather than as a rejection after upload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+SUBMISSION_TYPE = "application/vnd.hashexchange.submission+json"
+WITHDRAWAL_TYPE = "application/vnd.hashexchange.withdrawal+json"
+
+# Hex digits of each signal type's value; the server refuses any other length.
+HEX_LENGTHS: dict[str, int] = {
+    "pdq": 64,
+    "md5": 32,
+    "sha256": 64,
+    "phash": 16,
+    "dhash": 16,
+    "video_md5": 32,
+}
+SIGNAL_TYPES: tuple[str, ...] = tuple(HEX_LENGTHS)
+
+_HEX = re.compile(r"[0-9a-f]+")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
+
+class PayloadError(ValueError):
+    """A field that the server would refuse; the message names it."""
+
+
+def normalise_value(signal_type: str, value: str) -> str:
+    """Lowercase hex of the right length for ``signal_type``, or :class:`PayloadError`.
+
+    Upper case and surrounding white space are forgiven because people paste hashes
+    from other tools; anything else is an error, not a guess.
+    """
+    if signal_type not in HEX_LENGTHS:
+        raise PayloadError(f"unknown signal type {signal_type!r}; known: {', '.join(SIGNAL_TYPES)}")
+    if not isinstance(value, str):
+        raise PayloadError("value must be a string of hex digits")
+    value = value.strip().lower()
+    expected = HEX_LENGTHS[signal_type]
+    if len(value) != expected or not _HEX.fullmatch(value):
+        raise PayloadError(f"{signal_type} value must be {expected} hex digits, got {value[:80]!r}")
+    return value
+
+
+def format_timestamp(moment: dt.datetime | None = None) -> str:
+    """RFC 3339 UTC with seconds precision and a ``Z``: ``2026-11-21T06:00:00Z``."""
+    if moment is None:
+        moment = dt.datetime.now(dt.UTC)
+    elif moment.tzinfo is None or moment.utcoffset() is None:
+        raise PayloadError("created_at must be timezone-aware")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_nonce() -> str:
+    """32 lowercase hex digits from 16 random bytes; the server refuses reuse."""
+    return secrets.token_hex(16)
+
+
+def submission_payload(
+    *,
+    program: str,
+    signal_type: str,
+    value: str,
+    labels: Iterable[str] = (),
+    quality: int | None = None,
+    case: str | None = None,
+    created_at: dt.datetime | None = None,
+    nonce: str | None = None,
+) -> bytes:
+    """The bytes to sign for submitting one hash to one program.
+
+    ``created_at`` and ``nonce`` are fresh unless given; give them only for
+    reproducible examples and tests, since the server refuses a reused nonce.
+    """
+    fields = _common(
+        program=program,
+        signal_type=signal_type,
+        value=value,
+        created_at=created_at,
+        nonce=nonce,
+        case=case,
+    )
+    fields["labels"] = _labels(labels)
+    if quality is not None:
+        if signal_type != "pdq":
+            raise PayloadError("quality applies to pdq hashes only")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+            raise PayloadError("quality must be an integer from 0 to 100")
+        fields["quality"] = quality
+    return _encode(fields)
+
+
+def withdrawal_payload(
+    *,
+    program: str,
+    signal_type: str,
+    value: str,
+    case: str | None = None,
+    reason: str | None = None,
+    created_at: dt.datetime | None = None,
+    nonce: str | None = None,
+) -> bytes:
+    """The bytes to sign for withdrawing this member's support of one hash."""
+    fields = _common(
+        program=program,
+        signal_type=signal_type,
+        value=value,
+        created_at=created_at,
+        nonce=nonce,
+        case=case,
+    )
+    if reason is not None:
+        fields["reason"] = _text("reason", reason)
+    return _encode(fields)
+
+
+def parse_payload(payload: bytes) -> dict[str, Any]:
+    """Decode verified payload bytes as a JSON object (for display and checks)."""
+    try:
+        decoded = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise PayloadError("payload must be a JSON object")
+    return decoded
+
+
+def _common(
+    *,
+    program: str,
+    signal_type: str,
+    value: str,
+    created_at: dt.datetime | None,
+    nonce: str | None,
+    case: str | None,
+) -> dict[str, Any]:
+    if not isinstance(program, str) or not _SLUG.fullmatch(program):
+        raise PayloadError(f"program must be a slug (letters, digits, - and _), got {program!r}")
+    if nonce is None:
+        nonce = new_nonce()
+    elif not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+        raise PayloadError("nonce must be 32 lowercase hex digits")
+    fields: dict[str, Any] = {
+        "program": program,
+        "signal_type": signal_type,
+        "value": normalise_value(signal_type, value),
+        "created_at": format_timestamp(created_at),
+        "nonce": nonce,
+    }
+    if case is not None:
+        fields["case"] = _text("case", case)
+    return fields
+
+
+def _labels(labels: Iterable[str]) -> list[str]:
+    if isinstance(labels, str):
+        # A bare string would otherwise become a list of its characters.
+        raise PayloadError("labels must be a list of strings, not one string")
+    return [_text("label", label) for label in labels]
+
+
+def _text(name: str, text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise PayloadError(f"{name} must be a non-empty string")
+    return text
+
+
+def _encode(fields: dict[str, Any]) -> bytes:
+    # Compact and sorted: the server checks these bytes as they are, so a stable,
+    # minimal encoding keeps envelopes small and examples reproducible.
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
