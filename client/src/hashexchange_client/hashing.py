@@ -1,0 +1,229 @@
+"""Hash files on the member's own device; the files themselves never leave it.
+
+Perceptual hashes (PDQ, pHash, dHash) are computed from a reduced copy of the image.
+JPEGs are decoded with Pillow's ``draft`` mode, which lets libjpeg scale by 1/2, 1/4 or
+1/8 inside the DCT, so a 12-megapixel photo is never fully decoded; anything still
+larger than :data:`MAX_SIDE` pixels is box-reduced by an integer factor. PDQ's own
+first step is a box (Jarosz) filter down to 64x64, so this loses almost nothing: on
+photo-like 4000x3000 JPEGs the PDQ hash stays within 2-8 bits of the full-resolution
+one (mean 3.6), where resizing further to 512 px, as Meta's reference hasher does,
+drifted 4-14 bits (see docs/benchmarks/client-hashing.md). It is 20-30 times faster
+than hashing at full resolution.
+
+Images are shown upright first (EXIF orientation applied), so the hash describes the
+picture as a person sees it, which is also how platforms usually re-encode uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import numpy as np
+import pdqhash
+from PIL import Image, ImageOps
+
+from .payloads import SIGNAL_TYPES
+
+IMAGE_SIGNAL_TYPES = frozenset({"pdq", "phash", "dhash"})
+BYTE_SIGNAL_TYPES = frozenset({"md5", "sha256"})
+VIDEO_SIGNAL_TYPES = frozenset({"video_md5"})
+DEFAULT_TYPES: tuple[str, ...] = ("pdq", "video_md5")
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
+# The JPEG draft request; libjpeg then picks the largest 1/2^k scale that keeps both
+# sides at least this big, so a 4000x3000 photo decodes at 1000x750.
+DRAFT_SIDE = 512
+# Longest side kept for perceptual hashing (see the module docstring for why).
+MAX_SIDE = 1024
+
+_CHUNK = 1 << 20
+
+
+class HashingError(Exception):
+    """A file that could not be hashed; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class HashResult:
+    """One hash of one file. ``quality`` is PDQ's 0-100 confidence, else None."""
+
+    path: Path
+    signal_type: str
+    value: str
+    quality: int | None = None
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """Everything learnt about one file: its hashes, or why there are none."""
+
+    path: Path
+    results: tuple[HashResult, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+
+def parse_types(text: str | Iterable[str]) -> tuple[str, ...]:
+    """Turn ``"pdq,md5"`` (or a list) into known signal types, in order, without repeats."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    types: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        if name not in SIGNAL_TYPES:
+            raise ValueError(f"unknown signal type {name!r}; known: {', '.join(SIGNAL_TYPES)}")
+        if name not in types:
+            types.append(name)
+    if not types:
+        raise ValueError("no signal types given")
+    return tuple(types)
+
+
+def is_video(path: Path) -> bool:
+    """Videos are recognised by extension; they are hashed as bytes, never decoded."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def applicable_types(path: Path, types: Iterable[str]) -> tuple[str, ...]:
+    """The requested types that make sense for this file (image vs video)."""
+    allowed = VIDEO_SIGNAL_TYPES if is_video(path) else IMAGE_SIGNAL_TYPES
+    return tuple(t for t in types if t in allowed or t in BYTE_SIGNAL_TYPES)
+
+
+def hash_file(path: str | os.PathLike[str], types: Iterable[str] = DEFAULT_TYPES) -> list[HashResult]:
+    """Hash one file with each applicable requested type, in the order requested.
+
+    Raises :class:`HashingError` if the file cannot be read, or if an image type was
+    asked for and the file is not a decodable image. Returns an empty list when no
+    requested type applies (for example ``pdq`` for a video).
+    """
+    path = Path(path)
+    wanted = applicable_types(path, types)
+    if not wanted:
+        return []
+    values: dict[str, str] = _file_digests(path, wanted)
+    quality: int | None = None
+    if IMAGE_SIGNAL_TYPES.intersection(wanted):
+        image = load_image(path)
+        if "pdq" in wanted:
+            values["pdq"], quality = pdq_hash(image)
+        if "phash" in wanted:
+            values["phash"] = str(imagehash.phash(image))
+        if "dhash" in wanted:
+            values["dhash"] = str(imagehash.dhash(image))
+    return [HashResult(path, t, values[t], quality if t == "pdq" else None) for t in wanted]
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image upright, in RGB, with its longest side at most :data:`MAX_SIDE`.
+
+    Any failure to decode becomes a :class:`HashingError`: Pillow's format parsers
+    raise many exception types on damaged input, and one bad file among thousands must
+    not stop the rest.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+            # Returns a loaded copy, transposed if EXIF says the camera was turned.
+            image = ImageOps.exif_transpose(opened)
+        if image.mode != "RGB":
+            # Through RGBA so palette transparency is interpreted, not warned about.
+            image = image.convert("RGBA").convert("RGB")
+    except FileNotFoundError:
+        raise HashingError(f"{path}: no such file") from None
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        raise HashingError(f"{path}: cannot decode image: {reason}") from exc
+    longest = max(image.size)
+    if longest > MAX_SIDE:
+        image = image.reduce(math.ceil(longest / MAX_SIDE))
+    return image
+
+
+def pdq_hash(image: Image.Image) -> tuple[str, int]:
+    """PDQ hash as 64 lowercase hex digits, and its quality (0-100).
+
+    ``pdqhash`` returns the 256 bits most significant first, so packing them into
+    bytes gives the same hex as Meta's reference implementation prints.
+    """
+    bits, quality = pdqhash.compute(np.asarray(image, dtype=np.uint8))
+    return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
+
+
+def _file_digests(path: Path, types: Sequence[str]) -> dict[str, str]:
+    """Stream the file once for every byte digest asked for (MD5, SHA-256)."""
+    digests: dict[str, Any] = {}
+    if "md5" in types or "video_md5" in types:
+        digests["md5"] = hashlib.md5(usedforsecurity=False)
+    if "sha256" in types:
+        digests["sha256"] = hashlib.sha256()
+    if not digests:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                for digest in digests.values():
+                    digest.update(chunk)
+    except FileNotFoundError:
+        raise HashingError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise HashingError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    values = {name: digest.hexdigest() for name, digest in digests.items()}
+    if "md5" in values:
+        values["video_md5"] = values["md5"]
+    return values
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Files named directly, plus image and video files found under named directories.
+
+    A file named on the command line is always tried, whatever its extension; inside
+    directories only known image and video extensions are taken, and hidden files and
+    directories are skipped, so stray documents or system files are not reported as
+    broken images. The walk is sorted, so runs are repeatable.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            yield path
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                candidate = Path(root, name)
+                if not name.startswith(".") and (candidate.suffix.lower() in IMAGE_EXTENSIONS or is_video(candidate)):
+                    yield candidate
+
+
+def hash_one(path: Path, types: Sequence[str]) -> FileHashes:
+    """:func:`hash_file`, with failures captured in the result instead of raised."""
+    try:
+        return FileHashes(path, tuple(hash_file(path, types)))
+    except HashingError as exc:
+        return FileHashes(path, error=str(exc))
+
+
+def hash_files(files: Iterable[Path], types: Sequence[str] = DEFAULT_TYPES, *, jobs: int = 1) -> Iterator[FileHashes]:
+    """Hash many files, in input order, optionally on ``jobs`` worker processes.
+
+    Processes rather than threads, because PDQ and the JPEG decoder hold the GIL for
+    much of their work.
+    """
+    if jobs <= 1:
+        for path in files:
+            yield hash_one(path, types)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(partial(hash_one, types=tuple(types)), files, chunksize=4)
