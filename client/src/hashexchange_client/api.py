@@ -1,0 +1,230 @@
+"""A small HTTP client for the exchange's member API (``/api/v1/``).
+
+It knows only what a member needs to contribute hashes: who am I, register my key,
+submit signed envelopes in batches, withdraw. Transient failures (the connection
+dropping, 5xx, 429) are retried with exponential backoff, which is safe because the
+server treats a re-submitted hash from the same member and program as a duplicate;
+everything else surfaces as :class:`ApiError` carrying the server's ``detail``, which
+is written for the person at the keyboard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import __version__
+from .keys import public_key_to_b64
+
+MAX_BATCH = 1000
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_DELAY = 60.0
+
+
+class ApiError(Exception):
+    """The server refused a request, or could not be reached after retrying.
+
+    ``status`` is the HTTP status, or None when no response arrived; ``detail`` is the
+    problem document's explanation (the server folds per-field messages into it, so it
+    is what to show a person); ``code`` and ``errors`` are there for programs.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        errors: Any = None,
+    ) -> None:
+        self.detail = detail
+        self.status = status
+        self.code = code
+        self.errors = errors
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.status}: " if self.status is not None else ""
+        return prefix + self.detail
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """What the server decided about one envelope; ``index`` is its input position."""
+
+    index: int
+    status: str
+    hash_id: str | None = None
+    submission_id: str | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+
+
+@dataclass
+class SubmitSummary:
+    """All results of one :meth:`Client.submit` call, in input order."""
+
+    results: list[SubmissionResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+    @property
+    def accepted(self) -> int:
+        return self.count("accepted")
+
+    @property
+    def duplicates(self) -> int:
+        return self.count("duplicate")
+
+    @property
+    def rejected(self) -> int:
+        return self.count("rejected")
+
+
+class Client:
+    """Talks to one exchange server on behalf of one member credential."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        base = base_url.rstrip("/")
+        # Accept the API root as well as the server root, since both get pasted.
+        self.base_url = base.removesuffix("/api/v1")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json, application/problem+json",
+                "User-Agent": f"hashexchange-client/{__version__}",
+            }
+        )
+
+    def me(self) -> dict[str, Any]:
+        """The calling member, its enrollments and keys: a cheap credentials check."""
+        return self._request("GET", "/api/v1/me")
+
+    def register_key(self, public_key: Ed25519PublicKey | bytes | str) -> str:
+        """Register an Ed25519 public key for this member; returns the server's key id."""
+        encoded = public_key if isinstance(public_key, str) else public_key_to_b64(public_key)
+        body = self._request("POST", "/api/v1/keys", {"public_key": encoded, "algorithm": "ed25519"})
+        return str(body["key_id"])
+
+    def submit(self, envelopes: Iterable[Mapping[str, Any]], *, batch_size: int = MAX_BATCH) -> SubmitSummary:
+        """Submit envelopes in batches and collect every result."""
+        summary = SubmitSummary()
+        for batch in self.iter_submit(envelopes, batch_size=batch_size):
+            summary.results.extend(batch)
+        return summary
+
+    def iter_submit(
+        self, envelopes: Iterable[Mapping[str, Any]], *, batch_size: int = MAX_BATCH
+    ) -> Iterator[list[SubmissionResult]]:
+        """Submit in batches of at most ``batch_size``, yielding each batch's results.
+
+        Yielding per batch lets a caller show progress and record accepted items as
+        they are confirmed, so an interrupted run loses at most one batch of work.
+        """
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+        offset = 0
+        batch: list[Mapping[str, Any]] = []
+        for envelope in envelopes:
+            batch.append(envelope)
+            if len(batch) == batch_size:
+                yield self._submit_batch(batch, offset)
+                offset += len(batch)
+                batch = []
+        if batch:
+            yield self._submit_batch(batch, offset)
+
+    def withdraw(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one signed withdrawal; returns ``{"hash_id", "status"}``."""
+        return self._request("POST", "/api/v1/withdrawals", envelope)
+
+    def _submit_batch(self, batch: list[Mapping[str, Any]], offset: int) -> list[SubmissionResult]:
+        body = self._request("POST", "/api/v1/submissions", {"envelopes": batch})
+        raw_results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(raw_results, list) or len(raw_results) != len(batch):
+            raise ApiError(f"the server answered a batch of {len(batch)} envelopes with an unexpected body")
+        results: list[SubmissionResult] = []
+        for position, raw in enumerate(raw_results):
+            error = raw.get("error") or {}
+            results.append(
+                SubmissionResult(
+                    index=offset + int(raw.get("index", position)),
+                    status=str(raw.get("status")),
+                    hash_id=raw.get("hash_id"),
+                    submission_id=raw.get("submission_id"),
+                    error_code=error.get("code"),
+                    error_detail=error.get("detail"),
+                )
+            )
+        return results
+
+    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+        """One API call with retries; returns the decoded JSON body."""
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, json=payload, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt >= self.retries:
+                    raise ApiError(f"cannot reach {url}: {exc}") from exc
+                self._sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.retries:
+                self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                raise _problem(response)
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise ApiError(
+                    f"the server's answer to {method} {path} is not JSON",
+                    status=response.status_code,
+                ) from exc
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after and retry_after.strip().isdigit():
+            return min(float(retry_after), _MAX_DELAY)
+        return min(self.backoff * 2**attempt, _MAX_DELAY)
+
+
+def _problem(response: requests.Response) -> ApiError:
+    """Turn an error response into an ApiError, preferring the problem ``detail``."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("title") or response.reason
+        return ApiError(
+            str(detail),
+            status=response.status_code,
+            code=body.get("code"),
+            errors=body.get("errors"),
+        )
+    text = response.text.strip()[:200] or response.reason or "no detail"
+    return ApiError(text, status=response.status_code)
