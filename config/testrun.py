@@ -79,7 +79,8 @@ class RunResult:
 
 
 class _Stop:
-    """Signal state: the first Ctrl-C/SIGTERM asks pytest to stop (SIGINT, so it tears down)."""
+    """Signal state: Ctrl-C/SIGTERM ask pytest to stop (with SIGINT, so that it tears down) and
+    skip the runs not yet started; pytest is killed if it has not stopped within a minute."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -89,9 +90,13 @@ class _Stop:
         first = not self.requested
         self.requested = True
         proc = self.current
-        if first and proc is not None and proc.poll() is None:
-            print(f"\ntestrun: signal {signum}: asking pytest to stop", file=sys.stderr, flush=True)
-            proc.send_signal(signal.SIGINT)  # pytest runs fixture teardown (stops workers) on SIGINT
+        if proc is None or proc.poll() is not None:
+            return
+        # Every signal is passed on: pytest can swallow one (a KeyboardInterrupt raised inside a
+        # __del__ is only a warning), and a second Ctrl-C should still get through.
+        print(f"\ntestrun: signal {signum}: asking pytest to stop", file=sys.stderr, flush=True)
+        proc.send_signal(signal.SIGINT)  # pytest runs fixture teardown (stops workers) on SIGINT
+        if first:
             timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _kill_if_running, args=(proc,))
             timer.daemon = True
             timer.start()
