@@ -175,6 +175,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "1200/min")
 
+# Signed submissions: how far a payload's created_at may be from the server's clock, and
+# how many envelopes one request may carry.
+SUBMISSION_CLOCK_SKEW_SECONDS = env_int("SUBMISSION_CLOCK_SKEW_SECONDS", 600)
+SUBMISSION_BATCH_MAX = env_int("SUBMISSION_BATCH_MAX", 1000)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["members.auth.IsActiveMember", "members.auth.HasScope"],

@@ -18,6 +18,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("members.urls")),
+    path("", include("hashes.urls")),
 ]
 
 urlpatterns = [

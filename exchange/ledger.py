@@ -198,10 +198,22 @@ class NewEvent:
     data: Mapping[str, Any] | None = None
 
 
-def _lock_and_next_seq() -> int:
+def lock() -> None:
+    """Take the ledger's write lock for the rest of the current transaction.
+
+    `record()` takes it itself. A service that must decide something from the current
+    state and record the result race-free (is this the first support of a hash?) takes
+    it first, so its read and its event see the same state. Taking it twice is harmless.
+    """
+    if not connection.in_atomic_block:
+        raise LedgerError("the ledger lock is held until commit, so it needs a transaction")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def _lock_and_next_seq() -> int:
+    lock()
     last = Event.objects.aggregate(last=models.Max("seq"))["last"]
     return (last or 0) + 1
 

@@ -111,6 +111,27 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
     ),
     (
+        "submit (signed by A)",
+        "post",
+        "/api/v1/submissions",
+        "submission_a",
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "withdraw (signed by A)",
+        "post",
+        "/api/v1/withdrawals",
+        "withdrawal_a",
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "hash detail (A's, in take-it-down)",
+        "get",
+        "/api/v1/hashes/{hash_a}",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
         "enrollment set",
         "post",
         "/api/v1/enrollments",
@@ -122,8 +143,12 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
 
 @pytest.fixture
 def cast(program, other_program, platform_a, platform_b, intake, auditor) -> dict[str, Any]:  # noqa: ANN001
-    """Every caller, plus one signing key that belongs to platform A."""
-    key_a = services.signing_key_register(member=platform_a.member, public_key=new_public_key(), actor=SETUP)
+    """Every caller, plus platform A's signing key and a hash it submitted."""
+    from tests.hashes.conftest import make_signer, random_pdq
+
+    signer = make_signer(platform_a)
+    value = random_pdq()
+    hash_a = signer.submit(signer.submission(value)).json()["results"][0]["hash_id"]
 
     def client_with(header: str) -> APIClient:
         client = APIClient()
@@ -149,7 +174,13 @@ def cast(program, other_program, platform_a, platform_b, intake, auditor) -> dic
     }
     for caller in (platform_a, platform_b, intake, auditor):
         callers[caller.member.slug.replace("-", "_")] = caller.client
-    return {"callers": callers, "key_a": key_a.key_id}
+    return {
+        "callers": callers,
+        "key_a": signer.key.key_id,
+        "hash_a": hash_a,
+        "submission_a": lambda: signer.submission(),
+        "withdrawal_a": lambda: signer.withdrawal(value),
+    }
 
 
 def row_counts() -> dict[str, int]:
@@ -176,8 +207,13 @@ def _cases() -> list[Any]:
 @pytest.mark.parametrize(("method", "path", "body", "caller", "status"), _cases())
 def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
     client: APIClient = cast["callers"][caller]
-    url = path.format(key_a=cast["key_a"])
-    payload = {"public_key": new_public_key()} if body == "new_key" else body
+    url = path.format(key_a=cast["key_a"], hash_a=cast["hash_a"])
+    if body == "new_key":
+        payload = {"public_key": new_public_key()}
+    elif isinstance(body, str):
+        payload = cast[body]()  # an envelope signed by platform A, made fresh for this call
+    else:
+        payload = body
     call: Callable[..., Any] = getattr(client, method)
     before = row_counts()
     response = call(url, payload, format="json") if payload is not None else call(url)

@@ -1,0 +1,142 @@
+"""Thin views: submit and withdraw signed envelopes, look a hash up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import problem_response
+from members.models import Scope
+
+from . import selectors, services
+from .envelopes import Rejection
+from .serializers import (
+    BatchResultSerializer,
+    EnvelopeSerializer,
+    HashSerializer,
+    ItemResultSerializer,
+    SubmissionBatchSerializer,
+    WithdrawalResultSerializer,
+)
+
+
+def rejection_response(rejection: Rejection) -> Response:
+    return problem_response(rejection.status, rejection.detail, code=rejection.code)
+
+
+def _envelopes_from(body: Any) -> tuple[list[Any], bool]:
+    """The envelopes of a request body, and whether it was a batch."""
+    if isinstance(body, dict) and "envelopes" in body:
+        items = body["envelopes"]
+        if not isinstance(items, list) or not items:
+            raise exceptions.ValidationError({"envelopes": ["give a non-empty list of DSSE envelopes"]})
+        if len(items) > settings.SUBMISSION_BATCH_MAX:
+            raise exceptions.ValidationError(
+                {
+                    "envelopes": [
+                        f"at most {settings.SUBMISSION_BATCH_MAX} envelopes per request, got {len(items)}; "
+                        "split the batch"
+                    ]
+                }
+            )
+        return items, True
+    if isinstance(body, dict) and "payloadType" in body:
+        return [body], False
+    raise exceptions.ValidationError(
+        {
+            "non_field_errors": [
+                f'send one DSSE envelope, or {{"envelopes": [...]}} with up to {settings.SUBMISSION_BATCH_MAX}'
+            ]
+        }
+    )
+
+
+class SubmissionsView(APIView):
+    """Submit signed hashes: one DSSE envelope, or a batch."""
+
+    required_scope = Scope.SUBMIT
+
+    @extend_schema(
+        request=SubmissionBatchSerializer,
+        responses={
+            200: OpenApiResponse(BatchResultSerializer, "A batch: one result per envelope (or a single duplicate)."),
+            201: OpenApiResponse(ItemResultSerializer, "A single envelope, accepted."),
+        },
+        examples=[
+            OpenApiExample(
+                "batch",
+                value={
+                    "envelopes": [
+                        {
+                            "payloadType": "application/vnd.hashexchange.submission+json",
+                            "payload": "eyJ...",
+                            "signatures": [{"keyid": "…", "sig": "…"}],
+                        }
+                    ]
+                },
+                request_only=True,
+            )
+        ],
+        description="A batch answers 200 with a result per envelope; a single envelope answers 201 when "
+        "accepted, 200 when it was already stored, or a problem document naming why it was refused.",
+    )
+    def post(self, request: Request) -> Response:
+        items, batch = _envelopes_from(request.data)
+        results = services.submissions_create(member=request.user, items=items)
+        if not batch:
+            result = results[0]
+            if result.error is not None:
+                return rejection_response(result.error)
+            return Response(result.as_dict(), status=201 if result.status == "accepted" else 200)
+        counts = {status: sum(r.status == status for r in results) for status in ("accepted", "duplicate", "rejected")}
+        return Response(
+            {
+                "results": [r.as_dict() for r in results],
+                "accepted": counts["accepted"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
+            }
+        )
+
+
+class WithdrawalsView(APIView):
+    """Withdraw your own submission of a hash with a signed withdrawal envelope."""
+
+    required_scope = Scope.SUBMIT
+
+    @extend_schema(
+        request=EnvelopeSerializer, responses={200: WithdrawalResultSerializer, 201: WithdrawalResultSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict) or "payloadType" not in request.data:
+            raise exceptions.ValidationError({"non_field_errors": ["send one signed withdrawal envelope"]})
+        try:
+            result = services.withdrawal_create(member=request.user, envelope=request.data)
+        except Rejection as rejection:
+            return rejection_response(rejection)
+        body = {
+            "hash_id": result.hash.pk,
+            "withdrawal_id": result.withdrawal.pk,
+            "status": result.hash.status,
+            "listing_status": result.listing_status,
+        }
+        return Response(body, status=201 if result.created else 200)
+
+
+class HashDetailView(APIView):
+    """A hash, where it is listed, and the signed envelopes that support it."""
+
+    required_scope = Scope.READ
+
+    @extend_schema(responses=HashSerializer)
+    def get(self, request: Request, hash_id: int) -> Response:
+        row = selectors.hash_for_member(member=request.user, hash_id=hash_id)
+        if row is None:
+            raise exceptions.NotFound("No hash with that id is visible to you.")
+        return Response(HashSerializer(row).data)

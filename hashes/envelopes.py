@@ -1,0 +1,223 @@
+"""Server-side reading of signed envelopes: shape, signature, and the payload's fields.
+
+The signature format itself (DSSE's PAE, Ed25519, strict base64) has one
+implementation, in the member-side client package, which every member and peer also
+uses to verify what we relay; this module adds what only the server decides: which
+fields a payload must have and what values they may take. No Django here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hashexchange_client import dsse
+from hashexchange_client.payloads import SUBMISSION_TYPE, WITHDRAWAL_TYPE
+
+from . import signal_types
+
+__all__ = [
+    "SUBMISSION_TYPE",
+    "WITHDRAWAL_TYPE",
+    "Rejection",
+    "SubmissionPayload",
+    "WithdrawalPayload",
+    "envelope_key_ids",
+    "parse_submission",
+    "parse_withdrawal",
+    "verify",
+]
+
+MAX_LABELS = 32
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,63}")
+_NONCE = re.compile(r"[A-Za-z0-9._~-]{16,128}")
+_CASE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+class Rejection(ValueError):
+    """Why an envelope is refused: a stable `code` and a `detail` that says what to fix."""
+
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def envelope_key_ids(envelope: Any) -> list[str]:
+    """The key ids an envelope claims to be signed by (unverified), for looking keys up."""
+    if not isinstance(envelope, Mapping) or not isinstance(envelope.get("signatures"), list):
+        raise Rejection("malformed_envelope", "an envelope is an object with payloadType, payload and signatures")
+    ids = [s.get("keyid") for s in envelope["signatures"] if isinstance(s, Mapping)]
+    return [kid for kid in ids if isinstance(kid, str) and kid]
+
+
+def verify(envelope: Any, public_keys: Mapping[str, bytes], payload_type: str) -> dsse.VerifiedEnvelope:
+    """Check shape and signature; translate the client library's errors into rejections."""
+    try:
+        return dsse.open_envelope(envelope, public_keys, payload_type)
+    except dsse.PayloadTypeError as exc:
+        raise Rejection("wrong_payload_type", str(exc)) from None
+    except dsse.UnknownKeyError as exc:
+        raise Rejection(
+            "unknown_key", f"{exc}; register the public key with POST /api/v1/keys first", status=403
+        ) from None
+    except dsse.BadSignatureError as exc:
+        raise Rejection("bad_signature", str(exc), status=403) from None
+    except dsse.EnvelopeError as exc:
+        raise Rejection("malformed_envelope", str(exc)) from None
+
+
+def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope as stored and relayed: its three DSSE fields, nothing else."""
+    return {
+        "payloadType": envelope["payloadType"],
+        "payload": envelope["payload"],
+        "signatures": [{"keyid": s["keyid"], "sig": s["sig"]} for s in envelope["signatures"]],
+    }
+
+
+def payload_digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _load(payload: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejection("malformed_payload", f"the payload must be UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Rejection("malformed_payload", "the payload must be a JSON object")
+    return data
+
+
+def _check_fields(data: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+    missing = sorted(required - data.keys())
+    if missing:
+        raise Rejection("malformed_payload", f"the payload lacks {', '.join(missing)}")
+    unknown = sorted(data.keys() - required - optional)
+    if unknown:
+        raise Rejection(
+            "malformed_payload",
+            f"the payload has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(required | optional))}",
+        )
+
+
+def _string(data: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = data[name]
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise Rejection("malformed_payload", f"{name} must be {what}")
+    return value
+
+
+def _time(data: Mapping[str, Any]) -> dt.datetime:
+    raw = data["created_at"]
+    try:
+        value = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise Rejection(
+            "malformed_payload", "created_at must be an RFC 3339 time with a zone, e.g. 2026-11-21T06:00:00Z"
+        )
+    return value.astimezone(dt.UTC)
+
+
+def _signal(data: Mapping[str, Any]) -> tuple[str, str]:
+    try:
+        kind = signal_types.get(data["signal_type"])
+        return kind.name, kind.validate(data["value"])
+    except signal_types.SignalValueError as exc:
+        code = "unknown_signal_type" if "unknown signal type" in str(exc) else "invalid_value"
+        raise Rejection(code, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class SubmissionPayload:
+    program: str
+    signal_type: str
+    value: str
+    created_at: dt.datetime
+    nonce: str
+    labels: tuple[str, ...] = ()
+    quality: int | None = None
+    case: str = ""
+
+
+@dataclass(frozen=True)
+class WithdrawalPayload:
+    program: str
+    signal_type: str
+    value: str
+    created_at: dt.datetime
+    nonce: str
+    case: str = ""
+    reason: str = ""
+
+
+def _common(data: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime, str, str]:
+    program = _string(data, "program", _SLUG, "a program slug")
+    signal_type, value = _signal(data)
+    created_at = _time(data)
+    nonce = _string(data, "nonce", _NONCE, "16 to 128 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'")
+    case = _string(data, "case", _CASE, "up to 64 characters of A-Z, a-z, 0-9, '_', '-'") if "case" in data else ""
+    return program, signal_type, value, created_at, nonce, case
+
+
+def parse_submission(payload: bytes) -> SubmissionPayload:
+    """Read and check a submission payload (docs/envelopes.md)."""
+    data = _load(payload)
+    _check_fields(data, {"program", "signal_type", "value", "created_at", "nonce"}, {"labels", "quality", "case"})
+    program, signal_type, value, created_at, nonce, case = _common(data)
+    labels = data.get("labels", [])
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise Rejection("malformed_payload", f"labels must be a list of at most {MAX_LABELS} strings")
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise Rejection(
+                "malformed_payload",
+                f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-'",
+            )
+    quality = data.get("quality")
+    if quality is not None:
+        if signal_type != "pdq":
+            raise Rejection("malformed_payload", "quality is given only for pdq hashes")
+        try:
+            signal_types.check_pdq_quality(quality, 0)
+        except signal_types.SignalValueError as exc:
+            raise Rejection("malformed_payload", str(exc)) from None
+    return SubmissionPayload(
+        program=program,
+        signal_type=signal_type,
+        value=value,
+        created_at=created_at,
+        nonce=nonce,
+        labels=tuple(dict.fromkeys(labels)),
+        quality=quality,
+        case=case,
+    )
+
+
+def parse_withdrawal(payload: bytes) -> WithdrawalPayload:
+    """Read and check a withdrawal payload (docs/envelopes.md)."""
+    data = _load(payload)
+    _check_fields(data, {"program", "signal_type", "value", "created_at", "nonce"}, {"case", "reason"})
+    program, signal_type, value, created_at, nonce, case = _common(data)
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise Rejection("malformed_payload", "reason must be a string of at most 500 characters")
+    return WithdrawalPayload(
+        program=program,
+        signal_type=signal_type,
+        value=value,
+        created_at=created_at,
+        nonce=nonce,
+        case=case,
+        reason=reason,
+    )

@@ -1,0 +1,132 @@
+"""Hashes, where they are listed, and the signed submissions and withdrawals behind them.
+
+A Hash is one signal type + value, shared by every program it is listed in. A Listing
+says the hash is distributed in a program: it is active while at least one active
+submission (or an operator's import) supports it there. Submissions and withdrawals
+keep the signed envelope exactly as the member sent it, so members and peers can
+verify who said what without trusting the clearinghouse.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from members.models import Member, Program, SigningKey
+
+
+class Hash(models.Model):
+    """A signal type and normalised value, unique together."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        WITHDRAWN = "withdrawn", "Withdrawn (no active support left)"
+        QUARANTINED = "quarantined", "Quarantined (disputed; excluded until an admin decides)"
+        RETIRED = "retired", "Retired by an admin"
+
+    signal_type = models.CharField(max_length=16)
+    value = models.CharField(max_length=64, help_text="Normalised lowercase hex.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    status_reason = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["signal_type", "value"], name="hash_unique_type_value")]
+        verbose_name_plural = "hashes"
+
+    def __str__(self) -> str:
+        return f"{self.signal_type}:{self.value[:16]}…"
+
+
+class Listing(models.Model):
+    """A hash distributed in a program. Its changes are the hash.added / hash.withdrawn events."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="listings")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hash", "program"], name="listing_unique_hash_program")]
+
+    def __str__(self) -> str:
+        return f"{self.hash} in {self.program.slug}"
+
+
+class Submission(models.Model):
+    """One signed envelope that puts a hash in a program, exactly as received.
+
+    Imported records (an operator moving a list from another exchange) have no
+    submitter, key or envelope; `source` says where they came from.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        WITHDRAWN = "withdrawn", "Withdrawn by its submitter"
+
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions")
+    submitter = models.ForeignKey(Member, on_delete=models.PROTECT, null=True, blank=True, related_name="submissions")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    envelope = models.JSONField(null=True, blank=True, help_text="The DSSE envelope as received (payload verbatim).")
+    payload_sha256 = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    nonce = models.CharField(max_length=128, null=True, blank=True)
+    signed_at = models.DateTimeField(null=True, blank=True, help_text="created_at from the signed payload.")
+    labels = models.JSONField(default=list, blank=True)
+    case_ref = models.CharField(max_length=64, blank=True, default="", help_text="Intake's case id, if any.")
+    quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=100, blank=True, default="", help_text="For imports: where it came from.")
+    received_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawal = models.ForeignKey("Withdrawal", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitter", "program", "hash"],
+                condition=Q(status="active", submitter__isnull=False),
+                name="submission_one_active_per_submitter",
+            ),
+            models.UniqueConstraint(
+                fields=["signing_key", "nonce"], condition=Q(nonce__isnull=False), name="submission_unique_nonce"
+            ),
+        ]
+        indexes = [models.Index(fields=["hash", "program", "status"])]
+
+    def __str__(self) -> str:
+        who = self.submitter.slug if self.submitter_id else f"import:{self.source}"
+        return f"{self.hash} by {who}"
+
+    @property
+    def signed(self) -> bool:
+        return self.envelope is not None
+
+
+class Withdrawal(models.Model):
+    """A submitter's signed request to stop distributing its submission of a hash."""
+
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="withdrawals")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="withdrawals")
+    submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="withdrawals")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT)
+    envelope = models.JSONField()
+    payload_sha256 = models.CharField(max_length=64, unique=True)
+    nonce = models.CharField(max_length=128)
+    signed_at = models.DateTimeField()
+    case_ref = models.CharField(max_length=64, blank=True, default="")
+    reason = models.CharField(max_length=500, blank=True, default="")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["signing_key", "nonce"], name="withdrawal_unique_nonce")]
+
+    def __str__(self) -> str:
+        return f"withdrawal of {self.hash} by {self.submitter.slug}"

@@ -1,0 +1,51 @@
+"""Reads of hashes, always scoped to the calling member."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, Q
+
+from members.models import Enrollment, Member
+
+from .models import Hash, Listing, Submission
+
+# Members who are (or were recently) receiving a program's hashes may look them up.
+RECEIVING_STATES = (Enrollment.State.OPTED_IN, Enrollment.State.PAUSED, Enrollment.State.LAPSED)
+
+
+def receiving_program_ids(*, member: Member) -> set[int]:
+    return set(
+        Enrollment.objects.filter(member=member, state__in=RECEIVING_STATES).values_list("program_id", flat=True)
+    )
+
+
+def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
+    """A hash the member submitted or that is listed in a program it receives, else None.
+
+    Shown: its listings in those programs and in the programs the member submitted it
+    to; the active envelopes supporting it there; and the member's own submissions.
+    """
+    programs = receiving_program_ids(member=member)
+    row = (
+        Hash.objects.filter(Q(listings__program_id__in=programs) | Q(submissions__submitter=member), pk=hash_id)
+        .distinct()
+        .prefetch_related(
+            Prefetch("listings", queryset=Listing.objects.select_related("program").order_by("program__slug")),
+            Prefetch(
+                "submissions",
+                queryset=Submission.objects.select_related("program", "submitter").order_by("received_at", "pk"),
+            ),
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    submissions = list(row.submissions.all())
+    own_programs = {s.program_id for s in submissions if s.submitter_id == member.pk}
+    shown_programs = programs | own_programs
+    row.visible_listings = [listing for listing in row.listings.all() if listing.program_id in shown_programs]
+    row.visible_submissions = [
+        s
+        for s in submissions
+        if s.submitter_id == member.pk or (s.program_id in programs and s.status == Submission.Status.ACTIVE)
+    ]
+    return row
