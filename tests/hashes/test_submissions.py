@@ -361,3 +361,25 @@ def test_retired_hashes_take_no_new_submissions(signer_a: Signer, signer_b: Sign
     result = signer_b.submit(signer_b.submission(value)).json()["results"][0]
     assert result["error"]["code"] == "hash_retired"
     assert not Submission.objects.filter(submitter=signer_b.caller.member).exists()
+
+
+def test_admins_retire_a_hash_with_a_reason(admin_client, signer_a: Signer) -> None:  # noqa: ANN001
+    hash_id = signer_a.submit(signer_a.submission()).json()["results"][0]["hash_id"]
+    ask = admin_client.post("/admin/hashes/hash/", {"action": "retire", "_selected_action": [hash_id]})
+    assert ask.status_code == 200
+    assert "Reason (required)" in ask.content.decode()
+    assert Hash.objects.get(pk=hash_id).status == "active"
+    done = admin_client.post(
+        "/admin/hashes/hash/",
+        {"action": "retire", "_selected_action": [hash_id], "apply": "1", "reason": "false positive"},
+        follow=True,
+    )
+    assert done.status_code == 200
+    row = Hash.objects.get(pk=hash_id)
+    assert (row.status, row.status_reason) == ("retired", "false positive")
+    retired = Event.objects.get(kind="hash.retired")
+    assert (retired.actor_type, retired.data["reason"]) == ("admin", "false positive")
+    for url in ["/admin/hashes/hash/?status__exact=retired", f"/admin/hashes/hash/{hash_id}/change/",
+                "/admin/hashes/submission/?program__id__exact=1", "/admin/hashes/withdrawal/",
+                f"/admin/hashes/submission/{Submission.objects.get().pk}/change/"]:
+        assert admin_client.get(url).status_code == 200, url

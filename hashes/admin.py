@@ -1,0 +1,136 @@
+"""Admin for hashes, submissions and withdrawals.
+
+Envelopes are shown read-only: they are what members signed. Withdrawing or retiring a
+hash asks for a reason and goes through hashes/services.py, which records the events
+that tell members.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.html import format_html
+
+from members.admin import admin_actor
+
+from . import services
+from .models import Hash, Listing, Submission, Withdrawal
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def pretty_envelope(envelope: dict[str, Any] | None) -> str:
+    if envelope is None:
+        return "— (imported, not signed by a member)"
+    return format_html("<pre>{}</pre>", json.dumps(envelope, indent=2))
+
+
+class ListingInline(admin.TabularInline):
+    model = Listing
+    extra = 0
+    can_delete = False
+    fields = ["program", "status", "created_at", "changed_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Hash)
+class HashAdmin(ReadOnlyAdmin):
+    list_display = ["id", "signal_type", "value", "status", "created_at", "status_changed_at"]
+    list_filter = ["status", "signal_type", "listings__program"]
+    search_fields = ["=value", "=id"]
+    readonly_fields = ["signal_type", "value", "status", "status_reason", "created_at", "status_changed_at"]
+    inlines = [ListingInline]
+    actions = ["withdraw", "retire"]
+    show_full_result_count = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # needed for actions; every field is read-only
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Hash], status: str) -> HttpResponse | None:
+        reason = request.POST.get("reason", "").strip()
+        if "apply" not in request.POST or not reason:
+            if "apply" in request.POST:
+                self.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
+            return render(
+                request,
+                "admin/hashes/set_status.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"{status.capitalize()} {queryset.count()} hash(es)",
+                    "status": status,
+                    "action": request.POST["action"],
+                    "hashes": queryset,
+                    "opts": self.model._meta,
+                },
+            )
+        done = 0
+        for row in queryset:
+            try:
+                services.hash_set_status(hash_=row, status=status, reason=reason, actor=admin_actor(request))
+                done += 1
+            except ValidationError as exc:
+                self.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
+        self.message_user(request, f"{done} hash(es) {status}; members are told through the feed and webhooks.")
+        return None
+
+    @admin.action(description="Withdraw (members stop matching it; a new submission can bring it back)")
+    def withdraw(self, request: HttpRequest, queryset: QuerySet[Hash]) -> HttpResponse | None:
+        return self._set_status(request, queryset, Hash.Status.WITHDRAWN)
+
+    @admin.action(description="Retire for good (false positive, abuse)")
+    def retire(self, request: HttpRequest, queryset: QuerySet[Hash]) -> HttpResponse | None:
+        return self._set_status(request, queryset, Hash.Status.RETIRED)
+
+
+@admin.register(Submission)
+class SubmissionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "hash", "program", "submitter", "status", "signed", "source", "received_at"]
+    list_filter = ["status", "program", "hash__signal_type", "submitter__kind", "submitter"]
+    search_fields = ["=hash__value", "submitter__slug", "source", "=payload_sha256"]
+    list_select_related = ["hash", "program", "submitter"]
+    readonly_fields = ["hash", "program", "submitter", "signing_key", "status", "envelope_pretty", "nonce",
+                       "signed_at", "labels", "case_ref", "quality", "source", "received_at", "withdrawn_at",
+                       "withdrawal"]
+    exclude = ["envelope", "payload_sha256"]
+    show_full_result_count = False
+
+    @admin.display(description="envelope (as signed)")
+    def envelope_pretty(self, obj: Submission) -> str:
+        return pretty_envelope(obj.envelope)
+
+    @admin.display(boolean=True)
+    def signed(self, obj: Submission) -> bool:
+        return obj.signed
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(ReadOnlyAdmin):
+    list_display = ["id", "hash", "program", "submitter", "reason", "received_at"]
+    list_filter = ["program", "submitter"]
+    search_fields = ["=hash__value", "submitter__slug"]
+    list_select_related = ["hash", "program", "submitter"]
+    readonly_fields = ["hash", "program", "submitter", "signing_key", "envelope_pretty", "nonce", "signed_at",
+                       "case_ref", "reason", "received_at"]
+    exclude = ["envelope", "payload_sha256"]
+
+    @admin.display(description="envelope (as signed)")
+    def envelope_pretty(self, obj: Withdrawal) -> str:
+        return pretty_envelope(obj.envelope)
