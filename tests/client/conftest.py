@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-import io
 import json
 import socket
 import sys
@@ -20,9 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +29,7 @@ if importlib.util.find_spec("hashexchange_client") is None:
 
 from hashexchange_client.dsse import EnvelopeError, verify_envelope  # noqa: E402
 from hashexchange_client.payloads import SUBMISSION_TYPE, WITHDRAWAL_TYPE  # noqa: E402
+from hashexchange_client.samples import jpeg_bytes, photo_like  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,47 +42,9 @@ def _clean_redis() -> None:
     """Overrides the suite-wide Redis flush, for the same reason."""
 
 
-def photo_like(width: int, height: int, seed: int = 0, *, texture: bool = False) -> Image.Image:
-    """A deterministic picture with smooth gradients and solid shapes.
-
-    Perceptual hashes of pure noise are meaningless, so test images look like
-    pictures: smooth colour fields with edges. ``texture`` adds a coarse, smoothed
-    grain like a photo's, for the benchmark-like cases.
-    """
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    channels = [
-        127 + 100 * np.sin(x / width * np.pi * (1 + i) + phase[i]) * np.cos(y / height * np.pi * (1 + (i + 1) % 3))
-        for i in range(3)
-    ]
-    pixels = np.stack(channels, axis=-1)
-    if texture:
-        grain = rng.normal(0, 1, (height // 8 + 1, width // 8 + 1, 3)).astype(np.float32)
-        pixels += 12 * np.kron(grain, np.ones((8, 8, 1), np.float32))[:height, :width]
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    short = min(width, height)
-    for _ in range(12):
-        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(short // 20, short // 4))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if rng.random() < 0.5:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-        else:
-            draw.rectangle([cx - r, cy - r // 2, cx + r, cy + r // 2], fill=colour)
-    return image
-
-
-def jpeg_bytes(image: Image.Image, quality: int = 85) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def make_photo() -> Callable[..., Image.Image]:
-    """:func:`photo_like`, as a fixture (test modules cannot import conftest)."""
+    """:func:`hashexchange_client.samples.photo_like`, as a fixture."""
     return photo_like
 
 
@@ -132,8 +93,7 @@ class FakeExchange:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def start(self) -> FakeExchange:
         self._thread.start()
