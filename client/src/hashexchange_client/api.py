@@ -119,13 +119,19 @@ class Client:
 
     def me(self) -> dict[str, Any]:
         """The calling member, its enrollments and keys: a cheap credentials check."""
-        return self._request("GET", "/api/v1/me")
+        return _object(self._request("GET", "/api/v1/me"), "GET /api/v1/me")
 
     def register_key(self, public_key: Ed25519PublicKey | bytes | str) -> str:
         """Register an Ed25519 public key for this member; returns the server's key id."""
         encoded = public_key if isinstance(public_key, str) else public_key_to_b64(public_key)
-        body = self._request("POST", "/api/v1/keys", {"public_key": encoded, "algorithm": "ed25519"})
-        return str(body["key_id"])
+        body = _object(
+            self._request("POST", "/api/v1/keys", {"public_key": encoded, "algorithm": "ed25519"}),
+            "POST /api/v1/keys",
+        )
+        registered = body.get("key_id")
+        if not isinstance(registered, str):
+            raise ApiError("the server registered the key but did not say its key_id")
+        return registered
 
     def submit(self, envelopes: Iterable[Mapping[str, Any]], *, batch_size: int = MAX_BATCH) -> SubmitSummary:
         """Submit envelopes in batches and collect every result."""
@@ -157,7 +163,7 @@ class Client:
 
     def withdraw(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
         """Send one signed withdrawal; returns ``{"hash_id", "status"}``."""
-        return self._request("POST", "/api/v1/withdrawals", envelope)
+        return _object(self._request("POST", "/api/v1/withdrawals", envelope), "POST /api/v1/withdrawals")
 
     def _submit_batch(self, batch: list[Mapping[str, Any]], offset: int) -> list[SubmissionResult]:
         body = self._request("POST", "/api/v1/submissions", {"envelopes": batch})
@@ -166,6 +172,8 @@ class Client:
             raise ApiError(f"the server answered a batch of {len(batch)} envelopes with an unexpected body")
         results: list[SubmissionResult] = []
         for position, raw in enumerate(raw_results):
+            if not isinstance(raw, dict):
+                raise ApiError("the server answered with a result that is not a JSON object")
             error = raw.get("error") or {}
             results.append(
                 SubmissionResult(
@@ -209,7 +217,14 @@ class Client:
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.strip().isdigit():
             return min(float(retry_after), _MAX_DELAY)
-        return min(self.backoff * 2**attempt, _MAX_DELAY)
+        return min(self.backoff * 2.0**attempt, _MAX_DELAY)
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    """The body if it is a JSON object; anything else means a server we do not understand."""
+    if not isinstance(body, dict):
+        raise ApiError(f"the server's answer to {what} is not a JSON object")
+    return body
 
 
 def _problem(response: requests.Response) -> ApiError:

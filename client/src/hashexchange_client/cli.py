@@ -222,7 +222,8 @@ def _jobs(args: argparse.Namespace, file_count: int) -> int:
 
 def _progress(iterable: Iterable[Any], *, total: int, desc: str, unit: str) -> Iterable[Any]:
     # disable=None hides the bar when stderr is not a terminal (pipes, CI, tests).
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
+    bar: Iterable[Any] = tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
+    return bar
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def b64decode(text: str, *, what: str = "value") -> bytes:
+def b64decode(text: object, *, what: str = "value") -> bytes:
     """Decode canonical standard base64, refusing anything else.
 
     Refused: non-strings, characters outside the standard alphabet (including the
