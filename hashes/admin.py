@@ -34,9 +34,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-def pretty_envelope(envelope: dict[str, Any] | None) -> str:
-    if envelope is None:
-        return "— (imported, not signed by a member)"
+def pretty_envelope(envelope: dict[str, Any]) -> str:
     return format_html("<pre>{}</pre>", json.dumps(envelope, indent=2))
 
 
@@ -44,7 +42,7 @@ class ListingInline(admin.TabularInline):
     model = Listing
     extra = 0
     can_delete = False
-    fields = ["program", "status", "created_at", "changed_at"]
+    fields = ["program", "status", "import_batch", "created_at", "changed_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -102,23 +100,32 @@ class HashAdmin(ReadOnlyAdmin):
 
 @admin.register(Submission)
 class SubmissionAdmin(ReadOnlyAdmin):
-    list_display = ["id", "hash", "program", "submitter", "status", "signed", "source", "received_at"]
+    list_display = ["id", "hash", "program", "submitter", "status", "received_at"]
     list_filter = ["status", "program", "hash__signal_type", "submitter__kind", "submitter"]
-    search_fields = ["=hash__value", "submitter__slug", "source", "=payload_sha256"]
+    search_fields = ["=hash__value", "submitter__slug", "=payload_sha256"]
     list_select_related = ["hash", "program", "submitter"]
-    readonly_fields = ["hash", "program", "submitter", "signing_key", "status", "envelope_pretty", "nonce",
-                       "signed_at", "labels", "case_ref", "quality", "source", "received_at", "withdrawn_at",
-                       "withdrawal"]
+    readonly_fields = [
+        "hash",
+        "program",
+        "submitter",
+        "signing_key",
+        "status",
+        "envelope_pretty",
+        "nonce",
+        "signed_at",
+        "labels",
+        "case_ref",
+        "quality",
+        "received_at",
+        "withdrawn_at",
+        "withdrawal",
+    ]
     exclude = ["envelope", "payload_sha256"]
     show_full_result_count = False
 
     @admin.display(description="envelope (as signed)")
     def envelope_pretty(self, obj: Submission) -> str:
         return pretty_envelope(obj.envelope)
-
-    @admin.display(boolean=True)
-    def signed(self, obj: Submission) -> bool:
-        return obj.signed
 
 
 @admin.register(Withdrawal)
@@ -127,8 +134,18 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     list_filter = ["program", "submitter"]
     search_fields = ["=hash__value", "submitter__slug"]
     list_select_related = ["hash", "program", "submitter"]
-    readonly_fields = ["hash", "program", "submitter", "signing_key", "envelope_pretty", "nonce", "signed_at",
-                       "case_ref", "reason", "received_at"]
+    readonly_fields = [
+        "hash",
+        "program",
+        "submitter",
+        "signing_key",
+        "envelope_pretty",
+        "nonce",
+        "signed_at",
+        "case_ref",
+        "reason",
+        "received_at",
+    ]
     exclude = ["envelope", "payload_sha256"]
 
     @admin.display(description="envelope (as signed)")

@@ -40,8 +40,34 @@ class Hash(models.Model):
         return f"{self.signal_type}:{self.value[:16]}…"
 
 
+class ImportBatch(models.Model):
+    """An operator's bulk import of an existing hash list (e.g. from another exchange).
+
+    Imported hashes are not signed by a member; their listings point here, so every
+    imported record says where it came from.
+    """
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="imports")
+    source = models.CharField(max_length=100, help_text="Where the list came from, e.g. the other exchange's name.")
+    file_name = models.CharField(max_length=500, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lines_read = models.PositiveBigIntegerField(default=0)
+    lines_invalid = models.PositiveBigIntegerField(default=0)
+    hashes_listed = models.PositiveBigIntegerField(default=0, help_text="Hashes newly listed in the program.")
+
+    class Meta:
+        verbose_name_plural = "import batches"
+
+    def __str__(self) -> str:
+        return f"import {self.pk} from {self.source} into {self.program.slug}"
+
+
 class Listing(models.Model):
-    """A hash distributed in a program. Its changes are the hash.added / hash.withdrawn events."""
+    """A hash distributed in a program. Its changes are the hash.added / hash.withdrawn events.
+
+    It is active while an active submission or an import supports it.
+    """
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -50,6 +76,14 @@ class Listing(models.Model):
     hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="listings")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    import_batch = models.ForeignKey(
+        ImportBatch,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="listings",
+        help_text="Set when an operator's import supports the listing.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     changed_at = models.DateTimeField(default=timezone.now)
 
@@ -61,11 +95,7 @@ class Listing(models.Model):
 
 
 class Submission(models.Model):
-    """One signed envelope that puts a hash in a program, exactly as received.
-
-    Imported records (an operator moving a list from another exchange) have no
-    submitter, key or envelope; `source` says where they came from.
-    """
+    """One signed envelope that puts a hash in a program, exactly as received."""
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -73,17 +103,16 @@ class Submission(models.Model):
 
     hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions")
-    submitter = models.ForeignKey(Member, on_delete=models.PROTECT, null=True, blank=True, related_name="submissions")
-    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, null=True, blank=True)
+    submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    envelope = models.JSONField(null=True, blank=True, help_text="The DSSE envelope as received (payload verbatim).")
-    payload_sha256 = models.CharField(max_length=64, null=True, blank=True, unique=True)
-    nonce = models.CharField(max_length=128, null=True, blank=True)
-    signed_at = models.DateTimeField(null=True, blank=True, help_text="created_at from the signed payload.")
+    envelope = models.JSONField(help_text="The DSSE envelope as received (payload verbatim).")
+    payload_sha256 = models.CharField(max_length=64, unique=True)
+    nonce = models.CharField(max_length=128)
+    signed_at = models.DateTimeField(help_text="created_at from the signed payload.")
     labels = models.JSONField(default=list, blank=True)
     case_ref = models.CharField(max_length=64, blank=True, default="", help_text="Intake's case id, if any.")
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
-    source = models.CharField(max_length=100, blank=True, default="", help_text="For imports: where it came from.")
     received_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawal = models.ForeignKey("Withdrawal", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -92,22 +121,15 @@ class Submission(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["submitter", "program", "hash"],
-                condition=Q(status="active", submitter__isnull=False),
+                condition=Q(status="active"),
                 name="submission_one_active_per_submitter",
             ),
-            models.UniqueConstraint(
-                fields=["signing_key", "nonce"], condition=Q(nonce__isnull=False), name="submission_unique_nonce"
-            ),
+            models.UniqueConstraint(fields=["signing_key", "nonce"], name="submission_unique_nonce"),
         ]
         indexes = [models.Index(fields=["hash", "program", "status"])]
 
     def __str__(self) -> str:
-        who = self.submitter.slug if self.submitter_id else f"import:{self.source}"
-        return f"{self.hash} by {who}"
-
-    @property
-    def signed(self) -> bool:
-        return self.envelope is not None
+        return f"{self.hash} by {self.submitter.slug}"
 
 
 class Withdrawal(models.Model):

@@ -29,7 +29,10 @@ def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
         Hash.objects.filter(Q(listings__program_id__in=programs) | Q(submissions__submitter=member), pk=hash_id)
         .distinct()
         .prefetch_related(
-            Prefetch("listings", queryset=Listing.objects.select_related("program").order_by("program__slug")),
+            Prefetch(
+                "listings",
+                queryset=Listing.objects.select_related("program", "import_batch").order_by("program__slug"),
+            ),
             Prefetch(
                 "submissions",
                 queryset=Submission.objects.select_related("program", "submitter").order_by("received_at", "pk"),

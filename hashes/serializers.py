@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Hash, Listing, Submission
@@ -49,26 +48,27 @@ class WithdrawalResultSerializer(serializers.Serializer):
 
 class ListingSerializer(serializers.ModelSerializer):
     program = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    imported_from = serializers.CharField(
+        source="import_batch.source",
+        default=None,
+        read_only=True,
+        help_text="Set when an operator imported the hash from another list (not signed by a member).",
+    )
 
     class Meta:
         model = Listing
-        fields = ["program", "status", "created_at", "changed_at"]
+        fields = ["program", "status", "imported_from", "created_at", "changed_at"]
         read_only_fields = fields
 
 
 class SupportingSubmissionSerializer(serializers.ModelSerializer):
     program = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    submitter = serializers.SerializerMethodField()
-    signed = serializers.BooleanField(read_only=True)
+    submitter = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
         model = Submission
-        fields = ["id", "program", "submitter", "status", "signed", "source", "labels", "received_at", "envelope"]
+        fields = ["id", "program", "submitter", "status", "labels", "received_at", "envelope"]
         read_only_fields = fields
-
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_submitter(self, submission: Submission) -> str | None:
-        return submission.submitter.slug if submission.submitter_id else None
 
 
 class HashSerializer(serializers.ModelSerializer):

@@ -483,7 +483,11 @@ def _store_withdrawal(
         for s in targets
     ]
     listing = Listing.objects.select_for_update().get(hash=row, program=program)
-    if not Submission.objects.filter(hash=row, program=program, status=Submission.Status.ACTIVE).exists():
+    still_supported = (
+        listing.import_batch_id is not None
+        or Submission.objects.filter(hash=row, program=program, status=Submission.Status.ACTIVE).exists()
+    )
+    if not still_supported:
         listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
         listing.save(update_fields=["status", "changed_at"])
         events.append(

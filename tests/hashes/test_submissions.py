@@ -379,7 +379,11 @@ def test_admins_retire_a_hash_with_a_reason(admin_client, signer_a: Signer) -> N
     assert (row.status, row.status_reason) == ("retired", "false positive")
     retired = Event.objects.get(kind="hash.retired")
     assert (retired.actor_type, retired.data["reason"]) == ("admin", "false positive")
-    for url in ["/admin/hashes/hash/?status__exact=retired", f"/admin/hashes/hash/{hash_id}/change/",
-                "/admin/hashes/submission/?program__id__exact=1", "/admin/hashes/withdrawal/",
-                f"/admin/hashes/submission/{Submission.objects.get().pk}/change/"]:
+    for url in [
+        "/admin/hashes/hash/?status__exact=retired",
+        f"/admin/hashes/hash/{hash_id}/change/",
+        "/admin/hashes/submission/?program__id__exact=1",
+        "/admin/hashes/withdrawal/",
+        f"/admin/hashes/submission/{Submission.objects.get().pk}/change/",
+    ]:
         assert admin_client.get(url).status_code == 200, url

@@ -1,0 +1,242 @@
+"""Bulk import of an existing hash list by an operator (10 million hashes in minutes).
+
+Row-by-row ORM saves manage a few thousand hashes a second; this streams the file in
+chunks and writes each chunk with set-based SQL: PostgreSQL's COPY into a temporary
+table, then INSERT ... SELECT ... ON CONFLICT; SQLite's executemany into a temporary
+table, then the same INSERT ... SELECT. Each chunk is one transaction under the ledger
+lock, so submissions from members interleave between chunks and the events stay in
+commit order.
+
+Imported hashes are not signed by a member. Their listings point to the ImportBatch,
+which names the source. Instead of one event per hash, each group of up to
+EVENT_GROUP_SIZE newly listed hashes is one `hashes.imported` event that names the
+hash ids and commits to their values with a SHA-256 digest, so the audit log covers
+every imported value without ten million leaves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from exchange import ledger
+from exchange.ledger import Actor, NewEvent
+from members.models import Program
+
+from . import signal_types
+from .models import Hash, ImportBatch, Listing
+
+CHUNK_SIZE = 100_000
+EVENT_GROUP_SIZE = 1_000
+MAX_REPORTED_ERRORS = 20
+
+
+@dataclass
+class ImportReport:
+    batch: ImportBatch
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def lines_read(self) -> int:
+        return self.batch.lines_read
+
+
+def parse_lines(
+    lines: Iterable[str], *, default_signal_type: str | None, report: ImportReport
+) -> Iterator[tuple[str, str]]:
+    """Yield (signal type, normalised value) from `value` or `signal_type,value` lines.
+
+    Blank lines and lines starting with # are skipped; invalid lines are counted, and
+    the first few are kept with their line numbers for the operator.
+    """
+    default = signal_types.get(default_signal_type) if default_signal_type else None
+    batch = report.batch
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        batch.lines_read += 1
+        if "," in text or "\t" in text:
+            name, _, value = text.replace("\t", ",").partition(",")
+            kind = signal_types.SIGNAL_TYPES.get(name.strip().lower())
+            value = value.split(",", 1)[0]
+        else:
+            kind, value = default, text
+        try:
+            if kind is None:
+                raise signal_types.SignalValueError(
+                    "no signal type: give `signal_type,value` lines or --signal-type"
+                    if default is None
+                    else f"unknown signal type {name.strip()!r}"
+                )
+            yield kind.name, kind.validate(value)
+        except signal_types.SignalValueError as exc:
+            batch.lines_invalid += 1
+            if len(report.errors) < MAX_REPORTED_ERRORS:
+                report.errors.append(f"line {number}: {exc}")
+
+
+def _chunks(rows: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    chunk: list[tuple[str, str]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def import_hashes(
+    *,
+    lines: Iterable[str],
+    program: Program,
+    source: str,
+    actor: Actor,
+    default_signal_type: str | None = None,
+    file_name: str = "",
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Stream `lines` into `program`; return the batch with its counts and first errors."""
+    if not source.strip():
+        raise ValueError("name the source of the list (--source)")
+    with transaction.atomic():
+        batch = ImportBatch.objects.create(program=program, source=source, file_name=file_name)
+        ledger.record(
+            "import.started",
+            actor=actor,
+            subject_type="import",
+            subject_id=batch.pk,
+            program=program.slug,
+            data={"import_id": batch.pk, "source": source, "file": file_name},
+        )
+    report = ImportReport(batch=batch)
+    rows = parse_lines(lines, default_signal_type=default_signal_type, report=report)
+    for chunk in _chunks(rows, chunk_size):
+        batch.hashes_listed += _import_chunk(chunk, batch=batch, program=program, actor=actor)
+        if progress:
+            progress(len(chunk))
+    with transaction.atomic():
+        batch.finished_at = timezone.now()
+        batch.save(update_fields=["finished_at", "lines_read", "lines_invalid", "hashes_listed"])
+        ledger.record(
+            "import.finished",
+            actor=actor,
+            subject_type="import",
+            subject_id=batch.pk,
+            program=program.slug,
+            data={
+                "import_id": batch.pk,
+                "source": source,
+                "lines_read": batch.lines_read,
+                "lines_invalid": batch.lines_invalid,
+                "hashes_listed": batch.hashes_listed,
+            },
+        )
+    return report
+
+
+@transaction.atomic
+def _import_chunk(chunk: list[tuple[str, str]], *, batch: ImportBatch, program: Program, actor: Actor) -> int:
+    """Write one chunk; announce the hashes it newly lists. Returns how many."""
+    ledger.lock()
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        _load_temp_table(cursor, chunk)
+        listed = _insert_set_based(cursor, batch=batch, program=program, now=now)
+    listed.sort()
+    events = []
+    for start in range(0, len(listed), EVENT_GROUP_SIZE):
+        group = listed[start : start + EVENT_GROUP_SIZE]
+        digest = hashlib.sha256("".join(f"{i}:{t}:{v}\n" for i, t, v in group).encode()).hexdigest()
+        events.append(
+            NewEvent(
+                "hashes.imported",
+                "import",
+                str(batch.pk),
+                program=program.slug,
+                data={
+                    "import_id": batch.pk,
+                    "source": batch.source,
+                    "hash_ids": [i for i, _, _ in group],
+                    "count": len(group),
+                    "digest": digest,
+                },
+            )
+        )
+    ledger.record_many(events, actor=actor)
+    return len(listed)
+
+
+TEMP_TABLE = "hashes_import_chunk"
+
+
+def _load_temp_table(cursor: object, chunk: list[tuple[str, str]]) -> None:
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {TEMP_TABLE} (signal_type varchar(16), value varchar(64)) "
+            "ON COMMIT DELETE ROWS"
+        )
+        # Values are validated hex and type names, so tab-separated text needs no escaping.
+        with cursor.copy(f"COPY {TEMP_TABLE} (signal_type, value) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            copy.write("".join(f"{kind}\t{value}\n" for kind, value in chunk))
+    else:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP_TABLE} (signal_type text, value text)")
+        cursor.execute(f"DELETE FROM {TEMP_TABLE}")
+        cursor.executemany(f"INSERT INTO {TEMP_TABLE} (signal_type, value) VALUES (%s, %s)", chunk)
+
+
+def _insert_set_based(cursor: object, *, batch: ImportBatch, program: Program, now: dt.datetime) -> list[tuple]:
+    """Upsert the chunk's hashes and listings; return (id, type, value) of newly listed ones.
+
+    Steps:
+    1. Insert hashes that do not exist yet.
+    2. List the chunk's hashes in the program where they are not listed yet, and
+       re-activate withdrawn listings; quarantined and retired hashes are left alone.
+    3. Hashes that were withdrawn everywhere and are listed again become active.
+    """
+    hash_table, listing_table = Hash._meta.db_table, Listing._meta.db_table
+    cursor.execute(
+        f"INSERT INTO {hash_table} (signal_type, value, status, status_reason, created_at, status_changed_at) "
+        f"SELECT DISTINCT signal_type, value, %s, '', %s, %s FROM {TEMP_TABLE} WHERE true "
+        "ON CONFLICT (signal_type, value) DO NOTHING",
+        [Hash.Status.ACTIVE, now, now],
+    )
+    chunk_hashes = (
+        f"SELECT DISTINCT h.id FROM {TEMP_TABLE} t JOIN {hash_table} h "
+        "ON h.signal_type = t.signal_type AND h.value = t.value WHERE h.status IN (%s, %s)"
+    )
+    eligible = [Hash.Status.ACTIVE, Hash.Status.WITHDRAWN]
+    cursor.execute(
+        f"UPDATE {listing_table} SET status = %s, changed_at = %s, import_batch_id = %s "
+        f"WHERE program_id = %s AND status = %s AND hash_id IN ({chunk_hashes}) RETURNING hash_id",
+        [Listing.Status.ACTIVE, now, batch.pk, program.pk, Listing.Status.WITHDRAWN, *eligible],
+    )
+    listed = {row[0] for row in cursor.fetchall()}
+    cursor.execute(
+        f"INSERT INTO {listing_table} (hash_id, program_id, status, import_batch_id, created_at, changed_at) "
+        f"SELECT id, %s, %s, %s, %s, %s FROM ({chunk_hashes}) AS c WHERE true "
+        "ON CONFLICT (hash_id, program_id) DO NOTHING RETURNING hash_id",
+        [program.pk, Listing.Status.ACTIVE, batch.pk, now, now, *eligible],
+    )
+    listed.update(row[0] for row in cursor.fetchall())
+    if not listed:
+        return []
+    cursor.execute(
+        f"UPDATE {hash_table} SET status = %s, status_changed_at = %s, status_reason = '' "
+        f"WHERE status = %s AND id IN (SELECT hash_id FROM {listing_table} WHERE program_id = %s "
+        f"AND import_batch_id = %s AND changed_at = %s)",
+        [Hash.Status.ACTIVE, now, Hash.Status.WITHDRAWN, program.pk, batch.pk, now],
+    )
+    cursor.execute(
+        f"SELECT h.id, h.signal_type, h.value FROM {hash_table} h JOIN {listing_table} l ON l.hash_id = h.id "
+        "WHERE l.program_id = %s AND l.import_batch_id = %s AND l.changed_at = %s",
+        [program.pk, batch.pk, now],
+    )
+    return [row for row in cursor.fetchall() if row[0] in listed]
