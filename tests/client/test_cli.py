@@ -270,6 +270,17 @@ def test_server_errors_are_shown_with_their_detail(
     assert "hashexchange: error: HTTP 401: Invalid API key." in err
 
 
+def test_bad_label_is_refused_before_hashing(
+    clean_dir: Path, key_dir: Path, server_env: FakeExchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["submit", str(clean_dir), "--program", "ncii", "--label", "two words"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--key", str(key_dir / "signing_key.pem")])
+    assert exited.value.code == 2
+    assert "label 'two words'" in capsys.readouterr().err
+    assert server_env.requests == []
+
+
 def test_missing_server_is_a_usage_error(
     clean_dir: Path, key_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

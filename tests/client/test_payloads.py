@@ -20,19 +20,18 @@ def test_submission_bytes_are_compact_utf8_json() -> None:
         program="ncii",
         signal_type="pdq",
         value=PDQ.upper(),
-        labels=["nudity", "café"],
+        labels=["nudity", "source:report/web"],
         quality=87,
         case="case-1",
         created_at=WHEN,
         nonce=NONCE,
     )
     assert b" " not in payload
-    assert "café".encode() in payload
     assert json.loads(payload) == {
         "program": "ncii",
         "signal_type": "pdq",
         "value": PDQ,
-        "labels": ["nudity", "café"],
+        "labels": ["nudity", "source:report/web"],
         "quality": 87,
         "case": "case-1",
         "created_at": "2026-11-21T06:00:00Z",
@@ -63,19 +62,22 @@ def test_withdrawal_payload() -> None:
         program="take-it-down",
         signal_type="video_md5",
         value="0" * 32,
-        reason="submitted by mistake",
+        reason="soumis par erreur, désolé",
         created_at=WHEN,
         nonce=NONCE,
     )
+    assert "désolé".encode() in payload  # UTF-8, not \u escapes
     assert json.loads(payload) == {
         "program": "take-it-down",
         "signal_type": "video_md5",
         "value": "0" * 32,
-        "reason": "submitted by mistake",
+        "reason": "soumis par erreur, désolé",
         "created_at": "2026-11-21T06:00:00Z",
         "nonce": NONCE,
     }
-    assert payload == json.dumps(json.loads(payload), separators=(",", ":"), sort_keys=True).encode()
+    assert (
+        payload == json.dumps(json.loads(payload), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,13 +99,21 @@ def test_value_lengths(signal_type: str, length: int) -> None:
         ({"program": "no spaces"}, "program"),
         ({"program": ""}, "program"),
         ({"labels": "one-string"}, "labels"),
+        ({"program": "p" * 65}, "program"),
         ({"labels": ["ok", ""]}, "label"),
         ({"labels": [3]}, "label"),
+        ({"labels": ["two words"]}, "label"),
+        ({"labels": ["-leading-dash"]}, "label"),
+        ({"labels": ["x" * 65]}, "label"),
+        ({"labels": ["café"]}, "label"),
+        ({"labels": [f"l{n}" for n in range(33)]}, "at most 32 labels"),
         ({"quality": 101}, "quality"),
         ({"quality": -1}, "quality"),
         ({"quality": True}, "quality"),
         ({"quality": 50, "signal_type": "md5", "value": "a" * 32}, "pdq hashes only"),
         ({"case": ""}, "case"),
+        ({"case": "has space"}, "case"),
+        ({"case": "c" * 65}, "case"),
         ({"nonce": "ABCDEF" * 5 + "00"}, "nonce"),
         ({"nonce": "abc"}, "nonce"),
     ],
@@ -113,6 +123,20 @@ def test_invalid_submission_fields(overrides: dict[str, object], message: str) -
     fields.update(overrides)
     with pytest.raises(PayloadError, match=message):
         payloads.submission_payload(**fields)  # type: ignore[arg-type]
+
+
+def test_limits_that_pass() -> None:
+    payload = payloads.submission_payload(
+        program="p" * 64,
+        signal_type="md5",
+        value="a" * 32,
+        labels=[f"l{n}" for n in range(32)],
+        case="c" * 64,
+    )
+    assert len(json.loads(payload)["labels"]) == 32
+    payloads.check_options(program="ncii", labels=["a:b.c_d/e-f"], case="TICKET-1_2")
+    with pytest.raises(PayloadError, match="reason"):
+        payloads.withdrawal_payload(program="ncii", signal_type="md5", value="a" * 32, reason="r" * 501)
 
 
 def test_parse_payload() -> None:

@@ -55,6 +55,7 @@ from .payloads import (
     SUBMISSION_TYPE,
     WITHDRAWAL_TYPE,
     PayloadError,
+    check_options,
     normalise_value,
     submission_payload,
     withdrawal_payload,
@@ -302,6 +303,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     types = _types(args)
     if not 1 <= args.batch_size <= 1000:
         raise UsageError("--batch-size must be between 1 and 1000")
+    try:
+        check_options(program=args.program, labels=args.label, case=args.case)
+    except PayloadError as exc:
+        raise UsageError(str(exc)) from exc
     client = None if args.dry_run else _client(args)
     key = load_private_key(args.key)
     journal = Journal(args.journal) if args.journal else None

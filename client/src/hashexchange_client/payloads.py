@@ -29,9 +29,14 @@ HEX_LENGTHS: dict[str, int] = {
 }
 SIGNAL_TYPES: tuple[str, ...] = tuple(HEX_LENGTHS)
 
+# The server's limits (hashes/envelopes.py), repeated so that mistakes surface locally.
+MAX_LABELS = 32
+MAX_REASON = 500
 _HEX = re.compile(r"[0-9a-f]+")
 _NONCE = re.compile(r"[0-9a-f]{32}")
-_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,63}")
+_CASE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class PayloadError(ValueError):
@@ -93,7 +98,7 @@ def submission_payload(
         nonce=nonce,
         case=case,
     )
-    fields["labels"] = _labels(labels)
+    fields["labels"] = _check_labels(labels)
     if quality is not None:
         if signal_type != "pdq":
             raise PayloadError("quality applies to pdq hashes only")
@@ -123,8 +128,22 @@ def withdrawal_payload(
         case=case,
     )
     if reason is not None:
-        fields["reason"] = _text("reason", reason)
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise PayloadError(f"reason must be a string of at most {MAX_REASON} characters")
+        fields["reason"] = reason
     return _encode(fields)
+
+
+def check_options(*, program: str, labels: Iterable[str] = (), case: str | None = None) -> None:
+    """Check the fields that are the same for a whole run, before any work is done.
+
+    ``hashexchange submit`` calls this first, so a mistyped label is reported at once
+    rather than after hashing a folder and having every envelope rejected.
+    """
+    _check_program(program)
+    _check_labels(labels)
+    if case is not None:
+        _check_case(case)
 
 
 def parse_payload(payload: bytes) -> dict[str, Any]:
@@ -147,8 +166,7 @@ def _common(
     nonce: str | None,
     case: str | None,
 ) -> dict[str, Any]:
-    if not isinstance(program, str) or not _SLUG.fullmatch(program):
-        raise PayloadError(f"program must be a slug (letters, digits, - and _), got {program!r}")
+    _check_program(program)
     if nonce is None:
         nonce = new_nonce()
     elif not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
@@ -161,21 +179,36 @@ def _common(
         "nonce": nonce,
     }
     if case is not None:
-        fields["case"] = _text("case", case)
+        fields["case"] = _check_case(case)
     return fields
 
 
-def _labels(labels: Iterable[str]) -> list[str]:
+def _check_program(program: str) -> str:
+    if not isinstance(program, str) or not _SLUG.fullmatch(program):
+        raise PayloadError(f"program must be a slug of 1-64 letters, digits, - and _, got {program!r}")
+    return program
+
+
+def _check_labels(labels: Iterable[str]) -> list[str]:
     if isinstance(labels, str):
         # A bare string would otherwise become a list of its characters.
         raise PayloadError("labels must be a list of strings, not one string")
-    return [_text("label", label) for label in labels]
+    checked = list(labels)
+    if len(checked) > MAX_LABELS:
+        raise PayloadError(f"at most {MAX_LABELS} labels, got {len(checked)}")
+    for label in checked:
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise PayloadError(
+                f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-', "
+                "starting with a letter or digit"
+            )
+    return checked
 
 
-def _text(name: str, text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise PayloadError(f"{name} must be a non-empty string")
-    return text
+def _check_case(case: str) -> str:
+    if not isinstance(case, str) or not _CASE.fullmatch(case):
+        raise PayloadError(f"case must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', got {case!r}")
+    return case
 
 
 def _encode(fields: dict[str, Any]) -> bytes:
