@@ -73,8 +73,8 @@ class FakeExchange:
 
     It verifies envelopes with registered keys, answers accepted/duplicate/rejected
     like the real server, records every request, and can be told to fail: answer the
-    next requests with given statuses (``fail_next``) or drop connections
-    (``drop_next``).
+    next requests with given statuses (``fail_next``, after letting ``pass_first``
+    more requests through) or drop connections (``drop_next``).
     """
 
     API_KEY = "hx_test_0123456789"
@@ -85,6 +85,7 @@ class FakeExchange:
         self.held: dict[tuple[str, str, str], str] = {}
         self.reject_values: set[str] = set()
         self.fail_next: list[tuple[int, dict[str, str]]] = []
+        self.pass_first = 0
         self.drop_next = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -132,7 +133,9 @@ class FakeExchange:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
-                    if fake.fail_next:
+                    if fake.fail_next and fake.pass_first:
+                        fake.pass_first -= 1
+                    elif fake.fail_next:
                         status, headers = fake.fail_next.pop(0)
                         self._send(status, {"detail": f"simulated failure {status}"}, headers)
                         return

@@ -270,6 +270,37 @@ def test_server_errors_are_shown_with_their_detail(
     assert "hashexchange: error: HTTP 401: Invalid API key." in err
 
 
+def test_failure_midway_shows_what_was_confirmed(
+    clean_dir: Path, key_dir: Path, server_env: FakeExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = str(key_dir / "signing_key.pem")
+    main(["register-key", "--key", key])
+    capsys.readouterr()
+    journal = tmp_path / "journal.jsonl"
+    server_env.pass_first = 1  # the first batch goes through, the second is refused
+    server_env.fail_next = [(400, {})]
+    args = ["submit", str(clean_dir), "--program", "ncii", "--key", key, "--batch-size", "1", "--journal", str(journal)]
+    assert main([*args, "--jobs", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "accepted: 1, duplicate: 0, rejected: 0" in captured.out
+    assert "hashexchange: error: HTTP 400: simulated failure 400" in captured.err
+    assert len(journal.read_text().splitlines()) == 1
+
+    # Running again finishes the job and skips what was confirmed.
+    assert main([*args, "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: 1 already in journal" in out
+    assert "accepted: 2, duplicate: 0, rejected: 0" in out
+
+
+def test_hash_with_nothing_to_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("no pictures here")
+    with pytest.raises(SystemExit) as exited:
+        main(["hash", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "no image or video files found" in capsys.readouterr().err
+
+
 def test_bad_label_is_refused_before_hashing(
     clean_dir: Path, key_dir: Path, server_env: FakeExchange, capsys: pytest.CaptureFixture[str]
 ) -> None:

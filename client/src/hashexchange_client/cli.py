@@ -186,7 +186,7 @@ def _add_key_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key",
         type=Path,
-        default=Path(os.environ.get(ENV_SIGNING_KEY, PRIVATE_KEY_FILENAME)),
+        default=Path(os.environ.get(ENV_SIGNING_KEY, PRIVATE_KEY_FILENAME)).expanduser(),
         help=f"private signing key, PEM (default ${ENV_SIGNING_KEY} or ./{PRIVATE_KEY_FILENAME})",
     )
 
@@ -221,10 +221,11 @@ def _jobs(args: argparse.Namespace, file_count: int) -> int:
     return max(1, min(wanted, file_count))
 
 
-def _progress(iterable: Iterable[Any], *, total: int, desc: str, unit: str) -> Iterable[Any]:
-    # disable=None hides the bar when stderr is not a terminal (pipes, CI, tests).
-    bar: Iterable[Any] = tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
-    return bar
+def _files(args: argparse.Namespace) -> list[Path]:
+    files = list(iter_files(args.paths))
+    if not files:
+        raise UsageError("no image or video files found under the given paths")
+    return files
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -244,7 +245,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_hash(args: argparse.Namespace) -> int:
     """Print hashes; nothing is sent anywhere."""
     types = _types(args)
-    files = list(iter_files(args.paths))
+    files = _files(args)
     failed = 0
     for outcome in hash_files(files, types, jobs=_jobs(args, len(files))):
         if outcome.error:
@@ -312,26 +313,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     journal = Journal(args.journal) if args.journal else None
     tally = _SubmitTally()
 
-    files = list(iter_files(args.paths))
-    if not files:
-        raise UsageError("no image or video files found under the given paths")
+    files = _files(args)
     tally.files = len(files)
     hashed = hash_files(files, types, jobs=_jobs(args, len(files)))
-    items = _sign_all(
-        _progress(hashed, total=len(files), desc="hashing", unit="file"),
-        args,
-        key,
-        journal,
-        tally,
-    )
+    # disable=None hides progress bars when stderr is not a terminal (pipes, CI, tests).
+    with tqdm(hashed, total=len(files), desc="hashing", unit="file", file=sys.stderr, disable=None) as progress:
+        items = _sign_all(progress, args, key, journal, tally)
 
-    if args.dry_run:
+    if client is None:
         for item in items:
             _print_json(item.envelope)
     elif items:
-        assert client is not None
-        _send(client, items, args, journal, tally)
-    _print_submit_summary(tally, dry_run=args.dry_run, signed=len(items))
+        try:
+            _send(client, items, args, journal, tally)
+        except ApiError:
+            # Show what was confirmed before the failure; main prints the error itself.
+            _print_submit_summary(tally, dry_run=False, signed=len(items))
+            raise
+    _print_submit_summary(tally, dry_run=client is None, signed=len(items))
     return 1 if (tally.failed or tally.rejected) else 0
 
 
@@ -378,10 +377,8 @@ def _send(
     journal: Journal | None,
     tally: _SubmitTally,
 ) -> None:
-    progress = tqdm(total=len(items), desc="submitting", unit="hash", file=sys.stderr, disable=None)
-    try:
-        batches = client.iter_submit((item.envelope for item in items), batch_size=args.batch_size)
-        for batch in batches:
+    with tqdm(total=len(items), desc="submitting", unit="hash", file=sys.stderr, disable=None) as progress:
+        for batch in client.iter_submit((item.envelope for item in items), batch_size=args.batch_size):
             held: list[JournalEntry] = []
             for result in batch:
                 item = items[result.index]
@@ -399,12 +396,6 @@ def _send(
             if journal is not None:
                 journal.record(held)
             progress.update(len(batch))
-    except ApiError:
-        # Show what was confirmed before the failure; the error itself is printed by main.
-        progress.close()
-        _print_submit_summary(tally, dry_run=False, signed=len(items))
-        raise
-    progress.close()
 
 
 def _journal_entry(program: str, hashed: HashResult, result: SubmissionResult) -> JournalEntry:
