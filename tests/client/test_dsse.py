@@ -147,6 +147,7 @@ _DELETE = object()
         (("signatures",), _DELETE, "signatures"),
         (("signatures",), [], "signatures"),
         (("signatures",), {"keyid": "x", "sig": "y"}, "signatures"),
+        (("signatures",), [{"keyid": "k", "sig": "x"}] * 17, "more than 16 signatures"),
         (("signatures", 0), "sig", r"signatures\[0\]"),
         (("signatures", 0, "keyid"), _DELETE, "keyid"),
         (("signatures", 0, "keyid"), 5, "keyid"),

@@ -22,6 +22,8 @@ from .encoding import Base64Error, b64decode, b64encode
 from .keys import key_id, public_key_bytes
 
 SIGNATURE_SIZE = 64
+# Members send one signature; the cap bounds the work an envelope can ask of a verifier.
+MAX_SIGNATURES = 16
 
 PublicKeyLike = Ed25519PublicKey | bytes
 
@@ -112,8 +114,9 @@ def open_envelope(
     """Verify an envelope and say which key signed it.
 
     Steps:
-    1. Check the shape: ``payloadType`` and ``payload`` strings, a non-empty list of
-       ``{"keyid", "sig"}`` objects, canonical base64, 64-byte signatures.
+    1. Check the shape: ``payloadType`` and ``payload`` strings, a list of 1 to
+       :data:`MAX_SIGNATURES` ``{"keyid", "sig"}`` objects, canonical base64, 64-byte
+       signatures.
     2. If ``payload_type`` is given, the envelope must declare exactly that type.
     3. Keep the signatures whose key id is in ``public_keys``; none is
        :class:`UnknownKeyError`.
@@ -128,7 +131,7 @@ def open_envelope(
         raise PayloadTypeError(f"envelope payloadType is {declared_type!r}, expected {payload_type!r}")
     candidates = [(kid, sig) for kid, sig in signatures if kid in public_keys]
     if not candidates:
-        ids = ", ".join(kid for kid, _ in signatures)
+        ids = ", ".join(kid[:64] for kid, _ in signatures)
         raise UnknownKeyError(f"envelope is signed only by unknown key id(s): {ids}")
     message = pae(declared_type, payload)
     for kid, sig in candidates:
@@ -159,6 +162,8 @@ def _parse(envelope: Mapping[str, Any]) -> tuple[str, bytes, list[tuple[str, byt
     raw_signatures = envelope.get("signatures")
     if not isinstance(raw_signatures, list) or not raw_signatures:
         raise MalformedEnvelopeError("envelope signatures must be a non-empty list")
+    if len(raw_signatures) > MAX_SIGNATURES:
+        raise MalformedEnvelopeError(f"envelope has more than {MAX_SIGNATURES} signatures")
     signatures: list[tuple[str, bytes]] = []
     for index, entry in enumerate(raw_signatures):
         if not isinstance(entry, Mapping):
