@@ -1,0 +1,853 @@
+"""Verified submissions per second through the real HTTP API (POST /api/v1/submissions).
+
+Why end to end: a submission's cost is spread over the HTTP server, DRF's JSON parsing,
+Ed25519 verification, the ORM and the database, and the ledger lock serialises the
+writing part of concurrent batches. Timing `submissions_create` alone would hide half
+of that, so this starts gunicorn (config.wsgi) on a database of its own and posts real
+signed envelopes to it.
+
+For each database (a fresh SQLite file, and a fresh PostgreSQL database on the server
+given by --postgres-url or on one started here with config.devservices), it migrates,
+creates a program, an active platform member, an API key and a registered Ed25519
+signing key, and copies that database once per run. Each run then:
+
+1. signs --total envelopes with distinct random PDQ values (about half the bits set,
+   as real photos give) and encodes the request bodies, BEFORE the clock starts;
+2. starts gunicorn (--workers, default 2) on 127.0.0.1 and warms every worker up;
+3. posts the batches, one client thread after another or from 2 threads at once,
+   timing the whole run and every request;
+4. checks every item came back "accepted" with its own ids, and then, in a separate
+   process, that the database holds exactly --total submissions, hashes and active
+   listings, one `hash.added` event per hash with the right ids, a gap-free sequence
+   and leaf hashes that verify. A wrong result fails the bench (exit code 1).
+
+The client runs on the same 2 cores as gunicorn and the database, as it would on the
+reference machine; its work per request is small (the bodies are pre-encoded).
+
+Usage:
+    python bench/submissions.py                          # SQLite and PostgreSQL, batches 100 and 1000
+    python bench/submissions.py --database postgres --postgres-url postgres://postgres@127.0.0.1:5432/postgres
+    python bench/submissions.py --quick                  # 1,000 submissions on SQLite, for CI
+    python bench/submissions.py --profile --database postgres   # cProfile submissions_create in-process
+
+The PostgreSQL started here keeps PostgreSQL's durable defaults (fsync, synchronous_commit
+and full_page_writes on), not the test settings of config.devservices; --postgres-unsafe
+keeps those instead, for comparison. Results are printed as a table and written as JSON to
+bench/results/. Reference figures: docs/benchmarks/submissions.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import contextlib
+import cProfile
+import datetime as dt
+import functools
+import http.client
+import io
+import json
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # config.devservices here; the Django apps in the internal steps
+
+try:
+    from hashexchange_client import dsse, keys, payloads
+except ImportError:  # run from a checkout without `pip install ./client`
+    sys.path.insert(0, str(ROOT / "client" / "src"))
+    from hashexchange_client import dsse, keys, payloads
+
+from config import devservices  # noqa: E402 - needs the sys.path above
+
+PROGRAM = "bench"
+MEMBER = "bench-platform"
+DEFAULT_TOTAL = 10_000
+QUICK_TOTAL = 1_000
+DEFAULT_BATCHES = (100, 1000)
+DEFAULT_CLIENTS = (1, 2)
+SERVER_START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 600.0
+# The per-credential rate limit (1200 requests/min by default) would throttle batches of
+# 100 at a few thousand submissions/s; the throttle still runs, with a limit out of reach.
+BENCH_RATE_LIMIT = "1000000/min"
+# PostgreSQL settings worth stating next to any figure measured on it.
+POSTGRES_SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "work_mem",
+    "maintenance_work_mem",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "effective_io_concurrency",
+)
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+class BenchError(RuntimeError):
+    """The bench could not run, or the server gave a wrong result; the message says which."""
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# Machine, ports and servers (also used by bench/import_hashes.py) ----------------------------
+
+
+def spare_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1 (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def machine_info() -> dict[str, Any]:
+    """What a figure depends on: CPUs, memory, Python and library versions, the commit."""
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    versions: dict[str, str] = {}
+    from importlib import metadata
+
+    for package in ("Django", "djangorestframework", "gunicorn", "psycopg", "cryptography"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": mem_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+        "packages": versions,
+        "commit": commit,
+    }
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its path replaced by database `name`."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server the bench may create and drop databases on."""
+
+    admin_url: str
+    settings: dict[str, str]
+    started_here: bool
+    stop: Callable[[], None] | None = None
+
+    def execute(self, *statements: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        clause = f" TEMPLATE {template}" if template else ""
+        self.execute(f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}{clause}")
+        return with_database(self.admin_url, name)
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _postgres_settings(admin_url: str) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in POSTGRES_SETTINGS}  # type: ignore[index]
+
+
+@contextlib.contextmanager
+def postgres_server(url: str | None, *, unsafe: bool = False) -> Iterator[PostgresServer]:
+    """The server at `url`, or a private one on a spare port, stopped and deleted afterwards.
+
+    config.devservices starts its clusters with fsync, synchronous_commit and
+    full_page_writes off, which suits throwaway test databases but would flatter every
+    write-heavy figure; unless `unsafe`, those three are set back to PostgreSQL's
+    defaults with ALTER SYSTEM before anything is measured. Every other setting is
+    initdb's default.
+    """
+    if url:
+        admin = with_database(url, "postgres")
+        yield PostgresServer(admin, _postgres_settings(admin), started_here=False)
+        return
+    port = spare_port()
+    workdir = Path(tempfile.gettempdir()) / f"hashexchange-bench-postgres-{port}"
+    os.environ.pop("TEST_POSTGRES_URL", None)  # ensure_postgres would use that server instead
+    log(f"starting a private PostgreSQL on 127.0.0.1:{port} (data in {workdir})")
+    devurl, stop = devservices.ensure_postgres(workdir, port)
+    admin = with_database(devurl, "postgres")
+    try:
+        server = PostgresServer(admin, {}, started_here=True, stop=stop)
+        if not unsafe:
+            server.execute(*(f"ALTER SYSTEM SET {name} = {value}" for name, value in DURABLE_SETTINGS.items()))
+            server.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)  # the postmaster passes the reload on to new backends asynchronously
+        server.settings = _postgres_settings(admin)
+        if not unsafe and any(server.settings[name] != value for name, value in DURABLE_SETTINGS.items()):
+            raise BenchError(f"PostgreSQL did not take the durable settings: {server.settings}")
+        yield server
+    finally:
+        if stop is not None:
+            stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[str]:
+    """A Redis for the rate limiter on a spare port, without persistence; stopped afterwards."""
+    port = spare_port()
+    proc = devservices.start_redis(port, workdir / "redis", persist=False)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        devservices.stop_process(proc)
+
+
+def django_env(database_url: str, redis_url: str, secrets_: tuple[str, str]) -> dict[str, str]:
+    """Environment for manage.py, gunicorn and the internal steps: this database, nothing from .env.
+
+    SECRET_KEY and API_KEY_PEPPER are set because the system checks refuse the
+    development default with DEBUG off; the pepper must be the same in every process
+    so that the API key issued in one verifies in the others.
+    """
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "ENV_FILE": "/dev/null",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": secrets_[0],
+        "API_KEY_PEPPER": secrets_[1],
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+        "API_RATE_LIMIT": BENCH_RATE_LIMIT,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    }
+
+
+def run_python(args: Sequence[str], env: dict[str, str], *, what: str) -> str:
+    """Run a Python child (an internal step or manage.py); return its stdout, or fail saying why."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(
+            f"{what} failed with code {result.returncode}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: with few samples p99 is the slowest, not an interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+# Databases for the runs -----------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """A migrated database with the bench's member, API key and signing key, to copy per run."""
+
+    kind: str
+    template: str  # SQLite: a file; PostgreSQL: a database name
+    token: str
+    private_key: Any
+    setup_events: int
+
+
+class Databases:
+    """Makes the template database once, then a fresh copy of it for every run."""
+
+    def __init__(self, kind: str, workdir: Path, pg: PostgresServer | None, redis_url: str) -> None:
+        self.kind, self.workdir, self.pg, self.redis_url = kind, workdir, pg, redis_url
+        self.secrets = (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+        self.prefix = f"hxbench_{os.getpid()}"
+        self.count = 0
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{name}"
+        assert self.pg is not None
+        return with_database(self.pg.admin_url, name)
+
+    def env(self, name: str) -> dict[str, str]:
+        return django_env(self.url(name), self.redis_url, self.secrets)
+
+    def prepare(self) -> Setup:
+        """Migrate and create the program, member, API key and signing key (in a child process)."""
+        if self.kind == "sqlite":
+            template = str(self.workdir / "template.sqlite3")
+        else:
+            assert self.pg is not None
+            template = f"{self.prefix}_template"
+            self.pg.create_database(template)
+            self.created.append(template)
+        private_key = keys.generate_private_key()
+        public = base64.b64encode(keys.public_key_bytes(private_key)).decode()
+        started = time.monotonic()
+        out = run_python([__file__, "_prepare", public], self.env(template), what="preparing the database")
+        answer = json.loads(out.strip().splitlines()[-1])
+        log(f"{self.kind}: migrated and set up in {time.monotonic() - started:.1f} s")
+        return Setup(self.kind, template, answer["token"], private_key, answer["events"])
+
+    def fresh_copy(self, setup: Setup) -> str:
+        """A new database with the template's contents; returns its name (file or database)."""
+        self.count += 1
+        if self.kind == "sqlite":
+            name = str(self.workdir / f"run{self.count}.sqlite3")
+            # The template's writer has exited, so its WAL is checkpointed; copy any leftover too.
+            for suffix in ("", "-wal", "-shm"):
+                if Path(setup.template + suffix).exists():
+                    shutil.copyfile(setup.template + suffix, name + suffix)
+            return name
+        assert self.pg is not None
+        name = f"{self.prefix}_run{self.count}"
+        self.pg.create_database(name, template=setup.template)
+        self.created.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(name + suffix).unlink(missing_ok=True)
+        elif self.pg is not None:
+            self.pg.drop_database(name)
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(self.created):
+            with contextlib.suppress(Exception):  # cleanup must not hide the real error
+                self.drop(name)
+
+
+# Envelopes and the HTTP client ----------------------------------------------------------------
+
+
+def random_pdq(seen: set[str]) -> str:
+    """A PDQ value like a real photo's (96..160 of 256 bits set), not in `seen`."""
+    while True:
+        value = secrets.token_hex(32)
+        if value not in seen and 96 <= int(value, 16).bit_count() <= 160:
+            seen.add(value)
+            return value
+
+
+def signed_bodies(private_key: Any, total: int, batch: int) -> tuple[list[bytes], list[list[str]]]:
+    """Request bodies of `batch` envelopes each, and the values in each, signed now."""
+    seen: set[str] = set()
+    values = [random_pdq(seen) for _ in range(total)]
+    envelopes = [
+        dsse.sign_envelope(
+            payloads.SUBMISSION_TYPE,
+            payloads.submission_payload(
+                program=PROGRAM,
+                signal_type="pdq",
+                value=value,
+                labels=["bench"],
+                quality=60 + secrets.randbelow(41),
+            ),
+            private_key,
+        )
+        for value in values
+    ]
+    bodies, groups = [], []
+    for start in range(0, total, batch):
+        bodies.append(json.dumps({"envelopes": envelopes[start : start + batch]}).encode())
+        groups.append(values[start : start + batch])
+    return bodies, groups
+
+
+class Client:
+    """One keep-alive-capable HTTP connection to the bench's gunicorn (stdlib, little CPU)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        try:
+            self.conn.request(method, path, body=body, headers=self.headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()  # gunicorn's sync workers close after each response; reconnect once
+            self.conn.request(method, path, body=body, headers=self.headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], *, workers: int, logfile: Path) -> Iterator[int]:
+    """gunicorn serving config.wsgi on a spare 127.0.0.1 port; yields the port once it answers."""
+    port = spare_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "config.wsgi:application",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--worker-class", "sync",
+        "--timeout", str(int(REQUEST_TIMEOUT)),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    with logfile.open("ab") as output:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"gunicorn exited with code {proc.returncode}:\n{devservices.tail(logfile)}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"gunicorn did not answer within {SERVER_START_TIMEOUT:.0f} s")
+            time.sleep(0.1)
+        yield port
+    finally:
+        devservices.stop_process(proc)
+
+
+def warm_up(port: int, token: str, workers: int) -> None:
+    """Authenticated requests on every worker, so imports, URL resolution and database
+    connections are not charged to the first timed batch."""
+
+    def hit() -> None:
+        client = Client(port, token)
+        for _ in range(5):
+            status, body = client.request("GET", "/api/v1/me")
+            if status != 200:
+                raise BenchError(f"warm-up GET /api/v1/me answered {status}: {body[:300]!r}")
+        client.close()
+
+    threads = [threading.Thread(target=hit) for _ in range(workers * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@dataclass
+class Run:
+    database: str
+    batch: int
+    clients: int
+    workers: int
+    total: int
+    seconds: float = 0.0
+    per_second: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    verified: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def post_all(
+    port: int, token: str, bodies: list[bytes], clients: int
+) -> tuple[float, list[tuple[int, float, int, bytes]]]:
+    """Post every body from `clients` threads (each takes the next unsent batch).
+
+    Returns the wall time and, per batch, (index, latency s, HTTP status, body).
+    """
+    pending = iter(range(len(bodies)))
+    lock = threading.Lock()
+    answers: list[tuple[int, float, int, bytes]] = []
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        client = Client(port, token)
+        try:
+            while True:
+                with lock:
+                    index = next(pending, None)
+                if index is None:
+                    return
+                t0 = time.perf_counter()
+                status, body = client.request("POST", "/api/v1/submissions", bodies[index])
+                answers.append((index, time.perf_counter() - t0, status, body))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise BenchError(f"a client thread failed: {failures[0]!r}")
+    return seconds, sorted(answers)
+
+
+def check_answers(answers: list[tuple[int, float, int, bytes]], groups: list[list[str]]) -> tuple[list[str], dict]:
+    """Every batch answered 200 and every item 'accepted' with ids of its own."""
+    problems: list[str] = []
+    hash_ids: set[int] = set()
+    submission_ids: set[int] = set()
+    accepted = 0
+    for index, _latency, status, body in answers:
+        if status != 200:
+            problems.append(f"batch {index}: HTTP {status}: {body[:300]!r}")
+            continue
+        data = json.loads(body)
+        results = data.get("results", [])
+        if len(results) != len(groups[index]):
+            problems.append(f"batch {index}: {len(results)} results for {len(groups[index])} envelopes")
+        for item in results:
+            if item["status"] != "accepted" or item["error"] is not None:
+                if len(problems) < 20:
+                    problems.append(f"batch {index} item {item['index']}: {item['status']} {item['error']}")
+                continue
+            accepted += 1
+            hash_ids.add(item["hash_id"])
+            submission_ids.add(item["submission_id"])
+    expected = sum(len(group) for group in groups)
+    if accepted != expected:
+        problems.append(f"{accepted} of {expected} envelopes accepted")
+    if len(hash_ids) != expected or len(submission_ids) != expected:
+        problems.append(f"ids are not distinct: {len(hash_ids)} hash ids, {len(submission_ids)} submission ids")
+    return problems, {"hash_ids": sorted(hash_ids), "submission_ids": sorted(submission_ids)}
+
+
+def run_one(dbs: Databases, setup: Setup, *, batch: int, clients: int, workers: int, total: int) -> Run:
+    run = Run(database=dbs.kind, batch=batch, clients=clients, workers=workers, total=total)
+    name = dbs.fresh_copy(setup)
+    try:
+        bodies, groups = signed_bodies(setup.private_key, total, batch)
+        env = dbs.env(name)
+        with gunicorn(env, workers=workers, logfile=dbs.workdir / "gunicorn.log") as port:
+            warm_up(port, setup.token, workers)
+            run.seconds, answers = post_all(port, setup.token, bodies, clients)
+        run.per_second = total / run.seconds
+        run.latency_ms = [round(latency * 1000, 2) for _, latency, _, _ in answers]
+        run.p50_ms = percentile(run.latency_ms, 0.50)
+        run.p99_ms = percentile(run.latency_ms, 0.99)
+        run.problems, ids = check_answers(answers, groups)
+        ids_file = dbs.workdir / "ids.json"
+        ids_file.write_text(json.dumps(ids))
+        out = run_python([__file__, "_verify", str(total), str(setup.setup_events), str(ids_file)], env, what="verify")
+        run.verified = json.loads(out.strip().splitlines()[-1])
+        run.problems += run.verified.pop("problems")
+    finally:
+        dbs.drop(name)
+    return run
+
+
+# Internal steps: run in a child process with DATABASE_URL set ----------------------------------
+
+
+def _django() -> None:
+    import django
+
+    django.setup()
+
+
+def step_prepare(public_key: str) -> None:
+    """Migrate, then create the program, member, enrollment, API key and signing key."""
+    _django()
+    from django.core.management import call_command
+
+    from exchange.ledger import Actor, Event
+    from members import services
+    from members.models import Member
+
+    call_command("migrate", verbosity=0, interactive=False)
+    actor = Actor.operator("bench")
+    program = services.program_create(slug=PROGRAM, name="Benchmark", signal_types_=["pdq"], actor=actor)
+    member = services.member_create(slug=MEMBER, kind=Member.Kind.PLATFORM, status=Member.Status.ACTIVE, actor=actor)
+    services.enrollment_set(member=member, program=program, state="opted_in", actor=actor)
+    _credential, token = services.credential_issue(member=member, name="bench", actor=actor)
+    services.signing_key_register(member=member, public_key=public_key, label="bench", actor=actor)
+    print(json.dumps({"token": token, "events": Event.objects.count()}))
+
+
+def step_verify(total: int, setup_events: int, ids_file: str) -> None:
+    """Check the database after a run; print what was found and what is wrong (JSON)."""
+    _django()
+    from django.db.models import Count, Max
+
+    from exchange import ledger
+    from exchange.ledger import Event
+    from hashes.models import Hash, Listing, Submission
+
+    ids = json.loads(Path(ids_file).read_text())
+    problems: list[str] = []
+    counts = {
+        "submissions": Submission.objects.filter(status="active", submitter__slug=MEMBER).count(),
+        "hashes": Hash.objects.filter(status="active").count(),
+        "listings": Listing.objects.filter(status="active", program__slug=PROGRAM).count(),
+        "events": Event.objects.count(),
+    }
+    for name in ("submissions", "hashes", "listings"):
+        if counts[name] != total:
+            problems.append(f"{counts[name]} {name} in the database, expected {total}")
+    kinds = dict(
+        Event.objects.filter(seq__gt=setup_events).values_list("kind").annotate(n=Count("seq")).order_by("kind")
+    )
+    if kinds != {"hash.added": total}:
+        problems.append(f"events recorded by the run: {kinds}, expected {{'hash.added': {total}}}")
+    added = Event.objects.filter(kind="hash.added")
+    announced_hashes = sorted(int(e["data"]["hash_id"]) for e in added.values("data"))
+    announced_submissions = sorted(int(e["data"]["submission_id"]) for e in added.values("data"))
+    if announced_hashes != ids["hash_ids"] or announced_submissions != ids["submission_ids"]:
+        problems.append("hash.added events do not name exactly the hashes and submissions the API returned")
+    if set(Submission.objects.values_list("id", flat=True)) != set(ids["submission_ids"]):
+        problems.append("the stored submissions are not the ones the API returned")
+    if added.exclude(actor_type="member", actor_id=MEMBER).exclude(program=PROGRAM).exists():
+        problems.append("hash.added events with the wrong actor or program")
+    last = Event.objects.aggregate(last=Max("seq"))["last"] or 0
+    if last != counts["events"]:
+        problems.append(f"the event sequence has gaps: max seq {last}, {counts['events']} events")
+    bad = ledger.verify_chain()
+    if bad:
+        problems.append(f"{len(bad)} events whose leaf hash does not verify, e.g. seq {bad[:5]}")
+    print(json.dumps({**counts, "run_events": kinds, "problems": problems}))
+
+
+def step_profile(batch: int, rounds: int, output: str) -> None:
+    """Time the phases of submissions_create in-process, then cProfile one batch."""
+    _django()
+    from django.db import connection
+
+    from exchange import ledger
+    from exchange.ledger import Actor
+    from hashes import envelopes
+    from hashes import services as hash_services
+    from members import services
+    from members.models import Member
+
+    member = Member.objects.get(slug=MEMBER)
+    private_key = keys.generate_private_key()
+    services.signing_key_register(
+        member=member,
+        public_key=base64.b64encode(keys.public_key_bytes(private_key)).decode(),
+        actor=Actor.operator("bench"),
+    )
+
+    def envelopes_for(n: int) -> list[dict[str, Any]]:
+        bodies, _ = signed_bodies(private_key, n, n)
+        return json.loads(bodies[0])["envelopes"]  # as the API view gets them: parsed JSON
+
+    timings: collections.Counter[str] = collections.Counter()
+
+    def timed(owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timings[label] += time.perf_counter() - t0
+
+        setattr(owner, attribute, wrapper)
+
+    hash_services.submissions_create(member=member, items=envelopes_for(batch))  # warm-up
+    timed(envelopes, "verify", "  Ed25519 verification (envelopes.verify)")
+    timed(hash_services, "_check_submission", "checks: signature, payload, time, program")
+    timed(hash_services, "_drop_repeats", "repeats: stored digests and nonces (2 queries)")
+    timed(hash_services, "_store_submissions", "store: transaction under the ledger lock")
+    timed(ledger, "record_many", "  ledger.record_many")
+    total = 0.0
+    for _ in range(rounds):
+        items = envelopes_for(batch)
+        t0 = time.perf_counter()
+        results = hash_services.submissions_create(member=member, items=items)
+        total += time.perf_counter() - t0
+        if any(r.status != "accepted" for r in results):
+            raise BenchError("profile batch not accepted")
+    report = io.StringIO()
+    per = total / rounds
+    report.write(
+        f"submissions_create on {connection.vendor}, batch {batch}, mean of {rounds}: {per * 1000:.1f} ms "
+        f"({batch / per:,.0f} submissions/s in one process)\n\n"
+    )
+    for label, seconds in sorted(timings.items(), key=lambda kv: kv[0].strip()):
+        report.write(f"{label:55s} {seconds / rounds * 1000:8.1f} ms  {seconds / total:6.1%}\n")
+    items = envelopes_for(batch)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    hash_services.submissions_create(member=member, items=items)
+    profiler.disable()
+    for order in ("cumulative", "tottime"):
+        report.write(f"\n--- cProfile, one batch, by {order} ---\n")
+        stats = pstats.Stats(profiler, stream=report)
+        stats.strip_dirs().sort_stats(order).print_stats(30)
+    Path(output).write_text(report.getvalue())
+    print(report.getvalue())
+
+
+INTERNAL_STEPS = {
+    "_prepare": lambda argv: step_prepare(argv[0]),
+    "_verify": lambda argv: step_verify(int(argv[0]), int(argv[1]), argv[2]),
+    "_profile": lambda argv: step_profile(int(argv[0]), int(argv[1]), argv[2]),
+}
+
+
+# Command line ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
+    parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--total", type=int, default=None, help=f"submissions per run (default {DEFAULT_TOTAL:,})")
+    parser.add_argument("--batch", default=None, help="batch sizes, comma-separated (default 100,1000)")
+    parser.add_argument("--clients", default=None, help="client threads, comma-separated (default 1,2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_TOTAL:,} submissions, SQLite unless --database")
+    parser.add_argument("--profile", action="store_true", help="cProfile submissions_create in-process instead")
+    parser.add_argument("--profile-rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    args.databases = [d.strip() for d in (args.database or ("sqlite" if args.quick else "sqlite,postgres")).split(",")]
+    if not set(args.databases) <= {"sqlite", "postgres"}:
+        parser.error("--database takes sqlite, postgres or sqlite,postgres")
+    args.total = args.total or (QUICK_TOTAL if args.quick else DEFAULT_TOTAL)
+    args.batches = [int(b) for b in args.batch.split(",")] if args.batch else list(DEFAULT_BATCHES)
+    args.clients_list = [int(c) for c in args.clients.split(",")] if args.clients else list(DEFAULT_CLIENTS)
+    if args.quick and not args.batch:
+        args.batches = [100]
+    return args
+
+
+def print_table(runs: list[Run]) -> None:
+    header = (
+        f"{'database':9} {'batch':>5} {'clients':>7} {'workers':>7} {'total':>7} {'seconds':>8} "
+        f"{'subs/s':>8} {'p50 ms':>8} {'p99 ms':>8}  result"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        print(
+            f"{run.database:9} {run.batch:>5} {run.clients:>7} {run.workers:>7} {run.total:>7,} {run.seconds:>8.2f} "
+            f"{run.per_second:>8,.0f} {run.p50_ms:>8.1f} {run.p99_ms:>8.1f}  {'ok' if run.ok else 'WRONG'}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in INTERNAL_STEPS:
+        INTERNAL_STEPS[sys.argv[1]](sys.argv[2:])
+        return 0
+    args = parse_args(argv)
+    info = machine_info()
+    runs: list[Run] = []
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hxbench-submissions-")))
+        redis_url = stack.enter_context(private_redis(workdir))
+        pg = None
+        if "postgres" in args.databases:
+            pg = stack.enter_context(postgres_server(args.postgres_url, unsafe=args.postgres_unsafe))
+            info["postgres"] = pg.settings
+            log(f"PostgreSQL settings: {pg.settings}")
+        for kind in args.databases:
+            dbs = Databases(kind, workdir, pg, redis_url)
+            stack.callback(dbs.drop_all)
+            setup = dbs.prepare()
+            if args.profile:
+                name = dbs.fresh_copy(setup)
+                output = RESULTS_DIR / f"submissions-profile-{kind}.txt"
+                RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+                run_python(
+                    [__file__, "_profile", str(args.batches[-1]), str(args.profile_rounds), str(output)],
+                    dbs.env(name),
+                    what="profile",
+                )
+                print(output.read_text())
+                log(f"profile written to {output}")
+                continue
+            for batch in args.batches:
+                for clients in args.clients_list:
+                    log(f"{kind}: {args.total:,} submissions in batches of {batch} from {clients} client(s)")
+                    run = run_one(dbs, setup, batch=batch, clients=clients, workers=args.workers, total=args.total)
+                    verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
+                    log(f"{kind}: {run.per_second:,.0f} submissions/s{verdict}")
+                    runs.append(run)
+    if args.profile:
+        return 0
+    print_table(runs)
+    path = write_results(
+        "submissions",
+        {"machine": info, "args": {k: v for k, v in vars(args).items()}, "runs": [asdict(run) for run in runs]},
+    )
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    wrong = [run for run in runs if not run.ok]
+    for run in wrong:
+        print(f"WRONG RESULT ({run.database}, batch {run.batch}, {run.clients} clients): {'; '.join(run.problems)}")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(str(exc))
+        sys.exit(1)
