@@ -8,6 +8,7 @@ One module, every knob an environment variable with a safe default (listed in
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -143,10 +144,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "exchange.tasks.heartbeat", "schedule": 15.0},
+    # Finds work whose wake-up call was lost (Redis down) and retries that are due.
+    "webhooks-sweep": {
+        "task": "exchange.tasks.sweep_webhooks",
+        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 30),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -168,6 +176,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+# Until `collectstatic` has run (development, tests) WhiteNoise serves through the finders
+# and would warn on every request that STATIC_ROOT does not exist yet.
+warnings.filterwarnings("ignore", message="No directory at")
 
 # Request bodies above this size are refused with 413 before anything is parsed.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 4 * 1024 * 1024)
@@ -179,6 +190,25 @@ API_RATE_LIMIT = env_str("API_RATE_LIMIT", "1200/min")
 # how many envelopes one request may carry.
 SUBMISSION_CLOCK_SKEW_SECONDS = env_int("SUBMISSION_CLOCK_SKEW_SECONDS", 600)
 SUBMISSION_BATCH_MAX = env_int("SUBMISSION_BATCH_MAX", 1000)
+
+# Secrets kept in the database (webhook secrets) are encrypted with a key derived from
+# this; the clearinghouse's Ed25519 key (webhook v1a signatures, checkpoints) comes from
+# SERVER_SIGNING_KEY (standard base64 of a 32-byte seed). Both default to values derived
+# from SECRET_KEY; set them explicitly so that SECRET_KEY can rotate.
+SECRETS_ENCRYPTION_KEY = env_str("SECRETS_ENCRYPTION_KEY", SECRET_KEY)
+SERVER_SIGNING_KEY = env_str("SERVER_SIGNING_KEY", "")
+
+# Webhooks
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", False)
+WEBHOOK_TIMEOUT_SECONDS = float(env_str("WEBHOOK_TIMEOUT_SECONDS", "10"))
+# Seconds to wait before each retry; the default spans about three days.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(x) for x in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000")
+]
+WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 100)
+WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
+WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "30"))
+WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.ApiKeyAuthentication"],
@@ -213,6 +243,7 @@ SPECTACULAR_SETTINGS = {
         "MemberKindEnum": "members.models.Member.Kind",
         "MemberStatusEnum": "members.models.Member.Status",
         "EnrollmentStateEnum": "members.models.Enrollment.State",
+        "FeedKindEnum": "exchange.feed.FEED_KINDS",
     },
 }
 

@@ -19,6 +19,7 @@ api_v1 = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("members.urls")),
     path("", include("hashes.urls")),
+    path("", include("exchange.urls")),
 ]
 
 urlpatterns = [

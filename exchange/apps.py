@@ -8,3 +8,9 @@ class ExchangeConfig(AppConfig):
 
     name = "exchange"
     verbose_name = "Exchange"
+
+    def ready(self) -> None:
+        from . import ledger, tasks
+
+        if tasks.wake_delivery not in ledger.after_commit_hooks:
+            ledger.after_commit_hooks.append(tasks.wake_delivery)

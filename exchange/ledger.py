@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,10 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 LEAF_VERSION = 1
+# Called after a transaction that recorded events commits (the exchange app registers the
+# wake-up of webhook delivery here). A failing hook is logged, never raised: the events
+# are committed, and periodic sweeps catch up with anything a hook failed to start.
+after_commit_hooks: list[Callable[[], None]] = []
 # Any number will do; it only has to be the same in every process that records events.
 ADVISORY_LOCK_KEY = 0x68786C6564676572  # "hxledger"
 
@@ -157,7 +161,7 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+        indexes = [models.Index(fields=["subject_type", "subject_id"]), models.Index(fields=["program", "seq"])]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} {self.subject_type}:{self.subject_id}"
@@ -244,6 +248,10 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
         row.leaf_hash = row.compute_leaf_hash()
         rows.append(row)
     Event.objects.bulk_create(rows)
+    pending = {id(entry[1]) for entry in connection.run_on_commit}
+    for hook in after_commit_hooks:
+        if id(hook) not in pending:  # once per transaction, however many record() calls
+            transaction.on_commit(hook, robust=True)
     return rows
 
 

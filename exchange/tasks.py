@@ -1,12 +1,70 @@
-"""Celery tasks of the exchange: thin wrappers around services."""
+"""Celery tasks of the exchange: thin wrappers around services.
+
+Nothing here holds state that the database does not: a lost task delays work until the
+next sweep, and a task run twice does no harm (deliveries are claimed in the database).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
-from celery import shared_task
+from celery import current_app, shared_task
 
 from config.health import HEARTBEAT_KEY, redis_client
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+# After a failed publish, wake-ups are skipped for a few seconds so that requests do not
+# each wait for a broker timeout while Redis is down; the sweep catches up.
+_QUIET_SECONDS = 5.0
+_quiet = {"until": 0.0}
+_quiet_lock = threading.Lock()
+
+
+def wake_delivery() -> None:
+    """Runs after a commit that recorded events: ask a worker to fan them out."""
+    if time.monotonic() < _quiet["until"]:
+        return
+    try:
+        current_app.send_task("exchange.tasks.fanout", retry=False, ignore_result=True)
+    except Exception as exc:  # noqa: BLE001 - the events are committed; the sweep delivers them later
+        with _quiet_lock:
+            _quiet["until"] = time.monotonic() + _QUIET_SECONDS
+        logger.warning("could not queue webhook fan-out (%s); the periodic sweep will deliver", exc)
+
+
+def _dispatch(endpoint_ids: list[int]) -> None:
+    for endpoint_id in endpoint_ids:
+        deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+
+
+@shared_task(name="exchange.tasks.fanout", ignore_result=True)
+def fanout() -> int:
+    """New events committed: wake every endpoint that has something to send."""
+    endpoint_ids = services.endpoints_to_wake()
+    _dispatch(endpoint_ids)
+    return len(endpoint_ids)
+
+
+@shared_task(name="exchange.tasks.deliver_endpoint", ignore_result=True, acks_late=True)
+def deliver_endpoint(endpoint_id: int) -> int:
+    """Drain one endpoint; requeue itself if its time budget ran out with work left."""
+    result = services.deliver_endpoint(endpoint_id)
+    if result.more:
+        deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+    return result.sent
+
+
+@shared_task(name="exchange.tasks.sweep_webhooks", ignore_result=True)
+def sweep_webhooks() -> int:
+    """Periodic: endpoints whose wake-up was lost (Redis was down) and retries that are due."""
+    endpoint_ids = services.endpoints_to_wake()
+    _dispatch(endpoint_ids)
+    return len(endpoint_ids)
 
 
 @shared_task(name="exchange.tasks.heartbeat", ignore_result=True)

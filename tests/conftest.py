@@ -7,13 +7,17 @@ service, an auditor, and a Django admin user. Redis is real (REDIS_URL, started 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -184,3 +188,83 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: s
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+# A real HTTP receiver on 127.0.0.1 ---------------------------------------------------------
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    path: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A webhook receiver: a real HTTP server on 127.0.0.1 that records what it gets.
+
+    `responses` is consumed one status per request (then `default_status`); `delay`
+    makes each answer wait, to test timeouts and workers killed mid-request.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.responses: list[int] = []
+        self.default_status = 200
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with receiver.lock:
+                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, self.path))
+                    status = receiver.responses.pop(0) if receiver.responses else receiver.default_status
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(f"answered {status}".encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every feed entry received, unwrapping batches, in arrival order."""
+        found = []
+        for item in list(self.received):
+            message = item.json()
+            found += message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    server = Receiver()
+    yield server
+    server.close()
+
+
+# Signers (members with registered keys) are used by every app's tests.
+from tests.signing import signer_a, signer_b, signer_intake  # noqa: E402, F401

@@ -14,7 +14,7 @@ from hashes import imports
 from hashes.models import Hash, ImportBatch, Listing
 from members.models import Program
 from tests.conftest import Caller
-from tests.hashes.conftest import Signer, random_pdq
+from tests.signing import Signer, random_pdq
 
 
 def run_import(path: str, *args: str) -> tuple[str, str]:

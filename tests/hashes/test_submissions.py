@@ -15,7 +15,7 @@ from hashes.models import Hash, Listing, Submission, Withdrawal
 from members import services
 from members.models import Program
 from tests.conftest import SETUP, Caller, make_caller, make_member
-from tests.hashes.conftest import Signer, make_signer, minutes_ago, random_pdq
+from tests.signing import Signer, make_signer, minutes_ago, random_pdq
 
 
 def stored_counts() -> dict[str, int]:

@@ -1,0 +1,133 @@
+"""The member's feed: the events it may see, in sequence order, as self-contained entries.
+
+The same entries go to the pull feed (`GET /api/v1/feed`) and to webhooks, so a member
+that missed webhooks can always catch up from the feed. An entry carries everything a
+member needs to act and to verify: the hash, its program, and the signed envelope
+(submission or withdrawal) byte for byte; key events carry the public keys.
+
+A page costs a constant number of queries whatever its size: the events, then the
+envelopes, hashes and imports they name, each in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q
+
+from hashes.models import Hash, ImportBatch, Submission, Withdrawal
+from hashes.selectors import RECEIVING_STATES
+from members.models import Enrollment, Member
+
+from .ledger import Event, format_time
+
+HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
+KEY_KINDS = ("key.registered", "key.revoked")
+FEED_KINDS = HASH_KINDS + KEY_KINDS
+# Recorded per group of imported hashes; shown as one hash.added entry per hash.
+IMPORTED = "hashes.imported"
+MAX_LIMIT = 5000
+EVENT_SLICE = 1000
+
+
+@dataclass
+class FeedPage:
+    entries: list[dict[str, Any]]
+    next: int
+    has_more: bool
+
+
+def receiving_programs(member: Member) -> list[str]:
+    """Programs whose events the member is sent: opted in, paused or lapsed (not opted out)."""
+    return list(
+        Enrollment.objects.filter(member=member, state__in=RECEIVING_STATES).values_list("program__slug", flat=True)
+    )
+
+
+def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] | None = None) -> Any:
+    """Events after `after` that a member receiving `programs` may see, in order."""
+    wanted = set(kinds or FEED_KINDS)
+    hash_kinds = [k for k in HASH_KINDS if k in wanted] + ([IMPORTED] if "hash.added" in wanted else [])
+    key_kinds = [k for k in KEY_KINDS if k in wanted]
+    condition = Q(program__in=list(programs), kind__in=hash_kinds) | Q(kind__in=key_kinds)
+    return Event.objects.filter(condition, seq__gt=after).order_by("seq")
+
+
+def feed_page(
+    *, member: Member, after: int, limit: int, kinds: Iterable[str] | None = None, programs: Sequence[str] | None = None
+) -> FeedPage:
+    """Up to `limit` entries after `after`; a page ends on an event boundary.
+
+    An imported group (up to 1,000 hashes in one event) is never split across pages, so
+    a page can exceed `limit` by the size of one group; the cursor stays a sequence number.
+    """
+    programs = receiving_programs(member) if programs is None else programs
+    query = visible_events(programs=programs, after=after, kinds=kinds)
+    chosen: list[Event] = []
+    count, cursor, has_more = 0, after, False
+    # Fetched in slices, so a page of imported groups (1,000 hashes each) reads a few
+    # events, not `limit` of them; at most limit / EVENT_SLICE + 1 queries.
+    while not has_more:
+        batch = list(query.filter(seq__gt=cursor)[: min(limit + 1, EVENT_SLICE)])
+        for event in batch:
+            size = len(event.data.get("hash_ids", ())) if event.kind == IMPORTED else 1
+            if count + size > limit and (chosen or count >= limit):
+                has_more = True
+                break
+            chosen.append(event)
+            count += size
+        if len(batch) < min(limit + 1, EVENT_SLICE):
+            break
+        cursor = batch[-1].seq
+    entries = build_entries(chosen)
+    return FeedPage(entries=entries, next=chosen[-1].seq if chosen else after, has_more=has_more)
+
+
+def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Turn events into feed entries, fetching what they name in one query per table."""
+    submission_ids = {e.data["submission_id"] for e in events if e.kind == "hash.added" and "submission_id" in e.data}
+    withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
+    imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
+    import_ids = {e.data["import_id"] for e in events if e.kind == IMPORTED}
+    envelopes = dict(Submission.objects.filter(pk__in=submission_ids).values_list("pk", "envelope"))
+    withdrawals = dict(Withdrawal.objects.filter(pk__in=withdrawal_ids).values_list("pk", "envelope"))
+    imported = {
+        pk: (signal_type, value)
+        for pk, signal_type, value in Hash.objects.filter(pk__in=imported_ids).values_list("pk", "signal_type", "value")
+    }
+    sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
+    entries: list[dict[str, Any]] = []
+    for event in events:
+        base = {"seq": event.seq, "kind": event.kind, "program": event.program, "at": format_time(event.created_at)}
+        data = event.data
+        if event.kind == IMPORTED:
+            for hash_id in data["hash_ids"]:
+                signal_type, value = imported[hash_id]
+                entries.append(
+                    {
+                        **base,
+                        "kind": "hash.added",
+                        "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
+                        "envelopes": [],
+                        "imported_from": sources.get(data["import_id"]),
+                    }
+                )
+        elif event.kind in KEY_KINDS:
+            entries.append({**base, "program": None, "key": {k: v for k, v in data.items() if k != "reason"}})
+        else:
+            entry = {
+                **base,
+                "hash": {"id": data["hash_id"], "signal_type": data["signal_type"], "value": data["value"]},
+            }
+            if event.kind == "hash.added":
+                envelope = envelopes.get(data.get("submission_id"))
+                entry["envelopes"] = [envelope] if envelope else []
+                entry["imported_from"] = None
+            else:
+                envelope = withdrawals.get(data.get("withdrawal_id"))
+                entry["envelopes"] = [envelope] if envelope else []
+                entry["reason"] = data.get("reason", "")
+            entries.append(entry)
+    return entries

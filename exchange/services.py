@@ -1,0 +1,438 @@
+"""Writes of the exchange: feed cursors, webhook endpoints, and webhook delivery.
+
+Delivery is at-least-once and keeps its state in the database:
+
+- each endpoint has a cursor (`cursor_seq`): the last event its receiver acknowledged;
+- a worker *claims* an endpoint (an atomic UPDATE with an expiry, so a killed worker's
+  claim lapses), then drains it: it resends the endpoint's pending Delivery if one is
+  due, else builds the next one from the member's feed after the cursor (up to
+  WEBHOOK_BATCH_SIZE entries in one POST), and on a 2xx moves the cursor;
+- a failed POST is retried on WEBHOOK_RETRY_SCHEDULE (kept in the row, not in a Celery
+  countdown); when the schedule is exhausted, or the receiver answers 410 Gone, the
+  endpoint is disabled with an event; re-enabling it resumes from its cursor;
+- wake-ups travel through Redis after commit; a periodic sweep finds endpoints whose
+  wake-up was lost and retries that are due, so a Redis outage delays and loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from hashexchange_client import webhooks as signing
+
+from members.models import Enrollment, Member
+
+from . import crypto, ledger, net
+from .feed import FEED_KINDS, feed_page
+from .ledger import Actor, Event
+from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+# Webhooks carry the events of programs the member is opted in to (or lapsed from, so it
+# can recover); pausing a program stops its pushes but not the pull feed.
+PUSH_STATES = (Enrollment.State.OPTED_IN, Enrollment.State.LAPSED)
+
+
+# Feed cursors -----------------------------------------------------------------------------
+
+
+def feed_cursor_record(*, member: Member, after: int, last_seq: int) -> None:
+    """Remember where and when the member last read its feed (participation tracking)."""
+    now = timezone.now()
+    updated = FeedCursor.objects.filter(member=member).update(
+        last_after=after,
+        last_seq=models.functions.Greatest(F("last_seq"), last_seq),
+        last_read_at=now,
+        reads=F("reads") + 1,
+    )
+    if not updated:
+        FeedCursor.objects.get_or_create(
+            member=member, defaults={"last_after": after, "last_seq": last_seq, "last_read_at": now, "reads": 1}
+        )
+
+
+# Endpoints ---------------------------------------------------------------------------------
+
+
+def _clean_kinds(kinds: Any) -> list[str]:
+    if kinds is None:
+        return []
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise ValidationError({"events": ["give a list of event kinds"]})
+    unknown = sorted(set(kinds) - set(FEED_KINDS))
+    if unknown:
+        raise ValidationError(
+            {"events": [f"unknown event kind(s) {', '.join(unknown)}; choose from {', '.join(FEED_KINDS)}"]}
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def _clean_url(url: str) -> str:
+    try:
+        net.check_url(url)
+    except net.UnsafeUrl as exc:
+        raise ValidationError({"url": [str(exc)]}) from None
+    return url
+
+
+def _endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "webhook_id": endpoint.pk,
+        "member": endpoint.member.slug,
+        "url": endpoint.url,
+        "events": list(endpoint.event_kinds),
+        "is_active": endpoint.is_active,
+    }
+
+
+@transaction.atomic
+def webhook_create(
+    *, member: Member, url: str, event_kinds: list[str] | None = None, description: str = "", actor: Actor
+) -> tuple[WebhookEndpoint, str]:
+    """Create an endpoint that receives events from now on. Returns it and its secret (shown once)."""
+    kinds = _clean_kinds(event_kinds)
+    url = _clean_url(url)
+    secret = signing.new_secret()
+    latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    endpoint = WebhookEndpoint.objects.create(
+        member=member,
+        url=url,
+        event_kinds=kinds,
+        description=description,
+        secret_encrypted=crypto.encrypt(secret),
+        cursor_seq=latest,
+    )
+    ledger.record(
+        "webhook.created", actor=actor, subject_type="webhook", subject_id=endpoint.pk, data=_endpoint_data(endpoint)
+    )
+    return endpoint, secret
+
+
+@transaction.atomic
+def webhook_update(
+    *,
+    endpoint: WebhookEndpoint,
+    actor: Actor,
+    url: str | None = None,
+    event_kinds: list[str] | None = None,
+    description: str | None = None,
+    is_active: bool | None = None,
+) -> WebhookEndpoint:
+    """Change an endpoint. Re-enabling a disabled one resumes from its cursor: nothing is skipped."""
+    endpoint = WebhookEndpoint.objects.select_for_update().select_related("member").get(pk=endpoint.pk)
+    if url is not None:
+        endpoint.url = _clean_url(url)
+    if event_kinds is not None:
+        endpoint.event_kinds = _clean_kinds(event_kinds)
+    if description is not None:
+        endpoint.description = description
+    if is_active is True and not endpoint.is_active:
+        endpoint.is_active, endpoint.disabled_reason, endpoint.disabled_at = True, "", None
+        # Deliveries given up on are retried from the start of the schedule.
+        endpoint.deliveries.filter(status=Delivery.Status.FAILED).update(
+            status=Delivery.Status.PENDING, attempts=0, next_attempt_at=timezone.now()
+        )
+    elif is_active is False and endpoint.is_active:
+        endpoint.is_active, endpoint.disabled_reason, endpoint.disabled_at = (
+            False,
+            "disabled by its member",
+            timezone.now(),
+        )
+    endpoint.save()
+    ledger.record(
+        "webhook.updated", actor=actor, subject_type="webhook", subject_id=endpoint.pk, data=_endpoint_data(endpoint)
+    )
+    return endpoint
+
+
+@transaction.atomic
+def webhook_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+    data = _endpoint_data(endpoint)
+    ledger.record("webhook.deleted", actor=actor, subject_type="webhook", subject_id=endpoint.pk, data=data)
+    endpoint.delete()
+
+
+@transaction.atomic
+def webhook_rotate_secret(*, endpoint: WebhookEndpoint, grace_hours: int, actor: Actor) -> tuple[WebhookEndpoint, str]:
+    """A new secret; the old one keeps signing (a second v1 signature) for `grace_hours`."""
+    if not 0 <= grace_hours <= 24 * 30:
+        raise ValidationError({"grace_hours": ["give 0 to 720 hours"]})
+    endpoint = WebhookEndpoint.objects.select_for_update().select_related("member").get(pk=endpoint.pk)
+    secret = signing.new_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted if grace_hours else ""
+    endpoint.previous_secret_expires_at = timezone.now() + dt.timedelta(hours=grace_hours) if grace_hours else None
+    endpoint.secret_encrypted = crypto.encrypt(secret)
+    endpoint.save(update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_expires_at"])
+    ledger.record(
+        "webhook.secret_rotated",
+        actor=actor,
+        subject_type="webhook",
+        subject_id=endpoint.pk,
+        data={"webhook_id": endpoint.pk, "member": endpoint.member.slug, "grace_hours": grace_hours},
+    )
+    return endpoint, secret
+
+
+@transaction.atomic
+def webhook_disable(*, endpoint_id: int, reason: str, actor: Actor) -> None:
+    endpoint = WebhookEndpoint.objects.select_for_update().select_related("member").get(pk=endpoint_id)
+    if not endpoint.is_active:
+        return
+    endpoint.is_active, endpoint.disabled_reason, endpoint.disabled_at = False, reason[:500], timezone.now()
+    endpoint.save(update_fields=["is_active", "disabled_reason", "disabled_at"])
+    ledger.record(
+        "webhook.disabled",
+        actor=actor,
+        subject_type="webhook",
+        subject_id=endpoint.pk,
+        data={**_endpoint_data(endpoint), "reason": reason[:500]},
+    )
+
+
+def endpoint_secrets(endpoint: WebhookEndpoint, *, now: dt.datetime) -> list[str]:
+    secrets = [crypto.decrypt(endpoint.secret_encrypted)]
+    if (
+        endpoint.previous_secret_encrypted
+        and endpoint.previous_secret_expires_at
+        and (endpoint.previous_secret_expires_at > now)
+    ):
+        secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
+    return secrets
+
+
+def signed_post(endpoint: WebhookEndpoint, message_id: str, body: bytes) -> net.PostResult:
+    """Sign (v1 with each valid secret, v1a with the server key) and POST once."""
+    headers = signing.sign(
+        message_id=message_id,
+        timestamp=int(time.time()),
+        body=body,
+        secrets_=endpoint_secrets(endpoint, now=timezone.now()),
+        private_key=crypto.server_private_key(),
+    )
+    return net.post(endpoint.url, body, headers)
+
+
+def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
+    """Send a `webhook.test` message now, outside the event stream, and say what the receiver answered."""
+    now = timezone.now()
+    message_id = f"msg_test_{endpoint.pk}_{int(now.timestamp() * 1000)}"
+    body = json.dumps(
+        {
+            "type": "webhook.test",
+            "timestamp": ledger.format_time(now),
+            "data": {"webhook_id": endpoint.pk, "member": endpoint.member.slug},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return signed_post(endpoint, message_id, body)
+
+
+# Delivery ---------------------------------------------------------------------------------
+
+
+def _claim(endpoint_id: int, now: dt.datetime) -> bool:
+    expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    return bool(
+        WebhookEndpoint.objects.filter(expired, pk=endpoint_id, is_active=True).update(
+            claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS), wake_requested=False
+        )
+    )
+
+
+def _release(endpoint_id: int) -> bool:
+    """Give up the claim unless a wake-up arrived meanwhile; True when released."""
+    if WebhookEndpoint.objects.filter(pk=endpoint_id, wake_requested=False).update(claimed_until=None):
+        return True
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=False)
+    return False
+
+
+def request_wake(endpoint_id: int) -> None:
+    """Tell whoever holds the endpoint's claim to look again before letting go."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=True)
+
+
+def push_programs(member: Member) -> list[str]:
+    return list(Enrollment.objects.filter(member=member, state__in=PUSH_STATES).values_list("program__slug", flat=True))
+
+
+def _message_body(entries: list[dict[str, Any]], now: dt.datetime) -> bytes:
+    if len(entries) == 1:
+        message = {"type": entries[0]["kind"], "timestamp": ledger.format_time(now), "data": entries[0]}
+    else:
+        message = {
+            "type": "events.batch",
+            "timestamp": ledger.format_time(now),
+            "data": {"first_seq": entries[0]["seq"], "last_seq": entries[-1]["seq"], "entries": entries},
+        }
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime) -> Delivery | None:
+    """The next batch after the endpoint's cursor, stored before it is sent; None if nothing is due."""
+    latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    if latest <= endpoint.cursor_seq:
+        return None
+    page = feed_page(
+        member=endpoint.member,
+        after=endpoint.cursor_seq,
+        limit=settings.WEBHOOK_BATCH_SIZE,
+        kinds=endpoint.event_kinds or None,
+        programs=push_programs(endpoint.member),
+    )
+    if not page.entries:
+        # Nothing up to `latest` is for this endpoint; every seq up to it has committed
+        # (the ledger numbers in commit order), so the cursor can skip them for good.
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, cursor_seq__lt=latest).update(cursor_seq=latest)
+        endpoint.cursor_seq = latest
+        return None
+    first, last = page.entries[0]["seq"], page.entries[-1]["seq"]
+    return Delivery.objects.create(
+        endpoint=endpoint,
+        message_id=f"msg_{endpoint.pk}_{first}_{last}",
+        first_seq=first,
+        last_seq=last,
+        event_count=len(page.entries),
+        body=_message_body(page.entries, now).decode(),
+        next_attempt_at=now,
+    )
+
+
+def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
+    """POST a delivery once, log the attempt, and move the cursor or schedule the retry."""
+    result = signed_post(endpoint, delivery.message_id, delivery.body.encode())
+    now = timezone.now()
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            attempted_at=now,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            response_excerpt=result.excerpt,
+        )
+        delivery.attempts += 1
+        if result.ok:
+            delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
+            delivery.save(update_fields=["status", "delivered_at", "attempts"])
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+                cursor_seq=models.functions.Greatest(F("cursor_seq"), delivery.last_seq), last_success_at=now
+            )
+            endpoint.cursor_seq = max(endpoint.cursor_seq, delivery.last_seq)
+            return True
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
+        if result.status_code == 410:
+            delivery.save(update_fields=["attempts"])
+            webhook_disable(endpoint_id=endpoint.pk, reason="the receiver answered 410 Gone", actor=Actor.system())
+        elif delivery.attempts > len(schedule):
+            delivery.status = Delivery.Status.FAILED
+            delivery.save(update_fields=["status", "attempts"])
+            webhook_disable(
+                endpoint_id=endpoint.pk,
+                reason=f"{delivery.attempts} failed attempts over the retry schedule; last: "
+                f"{result.status_code or result.error}",
+                actor=Actor.system(),
+            )
+        else:
+            delivery.next_attempt_at = now + dt.timedelta(seconds=schedule[delivery.attempts - 1])
+            delivery.save(update_fields=["attempts", "next_attempt_at"])
+    return False
+
+
+@dataclass
+class DrainResult:
+    claimed: bool
+    sent: int = 0
+    more: bool = False
+
+
+def deliver_endpoint(endpoint_id: int) -> DrainResult:
+    """Send an endpoint what is due, in order, until it is up to date, fails, or time is up.
+
+    Steps:
+    1. Claim the endpoint; if another worker holds it, ask that worker to look again.
+    2. Loop: resend the oldest pending delivery if due (stop if it is not due yet);
+       otherwise build the next one from the feed; stop when there is nothing new.
+       A failed attempt stops the loop (order is kept: nothing overtakes a retry).
+    3. Release the claim, unless a wake-up came in meanwhile: then loop again.
+    `more` is True when the time budget ran out with work left (the caller requeues).
+    """
+    started = time.monotonic()
+    if not _claim(endpoint_id, timezone.now()):
+        request_wake(endpoint_id)
+        return DrainResult(claimed=False)
+    result = DrainResult(claimed=True)
+    try:
+        while True:
+            endpoint = WebhookEndpoint.objects.select_related("member").get(pk=endpoint_id)
+            progressed = True
+            while progressed and endpoint.is_active:
+                if time.monotonic() - started > settings.WEBHOOK_DRAIN_SECONDS:
+                    result.more = True
+                    return result
+                now = timezone.now()
+                WebhookEndpoint.objects.filter(pk=endpoint_id).update(
+                    claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
+                )
+                delivery = endpoint.deliveries.filter(status=Delivery.Status.PENDING).order_by("pk").first()
+                if delivery is not None and delivery.next_attempt_at > now:
+                    break
+                delivery = delivery or _next_delivery(endpoint, now)
+                if delivery is None:
+                    break
+                progressed = _attempt(endpoint, delivery)
+                result.sent += 1
+                endpoint.refresh_from_db(fields=["is_active"])
+            if _release(endpoint_id):
+                return result
+            if not _claim(endpoint_id, timezone.now()):
+                return result
+    except Exception:
+        WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None)
+        raise
+
+
+def deliveries_redeliver(*, deliveries: Any, actor: Actor) -> int:
+    """Send deliveries again (an admin's decision), with the same webhook-id and body."""
+    now = timezone.now()
+    count = 0
+    for delivery in deliveries.select_related("endpoint"):
+        with transaction.atomic():
+            Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.PENDING, next_attempt_at=now)
+            ledger.record(
+                "webhook.redelivery_requested",
+                actor=actor,
+                subject_type="webhook",
+                subject_id=delivery.endpoint_id,
+                data={"message_id": delivery.message_id},
+            )
+        count += 1
+    return count
+
+
+def endpoints_to_wake(*, now: dt.datetime | None = None) -> list[int]:
+    """Active endpoints with work (events after their cursor, or a retry that is due)
+    that no worker holds. Claimed ones are asked to look again instead."""
+    now = now or timezone.now()
+    latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    due_retry = Delivery.objects.filter(
+        endpoint=models.OuterRef("pk"), status=Delivery.Status.PENDING, next_attempt_at__lte=now
+    )
+    with_work = WebhookEndpoint.objects.filter(is_active=True).filter(
+        Q(cursor_seq__lt=latest) | Q(models.Exists(due_retry))
+    )
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    with_work.exclude(free).update(wake_requested=True)
+    return list(with_work.filter(free).values_list("pk", flat=True))
