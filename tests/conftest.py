@@ -126,7 +126,8 @@ def worker_database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def start_worker(*, extra_env: dict[str, str] | None = None, queues: str = "celery") -> subprocess.Popen[bytes]:
+def celery_command(*args: str, extra_env: dict[str, str] | None = None, log_name: str = "worker"):  # noqa: ANN201
+    """Start `celery -A config ARGS` on the test database and Redis; output goes to var/test-*.log."""
     env = {
         **os.environ,
         "DATABASE_URL": worker_database_url(),
@@ -135,30 +136,34 @@ def start_worker(*, extra_env: dict[str, str] | None = None, queues: str = "cele
         "DEBUG": "1",
         **(extra_env or {}),
     }
-    log = open(ROOT / "var" / "test-worker.log", "ab")  # noqa: SIM115 - closed with the process
+    log = open(ROOT / "var" / f"test-{log_name}.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-l",
-            "info",
-            "--concurrency",
-            "2",
-            "-Q",
-            queues,
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
+        [sys.executable, "-m", "celery", "-A", "config", *args],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+    )
+
+
+def start_worker(
+    *, extra_env: dict[str, str] | None = None, queues: str = "celery", pool: str = "prefork"
+) -> subprocess.Popen[bytes]:
+    return celery_command(
+        "worker",
+        "-l",
+        "info",
+        "--pool",
+        pool,
+        "--concurrency",
+        "2" if pool == "prefork" else "8",
+        "-Q",
+        queues,
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        extra_env=extra_env,
     )
 
 
