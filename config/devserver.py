@@ -309,7 +309,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             spawn("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"], env)
         )
         children.append(
-            spawn("worker", [python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", "2"], env)
+            spawn(
+                "worker",
+                # Threads: the work is mostly waiting on receivers' HTTP answers and the database.
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-l",
+                    "info",
+                    "-Q",
+                    "celery,webhooks",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    "8",
+                ],
+                env,
+            )
         )
         schedule = str(var_dir / "celerybeat-schedule")
         children.append(
