@@ -243,3 +243,30 @@ def test_the_server_key_is_public(anonymous, platform_a: Caller) -> None:  # noq
     assert body["algorithm"] == "ed25519"
     assert len(base64.b64decode(body["public_key"])) == 32
     assert body == platform_a.client.get("/api/v1/server-key").json()
+
+
+def test_admins_see_deliveries_with_attempts_and_can_redeliver(
+    admin_client, receiver: Receiver, signer_a: Signer, platform_b: Caller
+) -> None:  # noqa: ANN001
+    hook = create_endpoint(platform_b, receiver.url)
+    signer_a.submit(signer_a.submission())
+    drain(hook["id"])
+    delivery = Delivery.objects.get()
+    page = admin_client.get(f"/admin/exchange/delivery/{delivery.pk}/change/").content.decode()
+    assert delivery.message_id in page and "answered 200" in page
+    for url in [
+        "/admin/exchange/webhookendpoint/",
+        "/admin/exchange/delivery/?status__exact=delivered",
+        "/admin/exchange/feedcursor/",
+        f"/admin/exchange/webhookendpoint/{hook['id']}/change/",
+    ]:
+        assert admin_client.get(url).status_code == 200, url
+    admin_client.post("/admin/exchange/delivery/", {"action": "redeliver", "_selected_action": [delivery.pk]})
+    assert Delivery.objects.get().status == "pending"
+    drain(hook["id"])
+    assert [r.headers["webhook-id"] for r in receiver.received] == [delivery.message_id] * 2
+    assert Event.objects.filter(kind="webhook.redelivery_requested", actor_type="admin").exists()
+    admin_client.post("/admin/exchange/webhookendpoint/", {"action": "disable", "_selected_action": [hook["id"]]})
+    assert not WebhookEndpoint.objects.get(pk=hook["id"]).is_active
+    admin_client.post("/admin/exchange/webhookendpoint/", {"action": "enable", "_selected_action": [hook["id"]]})
+    assert WebhookEndpoint.objects.get(pk=hook["id"]).is_active
