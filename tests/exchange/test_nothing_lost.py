@@ -57,9 +57,10 @@ class OwnRedis:
 
 @pytest.fixture
 def own_redis(tmp_path: Path, settings) -> Iterator[OwnRedis]:  # noqa: ANN001
+    # Read first: Celery loads its configuration from Django's settings lazily, on first use.
+    previous = celery_app.conf.broker_url
     server = OwnRedis(tmp_path)
     settings.REDIS_URL = settings.CELERY_BROKER_URL = server.url
-    previous = celery_app.conf.broker_url
     celery_app.conf.broker_url = server.url
     celery_app._pool = None  # the producer pool was made for the old URL
     celery_app.amqp._producer_pool = None
