@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from members.admin import admin_actor
+from members.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor
 
 from . import services
 from .ledger import Event
@@ -16,22 +16,13 @@ from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
     list_display = ["seq", "kind", "program", "subject_type", "subject_id", "actor_type", "actor_id", "created_at"]
     list_filter = ["kind", "program", "actor_type", "subject_type"]
     search_fields = ["subject_id", "actor_id", "kind"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Event._meta.fields]
     show_full_result_count = False  # counting a large log on every page view is slow
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -46,7 +37,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(NoAddDeleteAdmin):
     list_display = [
         "id",
         "member",
@@ -77,8 +68,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     exclude = ["secret_encrypted", "previous_secret_encrypted", "previous_secret_expires_at", "wake_requested"]
     actions = ["enable", "disable"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # members manage their endpoints through the API
+    # No add or delete: members manage their endpoints through the API (which records events).
 
     @admin.action(description="Enable (resumes from the endpoint's cursor; nothing is skipped)")
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
@@ -94,7 +84,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(NoAddDeleteAdmin):
     list_display = ["message_id", "endpoint", "status", "event_count", "attempts", "next_attempt_at", "delivered_at"]
     list_filter = ["status", "endpoint__member"]
     search_fields = ["message_id", "endpoint__url"]
@@ -116,12 +106,6 @@ class DeliveryAdmin(admin.ModelAdmin):
     actions = ["redeliver"]
     show_full_result_count = False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.action(description="Redeliver now (same webhook-id, same body)")
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = services.deliveries_redeliver(deliveries=queryset, actor=admin_actor(request))
@@ -129,13 +113,7 @@ class DeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(FeedCursor)
-class FeedCursorAdmin(admin.ModelAdmin):
+class FeedCursorAdmin(NoAddDeleteAdmin):
     list_display = ["member", "last_seq", "last_after", "last_read_at", "reads"]
     search_fields = ["member__slug"]
     readonly_fields = ["member", "last_seq", "last_after", "last_read_at", "reads"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

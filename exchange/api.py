@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.ledger import Actor
+from members.api import member_actor
 from members.models import Scope
 
 from . import crypto, services
@@ -27,10 +27,6 @@ from .serializers import (
     WebhookSerializer,
     WebhookWithSecretSerializer,
 )
-
-
-def member_actor(request: Request) -> Actor:
-    return Actor.member(request.user.slug)
 
 
 class FeedView(APIView):

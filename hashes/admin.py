@@ -17,21 +17,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.html import format_html
 
-from members.admin import admin_actor
+from members.admin import ReadOnlyAdmin, admin_actor
 
 from . import services
 from .models import Hash, Listing, Submission, Withdrawal
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def pretty_envelope(envelope: dict[str, Any]) -> str:

@@ -23,6 +23,29 @@ def admin_actor(request: HttpRequest) -> Actor:
     return Actor.admin(request.user.get_username())
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records that only services write (events, envelopes): view, never add, edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class NoAddDeleteAdmin(admin.ModelAdmin):
+    """For records created through the API or services, changed only by actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 def _report_errors(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: ValidationError) -> None:
     modeladmin.message_user(request, "; ".join(exc.messages), level=messages.ERROR)
 
@@ -119,7 +142,7 @@ class ProgramAdmin(admin.ModelAdmin):
 
 
 @admin.register(Enrollment)
-class EnrollmentAdmin(admin.ModelAdmin):
+class EnrollmentAdmin(NoAddDeleteAdmin):
     list_display = ["member", "program", "state", "reason", "changed_at"]
     list_filter = ["state", "program", "member__kind"]
     search_fields = ["member__slug", "program__slug"]
@@ -127,11 +150,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
     readonly_fields = ["member", "program", "state", "reason", "changed_at", "created_at"]
     actions = ["opt_in", "pause", "opt_out"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # members opt in through the API; admins use `member_create --program`
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # No add: members opt in through the API; operators use `member_create --program`.
 
     def _set(self, request: HttpRequest, queryset: QuerySet[Enrollment], state: str) -> None:
         changed = 0
@@ -179,7 +198,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiCredential)
-class ApiCredentialAdmin(admin.ModelAdmin):
+class ApiCredentialAdmin(NoAddDeleteAdmin):
     list_display = ["prefix", "member", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
     list_filter = [RevokedFilter, "member__kind"]
     search_fields = ["prefix", "member__slug", "name"]
@@ -188,11 +207,7 @@ class ApiCredentialAdmin(admin.ModelAdmin):
     exclude = ["digest"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # issue keys with the member action or `manage.py credential_issue`
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # No add: keys are issued with the member action or `manage.py credential_issue`.
 
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiCredential]) -> None:
@@ -202,7 +217,7 @@ class ApiCredentialAdmin(admin.ModelAdmin):
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin):
+class SigningKeyAdmin(NoAddDeleteAdmin):
     list_display = ["key_id", "member", "algorithm", "label", "valid_from", "revoked_at"]
     list_filter = [RevokedFilter, "algorithm", "member__kind"]
     search_fields = ["key_id", "member__slug", "label"]
@@ -221,11 +236,7 @@ class SigningKeyAdmin(admin.ModelAdmin):
     exclude = ["public_key"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # members register their own keys through the API
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # No add: members register their own keys through the API.
 
     @admin.action(description="Revoke selected signing keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
