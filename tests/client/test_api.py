@@ -144,3 +144,22 @@ def test_withdraw(exchange: FakeExchange) -> None:
     assert answer == {"hash_id": "h1", "status": "withdrawn"}
     with pytest.raises(ApiError, match="no active submission"):
         api.withdraw(dsse.sign_envelope(payloads.WITHDRAWAL_TYPE, payload, KEY))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"results": "nope"},
+        {"results": [{"index": 0, "status": "accepted"}, {"index": 1, "status": "accepted"}]},
+        {"results": ["accepted"]},
+        {"results": [{"index": 5, "status": "accepted"}]},
+    ],
+)
+def test_unexpected_submission_answers_are_api_errors(answer: Any) -> None:
+    class Canned(Client):
+        def _request(self, method: str, path: str, payload: Any = None) -> Any:
+            return answer
+
+    with pytest.raises(ApiError, match=r"the server('s)? answer"):
+        Canned("http://127.0.0.1:9", "k").submit([envelope("e" * 32)])

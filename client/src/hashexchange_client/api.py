@@ -166,18 +166,22 @@ class Client:
         return _object(self._request("POST", "/api/v1/withdrawals", envelope), "POST /api/v1/withdrawals")
 
     def _submit_batch(self, batch: list[Mapping[str, Any]], offset: int) -> list[SubmissionResult]:
-        body = self._request("POST", "/api/v1/submissions", {"envelopes": batch})
-        raw_results = body.get("results") if isinstance(body, dict) else None
+        body = _object(self._request("POST", "/api/v1/submissions", {"envelopes": batch}), "POST /api/v1/submissions")
+        raw_results = body.get("results")
         if not isinstance(raw_results, list) or len(raw_results) != len(batch):
             raise ApiError(f"the server answered a batch of {len(batch)} envelopes with an unexpected body")
         results: list[SubmissionResult] = []
         for position, raw in enumerate(raw_results):
-            if not isinstance(raw, dict):
-                raise ApiError("the server answered with a result that is not a JSON object")
-            error = raw.get("error") or {}
+            raw = _object(raw, "POST /api/v1/submissions (a result)")
+            index = raw.get("index", position)
+            if not isinstance(index, int) or not 0 <= index < len(batch):
+                raise ApiError(f"the server answered with a result for envelope {index!r} of a batch of {len(batch)}")
+            error = raw.get("error")
+            if not isinstance(error, dict):
+                error = {}
             results.append(
                 SubmissionResult(
-                    index=offset + int(raw.get("index", position)),
+                    index=offset + index,
                     status=str(raw.get("status")),
                     hash_id=raw.get("hash_id"),
                     submission_id=raw.get("submission_id"),
