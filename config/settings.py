@@ -151,6 +151,9 @@ CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "exchange.tasks.heartbeat", "schedule": 15.0},
     # Finds work whose wake-up call was lost (Redis down) and retries that are due.
+    "obligations": {"task": "exchange.tasks.project_obligations", "schedule": 60.0},
+    "participation": {"task": "exchange.tasks.check_participation", "schedule": float(
+        os.environ.get("PARTICIPATION_CHECK_SECONDS") or 3600)},
     "webhooks-sweep": {
         "task": "exchange.tasks.sweep_webhooks",
         "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 30),
@@ -244,6 +247,9 @@ SPECTACULAR_SETTINGS = {
         "MemberStatusEnum": "members.models.Member.Status",
         "EnrollmentStateEnum": "members.models.Enrollment.State",
         "FeedKindEnum": "exchange.feed.FEED_KINDS",
+        "ObligationStatusEnum": "exchange.serializers.OBLIGATION_STATUSES",
+        "ObligationFilterEnum": "exchange.serializers.OBLIGATION_FILTERS",
+        "ItemStatusEnum": "exchange.serializers.ITEM_STATUSES",
     },
 }
 

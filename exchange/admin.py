@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
 
 from members.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor
 
-from . import services
+from . import outcomes, services
 from .ledger import Event
-from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
+from .models import Delivery, DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
 
 
 @admin.register(Event)
@@ -117,3 +120,90 @@ class FeedCursorAdmin(NoAddDeleteAdmin):
     list_display = ["member", "last_seq", "last_after", "last_read_at", "reads"]
     search_fields = ["member__slug"]
     readonly_fields = ["member", "last_seq", "last_after", "last_read_at", "reads"]
+
+
+def _decide_with_reason(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Dispute], decision: str
+) -> HttpResponse | None:
+    reason = request.POST.get("reason", "").strip()
+    if "apply" not in request.POST or not reason:
+        return render(
+            request,
+            "admin/exchange/decide.html",
+            {
+                **modeladmin.admin_site.each_context(request),
+                "title": f"{decision.capitalize()} {queryset.count()} disputed hash(es)",
+                "decision": decision,
+                "action": request.POST["action"],
+                "objects": queryset,
+                "opts": modeladmin.model._meta,
+            },
+        )
+    for dispute in queryset:
+        try:
+            outcomes.dispute_decide(dispute=dispute, decision=decision, reason=reason, actor=admin_actor(request))
+        except ValidationError as exc:
+            modeladmin.message_user(request, f"{dispute}: {'; '.join(exc.messages)}", level=messages.ERROR)
+    modeladmin.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
+    return None
+
+
+@admin.register(Dispute)
+class DisputeAdmin(NoAddDeleteAdmin):
+    list_display = ["id", "hash", "program", "status", "reporters", "opened_at", "decided_at", "decided_by"]
+    list_filter = ["status", "program"]
+    search_fields = ["=hash__value"]
+    list_select_related = ["hash", "program"]
+    readonly_fields = [
+        "hash",
+        "program",
+        "status",
+        "reporters",
+        "opened_at",
+        "decided_at",
+        "decided_by",
+        "decision_reason",
+    ]
+    actions = ["restore", "retire"]
+
+    @admin.action(description="Restore: the hash is distributed again")
+    def restore(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> HttpResponse | None:
+        return _decide_with_reason(self, request, queryset, Dispute.Status.RESTORED)
+
+    @admin.action(description="Retire: the hash is withdrawn for good")
+    def retire(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> HttpResponse | None:
+        return _decide_with_reason(self, request, queryset, Dispute.Status.RETIRED)
+
+
+@admin.register(Outcome)
+class OutcomeAdmin(ReadOnlyAdmin):
+    list_display = ["id", "member", "hash", "program", "kind", "count", "occurred_at", "received_at"]
+    list_filter = ["kind", "program", "member"]
+    search_fields = ["=hash__value", "member__slug", "client_ref"]
+    list_select_related = ["member", "hash", "program"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False
+
+
+class ObligationStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("overdue", "Overdue"), ("fulfilled", "Fulfilled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        return {
+            "open": queryset.filter(fulfilled_at__isnull=True, due_at__gte=now),
+            "overdue": queryset.filter(fulfilled_at__isnull=True, due_at__lt=now),
+            "fulfilled": queryset.filter(fulfilled_at__isnull=False),
+        }.get(self.value(), queryset)
+
+
+@admin.register(Obligation)
+class ObligationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "member", "hash", "program", "status", "created_at", "due_at", "fulfilled_at"]
+    list_filter = [ObligationStatusFilter, "program", "member"]
+    search_fields = ["=hash__value", "member__slug"]
+    list_select_related = ["member", "hash", "program"]

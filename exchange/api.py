@@ -1,26 +1,40 @@
-"""Thin views: the pull feed, webhook endpoints, and the server's public key."""
+"""Thin views: the pull feed, webhooks, the server's key, outcomes, obligations, reports, the event log."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hashes import api as hashes_api
 from members.api import member_actor
-from members.models import Scope
+from members.models import Member, Program, Scope
 
-from . import crypto, services
+from . import crypto, outcomes, reports, services
 from .feed import feed_page
-from .models import WebhookEndpoint
+from .ledger import Event, format_time
+from .models import Dispute, Obligation, WebhookEndpoint
 from .serializers import (
+    EventPageSerializer,
     FeedPageSerializer,
     FeedQuerySerializer,
+    HashDetailSerializer,
+    ObligationQuerySerializer,
+    ObligationSerializer,
+    OutcomeBatchResultSerializer,
+    OutcomeBatchSerializer,
+    PeriodSerializer,
     RotateSecretSerializer,
     ServerKeySerializer,
     TestResultSerializer,
@@ -132,3 +146,176 @@ class WebhookViewSet(
                 "response_excerpt": result.excerpt,
             }
         )
+
+
+class OutcomesView(APIView):
+    """Report what you did with hashes you were sent: counts only, no content, no user ids."""
+
+    required_scope = Scope.OUTCOMES
+
+    @extend_schema(request=OutcomeBatchSerializer, responses=OutcomeBatchResultSerializer)
+    def post(self, request: Request) -> Response:
+        items = request.data.get("outcomes") if isinstance(request.data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise exceptions.ValidationError({"outcomes": ['give {"outcomes": [...]} with at least one outcome']})
+        if len(items) > outcomes.MAX_BATCH:
+            raise exceptions.ValidationError(
+                {"outcomes": [f"at most {outcomes.MAX_BATCH} outcomes per request, got {len(items)}"]}
+            )
+        results = outcomes.outcomes_create(member=request.user, items=items)
+        counts = {status: sum(r.status == status for r in results) for status in ("accepted", "duplicate", "rejected")}
+        return Response(
+            {
+                "results": [r.as_dict() for r in results],
+                "accepted": counts["accepted"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
+            }
+        )
+
+
+class ObligationListView(ListAPIView):
+    """What you owe: a `deleted_after_withdrawal` outcome for each withdrawn hash you were sent."""
+
+    required_scope = Scope.READ
+    serializer_class = ObligationSerializer
+
+    @extend_schema(parameters=[ObligationQuerySerializer])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> Any:
+        query = ObligationQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = Obligation.objects.filter(member=self.request.user).select_related("hash", "program")
+        if "program" in query.validated_data:
+            rows = rows.filter(program__slug=query.validated_data["program"])
+        now = timezone.now()
+        status = query.validated_data["status"]
+        if status == "open":
+            rows = rows.filter(fulfilled_at__isnull=True, due_at__gte=now)
+        elif status == "overdue":
+            rows = rows.filter(fulfilled_at__isnull=True, due_at__lt=now)
+        elif status == "fulfilled":
+            rows = rows.filter(fulfilled_at__isnull=False)
+        return rows.order_by("due_at", "pk")
+
+
+class ReportCSVRenderer(BaseRenderer):
+    """`?format=csv`: one line per (member, program) row of a report."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        rows = data.get("members") or data.get("programs") or [] if isinstance(data, dict) else []
+        if isinstance(data, dict) and "status" in data and "detail" in data:  # a problem document
+            return f"error,{data['detail']}\n".encode()
+        flat = [reports.flatten(row) for row in rows]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["member", "program"])
+        writer.writeheader()
+        writer.writerows(flat)
+        return out.getvalue().encode()
+
+
+class ReportView(APIView):
+    required_scope = Scope.REPORTS
+    renderer_classes = [JSONRenderer, ReportCSVRenderer]
+
+    def period(self, request: Request) -> reports.Period:
+        params = PeriodSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return reports.Period(params.validated_data["start"], params.validated_data["end"])
+
+    def csv_name(self, request: Request, name: str, period: reports.Period) -> dict[str, str]:
+        if request.accepted_renderer.format != "csv":
+            return {}
+        return {"Content-Disposition": f'attachment; filename="{name}-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"'}
+
+
+class ProgramReportView(ReportView):
+    """Auditors: for a program and period, each member's feed lag, webhook success, outcomes, time to removal
+    against the deadline, withdrawal acknowledgements; and the program's disputes."""
+
+    @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    def get(self, request: Request, slug: str) -> Response:
+        program = Program.objects.filter(slug=slug).first()
+        if program is None:
+            raise exceptions.NotFound(f"No program {slug!r}.")
+        period = self.period(request)
+        return Response(
+            reports.program_report(program=program, period=period),
+            headers=self.csv_name(request, f"program-{slug}", period),
+        )
+
+
+class MemberReportView(ReportView):
+    """Auditors: one member's figures in each of its programs for a period."""
+
+    @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    def get(self, request: Request, slug: str) -> Response:
+        member = Member.objects.filter(slug=slug).first()
+        if member is None:
+            raise exceptions.NotFound(f"No member {slug!r}.")
+        period = self.period(request)
+        return Response(
+            reports.member_report(member=member, period=period),
+            headers=self.csv_name(request, f"member-{slug}", period),
+        )
+
+
+class EventLogView(APIView):
+    """Auditors: the whole event log in order, with each event's leaf hash (docs/ledger.md)."""
+
+    required_scope = Scope.REPORTS
+
+    @extend_schema(parameters=[FeedQuerySerializer], responses=EventPageSerializer)
+    def get(self, request: Request) -> Response:
+        query = FeedQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        events = list(Event.objects.filter(seq__gt=after).order_by("seq")[: limit + 1])
+        page = events[:limit]
+        return Response(
+            {
+                "events": [
+                    {
+                        "seq": e.seq,
+                        "kind": e.kind,
+                        "program": e.program,
+                        "subject": {"type": e.subject_type, "id": e.subject_id},
+                        "actor": {"type": e.actor_type, "id": e.actor_id},
+                        "data": e.data,
+                        "at": format_time(e.created_at),
+                        "leaf_hash": e.leaf_hash,
+                    }
+                    for e in page
+                ],
+                "next": page[-1].seq if page else after,
+                "has_more": len(events) > limit,
+            }
+        )
+
+
+class HashDetailView(hashes_api.HashDetailView):
+    """A hash, where it is listed, the envelopes that support it, what members reported on it
+    (aggregates, where the program shares feedback) and any dispute."""
+
+    @extend_schema(responses=HashDetailSerializer)
+    def get(self, request: Request, hash_id: int) -> Response:
+        response = super().get(request, hash_id)
+        programs = [listing["program"] for listing in response.data["programs"]]
+        response.data["feedback"] = outcomes.feedback_for(hash_id=hash_id, program_slugs=programs)
+        response.data["disputes"] = [
+            {
+                "program": d.program.slug,
+                "status": d.status,
+                "reporters": d.reporters,
+                "opened_at": format_time(d.opened_at),
+                "decided_at": format_time(d.decided_at) if d.decided_at else None,
+            }
+            for d in Dispute.objects.filter(hash_id=hash_id, program__slug__in=programs).select_related("program")
+        ]
+        return response

@@ -16,7 +16,17 @@ from members.models import Member
 
 from .ledger import Event
 
-__all__ = ["Delivery", "DeliveryAttempt", "Event", "FeedCursor", "WebhookEndpoint"]
+__all__ = [
+    "Delivery",
+    "DeliveryAttempt",
+    "Dispute",
+    "Event",
+    "FeedCursor",
+    "Obligation",
+    "Outcome",
+    "Projection",
+    "WebhookEndpoint",
+]
 
 
 class FeedCursor(models.Model):
@@ -103,3 +113,108 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery.message_id}: {self.status_code or self.error}"
+
+
+class Outcome(models.Model):
+    """What a member did about a hash it was sent: matched, removed, judged not violating…
+
+    Counts only: no content, no user identifiers. Idempotent on the member's client_ref.
+    """
+
+    class Kind(models.TextChoices):
+        MATCHED = "matched", "Matched an upload"
+        REMOVED = "removed", "Removed"
+        BLOCKED_AT_UPLOAD = "blocked_at_upload", "Blocked at upload"
+        RESTRICTED = "restricted", "Restricted"
+        NOT_VIOLATING = "not_violating", "Not violating (disputes the hash)"
+        UNABLE_TO_ACTION = "unable_to_action", "Unable to action"
+        DELETED_AFTER_WITHDRAWAL = "deleted_after_withdrawal", "Deleted after the hash was withdrawn"
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="outcomes")
+    hash = models.ForeignKey("hashes.Hash", on_delete=models.PROTECT, related_name="outcomes")
+    program = models.ForeignKey("members.Program", on_delete=models.PROTECT, related_name="outcomes")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    occurred_at = models.DateTimeField(help_text="When the member acted, as it reports.")
+    count = models.PositiveIntegerField(default=1, help_text="How many items (uploads, copies) it concerned.")
+    tags = models.JSONField(default=list, blank=True)
+    client_ref = models.CharField(max_length=100, help_text="The member's own id for the report: repeats are no-ops.")
+    content_digest = models.CharField(max_length=64, help_text="Digest of the report, to tell a repeat from a clash.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["member", "client_ref"], name="outcome_unique_client_ref")]
+        indexes = [
+            models.Index(fields=["program", "occurred_at"]),
+            models.Index(fields=["hash", "program", "kind"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member.slug} {self.kind} hash {self.hash_id}"
+
+
+class Obligation(models.Model):
+    """What a member owes: after a withdrawal, a `deleted_after_withdrawal` outcome by a deadline."""
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="obligations")
+    hash = models.ForeignKey("hashes.Hash", on_delete=models.PROTECT, related_name="obligations")
+    program = models.ForeignKey("members.Program", on_delete=models.PROTECT, related_name="obligations")
+    kind = models.CharField(max_length=32, default=Outcome.Kind.DELETED_AFTER_WITHDRAWAL)
+    event_seq = models.BigIntegerField(help_text="The hash.withdrawn event that created it.")
+    created_at = models.DateTimeField()
+    due_at = models.DateTimeField()
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.ForeignKey(Outcome, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["member", "event_seq"], name="obligation_unique_member_event"),
+        ]
+        indexes = [models.Index(fields=["member", "fulfilled_at"]), models.Index(fields=["program", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.member.slug} owes {self.kind} for hash {self.hash_id}"
+
+    @property
+    def status(self) -> str:
+        if self.fulfilled_at is not None:
+            return "fulfilled" if self.fulfilled_at <= self.due_at else "fulfilled_late"
+        return "overdue" if timezone.now() > self.due_at else "open"
+
+
+class Dispute(models.Model):
+    """Enough members said a hash is not violating: it is quarantined until an admin decides."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open (hash quarantined)"
+        RESTORED = "restored", "Restored by an admin"
+        RETIRED = "retired", "Retired by an admin"
+
+    hash = models.ForeignKey("hashes.Hash", on_delete=models.PROTECT, related_name="disputes")
+    program = models.ForeignKey("members.Program", on_delete=models.PROTECT, related_name="disputes")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    reporters = models.PositiveIntegerField(help_text="Distinct members that reported not_violating.")
+    opened_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, default="")
+    decision_reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hash"], condition=models.Q(status="open"), name="dispute_one_open_per_hash"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"dispute on hash {self.hash_id} ({self.status})"
+
+
+class Projection(models.Model):
+    """How far a consumer of the event log (e.g. the obligations projector) has read."""
+
+    name = models.CharField(max_length=64, unique=True)
+    seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.seq}"

@@ -1,11 +1,21 @@
-"""Input and output shapes of the exchange API: feed, webhooks, server key."""
+"""Input and output shapes of the exchange API: feed, webhooks, outcomes, reports, events."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
 from rest_framework import serializers
+
+from hashes.serializers import HashSerializer
 
 from .feed import FEED_KINDS, MAX_LIMIT
 from .models import WebhookEndpoint
+
+OBLIGATION_STATUSES = ["open", "overdue", "fulfilled", "fulfilled_late"]
+OBLIGATION_FILTERS = ["open", "overdue", "fulfilled", "all"]
+ITEM_STATUSES = ["accepted", "duplicate", "rejected"]
 
 
 class FeedQuerySerializer(serializers.Serializer):
@@ -95,3 +105,118 @@ class ServerKeySerializer(serializers.Serializer):
     algorithm = serializers.CharField()
     public_key = serializers.CharField(help_text="Standard base64 of the raw 32-byte Ed25519 key.")
     key_id = serializers.CharField()
+
+
+class OutcomeItemSerializer(serializers.Serializer):
+    """One report: name the hash by id, or by signal type and value."""
+
+    hash_id = serializers.IntegerField(required=False)
+    signal_type = serializers.CharField(required=False)
+    value = serializers.CharField(required=False)
+    program = serializers.SlugField()
+    kind = serializers.ChoiceField(
+        choices=[
+            "matched",
+            "removed",
+            "blocked_at_upload",
+            "restricted",
+            "not_violating",
+            "unable_to_action",
+            "deleted_after_withdrawal",
+        ]
+    )
+    occurred_at = serializers.DateTimeField()
+    count = serializers.IntegerField(min_value=1, default=1)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+    client_ref = serializers.CharField(help_text="Your id for this report; sending it again is a no-op.")
+
+
+class OutcomeBatchSerializer(serializers.Serializer):
+    outcomes = OutcomeItemSerializer(many=True)
+
+
+class OutcomeResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ITEM_STATUSES)
+    outcome_id = serializers.IntegerField(allow_null=True)
+    hash_id = serializers.IntegerField(allow_null=True)
+    error = serializers.DictField(allow_null=True)
+
+
+class OutcomeBatchResultSerializer(serializers.Serializer):
+    results = OutcomeResultSerializer(many=True)
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
+class ObligationSerializer(serializers.Serializer):
+    hash_id = serializers.IntegerField()
+    signal_type = serializers.CharField(source="hash.signal_type")
+    value = serializers.CharField(source="hash.value")
+    program = serializers.CharField(source="program.slug")
+    kind = serializers.CharField()
+    status = serializers.ChoiceField(choices=OBLIGATION_STATUSES)
+    created_at = serializers.DateTimeField()
+    due_at = serializers.DateTimeField()
+    fulfilled_at = serializers.DateTimeField(allow_null=True)
+
+
+class ObligationQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OBLIGATION_FILTERS, default="all")
+    program = serializers.SlugField(required=False)
+
+
+class PeriodSerializer(serializers.Serializer):
+    """`from` and `to` as dates or RFC 3339 times; the default is the last 30 days."""
+
+    start = serializers.DateTimeField(
+        required=False, input_formats=["iso-8601", "%Y-%m-%d"], help_text="`from`: start of the period (inclusive)."
+    )
+    end = serializers.DateTimeField(
+        required=False, input_formats=["iso-8601", "%Y-%m-%d"], help_text="`to`: end of the period (exclusive)."
+    )
+    format = serializers.ChoiceField(choices=["json", "csv"], default="json")
+
+    def to_internal_value(self, data: Any) -> Any:
+        renamed = {"start": data.get("from"), "end": data.get("to"), "format": data.get("format")}
+        try:
+            return super().to_internal_value({k: v for k, v in renamed.items() if v not in (None, "")})
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError(
+                {{"start": "from", "end": "to"}.get(k, k): v for k, v in exc.detail.items()}
+            ) from None
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        end = attrs.get("end") or timezone.now()
+        start = attrs.get("start") or end - dt.timedelta(days=30)
+        if start >= end:
+            raise serializers.ValidationError({"from": ["`from` must be before `to`"]})
+        return {**attrs, "start": start, "end": end}
+
+
+class EventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    kind = serializers.CharField()
+    program = serializers.CharField()
+    subject = serializers.DictField()
+    actor = serializers.DictField()
+    data = serializers.DictField()
+    at = serializers.CharField()
+    leaf_hash = serializers.CharField()
+
+
+class EventPageSerializer(serializers.Serializer):
+    events = EventSerializer(many=True)
+    next = serializers.IntegerField()
+    has_more = serializers.BooleanField()
+
+
+class HashDetailSerializer(HashSerializer):
+    feedback = serializers.DictField(
+        help_text="Per program that shares feedback: reports of each outcome kind and how many members reported."
+    )
+    disputes = serializers.ListField(child=serializers.DictField())
+
+    class Meta(HashSerializer.Meta):
+        fields = [*HashSerializer.Meta.fields, "feedback", "disputes"]

@@ -15,6 +15,8 @@ from celery import current_app, shared_task
 from config.health import HEARTBEAT_KEY, redis_client
 
 from . import services
+from .outcomes import obligations_project
+from .participation import participation_check
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def _dispatch(endpoint_ids: list[int]) -> None:
 
 @shared_task(name="exchange.tasks.fanout", ignore_result=True)
 def fanout() -> int:
-    """New events committed: wake every endpoint that has something to send."""
+    """New events committed: project obligations, wake every endpoint that has something to send."""
+    project_obligations.apply_async(retry=False)
     endpoint_ids = services.endpoints_to_wake()
     _dispatch(endpoint_ids)
     return len(endpoint_ids)
@@ -73,3 +76,20 @@ def heartbeat() -> float:
     now = time.time()
     redis_client().set(HEARTBEAT_KEY, now, ex=3600)
     return now
+
+
+@shared_task(name="exchange.tasks.project_obligations", ignore_result=True)
+def project_obligations() -> int:
+    """Create the withdrawal acknowledgements owed for withdrawals recorded since the last run."""
+    created = 0
+    while True:
+        made = obligations_project()
+        created += made
+        if not made:
+            return created
+
+
+@shared_task(name="exchange.tasks.check_participation", ignore_result=True)
+def check_participation() -> int:
+    """Periodic: lapse members that stopped taking part, restore those that resumed."""
+    return len(participation_check())

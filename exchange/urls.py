@@ -9,7 +9,15 @@ router = SimpleRouter(trailing_slash=False)
 router.register("webhooks", api.WebhookViewSet, basename="webhooks")
 
 urlpatterns = [
+    # Extends hashes' view with feedback and disputes (exchange may depend on hashes, not
+    # the other way); included before hashes.urls in config/urls.py, so this one answers.
+    path("hashes/<int:hash_id>", api.HashDetailView.as_view(), name="hash-detail-full"),
     path("feed", api.FeedView.as_view(), name="feed"),
     path("server-key", api.ServerKeyView.as_view(), name="server-key"),
+    path("outcomes", api.OutcomesView.as_view(), name="outcomes"),
+    path("obligations", api.ObligationListView.as_view(), name="obligations"),
+    path("reports/programs/<slug:slug>", api.ProgramReportView.as_view(), name="report-program"),
+    path("reports/members/<slug:slug>", api.MemberReportView.as_view(), name="report-member"),
+    path("events", api.EventLogView.as_view(), name="events"),
     *router.urls,
 ]

@@ -120,6 +120,16 @@ class Program(models.Model):
         default=48, help_text="Hours a member has to act on a hash or a withdrawal (TAKE IT DOWN Act: 48)."
     )
     is_active = models.BooleanField(default=True, help_text="Inactive programs accept no new enrollments.")
+    share_feedback = models.BooleanField(
+        default=True, help_text="Show members the aggregate of outcomes others reported on a hash (counts only)."
+    )
+    dispute_threshold = models.PositiveSmallIntegerField(
+        default=3, help_text="Distinct members reporting not_violating that quarantine a hash until an admin decides."
+    )
+    lapse_after_days = models.PositiveSmallIntegerField(
+        default=7, help_text="An opted-in member that neither reads its feed nor acknowledges a webhook for this "
+        "many days lapses."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -21,6 +21,9 @@ class ProgramSerializer(serializers.ModelSerializer):
             "min_pdq_quality",
             "removal_deadline_hours",
             "is_active",
+            "share_feedback",
+            "dispute_threshold",
+            "lapse_after_days",
         ]
         read_only_fields = fields
 

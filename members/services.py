@@ -105,6 +105,9 @@ def _program_data(program: Program) -> dict[str, object]:
         "min_pdq_quality": program.min_pdq_quality,
         "removal_deadline_hours": program.removal_deadline_hours,
         "is_active": program.is_active,
+        "share_feedback": program.share_feedback,
+        "dispute_threshold": program.dispute_threshold,
+        "lapse_after_days": program.lapse_after_days,
     }
 
 

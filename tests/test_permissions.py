@@ -195,6 +195,51 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 204, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
     ),
     (
+        "outcomes report",
+        "post",
+        "/api/v1/outcomes",
+        {
+            "outcomes": [
+                {
+                    "hash_id": 1,
+                    "program": "take-it-down",
+                    "kind": "matched",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "client_ref": "x",
+                }
+            ]
+        },
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "obligations",
+        "get",
+        "/api/v1/obligations",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "program report",
+        "get",
+        "/api/v1/reports/programs/take-it-down",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
+        "member report",
+        "get",
+        "/api/v1/reports/members/platform-a",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
+        "event log",
+        "get",
+        "/api/v1/events?after=0",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
         "enrollment set",
         "post",
         "/api/v1/enrollments",
