@@ -127,8 +127,7 @@ class Program(models.Model):
         default=3, help_text="Distinct members reporting not_violating that quarantine a hash until an admin decides."
     )
     lapse_after_days = models.PositiveSmallIntegerField(
-        default=7, help_text="An opted-in member that neither reads its feed nor acknowledges a webhook for this "
-        "many days lapses."
+        default=7, help_text="Days without a feed read or acknowledged webhook after which an enrollment lapses."
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -4,25 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('members', '0001_initial'),
+        ("members", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='program',
-            name='dispute_threshold',
-            field=models.PositiveSmallIntegerField(default=3, help_text='Distinct members reporting not_violating that quarantine a hash until an admin decides.'),
+            model_name="program",
+            name="dispute_threshold",
+            field=models.PositiveSmallIntegerField(
+                default=3,
+                help_text="Distinct members reporting not_violating that quarantine a hash until an admin decides.",
+            ),
         ),
         migrations.AddField(
-            model_name='program',
-            name='lapse_after_days',
-            field=models.PositiveSmallIntegerField(default=7, help_text='An opted-in member that neither reads its feed nor acknowledges a webhook for this many days lapses.'),
+            model_name="program",
+            name="lapse_after_days",
+            field=models.PositiveSmallIntegerField(
+                default=7,
+                help_text="Days without a feed read or acknowledged webhook after which an enrollment lapses.",
+            ),
         ),
         migrations.AddField(
-            model_name='program',
-            name='share_feedback',
-            field=models.BooleanField(default=True, help_text='Show members the aggregate of outcomes others reported on a hash (counts only).'),
+            model_name="program",
+            name="share_feedback",
+            field=models.BooleanField(
+                default=True,
+                help_text="Show members the aggregate of outcomes others reported on a hash (counts only).",
+            ),
         ),
     ]
