@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from hashes.models import Hash, ImportBatch, Submission, Withdrawal
 from hashes.selectors import RECEIVING_STATES
-from members.models import Enrollment, Member
+from members.models import Enrollment, Member, Program
 
 from .ledger import Event, format_time
+from .models import Outcome
 
 HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
 KEY_KINDS = ("key.registered", "key.revoked")
@@ -98,6 +99,10 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
         for pk, signal_type, value in Hash.objects.filter(pk__in=imported_ids).values_list("pk", "signal_type", "value")
     }
     sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
+    feedback = feedback_by_hash(
+        {e.data["hash_id"] for e in events if e.kind in HASH_KINDS} | imported_ids,
+        {e.program for e in events if e.kind in HASH_KINDS or e.kind == IMPORTED},
+    )
     entries: list[dict[str, Any]] = []
     for event in events:
         base = {"seq": event.seq, "kind": event.kind, "program": event.program, "at": format_time(event.created_at)}
@@ -105,15 +110,16 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
         if event.kind == IMPORTED:
             for hash_id in data["hash_ids"]:
                 signal_type, value = imported[hash_id]
-                entries.append(
-                    {
-                        **base,
-                        "kind": "hash.added",
-                        "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
-                        "envelopes": [],
-                        "imported_from": sources.get(data["import_id"]),
-                    }
-                )
+                entry = {
+                    **base,
+                    "kind": "hash.added",
+                    "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
+                    "envelopes": [],
+                    "imported_from": sources.get(data["import_id"]),
+                }
+                if (hash_id, event.program) in feedback:
+                    entry["feedback"] = feedback[(hash_id, event.program)]
+                entries.append(entry)
         elif event.kind in KEY_KINDS:
             entries.append({**base, "program": None, "key": {k: v for k, v in data.items() if k != "reason"}})
         else:
@@ -121,6 +127,8 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
                 **base,
                 "hash": {"id": data["hash_id"], "signal_type": data["signal_type"], "value": data["value"]},
             }
+            if (data["hash_id"], event.program) in feedback:
+                entry["feedback"] = feedback[(data["hash_id"], event.program)]
             if event.kind == "hash.added":
                 envelope = envelopes.get(data.get("submission_id"))
                 entry["envelopes"] = [envelope] if envelope else []
@@ -131,3 +139,22 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
                 entry["reason"] = data.get("reason", "")
             entries.append(entry)
     return entries
+
+
+def feedback_by_hash(hash_ids: set[int], programs: set[str]) -> dict[tuple[int, str], dict[str, int]]:
+    """What members reported on these hashes, per program that shares feedback: counts only.
+
+    Two queries whatever the number of hashes; hashes nobody reported on are absent.
+    """
+    shared = set(Program.objects.filter(slug__in=programs, share_feedback=True).values_list("slug", flat=True))
+    if not hash_ids or not shared:
+        return {}
+    rows = Outcome.objects.filter(hash_id__in=hash_ids, program__slug__in=shared)
+    found: dict[tuple[int, str], dict[str, int]] = {}
+    for hash_id, slug, kind, reports in rows.values_list("hash_id", "program__slug", "kind").annotate(n=Count("id")):
+        found.setdefault((hash_id, slug), {**dict.fromkeys(Outcome.Kind.values, 0), "members": 0})[kind] = reports
+    for hash_id, slug, members in rows.values_list("hash_id", "program__slug").annotate(
+        n=Count("member", distinct=True)
+    ):
+        found[(hash_id, slug)]["members"] = members
+    return found

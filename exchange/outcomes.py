@@ -36,6 +36,7 @@ from hashes.models import Hash, Listing, Submission
 from members.models import Enrollment, Member, Program
 
 from . import ledger
+from .feed import feedback_by_hash
 from .ledger import Actor, Event, NewEvent
 from .models import Dispute, FeedCursor, Obligation, Outcome, Projection, WebhookEndpoint
 
@@ -573,14 +574,8 @@ def _project(events: list[Event]) -> int:
 
 
 def feedback_for(*, hash_id: int, program_slugs: Sequence[str]) -> dict[str, dict[str, int]]:
-    """What members reported on a hash, per program that shares feedback: counts only."""
-    shared = list(Program.objects.filter(slug__in=program_slugs, share_feedback=True).values_list("slug", flat=True))
-    feedback: dict[str, dict[str, int]] = {
-        slug: {**dict.fromkeys(Outcome.Kind.values, 0), "members": 0} for slug in shared
-    }
-    rows = Outcome.objects.filter(hash_id=hash_id, program__slug__in=shared)
-    for slug, kind, reports in rows.values_list("program__slug", "kind").annotate(n=models.Count("id")):
-        feedback[slug][kind] = reports
-    for slug, members in rows.values_list("program__slug").annotate(n=models.Count("member", distinct=True)):
-        feedback[slug]["members"] = members
-    return feedback
+    """What members reported on one hash, per program that shares feedback (zeros where none)."""
+    shared = Program.objects.filter(slug__in=program_slugs, share_feedback=True).values_list("slug", flat=True)
+    found = feedback_by_hash({hash_id}, set(program_slugs))
+    empty = {**dict.fromkeys(Outcome.Kind.values, 0), "members": 0}
+    return {slug: found.get((hash_id, slug), dict(empty)) for slug in shared}

@@ -246,3 +246,14 @@ def test_overdue_acknowledgements_lapse_the_enrollment(
     assert [(c.member, c.state, c.reason) for c in changes if c.member == "platform-b"] == [
         ("platform-b", "lapsed", "overdue withdrawal acknowledgements")
     ]
+
+
+def test_feed_entries_carry_the_feedback_too(shared_hash: dict, platform_b: Caller, program: Program) -> None:
+    report(platform_b, outcome(shared_hash["id"], "removed", "1"))
+    entries = platform_b.client.get("/api/v1/feed?after=0").json()["entries"]
+    added = next(e for e in entries if e["kind"] == "hash.added")
+    assert (added["feedback"]["removed"], added["feedback"]["members"]) == (1, 1)
+    program.share_feedback = False
+    program.save()
+    entries = platform_b.client.get("/api/v1/feed?after=0").json()["entries"]
+    assert "feedback" not in next(e for e in entries if e["kind"] == "hash.added")
