@@ -202,3 +202,15 @@ def test_auditors_read_the_whole_event_log_with_leaf_hashes(signer_a: Signer, au
     stored = {e.seq: e for e in Event.objects.all()}
     assert all(stored[e["seq"]].compute_leaf_hash() == e["leaf_hash"] for e in events)
     assert {"member.created", "key.registered", "hash.added"} <= {e["kind"] for e in events}
+
+
+def test_the_admin_dashboard_shows_the_figures_and_charts(history: dict, admin_client) -> None:  # noqa: ANN001
+    from django.test import Client
+
+    page = admin_client.get("/admin/dashboard/?program=take-it-down&days=90")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "platform-b" in html and "<svg" in html and "Removals reported" in html
+    assert "cdn" not in html.lower()
+    assert "Dashboard" in admin_client.get("/admin/").content.decode()
+    assert Client().get("/admin/dashboard/").status_code == 302  # admins only

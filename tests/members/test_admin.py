@@ -89,6 +89,8 @@ def test_creating_a_member_and_a_program_in_the_admin_records_events(admin_clien
             "submitter_kinds": '["platform"]',
             "min_pdq_quality": 50,
             "removal_deadline_hours": 24,
+            "dispute_threshold": 3,
+            "lapse_after_days": 7,
             "is_active": "on",
         },
     )
