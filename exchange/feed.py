@@ -115,6 +115,7 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
                     "kind": "hash.added",
                     "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
                     "envelopes": [],
+                    "signed": False,
                     "imported_from": sources.get(data["import_id"]),
                 }
                 if (hash_id, event.program) in feedback:
@@ -132,6 +133,7 @@ def build_entries(events: Sequence[Event]) -> list[dict[str, Any]]:
             if event.kind == "hash.added":
                 envelope = envelopes.get(data.get("submission_id"))
                 entry["envelopes"] = [envelope] if envelope else []
+                entry["signed"] = envelope is not None
                 entry["imported_from"] = None
             else:
                 envelope = withdrawals.get(data.get("withdrawal_id"))

@@ -34,6 +34,9 @@ class FeedEntrySerializer(serializers.Serializer):
         required=False,
         help_text="The signed submission (hash.added) or withdrawal (hash.withdrawn), byte for byte.",
     )
+    signed = serializers.BooleanField(
+        required=False, help_text="hash.added: false for imports and facades' unsigned submissions (no envelope)."
+    )
     imported_from = serializers.CharField(required=False, allow_null=True)
     reason = serializers.CharField(required=False)
     key = serializers.DictField(required=False, help_text="key_id, member, algorithm, public_key (key entries)")

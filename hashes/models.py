@@ -95,7 +95,12 @@ class Listing(models.Model):
 
 
 class Submission(models.Model):
-    """One signed envelope that puts a hash in a program, exactly as received."""
+    """One submission that puts a hash in a program: a signed envelope, exactly as received.
+
+    Unsigned submissions exist only for compatibility facades whose clients cannot sign
+    (the StopNCII API shape), and only where the program allows them from that member;
+    they are marked `signed=False` and carry no envelope, key or nonce.
+    """
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -104,12 +109,19 @@ class Submission(models.Model):
     hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions")
     submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions")
-    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT)
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    envelope = models.JSONField(help_text="The DSSE envelope as received (payload verbatim).")
-    payload_sha256 = models.CharField(max_length=64, unique=True)
-    nonce = models.CharField(max_length=128)
-    signed_at = models.DateTimeField(help_text="created_at from the signed payload.")
+    # Database defaults too, so that set-based inserts that do not name these columns work.
+    signed = models.BooleanField(
+        default=True, db_default=True, help_text="False for a compatibility facade's unsigned submission."
+    )
+    envelope = models.JSONField(null=True, blank=True, help_text="The DSSE envelope as received (payload verbatim).")
+    payload_sha256 = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    nonce = models.CharField(max_length=128, null=True, blank=True)
+    signed_at = models.DateTimeField(null=True, blank=True, help_text="created_at from the signed payload.")
+    source = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="For unsigned ones: which facade."
+    )
     labels = models.JSONField(default=list, blank=True)
     case_ref = models.CharField(max_length=64, blank=True, default="", help_text="Intake's case id, if any.")
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -152,3 +164,4 @@ class Withdrawal(models.Model):
 
     def __str__(self) -> str:
         return f"withdrawal of {self.hash} by {self.submitter.slug}"
+

@@ -67,7 +67,7 @@ class SupportingSubmissionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Submission
-        fields = ["id", "program", "submitter", "status", "labels", "received_at", "envelope"]
+        fields = ["id", "program", "submitter", "status", "signed", "source", "labels", "received_at", "envelope"]
         read_only_fields = fields
 
 

@@ -129,6 +129,13 @@ class Program(models.Model):
     lapse_after_days = models.PositiveSmallIntegerField(
         default=7, help_text="Days without a feed read or acknowledged webhook after which an enrollment lapses."
     )
+    unsigned_submitters = models.ManyToManyField(
+        "Member",
+        blank=True,
+        related_name="+",
+        help_text="Members whose compatibility clients may submit unsigned hashes here (StopNCII SubmitHashes). "
+        "Unsigned submissions are recorded as such; leave empty to accept only signed ones.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
