@@ -26,7 +26,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database and Redis answer. 503 names what does not.
+    """Ready to serve: the database and Redis answer and the matching index is loaded.
+    503 names what is not.
 
     The age of the last Celery beat heartbeat is reported for operators but does not
     make the web process unready: the API keeps working while workers are down.
@@ -49,4 +50,23 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {exc.__class__.__name__}"
         ready = False
+    if checks["database"] == "ok":
+        checks["index"], index_ready = _index_status()
+        ready = ready and index_ready
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def _index_status() -> tuple[dict[str, object], bool]:
+    """The matching index of this process: loaded (loading it if need be), sizes, lag.
+
+    `lag_events` counts ledger events the index has not read yet (0 right after a
+    refresh); `tail_size` counts hashes not yet in the shared snapshot (compaction by
+    Celery brings it down). Not ready when it cannot be loaded: matching would fail.
+    """
+    from hashes.matching import registry
+
+    try:
+        registry.refresh()
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it does not raise
+        return {"loaded": False, "error": exc.__class__.__name__}, False
+    return registry.status(), True

@@ -152,11 +152,23 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "exchange.tasks.heartbeat", "schedule": 15.0},
     # Finds work whose wake-up call was lost (Redis down) and retries that are due.
     "obligations": {"task": "exchange.tasks.project_obligations", "schedule": 60.0},
-    "participation": {"task": "exchange.tasks.check_participation", "schedule": float(
-        os.environ.get("PARTICIPATION_CHECK_SECONDS") or 3600)},
+    "participation": {
+        "task": "exchange.tasks.check_participation",
+        "schedule": float(os.environ.get("PARTICIPATION_CHECK_SECONDS") or 3600),
+    },
     "webhooks-sweep": {
         "task": "exchange.tasks.sweep_webhooks",
         "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 30),
+    },
+    # Merges hashes added since the last matching-index snapshot into a new one (docs/matching.md).
+    "match-index-compact": {
+        "task": "hashes.tasks.match_index_compact",
+        "schedule": float(os.environ.get("MATCH_INDEX_COMPACT_SECONDS") or 60),
+    },
+    # Rebuilds the snapshots from the database, dropping retired hashes.
+    "match-index-rebuild": {
+        "task": "hashes.tasks.match_index_rebuild",
+        "schedule": float(os.environ.get("MATCH_INDEX_REBUILD_SECONDS") or 86400),
     },
 }
 
@@ -212,6 +224,23 @@ WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 100)
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "30"))
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
+
+# Matching (POST /api/v1/match, docs/matching.md).
+MATCH_QUERIES_MAX = env_int("MATCH_QUERIES_MAX", 1000)
+MATCH_RESULTS_MAX = env_int("MATCH_RESULTS_MAX", 100)
+# Snapshots of the index, mapped by every web process of the host; must be a local disk.
+MATCH_INDEX_DIR = Path(env_str("MATCH_INDEX_DIR", str(VAR_DIR / "index")))
+# 0: check the ledger for new hashes before every match request (one primary-key lookup).
+MATCH_REFRESH_SECONDS = float(env_str("MATCH_REFRESH_SECONDS", "0"))
+MATCH_INDEX_COMPACT_SECONDS = float(env_str("MATCH_INDEX_COMPACT_SECONDS", "60"))
+MATCH_INDEX_REBUILD_SECONDS = float(env_str("MATCH_INDEX_REBUILD_SECONDS", "86400"))
+# A compaction writes a new snapshot when this many hashes were added since the last one,
+# or when any were and the snapshot is older than MATCH_INDEX_MAX_AGE_SECONDS.
+MATCH_INDEX_COMPACT_MIN = env_int("MATCH_INDEX_COMPACT_MIN", 10_000)
+MATCH_INDEX_MAX_AGE_SECONDS = float(env_str("MATCH_INDEX_MAX_AGE_SECONDS", "3600"))
+# A process that finds no snapshot loads up to this many hashes of a type itself; above
+# it, it builds the host's snapshot (under a file lock) and maps it.
+MATCH_INDEX_BOOTSTRAP_MAX = env_int("MATCH_INDEX_BOOTSTRAP_MAX", 200_000)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.ApiKeyAuthentication"],

@@ -1,4 +1,4 @@
-"""Thin views: submit and withdraw signed envelopes, look a hash up."""
+"""Thin views: submit and withdraw signed envelopes, look a hash up, match hashes."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from rest_framework.views import APIView
 from config.api import problem_response
 from members.models import Scope
 
-from . import selectors, services
+from . import matching, selectors, services
 from .envelopes import Rejection
 from .serializers import (
     BatchResultSerializer,
     EnvelopeSerializer,
     HashSerializer,
     ItemResultSerializer,
+    MatchRequestSerializer,
+    MatchResponseSerializer,
     SubmissionBatchSerializer,
     WithdrawalResultSerializer,
+    parse_match_queries,
 )
 
 
@@ -140,3 +143,39 @@ class HashDetailView(APIView):
         if row is None:
             raise exceptions.NotFound("No hash with that id is visible to you.")
         return Response(HashSerializer(row).data)
+
+
+class MatchView(APIView):
+    """Ask whether hashes match anything in the programs you are opted in to.
+
+    Exact: the same answer as comparing with every hash (PDQ within each program's
+    threshold, 31 by default; pHash/dHash 10; exact types by equality). A hash is
+    matchable from the request after the one that added it, and a withdrawn,
+    quarantined or retired one never matches. Nothing of the query is stored; matches
+    are counted per hash.
+    """
+
+    required_scope = Scope.MATCH
+
+    @extend_schema(
+        request=MatchRequestSerializer,
+        responses={200: MatchResponseSerializer},
+        examples=[
+            OpenApiExample(
+                "one PDQ query",
+                value={
+                    "queries": [
+                        {
+                            "signal_type": "pdq",
+                            "value": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                        }
+                    ]
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        queries = parse_match_queries(request.data, limit=settings.MATCH_QUERIES_MAX)
+        results = matching.match(member=request.user, queries=queries)
+        return Response({"results": [r.as_dict() for r in results], "matched": sum(1 for r in results if r.matches)})

@@ -165,3 +165,25 @@ class Withdrawal(models.Model):
     def __str__(self) -> str:
         return f"withdrawal of {self.hash} by {self.submitter.slug}"
 
+
+class MatchCount(models.Model):
+    """How many of a member's match queries found a hash, per day. No query value is kept.
+
+    Flood detection reads these: a hash that suddenly matches far more uploads than usual
+    is either viral or a false positive hitting innocent images, and either way someone
+    should look. One row per hash, member and day, incremented with an upsert.
+    """
+
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="match_counts")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hash", "member", "day"], name="matchcount_unique_hash_member_day")
+        ]
+        indexes = [models.Index(fields=["day", "hash"])]
+
+    def __str__(self) -> str:
+        return f"{self.hash} matched {self.count}x for {self.member.slug} on {self.day}"

@@ -240,6 +240,13 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
     ),
     (
+        "match",
+        "post",
+        "/api/v1/match",
+        "match_a",
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
         "enrollment set",
         "post",
         "/api/v1/enrollments",
@@ -293,6 +300,7 @@ def cast(program, other_program, platform_a, platform_b, intake, auditor, receiv
         "hash_a": hash_a,
         "submission_a": lambda: signer.submission(),
         "withdrawal_a": lambda: signer.withdrawal(value),
+        "match_a": lambda: {"queries": [{"signal_type": "pdq", "value": value}]},
     }
 
 

@@ -63,6 +63,7 @@ class Snapshot:
     offsets: np.ndarray
     postings: np.ndarray
     mapping: mmap.mmap
+    meta: dict[str, object]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,8 +96,13 @@ def _layout(count: int, words: int) -> dict[str, tuple[int, int]]:
     return sections
 
 
-def write_snapshot(path: Path, *, signal_type: str, ids: np.ndarray, codes: np.ndarray, seq: int) -> Path:
+def write_snapshot(
+    path: Path, *, signal_type: str, ids: np.ndarray, codes: np.ndarray, seq: int, meta: dict[str, object] | None = None
+) -> Path:
     """Write a snapshot of `codes` (n x words uint64) with their hash `ids` to `path`.
+
+    `meta` is kept in the header for the caller (the matching service records which event
+    `seq` was, to notice a snapshot made from another database).
 
     Built in a temporary file in the same directory (the chunk tables are filled in
     place, in the mapped file, so building needs no second copy in memory), flushed, then
@@ -125,6 +131,7 @@ def write_snapshot(path: Path, *, signal_type: str, ids: np.ndarray, codes: np.n
             "seq": int(seq),
             "created_at": time.time(),
             "sections": sections,
+            "meta": meta or {},
         }
     ).encode()
     if len(MAGIC) + len(header) > HEADER_SIZE:
@@ -196,6 +203,7 @@ def open_snapshot(path: Path, *, populate: bool = False) -> Snapshot:
         offsets=views["offsets"],
         postings=views["postings"],
         mapping=mapped,
+        meta=dict(meta.get("meta") or {}),
     )
 
 
