@@ -366,7 +366,9 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
     2. Loop: resend the oldest pending delivery if due (stop if it is not due yet);
        otherwise build the next one from the feed; stop when there is nothing new.
        A failed attempt stops the loop (order is kept: nothing overtakes a retry).
-    3. Release the claim, unless a wake-up came in meanwhile: then loop again.
+    3. Release the claim, unless a wake-up came in meanwhile: then, still holding the
+       claim, loop again (claiming anew would fail on our own unexpired claim and strand
+       the endpoint until the claim lapsed).
     `more` is True when the time budget ran out with work left (the caller requeues).
     """
     started = time.monotonic()
@@ -396,8 +398,6 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
                 result.sent += 1
                 endpoint.refresh_from_db(fields=["is_active"])
             if _release(endpoint_id):
-                return result
-            if not _claim(endpoint_id, timezone.now()):
                 return result
     except Exception:
         WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None)
