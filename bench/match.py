@@ -431,6 +431,192 @@ def print_row(row: dict[str, Any]) -> None:
     )
 
 
+# Through the API ------------------------------------------------------------------------------
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _post(port: int, token: str, body: bytes) -> tuple[float, dict[str, Any]]:
+    import http.client
+
+    t0 = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request(
+        "POST", "/api/v1/match", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
+    response = connection.getresponse()
+    data = response.read()
+    elapsed = time.perf_counter() - t0
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"match answered {response.status}: {data[:300]!r}")
+    return elapsed, json.loads(data)
+
+
+def _worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _proc_memory(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        values[key.strip()] = int(rest.split()[0])
+    return {
+        "rss_kb": values["Rss"],
+        "pss_kb": values["Pss"],
+        "uss_kb": values["Private_Clean"] + values["Private_Dirty"],
+    }
+
+
+def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """The whole path: N PDQ hashes imported into a fresh SQLite database, the snapshot built
+    from it, gunicorn with 2 sync workers, and single-query and 100-query requests."""
+    import shutil
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    workdir = Path(args.workdir) / "api"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "MATCH_INDEX_DIR": str(workdir / "index"),
+        "API_RATE_LIMIT": "100000000/min",
+        "DEBUG": "1",
+        "ENV_FILE": "/dev/null",
+        "LOG_LEVEL": "WARNING",
+    }
+    rng = np.random.default_rng(args.seed)
+    codes = random_codes(rng, n)
+    print(f"\n== API, {n:,} PDQ hashes", flush=True)
+    _manage(env, "migrate", "-v", "0")
+    _manage(env, "program_create", "take-it-down", "--name", "Take It Down")
+    _manage(env, "member_create", "bench", "--kind", "platform", "--program", "take-it-down")
+    token = _manage(env, "credential_issue", "bench").strip().splitlines()[-1].strip()
+    listing = workdir / "hashes.txt"
+    with open(listing, "w") as handle:
+        raw = codes.tobytes()
+        for start in range(0, n, 100_000):
+            stop = min(n, start + 100_000)
+            handle.write("".join(raw[i * 32 : (i + 1) * 32].hex() + "\n" for i in range(start, stop)))
+    t0 = time.perf_counter()
+    _manage(
+        env,
+        "import_hashes",
+        str(listing),
+        "--program",
+        "take-it-down",
+        "--source",
+        "bench",
+        "--signal-type",
+        "pdq",
+        "--no-progress",
+    )
+    imported = time.perf_counter() - t0
+    listing.unlink()
+    t0 = time.perf_counter()
+    build = (
+        "import django; django.setup(); from hashes import matching; "
+        "print(matching.index_build(signal_type='pdq', full=True))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", build], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"}, check=True
+    )
+    built = time.perf_counter() - t0
+    print(f"   imported in {imported:.1f} s, snapshot built from the database in {built:.1f} s", flush=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "config.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        queries, targets, distances = make_queries(rng, codes)
+        values = [q.tobytes().hex() for q in queries]
+        single = [json.dumps({"queries": [{"signal_type": "pdq", "value": v}]}).encode() for v in values]
+        deadline = time.time() + 120
+        while True:
+            try:
+                _post(port, token, single[0])
+                break
+            except (OSError, RuntimeError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        for body in single[:200]:  # both workers load and warm up
+            _post(port, token, body)
+        errors = 0
+        latencies = []
+        for body, target, distance in zip(single, targets, distances, strict=True):
+            elapsed, answer = _post(port, token, body)
+            latencies.append(elapsed)
+            found = {(m["value"], m["distance"]) for m in answer["results"][0]["matches"]}
+            if target >= 0:
+                want = (codes[target].tobytes().hex(), int(distance))
+                errors += (want in found) != (distance <= THRESHOLD)
+        result: dict[str, Any] = {
+            "n": n,
+            "import_seconds": imported,
+            "snapshot_from_db_seconds": built,
+            "single_p50_ms": float(np.percentile(latencies, 50) * 1000),
+            "single_p99_ms": float(np.percentile(latencies, 99) * 1000),
+            "planted_errors": errors,
+        }
+        for threads in (2, 8):
+            count, t0 = 0, time.perf_counter()
+
+            def loop(offset: int, started: float = t0) -> int:
+                done = 0
+                while time.perf_counter() - started < args.seconds:
+                    _post(port, token, single[(offset + done) % len(single)])
+                    done += 1
+                return done
+
+            with ThreadPoolExecutor(threads) as pool:
+                count = sum(pool.map(loop, range(0, threads * 37, 37)))
+            result[f"single_rps_c{threads}"] = count / (time.perf_counter() - t0)
+        batches = [
+            json.dumps({"queries": [{"signal_type": "pdq", "value": v} for v in values[i : i + BATCH]]}).encode()
+            for i in range(0, len(values), BATCH)
+        ]
+        batch_latencies = [_post(port, token, body)[0] for body in batches * 4]
+        result["batch100_p50_ms"] = float(np.percentile(batch_latencies, 50) * 1000)
+        result["batch100_queries_per_s_c1"] = BATCH / float(np.mean(batch_latencies))
+        result["worker_memory"] = [_proc_memory(pid) for pid in _worker_pids(server.pid)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(
+        f"   single query: p50 {result['single_p50_ms']:.2f} ms p99 {result['single_p99_ms']:.2f} ms; "
+        f"{result['single_rps_c2']:.0f} req/s at 2 clients, {result['single_rps_c8']:.0f} at 8; "
+        f"100-query batch p50 {result['batch100_p50_ms']:.1f} ms ({result['batch100_queries_per_s_c1']:.0f} q/s); "
+        f"worker PSS {[m['pss_kb'] // 1024 for m in result['worker_memory']]} MiB; planted errors {errors}",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", default="main", choices=["main", "worker", "build-reference"])
@@ -438,7 +624,7 @@ def main() -> None:
     parser.add_argument("--index")
     parser.add_argument("--queries")
     parser.add_argument("--codes")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--datasets", nargs="+", default=["random", "clustered", "images"])
     parser.add_argument("--reference-python", default="")
     parser.add_argument("--jemalloc", default="")
@@ -446,6 +632,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261121)
     parser.add_argument("--workdir", default="/tmp/hx-bench-match")
     parser.add_argument("--quick", action="store_true", help="100k random hashes, ours only")
+    parser.add_argument("--api", type=int, nargs="*", default=None, help="also time the HTTP API at these sizes")
     args = parser.parse_args()
     if args.role == "worker":
         return worker(args)
@@ -453,17 +640,26 @@ def main() -> None:
         return build_reference(args)
     if args.quick:
         args.sizes, args.datasets, args.reference_python, args.seconds = [100_000], ["random"], "", 1.0
-    rows = []
+    rows, api = [], []
     for n in args.sizes:
         for dataset in args.datasets:
             rows += run_case(args, dataset, n)
+    for n in args.api or ():
+        api.append(run_api(args, n))
     for row in rows:
         if row["recall"] != 1.0 or row["false_matches"] or not row["planted_truth_ok"]:
             print(f"FAILED: {row['side']} {row['dataset']} N={row['n']}: not exact", file=sys.stderr)
-            sys.exit(1) if row["side"] == "ours" else None
+            if row["side"] == "ours":
+                sys.exit(1)
     out = ROOT / "bench" / "results" / f"match-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.uname()._asdict(), "cpus": os.cpu_count(), "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"machine": platform.uname()._asdict(), "cpus": os.cpu_count(), "rows": rows, "api": api},
+            indent=1,
+            default=int,
+        )
+    )
     print(f"\nwrote {out}")
 
 
