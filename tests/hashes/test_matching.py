@@ -296,3 +296,17 @@ def test_another_process_matches_a_new_hash_at_once_and_shares_the_snapshot(
     finally:
         peer.stdin.close()
         peer.wait(timeout=30)
+
+
+def test_the_build_command_writes_snapshots(signer_a: Signer, index_dir: Path) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    submit(signer_a, random_pdq())
+    out = StringIO()
+    call_command("match_index_build", "--full", stdout=out)
+    assert "pdq: 1 hashes" in out.getvalue()
+    assert matching._store().current_path("pdq") is not None
+    call_command("match_index_build", stdout=out)
+    assert "pdq: 1 hashes" in out.getvalue().splitlines()[-3] and "up to date" in out.getvalue()
