@@ -1,4 +1,4 @@
-"""URL map: the API under /api/v1/, the admin, probes and API docs."""
+"""URL map: the API under /api/v1/, compatibility facades under /compat/, the admin, probes and API docs."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),
+    path("compat/", include("exchange.compat.urls")),  # StopNCII-shaped API for existing clients
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,33 @@
+"""URLs of the compatibility facades, mounted at /compat/.
+
+The StopNCII client builds `base + "/" + Endpoint`, with the CamelCase names and no
+trailing slash, so the routes match exactly that; a base configured with a trailing
+slash (`…/v1/` → `…/v1//FetchHashes`) is forgiven. Two bases:
+
+- `/compat/stopncii/v1` — every program the caller receives, merged by hash;
+- `/compat/stopncii/programs/<slug>/v1` — one program (one HMA bank per program).
+
+Anything else under /compat/stopncii/ answers a JSON 404.
+"""
+
+from __future__ import annotations
+
+from django.urls import re_path
+
+from . import views
+
+_ENDPOINTS = (
+    ("FetchHashes", views.FetchHashesView, "fetch"),
+    ("SubmitFeedback", views.SubmitFeedbackView, "feedback"),
+    ("SubmitHashes", views.SubmitHashesView, "submit"),
+)
+_BASES = (
+    (r"^stopncii/v1/+", "stopncii"),
+    (r"^stopncii/programs/(?P<program>[-a-zA-Z0-9_]+)/v1/+", "stopncii-program"),
+)
+
+urlpatterns = [
+    re_path(f"{base}{endpoint}$", view.as_view(), name=f"{prefix}-{name}")
+    for base, prefix in _BASES
+    for endpoint, view, name in _ENDPOINTS
+] + [re_path(r"^stopncii(/.*)?$", views.not_found, name="stopncii-not-found")]
