@@ -53,8 +53,10 @@ import platform
 import pstats
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,11 +120,105 @@ def log(message: str) -> None:
 # Machine, ports and servers (also used by bench/import_hashes.py) ----------------------------
 
 
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the bench through its clean-up, which stops the servers
+    it started and drops its databases.
+
+    Python's default SIGTERM ends the process on the spot, and a bench started in the
+    background by a non-interactive shell inherits an ignored SIGINT; either way gunicorn,
+    PostgreSQL and Redis would be left running.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
 def spare_port() -> int:
     """A TCP port that is free right now on 127.0.0.1 (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks of the process and of its children it has reaped)."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+        table[int(entry)] = (int(fields[1]), sum(int(value) for value in fields[11:15]))
+    return table
+
+
+def tree_cpu_seconds(root: int | None, table: dict[int, tuple[int, int]]) -> float:
+    """CPU seconds used so far by `root` and every process under it, exited ones included.
+
+    An exited child's time is in its parent's reaped-children counters, and a live one's
+    in its own, so each tick is counted once.
+    """
+    if root is None or root not in table:
+        return 0.0
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, (parent, _ticks) in table.items():
+        children[parent].append(pid)
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        total += table[pid][1]
+        pending.extend(children.get(pid, ()))
+    return total / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    with contextlib.suppress(OSError):
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return (sum(values[:8]) - idle) / CLOCK_TICKS
+    return 0.0
+
+
+class CpuMeter:
+    """Where the cores went during a measurement: the named process trees, this process
+    (the client), and everything else on the machine (other users' work, the kernel).
+
+    Figures are in cores (CPU seconds per second of wall time), so on 2 cores they add
+    up to at most 2; "other" well above 0 means the measurement was disturbed.
+    """
+
+    def __init__(self, roots: dict[str, int | None]) -> None:
+        self.roots = roots
+
+    def _sample(self) -> dict[str, float]:
+        table = _process_table()
+        times = os.times()
+        sample = {name: tree_cpu_seconds(pid, table) for name, pid in self.roots.items()}
+        sample["client"] = times.user + times.system
+        sample["machine"] = machine_busy_seconds()
+        return sample
+
+    def __enter__(self) -> CpuMeter:
+        self.started, self.before = time.perf_counter(), self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._sample()
+        wall = time.perf_counter() - self.started
+        used = {name: (after[name] - self.before[name]) / wall for name in after}
+        machine = used.pop("machine")
+        used["other"] = max(0.0, machine - sum(used.values()))
+        self.cores = {name: round(value, 2) for name, value in used.items()}
 
 
 def machine_info() -> dict[str, Any]:
@@ -188,6 +284,17 @@ class PostgresServer:
 
     def drop_database(self, name: str) -> None:
         self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def postmaster_pid(self) -> int | None:
+        """The server's main process, when it runs on this machine and we may read its files."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            data = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+        try:
+            return int((Path(data) / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
 
 def _postgres_settings(admin_url: str) -> dict[str, str]:
@@ -289,7 +396,7 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     path = RESULTS_DIR / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
 
@@ -316,6 +423,7 @@ class Databases:
         self.prefix = f"hxbench_{os.getpid()}"
         self.count = 0
         self.created: list[str] = []
+        self.postmaster = pg.postmaster_pid() if pg is not None and kind == "postgres" else None
 
     def url(self, name: str) -> str:
         if self.kind == "sqlite":
@@ -433,8 +541,8 @@ class Client:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], *, workers: int, logfile: Path) -> Iterator[int]:
-    """gunicorn serving config.wsgi on a spare 127.0.0.1 port; yields the port once it answers."""
+def gunicorn(env: dict[str, str], *, workers: int, logfile: Path) -> Iterator[tuple[int, int]]:
+    """gunicorn serving config.wsgi on a spare 127.0.0.1 port; yields (port, master pid) once it answers."""
     port = spare_port()
     command = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
@@ -462,7 +570,7 @@ def gunicorn(env: dict[str, str], *, workers: int, logfile: Path) -> Iterator[in
             if time.monotonic() > deadline:
                 raise BenchError(f"gunicorn did not answer within {SERVER_START_TIMEOUT:.0f} s")
             time.sleep(0.1)
-        yield port
+        yield port, proc.pid
     finally:
         devservices.stop_process(proc)
 
@@ -498,12 +606,21 @@ class Run:
     latency_ms: list[float] = field(default_factory=list)
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    cores: dict[str, float] = field(default_factory=dict)
+    load_before: float = 0.0
     verified: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU time of server, database and client per submission: unlike the rate, it hardly
+        depends on what else the machine is doing."""
+        used = sum(self.cores.get(name, 0.0) for name in ("gunicorn", "postgres", "client"))
+        return used * self.seconds / self.total * 1e6 if self.total else 0.0
 
 
 def post_all(
@@ -552,9 +669,14 @@ def check_answers(answers: list[tuple[int, float, int, bytes]], groups: list[lis
     hash_ids: set[int] = set()
     submission_ids: set[int] = set()
     accepted = 0
+    failed = [(index, status, body) for index, _latency, status, body in answers if status != 200]
+    if failed:
+        index, status, body = failed[0]
+        problems.append(
+            f"{len(failed)} of {len(answers)} batches failed, the first (#{index}) with HTTP {status}: {body[:300]!r}"
+        )
     for index, _latency, status, body in answers:
         if status != 200:
-            problems.append(f"batch {index}: HTTP {status}: {body[:300]!r}")
             continue
         data = json.loads(body)
         results = data.get("results", [])
@@ -582,14 +704,19 @@ def run_one(dbs: Databases, setup: Setup, *, batch: int, clients: int, workers: 
     try:
         bodies, groups = signed_bodies(setup.private_key, total, batch)
         env = dbs.env(name)
-        with gunicorn(env, workers=workers, logfile=dbs.workdir / "gunicorn.log") as port:
+        with gunicorn(env, workers=workers, logfile=dbs.workdir / "gunicorn.log") as (port, pid):
             warm_up(port, setup.token, workers)
-            run.seconds, answers = post_all(port, setup.token, bodies, clients)
+            run.load_before = os.getloadavg()[0]
+            with CpuMeter({"gunicorn": pid, "postgres": dbs.postmaster}) as meter:
+                run.seconds, answers = post_all(port, setup.token, bodies, clients)
+            run.cores = meter.cores
         run.per_second = total / run.seconds
         run.latency_ms = [round(latency * 1000, 2) for _, latency, _, _ in answers]
         run.p50_ms = percentile(run.latency_ms, 0.50)
         run.p99_ms = percentile(run.latency_ms, 0.99)
         run.problems, ids = check_answers(answers, groups)
+        if run.problems:
+            run.problems.append(f"end of the gunicorn log:\n{devservices.tail(dbs.workdir / 'gunicorn.log', 15)}")
         ids_file = dbs.workdir / "ids.json"
         ids_file.write_text(json.dumps(ids))
         out = run_python([__file__, "_verify", str(total), str(setup.setup_events), str(ids_file)], env, what="verify")
@@ -660,7 +787,7 @@ def step_verify(total: int, setup_events: int, ids_file: str) -> None:
         problems.append("hash.added events do not name exactly the hashes and submissions the API returned")
     if set(Submission.objects.values_list("id", flat=True)) != set(ids["submission_ids"]):
         problems.append("the stored submissions are not the ones the API returned")
-    if added.exclude(actor_type="member", actor_id=MEMBER).exclude(program=PROGRAM).exists():
+    if added.exclude(actor_type="member", actor_id=MEMBER, program=PROGRAM).exists():
         problems.append("hash.added events with the wrong actor or program")
     last = Event.objects.aggregate(last=Max("seq"))["last"] or 0
     if last != counts["events"]:
@@ -716,19 +843,24 @@ def step_profile(batch: int, rounds: int, output: str) -> None:
     timed(hash_services, "_drop_repeats", "repeats: stored digests and nonces (2 queries)")
     timed(hash_services, "_store_submissions", "store: transaction under the ledger lock")
     timed(ledger, "record_many", "  ledger.record_many")
-    total = 0.0
+    for attribute, label in (("_hashes_for", "  hashes: look up, create missing"), ("_insert", "  multi-row INSERTs")):
+        if hasattr(hash_services, attribute):  # helpers of the current services.py, if it has them
+            timed(hash_services, attribute, label)
+    total = cpu = 0.0
     for _ in range(rounds):
         items = envelopes_for(batch)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = hash_services.submissions_create(member=member, items=items)
         total += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         if any(r.status != "accepted" for r in results):
             raise BenchError("profile batch not accepted")
     report = io.StringIO()
     per = total / rounds
     report.write(
         f"submissions_create on {connection.vendor}, batch {batch}, mean of {rounds}: {per * 1000:.1f} ms "
-        f"({batch / per:,.0f} submissions/s in one process)\n\n"
+        f"({batch / per:,.0f} submissions/s in one process); CPU time of this process "
+        f"{cpu / rounds * 1000:.1f} ms (the database server's is not in it)\n\n"
     )
     for label, seconds in sorted(timings.items(), key=lambda kv: kv[0].strip()):
         report.write(f"{label:55s} {seconds / rounds * 1000:8.1f} ms  {seconds / total:6.1%}\n")
@@ -767,6 +899,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TOTAL:,} submissions, SQLite unless --database")
     parser.add_argument("--profile", action="store_true", help="cProfile submissions_create in-process instead")
     parser.add_argument("--profile-rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each setting (the table adds best and median)")
     args = parser.parse_args(argv)
     args.databases = [d.strip() for d in (args.database or ("sqlite" if args.quick else "sqlite,postgres")).split(",")]
     if not set(args.databases) <= {"sqlite", "postgres"}:
@@ -780,17 +913,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def print_table(runs: list[Run]) -> None:
+    """One line per run, then the best and median of repeated runs of each setting.
+
+    Cores are CPU seconds per second during the timed part: gunicorn (master and
+    workers), PostgreSQL (all its processes), the client, and everything else on the
+    machine; "other" well above zero means another workload disturbed the run. CPU µs
+    is the CPU time of gunicorn, PostgreSQL and the client per submission.
+    """
     header = (
-        f"{'database':9} {'batch':>5} {'clients':>7} {'workers':>7} {'total':>7} {'seconds':>8} "
-        f"{'subs/s':>8} {'p50 ms':>8} {'p99 ms':>8}  result"
+        f"{'database':9} {'batch':>5} {'clients':>7} {'subs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>6}"
+        f"  cores: {'app':>4} {'db':>4} {'client':>6} {'other':>5}  result"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
+        cores = run.cores
         print(
-            f"{run.database:9} {run.batch:>5} {run.clients:>7} {run.workers:>7} {run.total:>7,} {run.seconds:>8.2f} "
-            f"{run.per_second:>8,.0f} {run.p50_ms:>8.1f} {run.p99_ms:>8.1f}  {'ok' if run.ok else 'WRONG'}"
+            f"{run.database:9} {run.batch:>5} {run.clients:>7} {run.per_second:>7,.0f} {run.p50_ms:>7.1f} "
+            f"{run.p99_ms:>7.1f} {run.cpu_us:>6.0f}         {cores.get('gunicorn', 0):>4.2f} "
+            f"{cores.get('postgres', 0):>4.2f} {cores.get('client', 0):>6.2f} {cores.get('other', 0):>5.2f}  "
+            f"{'ok' if run.ok else 'WRONG'}"
         )
+    settings: dict[tuple[str, int, int], list[Run]] = {}
+    for run in runs:
+        settings.setdefault((run.database, run.batch, run.clients), []).append(run)
+    if any(len(group) > 1 for group in settings.values()):
+        print(f"\n{'database':9} {'batch':>5} {'clients':>7} {'runs':>4} {'best/s':>7} {'median/s':>8} {'CPU µs':>6}")
+        for (database, batch, clients), group in settings.items():
+            good = [run for run in group if run.ok]
+            rates = [run.per_second for run in good] or [0.0]
+            cpu = statistics.median([run.cpu_us for run in good]) if good else 0.0
+            print(
+                f"{database:9} {batch:>5} {clients:>7} {len(group):>4} {max(rates):>7,.0f} "
+                f"{statistics.median(rates):>8,.0f} {cpu:>6.0f}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -798,6 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         INTERNAL_STEPS[sys.argv[1]](sys.argv[2:])
         return 0
     args = parse_args(argv)
+    stop_on_signals()
     info = machine_info()
     runs: list[Run] = []
     with contextlib.ExitStack() as stack:
@@ -824,24 +981,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(output.read_text())
                 log(f"profile written to {output}")
                 continue
-            for batch in args.batches:
-                for clients in args.clients_list:
-                    log(f"{kind}: {args.total:,} submissions in batches of {batch} from {clients} client(s)")
-                    run = run_one(dbs, setup, batch=batch, clients=clients, workers=args.workers, total=args.total)
-                    verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
-                    log(f"{kind}: {run.per_second:,.0f} submissions/s{verdict}")
-                    runs.append(run)
+            for _ in range(args.repeat):
+                for batch in args.batches:
+                    for clients in args.clients_list:
+                        log(f"{kind}: {args.total:,} submissions in batches of {batch} from {clients} client(s)")
+                        run = run_one(dbs, setup, batch=batch, clients=clients, workers=args.workers, total=args.total)
+                        verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
+                        log(f"{kind}: {run.per_second:,.0f} submissions/s, cores {run.cores}{verdict}")
+                        runs.append(run)
     if args.profile:
         return 0
     print_table(runs)
     path = write_results(
         "submissions",
-        {"machine": info, "args": {k: v for k, v in vars(args).items()}, "runs": [asdict(run) for run in runs]},
+        {
+            "machine": info,
+            "args": vars(args),
+            "runs": [{**asdict(run), "cpu_us": round(run.cpu_us, 1)} for run in runs],
+        },
     )
     print(f"\nwritten to {path.relative_to(ROOT)}")
     wrong = [run for run in runs if not run.ok]
     for run in wrong:
-        print(f"WRONG RESULT ({run.database}, batch {run.batch}, {run.clients} clients): {'; '.join(run.problems)}")
+        print(f"WRONG RESULT ({run.database}, batch {run.batch}, {run.clients} clients):")
+        for problem in run.problems[:10]:
+            print(f"  {problem}")
     return 1 if wrong else 0
 
 
@@ -851,3 +1015,6 @@ if __name__ == "__main__":
     except BenchError as exc:
         log(str(exc))
         sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped and databases dropped")
+        sys.exit(130)
