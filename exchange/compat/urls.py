@@ -5,7 +5,7 @@ trailing slash, so the routes match exactly that; a base configured with a trail
 slash (`…/v1/` → `…/v1//FetchHashes`) is forgiven. Two bases:
 
 - `/compat/stopncii/v1` — every program the caller receives, merged by hash;
-- `/compat/stopncii/programs/<slug>/v1` — one program (one HMA bank per program).
+- `/compat/stopncii/programs/<slug>/v1` — one program.
 
 Anything else under /compat/stopncii/ answers a JSON 404.
 """

@@ -58,8 +58,10 @@ def test_the_cli_fetches_from_us_and_matches_a_photo(
 ) -> None:
     original = samples.photo_like(512, 512, seed=7)
     value, quality = hashing.pdq_hash(original)
-    # Two hashes at least: the client's PDQ index never matches when it holds exactly one.
-    signer_a.submit(signer_a.submission(value, quality=quality), signer_a.submission(random_pdq()))
+    # Two hashes at least stay after the withdrawal below: the client's PDQ index never
+    # matches when it holds exactly one.
+    others = [signer_a.submission(random_pdq()) for _ in range(2)]
+    signer_a.submit(signer_a.submission(value, quality=quality), *others)
     upload = tmp_path / "upload.jpg"  # what a user uploads: smaller, grey, recompressed
     upload.write_bytes(samples.jpeg_bytes(original.convert("L").convert("RGB").resize((300, 300)), quality=60))
     unrelated = tmp_path / "unrelated.jpg"
@@ -88,3 +90,26 @@ def test_the_cli_fetches_from_us_and_matches_a_photo(
     assert "failed" not in run_cli(cli_env, "fetch").lower()
     rematched = run_cli(cli_env, "match", "photo", str(upload))
     assert f"pdq {distance} (Hashexchange) POSITIVE_CLASS +1 +other member 1" in rematched
+
+
+def test_withdrawals_need_the_documented_workaround(
+    tmp_path: Path, cli_env: dict[str, str], signer_a: Signer, platform_b: Caller
+) -> None:
+    """pytx 1.2.17 keeps a Withdrawn record as a live hash (docs/platforms.md, known gaps);
+    `fetch --clear` then `fetch` drops it, because a run from the start gets no tombstones."""
+    original = samples.photo_like(512, 512, seed=11)
+    value, quality = hashing.pdq_hash(original)
+    others = [signer_a.submission(random_pdq()) for _ in range(2)]
+    signer_a.submit(signer_a.submission(value, quality=quality), *others)
+    upload = tmp_path / "upload.jpg"
+    upload.write_bytes(samples.jpeg_bytes(original, quality=70))
+    run_cli(cli_env, "config", "collab", "edit", "stop_ncii", "Hashexchange", "--create")
+    run_cli(cli_env, "fetch")
+    assert "(Hashexchange)" in run_cli(cli_env, "match", "photo", str(upload))
+
+    signer_a.client.post("/api/v1/withdrawals", signer_a.withdrawal(value), format="json")
+    run_cli(cli_env, "fetch")  # receives the record with hashStatus Withdrawn ...
+    assert "(Hashexchange)" in run_cli(cli_env, "match", "photo", str(upload))  # ... and keeps matching it
+    run_cli(cli_env, "fetch", "--clear")
+    run_cli(cli_env, "fetch")
+    assert "(Hashexchange)" not in run_cli(cli_env, "match", "photo", str(upload))
