@@ -9,10 +9,10 @@ Data sets (--datasets), each at every --sizes N:
 - clustered  N hashes around 5,000 random centres, each a centre with every bit flipped
              with a probability drawn per hash from 0-15 % (0-38 bits on average): families
              of near-duplicates, as a viral image shared by many platforms gives.
-- images     PDQ hashes (pdqhash, Meta's C++ via Cython) of generated photo-like images
-             (client/…/samples.py), N/4 pictures in 4 versions each (as made, cropped and
-             resized, JPEG at quality 40, brightened): correlated bits and near-duplicate
-             families. Hashing costs ~1.5 ms a picture, so it is cached in --workdir.
+- images     PDQ hashes (pdqhash, Meta's C++ via Cython) of generated photo-like 64x64
+             images (client/…/samples.py), N/4 pictures in 4 versions each (as made,
+             cropped and resized, JPEG at quality 40, brightened): correlated bits and
+             near-duplicate families. About 1 ms a picture, so it is cached in --workdir.
 Queries: 410 planted near-duplicates of stored hashes at exactly d = 0..40 bits (10 each; d <= 31
 must match, d >= 32 must not), plus 90 random hashes. The truth is a numpy brute-force scan
 (np.bitwise_count over all N), independent of both indexes.
@@ -104,9 +104,9 @@ def _hash_images(args: tuple[int, int]) -> np.ndarray:
     start, stop = args
     rows = []
     for seed in range(start, stop):
-        image = photo_like(128, 128, seed=seed, texture=seed % 2 == 0)
+        image = photo_like(64, 64, seed=seed, texture=seed % 2 == 0)
         pixels = np.asarray(image)
-        cropped = np.asarray(image.crop((8, 6, 120, 122)).resize((128, 128)))
+        cropped = np.asarray(image.crop((4, 3, 60, 61)).resize((64, 64)))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=40)
         jpeg = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

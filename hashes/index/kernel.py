@@ -18,7 +18,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CHUNK_VALUES = 1 << 16
-ABI_VERSION = 1
+ABI_VERSION = 2
 # Scan every row instead when the buckets a query would probe hold more than 1/BRUTE_DIV
 # of them: a candidate is a random read (~10-20 ns), a scanned row a sequential one (~1-2 ns).
 DEFAULT_BRUTE_DIV = 10
@@ -72,7 +72,7 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_void_p,
         ctypes.c_void_p,
     ]
-    lib.hx_search.restype = ctypes.c_int
+    lib.hx_search.restype = ctypes.c_int64
     lib.hx_scan.argtypes = [
         ctypes.POINTER(_Index),
         ctypes.c_void_p,
@@ -184,15 +184,35 @@ def search(
         order = np.lexsort((row, query))
         candidates[:] = len(codes)
         return Found(query[order], row[order], dist[order], candidates, np.ones(nq, bool))
-    lib = _LIB
-
-    def mih(out: _Out) -> int:
-        return lib.hx_search(
-            ctypes.byref(ix), _ptr(queries), nq, radius, brute_div, ctypes.byref(out), _ptr(candidates), _ptr(brute)
+    parts_q, parts_r, parts_d = [], [], []
+    done, cap = 0, max(1024, 64 * nq)
+    while done < nq:
+        query = np.empty(cap, np.uint32)
+        row = np.empty(cap, np.uint32)
+        dist = np.empty(cap, np.uint16)
+        out = _Out(query=_ptr(query), row=_ptr(row), dist=_ptr(dist), cap=cap, len=0)
+        answered = _LIB.hx_search(
+            ctypes.byref(ix),
+            _ptr(queries[done:]),
+            nq - done,
+            radius,
+            brute_div,
+            ctypes.byref(out),
+            _ptr(candidates[done:]),
+            _ptr(brute[done:]),
         )
-
-    query, row, dist = _run(mih, nq)
-    return Found(query, row, dist, candidates, brute.astype(bool))
+        if answered < 0:
+            raise MemoryError("the search kernel ran out of memory")
+        length = int(out.len)
+        parts_q.append(query[:length] + np.uint32(done))
+        parts_r.append(row[:length])
+        parts_d.append(dist[:length])
+        if answered == 0:  # one query alone has more results than the arrays hold
+            cap *= 4
+        done += int(answered)
+    return Found(
+        np.concatenate(parts_q), np.concatenate(parts_r), np.concatenate(parts_d), candidates, brute.astype(bool)
+    )
 
 
 def _numpy_search(codes: np.ndarray, queries: np.ndarray, radius: int) -> Found:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 # Bumped whenever the C functions' signatures change; hashes/index checks it, so a stale
 # build is reported plainly instead of crashing.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 def library_path() -> Path:

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HX_ABI_VERSION 1
+#define HX_ABI_VERSION 2
 #define NVALS 65536u
 #define MAX_TAU 3
 #define MAX_CHUNKS 64
@@ -223,26 +223,34 @@ static int64_t search_one(const hx_index *ix, const uint64_t *q, int r, uint32_t
 
 /*
  * nq queries (nq rows of `words` words) within radius r. Results go to `out` in query
- * order; when out->len ends above out->cap the caller grows the arrays and calls again.
- * candidates[i] and brute[i] (either may be NULL) say what query i cost. Returns 0, or
- * -1 when out of memory.
+ * order. When a query's results do not fit, its partial results are dropped and the call
+ * returns early: the caller grows the arrays and calls again from that query, so no
+ * query is searched twice unless it alone overflows. candidates[i] and brute[i] (either
+ * may be NULL) say what query i cost. Returns how many queries were answered (nq when
+ * all were), or -1 when out of memory.
  */
-int hx_search(const hx_index *ix, const uint64_t *queries, uint32_t nq, int32_t r, uint32_t brute_div, hx_out *out,
-              uint64_t *candidates, uint8_t *brute) {
+int64_t hx_search(const hx_index *ix, const uint64_t *queries, uint32_t nq, int32_t r, uint32_t brute_div,
+                  hx_out *out, uint64_t *candidates, uint8_t *brute) {
     scratch_t scratch = {NULL, 0};
-    int status = 0;
+    int64_t answered = nq;
     for (uint32_t i = 0; i < nq; i++) {
         uint8_t b = 0;
+        const uint64_t before = out->len;
         int64_t cost = search_one(ix, queries + (size_t)i * ix->words, r, brute_div, i, out, &scratch, &b);
         if (cost < 0) {
-            status = -1;
+            answered = -1;
+            break;
+        }
+        if (out->len > out->cap) {
+            out->len = before;
+            answered = i;
             break;
         }
         if (candidates) candidates[i] = (uint64_t)cost;
         if (brute) brute[i] = b;
     }
     free(scratch.buf);
-    return status;
+    return answered;
 }
 
 /*
