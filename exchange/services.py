@@ -369,7 +369,8 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
     3. Release the claim, unless a wake-up came in meanwhile: then, still holding the
        claim, loop again (claiming anew would fail on our own unexpired claim and strand
        the endpoint until the claim lapsed).
-    `more` is True when the time budget ran out with work left (the caller requeues).
+    `more` is True when the time budget ran out with work left: the claim is released
+    and the caller requeues.
     """
     started = time.monotonic()
     if not _claim(endpoint_id, timezone.now()):
@@ -382,6 +383,9 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
             progressed = True
             while progressed and endpoint.is_active:
                 if time.monotonic() - started > settings.WEBHOOK_DRAIN_SECONDS:
+                    # Hand the endpoint over: the task requeued by the caller must be able
+                    # to claim it (a kept claim would strand it until the claim lapsed).
+                    WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None, wake_requested=False)
                     result.more = True
                     return result
                 now = timezone.now()
