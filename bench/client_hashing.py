@@ -6,9 +6,11 @@ JPEGs (gradients, a fine grain texture and shapes; quality 85) at 1024x768 and
 4000x3000. Each signal type is timed alone and all image types together, in one
 process and on two worker processes. It also reports how far the fast PDQ path
 (JPEG draft decode, at most 1024 px) is from PDQ at full resolution, and from a path
-that resizes further to 512 px, to back the choice made in hashing.py.
+that resizes further to 512 px, to back the choice made in hashing.py, and what
+``pdqhash.compute`` alone costs at a few image sizes.
 
 Usage: python bench/client_hashing.py [--seconds 3] [--images 6] [--processes 2]
+       [--drift-images 10] [--skip-speed]
 Results for the reference machine are in docs/benchmarks/client-hashing.md.
 """
 
@@ -35,6 +37,8 @@ except ImportError:  # run from a checkout without `pip install ./client`
     from hashexchange_client import hashing, samples
 
 SIZES = ((1024, 768), (4000, 3000))
+DRIFT_SIZES = ((1024, 768), (2048, 1536), (4000, 3000), (4032, 3024), (3000, 4000))
+PDQHASH_SIZES = ((512, 384), (960, 720), (1000, 750), (1023, 767), (1024, 768), (2048, 1536))
 CASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pdq", ("pdq",)),
     ("phash", ("phash",)),
@@ -135,26 +139,44 @@ def machine() -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    parser.add_argument("--images", type=int, default=6, help="distinct images per size")
-    parser.add_argument("--processes", type=int, default=2, help="workers for the parallel column")
-    args = parser.parse_args(argv)
+def pdqhash_cost_by_size(repeats: int = 15) -> list[tuple[int, int, float]]:
+    """Median CPU ms of ``pdqhash.compute`` alone on arrays of a few sizes.
 
-    print(f"# client hashing benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"# {machine()}")
-    print(f"# command: python bench/client_hashing.py {' '.join(argv or sys.argv[1:])}".rstrip())
-    print(f"# load average at start: {_load()}")
+    Shows the cost of the sizes the client hands to PDQ, including the slow case of a
+    width of exactly 1024.
+    """
+    import numpy as np
+    import pdqhash
+
+    costs = []
+    for width, height in PDQHASH_SIZES:
+        pixels = np.asarray(samples.photo_like(width, height, 1))
+        pdqhash.compute(pixels)
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            pdqhash.compute(pixels)
+            times.append(time.process_time() - t0)
+        costs.append((width, height, statistics.median(times) * 1000))
+    return costs
+
+
+def _write_jpegs(folder: str, width: int, height: int, count: int) -> list[Path]:
+    files = []
+    for seed in range(count):
+        path = Path(folder, f"{width}x{height}-{seed}.jpg")
+        path.write_bytes(samples.jpeg_bytes(samples.photo_like(width, height, seed, texture=True)))
+        files.append(path)
+    return files
+
+
+def speed(args: argparse.Namespace, tmp: str) -> None:
+    """The throughput table, plus the full-resolution PDQ baseline per size."""
     rows: list[tuple[str, str, float, float, float, float]] = []
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.processes) as pool:
+    baselines: list[str] = []
+    with ProcessPoolExecutor(args.processes) as pool:
         for width, height in SIZES:
-            files = []
-            for seed in range(args.images):
-                path = Path(tmp, f"{width}x{height}-{seed}.jpg")
-                path.write_bytes(samples.jpeg_bytes(samples.photo_like(width, height, seed, texture=True)))
-                files.append(path)
+            files = _write_jpegs(tmp, width, height, args.images)
             size_kib = statistics.mean(p.stat().st_size for p in files) / 1024
             label = f"{width}x{height} ({size_kib:.0f} KiB)"
             for name, types in CASES:
@@ -162,15 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parallel = rate_parallel(pool, files, types, args.seconds)
                 rows.append((label, name, median_ms, single, per_cpu, parallel))
                 print(f"  {label:<22} {name:<34} {single:8.1f} img/s  {parallel:8.1f} img/s", file=sys.stderr)
-            client, at_512 = pdq_drift(files)
-            baseline = full_resolution_pdq_rate(files[:3])
-            notes.append(
-                f"{width}x{height}: PDQ Hamming distance to full resolution, client path: "
-                f"{client} (max {max(client)}); with a further resize to 512 px: {at_512} "
-                f"(max {max(at_512)}). PDQ on the fully decoded image: {baseline:.1f} img/s."
-            )
-
-    print(f"# load average at end: {_load()}")
+            baselines.append(f"{width}x{height}: {full_resolution_pdq_rate(files[:3]):.1f} img/s")
     print()
     print(
         "| image | signal types | median ms/img | img/s, 1 process | img/s per core (CPU time) "
@@ -180,8 +194,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, name, median_ms, single, per_cpu, parallel in rows:
         print(f"| {label} | {name} | {median_ms:.1f} | {single:.1f} | {per_cpu:.1f} | {parallel:.1f} |")
     print()
-    for note in notes:
-        print(f"- {note}")
+    print(f"PDQ on the fully decoded image, 1 process: {'; '.join(baselines)}")
+
+
+def fidelity(args: argparse.Namespace, tmp: str) -> None:
+    """PDQ drift from full resolution, for the client's path and for a 512 px resize."""
+    print()
+    print("| image | PDQ bits from full resolution, client path: max / mean | same, resized to 512 px: max / mean |")
+    print("|---|---|---|")
+    for width, height in DRIFT_SIZES:
+        client, at_512 = pdq_drift(_write_jpegs(tmp, width, height, args.drift_images))
+        print(
+            f"| {width}x{height} ({len(client)} images) | {max(client)} / {statistics.mean(client):.1f} "
+            f"| {max(at_512)} / {statistics.mean(at_512):.1f} |"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--images", type=int, default=6, help="distinct images per size")
+    parser.add_argument("--processes", type=int, default=2, help="workers for the parallel column")
+    parser.add_argument("--drift-images", type=int, default=10, help="images per size for PDQ fidelity")
+    parser.add_argument("--skip-speed", action="store_true", help="only the fidelity and pdqhash-size tables")
+    args = parser.parse_args(argv)
+
+    print(f"# client hashing benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"# {machine()}")
+    print(f"# command: python bench/client_hashing.py {' '.join(argv or sys.argv[1:])}".rstrip())
+    print(f"# load average at start: {_load()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_speed:
+            speed(args, tmp)
+        fidelity(args, tmp)
+    print()
+    print("| array given to pdqhash.compute | median CPU ms |")
+    print("|---|---|")
+    for width, height, ms in pdqhash_cost_by_size():
+        print(f"| {width}x{height} | {ms:.1f} |")
+    print()
+    print(f"# load average at end: {_load()}")
     return 0
 
 
