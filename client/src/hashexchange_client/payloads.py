@@ -29,14 +29,15 @@ HEX_LENGTHS: dict[str, int] = {
 }
 SIGNAL_TYPES: tuple[str, ...] = tuple(HEX_LENGTHS)
 
-# The server's limits (hashes/envelopes.py), repeated so that mistakes surface locally.
+# The limits the server enforces (hashes/envelopes.py), public so that one definition
+# can serve both sides; checked here too so that mistakes surface on the member's machine.
 MAX_LABELS = 32
 MAX_REASON = 500
+PROGRAM_RE = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,63}")
+CASE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HEX = re.compile(r"[0-9a-f]+")
 _NONCE = re.compile(r"[0-9a-f]{32}")
-_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,63}")
-_CASE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class PayloadError(ValueError):
@@ -184,7 +185,7 @@ def _common(
 
 
 def _check_program(program: str) -> str:
-    if not isinstance(program, str) or not _SLUG.fullmatch(program):
+    if not isinstance(program, str) or not PROGRAM_RE.fullmatch(program):
         raise PayloadError(f"program must be a slug of 1-64 letters, digits, - and _, got {program!r}")
     return program
 
@@ -197,7 +198,7 @@ def _check_labels(labels: Iterable[str]) -> list[str]:
     if len(checked) > MAX_LABELS:
         raise PayloadError(f"at most {MAX_LABELS} labels, got {len(checked)}")
     for label in checked:
-        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
             raise PayloadError(
                 f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-', "
                 "starting with a letter or digit"
@@ -206,7 +207,7 @@ def _check_labels(labels: Iterable[str]) -> list[str]:
 
 
 def _check_case(case: str) -> str:
-    if not isinstance(case, str) or not _CASE.fullmatch(case):
+    if not isinstance(case, str) or not CASE_RE.fullmatch(case):
         raise PayloadError(f"case must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', got {case!r}")
     return case
 
