@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hashexchange_client import dsse
-from hashexchange_client.payloads import SUBMISSION_TYPE, WITHDRAWAL_TYPE
+from hashexchange_client.payloads import (
+    CASE_RE,
+    LABEL_RE,
+    MAX_LABELS,
+    MAX_REASON,
+    PROGRAM_RE,
+    SUBMISSION_TYPE,
+    WITHDRAWAL_TYPE,
+)
 
 from . import signal_types
 
@@ -33,11 +41,10 @@ __all__ = [
     "verify",
 ]
 
-MAX_LABELS = 32
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,63}")
+# The rules members' clients apply before signing are the rules the server applies: one
+# definition, in the client package. The server accepts any well-formed nonce, not only
+# the 32 hex digits the client makes, so that other signers can use their own.
 _NONCE = re.compile(r"[A-Za-z0-9._~-]{16,128}")
-_CASE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 class Rejection(ValueError):
@@ -162,11 +169,11 @@ class WithdrawalPayload:
 
 
 def _common(data: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime, str, str]:
-    program = _string(data, "program", _SLUG, "a program slug")
+    program = _string(data, "program", PROGRAM_RE, "a program slug")
     signal_type, value = _signal(data)
     created_at = _time(data)
     nonce = _string(data, "nonce", _NONCE, "16 to 128 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'")
-    case = _string(data, "case", _CASE, "up to 64 characters of A-Z, a-z, 0-9, '_', '-'") if "case" in data else ""
+    case = _string(data, "case", CASE_RE, "up to 64 characters of A-Z, a-z, 0-9, '_', '-'") if "case" in data else ""
     return program, signal_type, value, created_at, nonce, case
 
 
@@ -179,7 +186,7 @@ def parse_submission(payload: bytes) -> SubmissionPayload:
     if not isinstance(labels, list) or len(labels) > MAX_LABELS:
         raise Rejection("malformed_payload", f"labels must be a list of at most {MAX_LABELS} strings")
     for label in labels:
-        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
             raise Rejection(
                 "malformed_payload",
                 f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-'",
@@ -210,8 +217,8 @@ def parse_withdrawal(payload: bytes) -> WithdrawalPayload:
     _check_fields(data, {"program", "signal_type", "value", "created_at", "nonce"}, {"case", "reason"})
     program, signal_type, value, created_at, nonce, case = _common(data)
     reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        raise Rejection("malformed_payload", "reason must be a string of at most 500 characters")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise Rejection("malformed_payload", f"reason must be a string of at most {MAX_REASON} characters")
     return WithdrawalPayload(
         program=program,
         signal_type=signal_type,
