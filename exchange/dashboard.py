@@ -60,12 +60,13 @@ def daily_series(program: Program, start: dt.datetime, end: dt.datetime) -> dict
 
 def bar_chart(title: str, points: Sequence[tuple[dt.date, int]], *, width: int = 640, height: int = 140) -> SafeString:
     """A small bar chart as inline SVG, one bar a day, with the largest value labelled."""
-    top = max((v for _, v in points), default=0) or 1
+    peak = max((v for _, v in points), default=0)
+    top = peak or 1
     bar = width / max(len(points), 1)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
-        f'<text x="0" y="12" font-size="12">{escape(title)} (max {top} a day)</text>',
+        f'<text x="0" y="12" font-size="12">{escape(title)} (max {peak} a day)</text>',
     ]
     for index, (day, value) in enumerate(points):
         h = round(value / top * height)
