@@ -54,16 +54,27 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def _removal_durations(program_ids: set[int], member_ids: set[int], period: Period) -> dict[tuple[int, int], Any]:
-    """Per (member, program): removals in the period and seconds from distribution to removal.
+def _removals(
+    program_ids: set[int], member_ids: set[int], period: Period, deadlines: dict[int, int]
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Per (member, program): removals in the period, seconds from distribution to removal,
+    and how many came within the program's deadline.
 
-    Distribution is when the hash was first listed in the program.
+    Distribution is when the hash was first listed in the program. One join of outcomes
+    with listings gives all three: counting the deadline in a second query with a
+    subquery per removal took seconds at a million outcomes (docs/benchmarks/reports.md).
     """
     listing = Listing._meta.db_table
     outcome = Outcome._meta.db_table
     program_list = ",".join(str(int(p)) for p in program_ids) or "NULL"
     member_list = ",".join(str(int(m)) for m in member_ids) or "NULL"
     kinds = ",".join(f"'{k}'" for k in REMOVAL_KINDS)
+    # The deadline of the outcome's program, in hours, as the caller's Program rows say.
+    deadline = (
+        "CASE o.program_id " + " ".join(f"WHEN {int(p)} THEN {int(h)}" for p, h in deadlines.items()) + " END"
+        if deadlines
+        else "NULL"
+    )
     where = (
         f"o.program_id IN ({program_list}) AND o.member_id IN ({member_list}) AND o.kind IN ({kinds}) "
         "AND o.occurred_at >= %s AND o.occurred_at < %s"
@@ -74,60 +85,109 @@ def _removal_durations(program_ids: set[int], member_ids: set[int], period: Peri
             cursor.execute(
                 "SELECT o.member_id, o.program_id, count(*), "
                 "percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.9) WITHIN GROUP (ORDER BY s), "
-                "max(s) "
-                f"FROM (SELECT o.member_id, o.program_id, greatest(extract(epoch FROM o.occurred_at - l.created_at), 0)"
-                f" AS s {join} WHERE {where}) AS o GROUP BY o.member_id, o.program_id",
+                "max(s), count(*) FILTER (WHERE within) "
+                "FROM (SELECT o.member_id, o.program_id, greatest(extract(epoch FROM o.occurred_at - l.created_at), 0)"
+                f" AS s, o.occurred_at <= l.created_at + make_interval(hours => {deadline}) AS within"
+                f" {join} WHERE {where}) AS o GROUP BY o.member_id, o.program_id",
                 [period.start, period.end],
             )
             summary = {}
-            for member_id, program_id, count, p50, p90, high in cursor.fetchall():
+            for member_id, program_id, count, p50, p90, high, within in cursor.fetchall():
                 summary[(member_id, program_id)] = {
                     "count": count,
                     "p50_hours": round(p50 / HOUR, 3),
                     "p90_hours": round(p90 / HOUR, 3),
                     "max_hours": round(float(high) / HOUR, 3),
+                    "within_deadline": within,
                 }
             return summary
+        # SQLite keeps times as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text. Durations come from
+        # julianday() (floats, fine for percentiles in hours); the deadline is compared in
+        # whole microseconds, exactly as comparing the times themselves would.
+        micros = (
+            "(strftime('%%s', substr({a}, 1, 19)) - strftime('%%s', substr({b}, 1, 19))) * 1000000"
+            " + CAST(substr({a} || '.000000', 21, 6) AS INTEGER) - CAST(substr({b} || '.000000', 21, 6) AS INTEGER)"
+        ).format(a="o.occurred_at", b="l.created_at")
         cursor.execute(
             "SELECT o.member_id, o.program_id, "
-            "max((julianday(o.occurred_at) - julianday(l.created_at)) * 86400.0, 0) "
+            "max((julianday(o.occurred_at) - julianday(l.created_at)) * 86400.0, 0), "
+            f"({micros}) <= ({deadline}) * 3600000000 "
             f"{join} WHERE {where}",
             [period.start, period.end],
         )
         grouped: dict[tuple[int, int], list[float]] = defaultdict(list)
-        for member_id, program_id, seconds in cursor.fetchall():
+        within: dict[tuple[int, int], int] = defaultdict(int)
+        for member_id, program_id, seconds, in_time in cursor.fetchall():
             grouped[(member_id, program_id)].append(seconds)
-    return {key: {"count": len(v), **_percentiles(v)} for key, v in grouped.items()}
+            within[(member_id, program_id)] += bool(in_time)
+    return {key: {"count": len(v), **_percentiles(v), "within_deadline": within[key]} for key, v in grouped.items()}
 
 
-def _within_deadline(
-    program_ids: set[int], member_ids: set[int], period: Period, deadlines: dict[int, int]
-) -> dict[tuple[int, int], int]:
-    """Removals made within the program's deadline of distribution, per (member, program)."""
-    rows = Outcome.objects.filter(
-        program_id__in=program_ids,
-        member_id__in=member_ids,
-        kind__in=REMOVAL_KINDS,
-        occurred_at__gte=period.start,
-        occurred_at__lt=period.end,
-    ).annotate(
-        listed=models.Subquery(
-            Listing.objects.filter(hash_id=models.OuterRef("hash_id"), program_id=models.OuterRef("program_id")).values(
-                "created_at"
-            )[:1]
-        )
-    )
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    # Counted in the database per program deadline: one query per distinct deadline (few).
-    for hours in set(deadlines.values()):
-        programs = {p for p, h in deadlines.items() if h == hours}
-        for row in (
-            rows.filter(program_id__in=programs, occurred_at__lte=models.F("listed") + dt.timedelta(hours=hours))
-            .values("member_id", "program_id")
-            .annotate(n=models.Count("id"))
-        ):
-            counts[(row["member_id"], row["program_id"])] = row["n"]
-    return counts
+def _withdrawals(
+    program_ids: set[int], member_ids: set[int], period: Period, now: dt.datetime
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Per (member, program): obligations created in the period and how they were acknowledged.
+
+    Summed by the database on PostgreSQL: loading every obligation as a model instance
+    cost more than all the other Python work of a report (docs/benchmarks/reports.md).
+    SQLite gets the rows as tuples and sums them here.
+    """
+    if connection.vendor == "postgresql":
+        table = Obligation._meta.db_table
+        program_list = ",".join(str(int(p)) for p in program_ids) or "NULL"
+        member_list = ",".join(str(int(m)) for m in member_ids) or "NULL"
+        ack = "extract(epoch FROM fulfilled_at - created_at)"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT member_id, program_id, count(*), count(fulfilled_at), "
+                "count(*) FILTER (WHERE fulfilled_at <= due_at), "
+                "count(*) FILTER (WHERE fulfilled_at IS NULL AND due_at >= %s), "
+                "count(*) FILTER (WHERE fulfilled_at IS NULL AND due_at < %s), "
+                f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {ack}), "
+                f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {ack}), max({ack}) "
+                f"FROM {table} WHERE program_id IN ({program_list}) AND member_id IN ({member_list}) "
+                "AND created_at >= %s AND created_at < %s GROUP BY member_id, program_id",
+                [now, now, period.start, period.end],
+            )
+            summary = {}
+            for member_id, program_id, owed, acked, on_time, open_, overdue, p50, p90, high in cursor.fetchall():
+                summary[(member_id, program_id)] = {
+                    "owed": owed,
+                    "acknowledged": acked,
+                    "on_time": on_time,
+                    "open": open_,
+                    "overdue": overdue,
+                    "ack_p50_hours": round(p50 / HOUR, 3) if p50 is not None else None,
+                    "ack_p90_hours": round(p90 / HOUR, 3) if p90 is not None else None,
+                    "ack_max_hours": round(float(high) / HOUR, 3) if high is not None else None,
+                }
+            return summary
+    owed: dict[tuple[int, int], list[tuple[dt.datetime, dt.datetime, dt.datetime | None]]] = defaultdict(list)
+    for member_id, program_id, created, due, fulfilled in Obligation.objects.filter(
+        program_id__in=program_ids, member_id__in=member_ids, created_at__gte=period.start, created_at__lt=period.end
+    ).values_list("member_id", "program_id", "created_at", "due_at", "fulfilled_at"):
+        owed[(member_id, program_id)].append((created, due, fulfilled))
+    return {key: _withdrawal_figures(obligations, now) for key, obligations in owed.items()}
+
+
+def _withdrawal_figures(
+    obligations: Sequence[tuple[dt.datetime, dt.datetime, dt.datetime | None]], now: dt.datetime
+) -> dict[str, Any]:
+    """Counts and acknowledgement times of (created, due, fulfilled) obligations."""
+    acked = [(created, due, fulfilled) for created, due, fulfilled in obligations if fulfilled is not None]
+    return {
+        "owed": len(obligations),
+        "acknowledged": len(acked),
+        "on_time": sum(fulfilled <= due for _created, due, fulfilled in acked),
+        "open": sum(fulfilled is None and due >= now for _created, due, fulfilled in obligations),
+        "overdue": sum(fulfilled is None and due < now for _created, due, fulfilled in obligations),
+        **{
+            f"ack_{k}": v
+            for k, v in _percentiles(
+                [(fulfilled - created).total_seconds() for created, _due, fulfilled in acked]
+            ).items()
+        },
+    }
 
 
 def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, period: Period) -> list[dict[str, Any]]:
@@ -161,26 +221,19 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
             occurred_at__lt=period.end,
         )
         .values("member_id", "program_id", "kind")
-        .annotate(reports=models.Count("id"), total=models.Sum("count"))
+        .annotate(reports=models.Count("*"), total=models.Sum("count"))
     ):
         kinds[(row["member_id"], row["program_id"])][row["kind"]] = row["reports"]
         items[(row["member_id"], row["program_id"])] += row["total"] or 0
-    removals = _removal_durations(program_ids, member_ids, period)
-    on_time = _within_deadline(program_ids, member_ids, period, {p.pk: p.removal_deadline_hours for p in programs})
+    removals = _removals(program_ids, member_ids, period, {p.pk: p.removal_deadline_hours for p in programs})
     now = timezone.now()
-    owed: dict[tuple[int, int], list[Obligation]] = defaultdict(list)
-    for obligation in Obligation.objects.filter(
-        program_id__in=program_ids, member_id__in=member_ids, created_at__gte=period.start, created_at__lt=period.end
-    ):
-        owed[(obligation.member_id, obligation.program_id)].append(obligation)
+    withdrawals = _withdrawals(program_ids, member_ids, period, now)
     rows = []
     for enrollment in enrollments:
         key = (enrollment.member_id, enrollment.program_id)
         cursor = cursors.get(enrollment.member_id)
         hooks = webhook.get(enrollment.member_id, {"attempts": 0, "succeeded": 0})
-        removal = removals.get(key, {"count": 0, **_percentiles([])})
-        obligations = owed.get(key, [])
-        acked = [o for o in obligations if o.fulfilled_at is not None]
+        removal = removals.get(key, {"count": 0, **_percentiles([]), "within_deadline": 0})
         rows.append(
             {
                 "member": enrollment.member.slug,
@@ -203,24 +256,12 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
                     "p50_hours": removal["p50_hours"],
                     "p90_hours": removal["p90_hours"],
                     "max_hours": removal["max_hours"],
-                    "within_deadline": on_time.get(key, 0),
-                    "share_within_deadline": round(on_time.get(key, 0) / removal["count"], 4)
+                    "within_deadline": removal["within_deadline"],
+                    "share_within_deadline": round(removal["within_deadline"] / removal["count"], 4)
                     if removal["count"]
                     else None,
                 },
-                "withdrawals": {
-                    "owed": len(obligations),
-                    "acknowledged": len(acked),
-                    "on_time": sum(o.fulfilled_at <= o.due_at for o in acked),
-                    "open": sum(o.fulfilled_at is None and o.due_at >= now for o in obligations),
-                    "overdue": sum(o.fulfilled_at is None and o.due_at < now for o in obligations),
-                    **{
-                        f"ack_{k}": v
-                        for k, v in _percentiles(
-                            [(o.fulfilled_at - o.created_at).total_seconds() for o in acked]
-                        ).items()
-                    },
-                },
+                "withdrawals": withdrawals.get(key) or _withdrawal_figures([], now),
             }
         )
     return rows
@@ -235,7 +276,7 @@ def program_report(*, program: Program, period: Period) -> dict[str, Any]:
             kind__in=["hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored"],
         )
         .values_list("kind")
-        .annotate(n=models.Count("seq"))
+        .annotate(n=models.Count("*"))
     )
     imported = sum(
         data.get("count", 0)
