@@ -146,6 +146,12 @@ class Outcome(models.Model):
         indexes = [
             models.Index(fields=["program", "occurred_at"]),
             models.Index(fields=["hash", "program", "kind"]),
+            # Every column the auditors' reports read, so that PostgreSQL answers them from
+            # the index alone (an index-only scan) and finds one member's removals in
+            # a narrow range: docs/benchmarks/reports.md.
+            models.Index(
+                fields=["program", "member", "kind", "occurred_at", "hash", "count"], name="outcome_report_covering"
+            ),
         ]
 
     def __str__(self) -> str:
