@@ -710,3 +710,21 @@ def test_the_real_exchange_api_fetches_over_many_pages_with_rising_checkpoints(
     # An incremental run from the checkpoint: nothing new, and the checkpoint holds.
     later = list(exchange.fetch_iter([PdqSignal, VideoMD5Signal], deltas[-1].checkpoint))
     assert later[-1].checkpoint.get_progress_timestamp() >= times[-1]
+
+
+def test_an_unsigned_submission_brings_a_withdrawn_hash_back(
+    signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    value = random_pdq()
+    signer_a.submit(signer_a.submission(value))
+    signer_a.client.post("/api/v1/withdrawals", signer_a.withdrawal(value), format="json")
+    assert Hash.objects.get(value=value).status == Hash.Status.WITHDRAWN
+    program.unsigned_submitters.add(platform_b.member)
+    assert submit_hashes(stopncii_client(platform_b.token), record(value)).json()["accepted"] == 1
+    assert Hash.objects.get(value=value).status == Hash.Status.ACTIVE
+    assert [e.kind for e in Event.objects.filter(subject_type="hash").order_by("seq")] == [
+        "hash.added",
+        "submission.withdrawn",
+        "hash.withdrawn",
+        "hash.added",
+    ]
