@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,7 +30,7 @@ from django.db.models.expressions import RawSQL
 
 from hashes.models import Hash, ImportBatch, Submission, Withdrawal
 from hashes.selectors import RECEIVING_STATES
-from members.models import Enrollment, Member, Program
+from members.models import Enrollment, Member
 
 from .ledger import Event, format_time
 from .models import Outcome
@@ -41,7 +43,7 @@ IMPORTED = "hashes.imported"
 MAX_LIMIT = 5000
 EVENT_SLICE = 1000
 # Up to this many ids an `__in` lookup binds one parameter each; above, one JSON array.
-SMALL_IN = 100
+SMALL_IN = 20
 
 
 class EventRow(NamedTuple):
@@ -52,9 +54,49 @@ class EventRow(NamedTuple):
     program: str
     created_at: dt.datetime
     data: dict[str, Any]
+    leaf_hash: str
 
 
-EVENT_COLUMNS = ("seq", "kind", "program", "created_at", "data")
+EVENT_COLUMNS = ("seq", "kind", "program", "created_at", "data", "leaf_hash")
+
+
+class EntryCache:
+    """Built entries by event, shared by the threads of a process; least recently used out first.
+
+    Webhook delivery builds the same entries for every endpoint of a program, so a
+    worker keeps them. Only what never changes is kept: an event and the rows it names
+    (envelopes, hash values, import sources) are immutable, while feedback is added on
+    every build. Keyed by the event's leaf hash, not its seq alone, so a database that
+    was restored or recreated (tests) cannot be answered from another's entries.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: str, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = entries
+            self._size += len(entries)
+            while self._size > self.max_entries and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._size = 0
 
 
 def ids_in(ids: Collection[int]) -> Any:
@@ -96,7 +138,13 @@ def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] 
 
 
 def feed_page(
-    *, member: Member, after: int, limit: int, kinds: Iterable[str] | None = None, programs: Sequence[str] | None = None
+    *,
+    member: Member,
+    after: int,
+    limit: int,
+    kinds: Iterable[str] | None = None,
+    programs: Sequence[str] | None = None,
+    cache: EntryCache | None = None,
 ) -> FeedPage:
     """Up to `limit` entries after `after`; a page ends on an event boundary.
 
@@ -121,12 +169,39 @@ def feed_page(
         if len(batch) < min(limit + 1, EVENT_SLICE):
             break
         cursor = batch[-1].seq
-    entries = build_entries(chosen)
+    entries = build_entries(chosen, cache=cache)
     return FeedPage(entries=entries, next=chosen[-1].seq if chosen else after, has_more=has_more)
 
 
-def build_entries(events: Sequence[EventRow | Event]) -> list[dict[str, Any]]:
-    """Turn events into feed entries, fetching what they name in one query per table."""
+def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | None = None) -> list[dict[str, Any]]:
+    """Turn events into feed entries, fetching what they name in one query per table.
+
+    With a cache, events built before are not fetched again; their entries are copied,
+    since feedback (which changes) is added to each entry here, last.
+    """
+    built: dict[int, list[dict[str, Any]]] = {}
+    missing: list[EventRow | Event] = []
+    for event in events:
+        found = cache.get(event.leaf_hash) if cache is not None else None
+        if found is None:
+            missing.append(event)
+        else:
+            built[event.seq] = found
+    fresh = _entries_by_event(missing)
+    if cache is not None:
+        for event in missing:
+            cache.put(event.leaf_hash, fresh[event.seq])
+        entries = [dict(entry) for event in events for entry in built.get(event.seq) or fresh[event.seq]]
+    else:
+        entries = [entry for event in events for entry in fresh[event.seq]]
+    _add_feedback(entries)
+    return entries
+
+
+def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict[str, Any]]]:
+    """Each event's entries, without feedback."""
+    if not events:  # all cached: even queries Django answers without the database cost compiling
+        return {}
     submission_ids = {e.data["submission_id"] for e in events if e.kind == "hash.added" and "submission_id" in e.data}
     withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
     imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
@@ -136,11 +211,7 @@ def build_entries(events: Sequence[EventRow | Event]) -> list[dict[str, Any]]:
     imported_rows = Hash.objects.filter(pk__in=ids_in(imported_ids)).values_list("pk", "signal_type", "value")
     imported = {pk: (signal_type, value) for pk, signal_type, value in imported_rows}
     sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
-    feedback = feedback_by_hash(
-        {e.data["hash_id"] for e in events if e.kind in HASH_KINDS} | imported_ids,
-        {e.program for e in events if e.kind in HASH_KINDS or e.kind == IMPORTED},
-    )
-    entries: list[dict[str, Any]] = []
+    by_event: dict[int, list[dict[str, Any]]] = {}
     times: dict[dt.datetime, str] = {}  # events of one transaction share their time
     for event in events:
         at = times.get(event.created_at)
@@ -149,28 +220,27 @@ def build_entries(events: Sequence[EventRow | Event]) -> list[dict[str, Any]]:
         base = {"seq": event.seq, "kind": event.kind, "program": event.program, "at": at}
         data = event.data
         if event.kind == IMPORTED:
+            source = sources.get(data["import_id"])
+            group = by_event[event.seq] = []
             for hash_id in data["hash_ids"]:
                 signal_type, value = imported[hash_id]
-                entry = {
-                    **base,
-                    "kind": "hash.added",
-                    "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
-                    "envelopes": [],
-                    "signed": False,
-                    "imported_from": sources.get(data["import_id"]),
-                }
-                if (hash_id, event.program) in feedback:
-                    entry["feedback"] = feedback[(hash_id, event.program)]
-                entries.append(entry)
+                group.append(
+                    {
+                        **base,
+                        "kind": "hash.added",
+                        "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
+                        "envelopes": [],
+                        "signed": False,
+                        "imported_from": source,
+                    }
+                )
         elif event.kind in KEY_KINDS:
-            entries.append({**base, "program": None, "key": {k: v for k, v in data.items() if k != "reason"}})
+            by_event[event.seq] = [{**base, "program": None, "key": {k: v for k, v in data.items() if k != "reason"}}]
         else:
             entry = {
                 **base,
                 "hash": {"id": data["hash_id"], "signal_type": data["signal_type"], "value": data["value"]},
             }
-            if (data["hash_id"], event.program) in feedback:
-                entry["feedback"] = feedback[(data["hash_id"], event.program)]
             if event.kind == "hash.added":
                 envelope = envelopes.get(data.get("submission_id"))
                 entry["envelopes"] = [envelope] if envelope else []
@@ -180,22 +250,38 @@ def build_entries(events: Sequence[EventRow | Event]) -> list[dict[str, Any]]:
                 envelope = withdrawals.get(data.get("withdrawal_id"))
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["reason"] = data.get("reason", "")
-            entries.append(entry)
-    return entries
+            by_event[event.seq] = [entry]
+    return by_event
+
+
+def _add_feedback(entries: list[dict[str, Any]]) -> None:
+    """Set `feedback` on the hash entries that members reported outcomes on (shared programs only)."""
+    hashed = [entry for entry in entries if "hash" in entry]
+    feedback = feedback_by_hash({e["hash"]["id"] for e in hashed}, {e["program"] for e in hashed})
+    if feedback:
+        for entry in hashed:
+            found = feedback.get((entry["hash"]["id"], entry["program"]))
+            if found is not None:
+                entry["feedback"] = found
 
 
 def feedback_by_hash(hash_ids: set[int], programs: set[str]) -> dict[tuple[int, str], dict[str, int]]:
     """What members reported on these hashes, per program that shares feedback: counts only.
 
-    Two queries whatever the number of hashes; hashes nobody reported on are absent.
+    At most two queries whatever the number of hashes, and one when nobody reported on
+    any of them (the usual case, which a webhook delivery meets on every POST); hashes
+    nobody reported on are absent.
     """
-    shared = set(Program.objects.filter(slug__in=programs, share_feedback=True).values_list("slug", flat=True))
-    if not hash_ids or not shared:
+    if not hash_ids or not programs:
         return {}
-    rows = Outcome.objects.filter(hash_id__in=ids_in(hash_ids), program__slug__in=shared)
+    rows = Outcome.objects.filter(
+        hash_id__in=ids_in(hash_ids), program__slug__in=list(programs), program__share_feedback=True
+    )
     found: dict[tuple[int, str], dict[str, int]] = {}
     for hash_id, slug, kind, reports in rows.values_list("hash_id", "program__slug", "kind").annotate(n=Count("id")):
         found.setdefault((hash_id, slug), {**dict.fromkeys(Outcome.Kind.values, 0), "members": 0})[kind] = reports
+    if not found:
+        return found
     for hash_id, slug, members in rows.values_list("hash_id", "program__slug").annotate(
         n=Count("member", distinct=True)
     ):
