@@ -228,8 +228,10 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
         raise LedgerError("record() must run inside the transaction of the change it records")
     if not events:
         return []
-    now = timezone.now()
     next_seq = _lock_and_next_seq()
+    # Read under the lock, so that event times never go backwards as sequence numbers rise
+    # (on one host's clock): consumers that page by time, like the StopNCII facade, rely on it.
+    now = timezone.now()
     rows = []
     for offset, new in enumerate(events):
         data = dict(new.data or {})

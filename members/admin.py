@@ -126,8 +126,7 @@ class ProgramAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Program, form: Any, change: bool) -> None:
         if change:
-            services.program_update(program=obj, actor=admin_actor(request))
-            return
+            return  # recorded in save_related, once the unsigned submitters are saved too
         created = services.program_create(
             slug=obj.slug,
             name=obj.name,
@@ -139,6 +138,11 @@ class ProgramAdmin(admin.ModelAdmin):
             actor=admin_actor(request),
         )
         obj.pk = created.pk
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change or form.instance.unsigned_submitters.exists():
+            services.program_update(program=form.instance, actor=admin_actor(request))
 
 
 @admin.register(Enrollment)

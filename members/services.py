@@ -108,7 +108,28 @@ def _program_data(program: Program) -> dict[str, object]:
         "share_feedback": program.share_feedback,
         "dispute_threshold": program.dispute_threshold,
         "lapse_after_days": program.lapse_after_days,
+        "unsigned_submitters": sorted(program.unsigned_submitters.values_list("slug", flat=True)) if program.pk else [],
     }
+
+
+@transaction.atomic
+def program_allow_unsigned(*, program: Program, member: Member, allow: bool, actor: Actor) -> Program:
+    """Let a member's compatibility client submit unsigned hashes to a program (or stop it)."""
+    if allow and member.kind not in program.submitter_kinds:
+        raise ValidationError({"member": [f"{member.kind} members may not submit to {program.slug!r} at all"]})
+    if allow:
+        program.unsigned_submitters.add(member)
+    else:
+        program.unsigned_submitters.remove(member)
+    record(
+        "program.updated",
+        actor=actor,
+        subject_type="program",
+        subject_id=program.slug,
+        program=program.slug,
+        data=_program_data(program),
+    )
+    return program
 
 
 @transaction.atomic

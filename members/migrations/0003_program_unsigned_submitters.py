@@ -14,7 +14,10 @@ class Migration(migrations.Migration):
             name="unsigned_submitters",
             field=models.ManyToManyField(
                 blank=True,
-                help_text="Members whose compatibility clients may submit unsigned hashes here (StopNCII SubmitHashes). Unsigned submissions are recorded as such; leave empty to accept only signed ones.",
+                help_text=(
+                    "Members whose compatibility clients may submit unsigned hashes here (StopNCII SubmitHashes). "
+                    "Unsigned submissions are recorded as such; leave empty to accept only signed ones."
+                ),
                 related_name="+",
                 to="members.member",
             ),

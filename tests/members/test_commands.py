@@ -91,3 +91,17 @@ def test_demo_seed_is_idempotent_and_each_run_prints_a_working_key() -> None:
         me = client.get("/api/v1/me").json()
         assert me["enrollments"][0]["program"] == "take-it-down"
     assert Event.objects.filter(kind="enrollment.changed").count() == 1
+
+
+@pytest.mark.django_db
+def test_allowing_unsigned_submissions_is_recorded() -> None:
+    run("program_create", "ncii")
+    run("member_create", "acme", "--kind", "platform", "--program", "ncii")
+    out, _ = run("program_allow_unsigned", "ncii", "acme")
+    assert "acme may now submit unsigned hashes to ncii" in out
+    assert list(Program.objects.get(slug="ncii").unsigned_submitters.values_list("slug", flat=True)) == ["acme"]
+    assert Event.objects.filter(kind="program.updated").last().data["unsigned_submitters"] == ["acme"]
+    run("program_allow_unsigned", "ncii", "acme", "--revoke")
+    assert Event.objects.filter(kind="program.updated").last().data["unsigned_submitters"] == []
+    with pytest.raises(CommandError, match="unknown member"):
+        run("program_allow_unsigned", "ncii", "nobody")
