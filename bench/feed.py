@@ -167,7 +167,8 @@ def read_feed(dataset: Dataset, env: dict[str, str], *, limit: int, workers: int
     seqs: list[int] = []
     hash_ids: list[int] = []
     latencies: list[float] = []
-    with gunicorn(env, workers=workers, logfile=workdir / "gunicorn.log") as port:
+    with gunicorn(env, workers=workers, logfile=workdir / "gunicorn.log") as served:
+        port = served[0] if isinstance(served, tuple) else served  # (port, pid) in newer bench/submissions.py
         clients = [Client(port, dataset.token) for _ in range(workers)]
         for client in clients:  # a page on each worker: imports, connections, first queries
             status, body = client.request("GET", "/api/v1/feed?after=0&limit=10")

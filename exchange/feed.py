@@ -17,6 +17,8 @@ than the query itself); an event time is formatted once per distinct time.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -137,6 +139,27 @@ def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] 
     return Event.objects.filter(condition, seq__gt=after).order_by("seq")
 
 
+def _events_after(*, programs: Sequence[str], after: int, count: int, kinds: Iterable[str] | None) -> list[EventRow]:
+    """The first `count` events after `after` that a member receiving `programs` may see, in order.
+
+    The same events as visible_events(), read with one ordered index scan per program
+    (the (program, seq) index) and one for key events, merged here. A single query with
+    `program IN (...) OR kind IN (...)` made SQLite collect every visible event after
+    the cursor and sort them to keep `count`, so each page of a long backlog cost as much
+    as all the rest of it.
+    """
+    wanted = set(kinds or FEED_KINDS)
+    hash_kinds = [k for k in HASH_KINDS if k in wanted] + ([IMPORTED] if "hash.added" in wanted else [])
+    key_kinds = [k for k in KEY_KINDS if k in wanted]
+    events = Event.objects.filter(seq__gt=after).order_by("seq").values_list(*EVENT_COLUMNS)
+    scans = [events.filter(program=program, kind__in=hash_kinds) for program in dict.fromkeys(programs)]
+    scans = scans if hash_kinds else []
+    if key_kinds:
+        scans.append(events.filter(kind__in=key_kinds))
+    merged = heapq.merge(*(list(scan[:count]) for scan in scans), key=lambda row: row[0])
+    return [EventRow._make(row) for row in itertools.islice(merged, count)]
+
+
 def feed_page(
     *,
     member: Member,
@@ -152,13 +175,13 @@ def feed_page(
     a page can exceed `limit` by the size of one group; the cursor stays a sequence number.
     """
     programs = receiving_programs(member) if programs is None else programs
-    query = visible_events(programs=programs, after=after, kinds=kinds).values_list(*EVENT_COLUMNS)
     chosen: list[EventRow] = []
     count, cursor, has_more = 0, after, False
     # Fetched in slices, so a page of imported groups (1,000 hashes each) reads a few
-    # events, not `limit` of them; at most limit / EVENT_SLICE + 1 queries.
+    # events, not `limit` of them; at most limit / EVENT_SLICE + 1 rounds of queries
+    # (one per program and one for key events).
     while not has_more:
-        batch = [EventRow._make(row) for row in query.filter(seq__gt=cursor)[: min(limit + 1, EVENT_SLICE)]]
+        batch = _events_after(programs=programs, after=cursor, count=min(limit + 1, EVENT_SLICE), kinds=kinds)
         for event in batch:
             size = len(event.data.get("hash_ids", ())) if event.kind == IMPORTED else 1
             if count + size > limit and (chosen or count >= limit):
