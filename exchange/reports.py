@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, models
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from hashes.models import Listing
 from members.models import Enrollment, Member, Program
 
 from .ledger import Event, format_time
-from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome
+from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
 
 HOUR = 3600.0
 REMOVAL_KINDS = (Outcome.Kind.REMOVED,)
@@ -190,15 +191,42 @@ def _withdrawal_figures(
     }
 
 
+# The program's events a member is sent; how long the oldest one it has not been sent has waited is its lag.
+DISTRIBUTED_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored", "hashes.imported")
+
+
+def _with_position(enrollments: models.QuerySet[Enrollment]) -> models.QuerySet[Enrollment]:
+    """Annotate each enrollment with the member's position in the log (its feed cursor or
+    its furthest webhook cursor) and the time of the program's oldest event past it.
+
+    Correlated subqueries on the (program, seq) index: one query however many members.
+    """
+    webhook = (
+        WebhookEndpoint.objects.filter(member_id=models.OuterRef("member_id"))
+        .values("member_id")
+        .annotate(furthest=models.Max("cursor_seq"))
+        .values("furthest")
+    )
+    position = Greatest(
+        Coalesce(models.F("member__feed_cursor__last_seq"), models.Value(0)),
+        Coalesce(models.Subquery(webhook), models.Value(0)),
+    )
+    unread = Event.objects.filter(
+        program=models.OuterRef("program__slug"), kind__in=DISTRIBUTED_KINDS, seq__gt=models.OuterRef("position")
+    ).order_by("seq")
+    return enrollments.annotate(position=position).annotate(
+        unread_since=models.Subquery(unread.values("created_at")[:1])
+    )
+
+
 def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, period: Period) -> list[dict[str, Any]]:
     """One row per enrolled (member, program) pair; `members=None` means every member of the programs."""
     program_ids = {p.pk for p in programs}
     enrollments = Enrollment.objects.filter(program_id__in=program_ids).select_related("member", "program")
     if members is not None:
         enrollments = enrollments.filter(member__in=list(members))
-    enrollments = list(enrollments.order_by("program__slug", "member__slug"))
+    enrollments = list(_with_position(enrollments).order_by("program__slug", "member__slug"))
     member_ids = {e.member_id for e in enrollments}
-    latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
     cursors = {c.member_id: c for c in FeedCursor.objects.filter(member_id__in=member_ids)}
     webhook = {
         row["delivery__endpoint__member_id"]: row
@@ -242,8 +270,11 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
                 "enrollment_reason": enrollment.reason,
                 "feed": {
                     "last_read_at": format_time(cursor.last_read_at) if cursor else None,
-                    "last_seq": cursor.last_seq if cursor else None,
-                    "lag": latest - cursor.last_seq if cursor else None,
+                    "position": enrollment.position,
+                    "unread_since": format_time(enrollment.unread_since) if enrollment.unread_since else None,
+                    "lag_seconds": round((now - enrollment.unread_since).total_seconds())
+                    if enrollment.unread_since
+                    else 0,
                 },
                 "webhooks": {
                     "attempts": hooks["attempts"],

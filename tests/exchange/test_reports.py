@@ -75,7 +75,9 @@ def test_a_program_report_shows_removal_times_against_the_deadline(history: dict
     assert removals["p90_hours"] == pytest.approx(50, abs=0.01)  # 10 + 0.8 × (60 − 10)
     assert removals["max_hours"] == pytest.approx(60, abs=0.01)
     assert (removals["within_deadline"], removals["share_within_deadline"]) == (2, pytest.approx(0.6667, abs=1e-4))
-    assert b["feed"]["last_read_at"] is not None and b["feed"]["lag"] >= 0
+    assert b["feed"]["last_read_at"] is not None
+    assert (b["feed"]["lag_seconds"], b["feed"]["unread_since"]) == (0, None)  # read everything distributed
+    assert rows["platform-a"]["feed"]["unread_since"] is not None  # never read its feed: behind since the first
     assert rows["platform-a"]["removals"]["count"] == 0
 
 
