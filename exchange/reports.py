@@ -29,6 +29,8 @@ from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, W
 
 HOUR = 3600.0
 REMOVAL_KINDS = (Outcome.Kind.REMOVED,)
+# The covering index of exchange.Outcome that the outcome queries below are written for.
+REPORT_INDEX = "outcome_report_covering"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,34 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
         "p90_hours": round(at(0.9) / HOUR, 3),
         "max_hours": round(ordered[-1] / HOUR, 3),
     }
+
+
+def _outcome_counts(
+    program_ids: set[int], member_ids: set[int], period: Period
+) -> tuple[dict[tuple[int, int], dict[str, int]], dict[tuple[int, int], int]]:
+    """Per (member, program): outcomes reported in the period by kind, and the items they concerned.
+
+    SQLite is told to read the covering index: left to itself it picks the
+    (program, occurred_at) index, whose range looks selective but spans the whole
+    period, and then reads every row from the table (5× slower at a million outcomes).
+    """
+    table = Outcome._meta.db_table
+    hint = f" INDEXED BY {REPORT_INDEX}" if connection.vendor == "sqlite" else ""
+    program_list = ",".join(str(int(p)) for p in program_ids) or "NULL"
+    member_list = ",".join(str(int(m)) for m in member_ids) or "NULL"
+    kinds: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(Outcome.Kind.values, 0))
+    items: dict[tuple[int, int], int] = defaultdict(int)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT member_id, program_id, kind, count(*), sum(count) FROM {table}{hint} "
+            f"WHERE program_id IN ({program_list}) AND member_id IN ({member_list}) "
+            "AND occurred_at >= %s AND occurred_at < %s GROUP BY member_id, program_id, kind",
+            [period.start, period.end],
+        )
+        for member_id, program_id, kind, reports, total in cursor.fetchall():
+            kinds[(member_id, program_id)][kind] = reports
+            items[(member_id, program_id)] += total or 0
+    return kinds, items
 
 
 def _removals(
@@ -239,20 +269,7 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
             succeeded=models.Count("id", filter=models.Q(status_code__gte=200, status_code__lt=300)),
         )
     }
-    kinds: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: dict.fromkeys(Outcome.Kind.values, 0))
-    items: dict[tuple[int, int], int] = defaultdict(int)
-    for row in (
-        Outcome.objects.filter(
-            program_id__in=program_ids,
-            member_id__in=member_ids,
-            occurred_at__gte=period.start,
-            occurred_at__lt=period.end,
-        )
-        .values("member_id", "program_id", "kind")
-        .annotate(reports=models.Count("*"), total=models.Sum("count"))
-    ):
-        kinds[(row["member_id"], row["program_id"])][row["kind"]] = row["reports"]
-        items[(row["member_id"], row["program_id"])] += row["total"] or 0
+    kinds, items = _outcome_counts(program_ids, member_ids, period)
     removals = _removals(program_ids, member_ids, period, {p.pk: p.removal_deadline_hours for p in programs})
     now = timezone.now()
     withdrawals = _withdrawals(program_ids, member_ids, period, now)
