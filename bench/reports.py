@@ -30,7 +30,7 @@ DATABASE_URL set:
 2. measure, in-process: `reports.program_report()` for the last 90 days, one warm-up and
    --runs timed runs (median reported); its queries counted with CaptureQueriesContext
    and the slowest listed; the same for `reports.member_report()` of the busiest member.
-   With --compare-with REV the exchange/reports.py of git revision REV is loaded beside
+   With --compare-with REV the exchange/reports.py of git revision REV (or a file) is loaded beside
    the current one, timed the same way, and both reports must be identical (the bench
    fails otherwise). With --explain, EXPLAIN (ANALYZE, BUFFERS) of the slowest queries
    (EXPLAIN QUERY PLAN on SQLite) is written to bench/results/.
@@ -71,6 +71,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlencode
 
 # Shared plumbing (servers, environment, gunicorn, the HTTP client) lives in the submissions bench.
@@ -630,35 +631,49 @@ def _json(value: Any) -> str:
 
 
 def reference_module(revision: str) -> types.ModuleType:
-    """exchange/reports.py as of git `revision`, loaded as a sibling module of the current one."""
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:exchange/reports.py"], capture_output=True, text=True, check=False
-    )
-    if source.returncode != 0:
-        raise BenchError(f"git show {revision}:exchange/reports.py failed: {source.stderr.strip()}")
+    """exchange/reports.py as of git `revision` (or the file at that path), loaded as a
+    sibling module of the current one, so both can run on the same data."""
+    if Path(revision).is_file():
+        source, origin = Path(revision).read_text(), revision
+    else:
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{revision}:exchange/reports.py"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if shown.returncode != 0:
+            raise BenchError(f"git show {revision}:exchange/reports.py failed: {shown.stderr.strip()}")
+        source, origin = shown.stdout, f"{revision}:exchange/reports.py"
     name = "exchange._reports_reference"
     module = types.ModuleType(name)
     module.__package__ = "exchange"
-    module.__file__ = f"{revision}:exchange/reports.py"
+    module.__file__ = origin
     sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(source.stdout, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own file at a revision
+    exec(compile(source, origin, "exec"), module.__dict__)  # noqa: S102 - our own file, at a revision
     return module
 
 
-def differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Where two JSON-like values differ, as paths with both values (empty when equal)."""
+def differences(a: Any, b: Any, path: str = "", ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Where two JSON-like values differ, as paths with both values (empty when equal).
+
+    Key order counts (the CSV's columns follow it); keys named in `ignore` are skipped.
+    """
     if isinstance(a, dict) and isinstance(b, dict):
         found = [] if list(a) == list(b) else [f"{path}: keys in another order (CSV columns follow it)"]
         for key in list(a) + [k for k in b if k not in a]:
+            if key in ignore:
+                continue
             if key not in a or key not in b:
                 found.append(f"{path}.{key}: only in {'first' if key in a else 'second'}")
             else:
-                found += differences(a[key], b[key], f"{path}.{key}")
+                found += differences(a[key], b[key], f"{path}.{key}", ignore)
         return found
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} items != {len(b)} items"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}[{i}]", ignore)]
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
 
 
@@ -789,10 +804,11 @@ def step_measure(params: dict[str, Any]) -> None:
         result["reference"] = {"revision": params["compare_with"]}
         for name, call in (("program_report", program_report), ("member_report", member_report)):
             ref_runs = params.get("reference_runs") or runs
-            figures, ref_report = _timed(lambda call=call: call(reference), ref_runs, params.get("postmaster"))
+            figures, _report = _timed(lambda call=call: call(reference), ref_runs, params.get("postmaster"))
             count, slowest = _queries(lambda call=call: call(reference))
-            mine = call()
-            diff = differences(ref_report, mine)
+            # Both at the same instant: open/overdue obligations and feed lags depend on it.
+            with mock.patch("django.utils.timezone.now", return_value=dt.datetime.now(dt.UTC)):
+                diff = differences(call(reference), call())
             result["reference"][name] = {
                 **figures,
                 "queries": count,
@@ -835,7 +851,8 @@ def http_timings(
             result[name] = {"seconds": seconds, "median": statistics.median(seconds), "bytes": len(body)}
             if name.endswith("json"):
                 expected = json.loads((report_dir / f"{name.split('_')[0]}_report.json").read_text())
-                diff = differences(expected, json.loads(body))
+                # Feed lags are counted in seconds up to the moment of the request.
+                diff = differences(expected, json.loads(body), ignore=frozenset({"lag_seconds"}))
                 result[name]["same_as_in_process"] = not diff
                 result[name]["differences"] = diff[:10]
         client.close()
@@ -929,7 +946,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--no-events", action="store_true", help="leave the event log empty (faster load)")
     parser.add_argument("--no-http", action="store_true", help="skip the gunicorn timings")
-    parser.add_argument("--compare-with", default=None, help="git revision whose exchange/reports.py must agree")
+    parser.add_argument(
+        "--compare-with", default=None, help="git revision (or file) whose exchange/reports.py must agree"
+    )
     parser.add_argument("--reference-runs", type=int, default=None, help="timed runs of the reference (default --runs)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN the slowest queries into bench/results/")
     args = parser.parse_args(argv)
