@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import pstats
+import re
 import secrets
 import shutil
 import signal
@@ -191,7 +192,8 @@ def machine_busy_seconds() -> float:
 
 class CpuMeter:
     """Where the cores went during a measurement: the named process trees, this process
-    (the client), and everything else on the machine (other users' work, the kernel).
+    (the client), its children that exited and were reaped meanwhile ("children", e.g. a
+    timed command), and everything else on the machine (other users' work, the kernel).
 
     Figures are in cores (CPU seconds per second of wall time), so on 2 cores they add
     up to at most 2; "other" well above 0 means the measurement was disturbed.
@@ -205,6 +207,7 @@ class CpuMeter:
         times = os.times()
         sample = {name: tree_cpu_seconds(pid, table) for name, pid in self.roots.items()}
         sample["client"] = times.user + times.system
+        sample["children"] = times.children_user + times.children_system
         sample["machine"] = machine_busy_seconds()
         return sample
 
@@ -297,24 +300,42 @@ class PostgresServer:
             return None
 
 
-def _postgres_settings(admin_url: str) -> dict[str, str]:
+def _postgres_settings(admin_url: str, extra: Sequence[str] = ()) -> dict[str, str]:
     import psycopg
 
+    names = list(dict.fromkeys([*POSTGRES_SETTINGS, *extra]))
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in POSTGRES_SETTINGS}  # type: ignore[index]
+        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in names}  # type: ignore[index]
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """NAME=VALUE strings (from --postgres-setting) as a dict."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_]+", name.strip()):
+            raise BenchError(f"--postgres-setting takes NAME=VALUE, e.g. shared_buffers=2GB; got {pair!r}")
+        settings[name.strip()] = value.strip()
+    return settings
 
 
 @contextlib.contextmanager
-def postgres_server(url: str | None, *, unsafe: bool = False) -> Iterator[PostgresServer]:
+def postgres_server(
+    url: str | None, *, unsafe: bool = False, settings: dict[str, str] | None = None
+) -> Iterator[PostgresServer]:
     """The server at `url`, or a private one on a spare port, stopped and deleted afterwards.
 
     config.devservices starts its clusters with fsync, synchronous_commit and
     full_page_writes off, which suits throwaway test databases but would flatter every
     write-heavy figure; unless `unsafe`, those three are set back to PostgreSQL's
     defaults with ALTER SYSTEM before anything is measured. Every other setting is
-    initdb's default.
+    initdb's default, unless `settings` (--postgres-setting) says otherwise; the server
+    is restarted if one of them needs it (shared_buffers does).
     """
+    settings = dict(settings or {})
     if url:
+        if settings:
+            raise BenchError("--postgres-setting applies only to the server the bench starts itself")
         admin = with_database(url, "postgres")
         yield PostgresServer(admin, _postgres_settings(admin), started_here=False)
         return
@@ -326,11 +347,22 @@ def postgres_server(url: str | None, *, unsafe: bool = False) -> Iterator[Postgr
     admin = with_database(devurl, "postgres")
     try:
         server = PostgresServer(admin, {}, started_here=True, stop=stop)
-        if not unsafe:
-            server.execute(*(f"ALTER SYSTEM SET {name} = {value}" for name, value in DURABLE_SETTINGS.items()))
+        wanted = {**({} if unsafe else DURABLE_SETTINGS), **settings}
+        if wanted:
+            quoted = {name: "'" + value.replace("'", "''") + "'" for name, value in wanted.items()}
+            server.execute(*(f"ALTER SYSTEM SET {name} = {value}" for name, value in quoted.items()))
             server.execute("SELECT pg_reload_conf()")
             time.sleep(0.5)  # the postmaster passes the reload on to new backends asynchronously
-        server.settings = _postgres_settings(admin)
+            import psycopg
+
+            with psycopg.connect(admin, autocommit=True) as conn:
+                pending = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()[0]  # type: ignore[index]
+            if pending:
+                log("restarting PostgreSQL for settings that need it")
+                stop()
+                devurl, stop = devservices.ensure_postgres(workdir, port)
+                server.stop = stop
+        server.settings = _postgres_settings(admin, list(settings))
         if not unsafe and any(server.settings[name] != value for name, value in DURABLE_SETTINGS.items()):
             raise BenchError(f"PostgreSQL did not take the durable settings: {server.settings}")
         yield server
@@ -892,6 +924,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
     parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument(
+        "--postgres-setting", action="append", default=[], metavar="NAME=VALUE", help="e.g. shared_buffers=2GB"
+    )
     parser.add_argument("--total", type=int, default=None, help=f"submissions per run (default {DEFAULT_TOTAL:,})")
     parser.add_argument("--batch", default=None, help="batch sizes, comma-separated (default 100,1000)")
     parser.add_argument("--clients", default=None, help="client threads, comma-separated (default 1,2)")
@@ -962,7 +997,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url = stack.enter_context(private_redis(workdir))
         pg = None
         if "postgres" in args.databases:
-            pg = stack.enter_context(postgres_server(args.postgres_url, unsafe=args.postgres_unsafe))
+            pg = stack.enter_context(
+                postgres_server(
+                    args.postgres_url, unsafe=args.postgres_unsafe, settings=parse_settings(args.postgres_setting)
+                )
+            )
             info["postgres"] = pg.settings
             log(f"PostgreSQL settings: {pg.settings}")
         for kind in args.databases:
