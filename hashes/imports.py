@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,8 +165,8 @@ def _import_chunk(chunk: list[tuple[str, str]], *, batch: ImportBatch, program: 
     ledger.lock()
     now = timezone.now()
     with connection.cursor() as cursor:
-        kinds = _load_temp_table(cursor, chunk)
-        listed = _insert_set_based(cursor, batch=batch, program=program, now=now, signal_types_=kinds)
+        distinct = _load_temp_table(cursor, chunk)
+        listed = _insert_set_based(cursor, batch=batch, program=program, now=now, distinct=distinct)
     listed.sort()
     events = []
     for start in range(0, len(listed), EVENT_GROUP_SIZE):
@@ -195,8 +196,8 @@ TEMP_TABLE = "hashes_import_chunk"
 IDS_TABLE = "hashes_import_ids"
 
 
-def _load_temp_table(cursor: Any, chunk: list[tuple[str, str]]) -> list[str]:
-    """Load the chunk's distinct pairs, sorted, into TEMP_TABLE; return its signal types.
+def _load_temp_table(cursor: Any, chunk: list[tuple[str, str]]) -> dict[str, int]:
+    """Load the chunk's distinct pairs, sorted, into TEMP_TABLE; return how many of each signal type.
 
     Sorted, so that new hashes enter the (signal_type, value) index in key order and
     touch each index page once; distinct, so that no statement needs DISTINCT (which
@@ -210,20 +211,25 @@ def _load_temp_table(cursor: Any, chunk: list[tuple[str, str]]) -> list[str]:
         )
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} "
-            "(id bigint, signal_type varchar(16), value varchar(64), status varchar(16)) ON COMMIT DELETE ROWS"
+            "(id bigint, signal_type varchar(16), value varchar(64), status varchar(16), new boolean) "
+            "ON COMMIT DELETE ROWS"
         )
+        # Empty already if the last chunk committed, but not when the import runs inside an
+        # outer transaction (tests do that), where the chunks are only savepoints.
+        cursor.execute(f"TRUNCATE {TEMP_TABLE}, {IDS_TABLE}")
         # Values are validated hex and type names, so tab-separated text needs no escaping.
         with cursor.copy(f"COPY {TEMP_TABLE} (signal_type, value) FROM STDIN") as copy:
             copy.write("".join(f"{kind}\t{value}\n" for kind, value in rows))
     else:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TEMP_TABLE} (signal_type text, value text)")
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (id integer, signal_type text, value text, status text)"
+            f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} "
+            "(id integer, signal_type text, value text, status text, new integer)"
         )
         cursor.execute(f"DELETE FROM {TEMP_TABLE}")
         cursor.execute(f"DELETE FROM {IDS_TABLE}")
         cursor.executemany(f"INSERT INTO {TEMP_TABLE} (signal_type, value) VALUES (%s, %s)", rows)
-    return sorted({kind for kind, _ in rows})
+    return dict(Counter(kind for kind, _ in rows))
 
 
 def _among(subquery: str) -> str:
@@ -239,46 +245,72 @@ def _among(subquery: str) -> str:
 
 
 def _insert_set_based(
-    cursor: Any, *, batch: ImportBatch, program: Program, now: dt.datetime, signal_types_: list[str]
+    cursor: Any, *, batch: ImportBatch, program: Program, now: dt.datetime, distinct: dict[str, int]
 ) -> list[tuple[int, str, str]]:
     """Upsert the chunk's hashes and listings; return (id, type, value) of newly listed ones.
 
     Steps:
     1. Insert hashes that do not exist yet.
-    2. Look up the id and status of every hash of the chunk, once (IDS_TABLE).
+    2. Note the id and status of every hash of the chunk, once (IDS_TABLE), and which
+       were created just now: on PostgreSQL those come back from the INSERT itself and
+       only the others are looked up.
     3. List the chunk's hashes in the program where they are not listed yet, and
        re-activate withdrawn listings; quarantined and retired hashes are left alone.
+       A hash created just now is listed nowhere, so its listing needs no conflict check.
     4. Hashes that were withdrawn everywhere and are listed again become active.
     """
     hash_table, listing_table = Hash._meta.db_table, Listing._meta.db_table
-    cursor.execute(
+    insert_hashes = (
         f"INSERT INTO {hash_table} (signal_type, value, status, status_reason, created_at, status_changed_at) "
         f"SELECT signal_type, value, %s, '', %s, %s FROM {TEMP_TABLE} WHERE true "
-        "ON CONFLICT (signal_type, value) DO NOTHING",
-        [Hash.Status.ACTIVE, now, now],
+        "ON CONFLICT (signal_type, value) DO NOTHING"
     )
-    for kind in signal_types_:
+    created = 0
+    if connection.vendor == "postgresql":
         cursor.execute(
-            f"INSERT INTO {IDS_TABLE} (id, signal_type, value, status) "
-            f"SELECT id, signal_type, value, status FROM {hash_table} WHERE signal_type = %s "
-            f"AND value {_among(f'SELECT value FROM {TEMP_TABLE} WHERE signal_type = %s')}",
-            [kind, kind],
+            f"WITH new AS ({insert_hashes} RETURNING id, signal_type, value, status) "
+            f"INSERT INTO {IDS_TABLE} (id, signal_type, value, status, new) "
+            "SELECT id, signal_type, value, status, true FROM new",
+            [Hash.Status.ACTIVE, now, now],
         )
+        created = cursor.rowcount
+    else:
+        cursor.execute(insert_hashes, [Hash.Status.ACTIVE, now, now])
+    if created < sum(distinct.values()):  # some existed before (on SQLite: all are looked up)
+        existed = (
+            f"SELECT c.value FROM {TEMP_TABLE} c WHERE c.signal_type = %s AND NOT EXISTS "
+            f"(SELECT 1 FROM {IDS_TABLE} i WHERE i.signal_type = c.signal_type AND i.value = c.value)"
+        )
+        for kind in distinct:
+            cursor.execute(
+                f"INSERT INTO {IDS_TABLE} (id, signal_type, value, status, new) "
+                f"SELECT id, signal_type, value, status, false FROM {hash_table} "
+                f"WHERE signal_type = %s AND value {_among(existed)}",
+                [kind, kind],
+            )
     eligible = [Hash.Status.ACTIVE, Hash.Status.WITHDRAWN]
     cursor.execute(
         f"UPDATE {listing_table} SET status = %s, changed_at = %s, import_batch_id = %s "
         f"WHERE program_id = %s AND status = %s "
-        f"AND hash_id {_among(f'SELECT id FROM {IDS_TABLE} WHERE status IN (%s, %s)')} RETURNING hash_id",
+        f"AND hash_id {_among(f'SELECT id FROM {IDS_TABLE} WHERE NOT new AND status IN (%s, %s)')} RETURNING hash_id",
         [Listing.Status.ACTIVE, now, batch.pk, program.pk, Listing.Status.WITHDRAWN, *eligible],
     )
     listed = {row[0] for row in cursor.fetchall()}
-    cursor.execute(
+    insert_listings = (
         f"INSERT INTO {listing_table} (hash_id, program_id, status, import_batch_id, created_at, changed_at) "
-        f"SELECT id, %s, %s, %s, %s, %s FROM {IDS_TABLE} WHERE status IN (%s, %s) "
-        "ON CONFLICT (hash_id, program_id) DO NOTHING RETURNING hash_id",
-        [program.pk, Listing.Status.ACTIVE, batch.pk, now, now, *eligible],
+        f"SELECT id, %s, %s, %s, %s, %s FROM {IDS_TABLE} "
     )
-    listed.update(row[0] for row in cursor.fetchall())
+    listing_values = [program.pk, Listing.Status.ACTIVE, batch.pk, now, now]
+    if created:
+        cursor.execute(insert_listings + "WHERE new RETURNING hash_id", listing_values)
+        listed.update(row[0] for row in cursor.fetchall())
+    if created < sum(distinct.values()):
+        cursor.execute(
+            insert_listings + "WHERE NOT new AND status IN (%s, %s) "
+            "ON CONFLICT (hash_id, program_id) DO NOTHING RETURNING hash_id",
+            [*listing_values, *eligible],
+        )
+        listed.update(row[0] for row in cursor.fetchall())
     if not listed:
         return []
     cursor.execute(f"SELECT id, signal_type, value, status FROM {IDS_TABLE}")
