@@ -503,6 +503,15 @@ def _post(port: int, token: str, body: bytes) -> tuple[float, dict[str, Any]]:
     return elapsed, json.loads(data)
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -520,28 +529,8 @@ def _proc_memory(pid: int) -> dict[str, int]:
     }
 
 
-def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """The whole path: N PDQ hashes imported into a fresh SQLite database, the snapshot built
-    from it, gunicorn with 2 sync workers, and single-query and 100-query requests."""
-    import shutil
-    import socket
-    from concurrent.futures import ThreadPoolExecutor
-
-    workdir = Path(args.workdir) / "api"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "MATCH_INDEX_DIR": str(workdir / "index"),
-        "API_RATE_LIMIT": "100000000/min",
-        "DEBUG": "1",
-        "ENV_FILE": "/dev/null",
-        "LOG_LEVEL": "WARNING",
-    }
-    rng = np.random.default_rng(args.seed)
-    codes = random_codes(rng, n)
-    print(f"\n== API, {n:,} PDQ hashes", flush=True)
+def _api_setup(env: dict[str, str], workdir: Path, codes: np.ndarray, n: int) -> tuple[str, float, float]:
+    """Migrate, create a program, a platform and its key, import the hashes, build the snapshot."""
     _manage(env, "migrate", "-v", "0")
     _manage(env, "program_create", "take-it-down", "--name", "Take It Down")
     _manage(env, "member_create", "bench", "--kind", "platform", "--program", "take-it-down")
@@ -576,6 +565,38 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
         [sys.executable, "-c", build], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"}, check=True
     )
     built = time.perf_counter() - t0
+    return token, imported, built
+
+
+def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """The whole path: N PDQ hashes imported into a fresh SQLite database, the snapshot built
+    from it, gunicorn with 2 sync workers, and single-query and 100-query requests."""
+    import shutil
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    workdir = Path(args.workdir) / "api"
+    reuse = args.api_reuse and (workdir / "db.sqlite3").exists()
+    if not reuse:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "MATCH_INDEX_DIR": str(workdir / "index"),
+        "API_RATE_LIMIT": "100000000/min",
+        "DEBUG": "1",
+        "ENV_FILE": "/dev/null",
+        "LOG_LEVEL": "WARNING",
+    }
+    rng = np.random.default_rng(args.seed)
+    codes = random_codes(rng, n)
+    print(f"\n== API, {n:,} PDQ hashes", flush=True)
+    imported = built = 0.0
+    if reuse:  # the database and snapshot of an earlier run with the same --seed and N
+        token = _manage(env, "credential_issue", "bench").strip().splitlines()[-1].strip()
+    else:
+        token, imported, built = _api_setup(env, workdir, codes, n)
     print(f"   imported in {imported:.1f} s, snapshot built from the database in {built:.1f} s", flush=True)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -611,6 +632,7 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
             _post(port, token, body)
         errors = 0
         latencies = []
+        cpu_before = _cpu_seconds(_worker_pids(server.pid))
         for body, target, distance in zip(single, targets, distances, strict=True):
             elapsed, answer = _post(port, token, body)
             latencies.append(elapsed)
@@ -618,8 +640,10 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
             if target >= 0:
                 want = (codes[target].tobytes().hex(), int(distance))
                 errors += (want in found) != (distance <= THRESHOLD)
+        server_cpu = _cpu_seconds(_worker_pids(server.pid)) - cpu_before
         result: dict[str, Any] = {
             "n": n,
+            "server_cpu_ms_per_request": server_cpu / len(single) * 1000,
             "import_seconds": imported,
             "snapshot_from_db_seconds": built,
             "single_p50_ms": float(np.percentile(latencies, 50) * 1000),
@@ -651,7 +675,8 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
         server.terminate()
         server.wait(timeout=30)
     print(
-        f"   single query: p50 {result['single_p50_ms']:.2f} ms p99 {result['single_p99_ms']:.2f} ms; "
+        f"   single query: p50 {result['single_p50_ms']:.2f} ms p99 {result['single_p99_ms']:.2f} ms "
+        f"(server CPU {result['server_cpu_ms_per_request']:.2f} ms per request); "
         f"{result['single_rps_c2']:.0f} req/s at 2 clients, {result['single_rps_c8']:.0f} at 8; "
         f"100-query batch p50 {result['batch100_p50_ms']:.1f} ms ({result['batch100_queries_per_s_c1']:.0f} q/s); "
         f"worker PSS {[m['pss_kb'] // 1024 for m in result['worker_memory']]} MiB; planted errors {errors}",
@@ -676,6 +701,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/hx-bench-match")
     parser.add_argument("--quick", action="store_true", help="100k random hashes, ours only")
     parser.add_argument("--api", type=int, nargs="*", default=None, help="also time the HTTP API at these sizes")
+    parser.add_argument("--api-reuse", action="store_true", help="reuse the database of an earlier --api run")
     args = parser.parse_args()
     if args.role == "worker":
         return worker(args)
