@@ -791,7 +791,7 @@ def step_measure(params: dict[str, Any]) -> None:
         figures, report = _timed(call, runs, params.get("postmaster"))
         count, slowest = _queries(call)
         result[name] = {**figures, "queries": count, "slowest": slowest}
-        Path(params["report_dir"], f"{name}.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+        Path(params["report_dir"], f"{name}.json").write_text(json.dumps(report, indent=1))
         if params.get("explain"):
             label = f"{connection.vendor}-{name}"
             result[name]["explain_file"] = _explain(slowest, label)
