@@ -8,10 +8,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.utils import timezone
 
-from members.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor
+from members.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
 
 from . import outcomes, services
 from .ledger import Event
@@ -127,17 +126,17 @@ def _decide_with_reason(
 ) -> HttpResponse | None:
     reason = request.POST.get("reason", "").strip()
     if "apply" not in request.POST or not reason:
-        return render(
+        return ask_reason(
+            modeladmin,
             request,
-            "admin/exchange/decide.html",
-            {
-                **modeladmin.admin_site.each_context(request),
-                "title": f"{decision.capitalize()} {queryset.count()} disputed hash(es)",
-                "decision": decision,
-                "action": request.POST["action"],
-                "objects": queryset,
-                "opts": modeladmin.model._meta,
-            },
+            summary=f"Decision: {decision}.",
+            lines=[
+                f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: {d.reporters} member(s) reported it "
+                "not violating"
+                for d in queryset
+            ],
+            selected=[d.pk for d in queryset],
+            button=str(decision).capitalize(),
         )
     for dispute in queryset:
         try:

@@ -14,10 +14,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.utils.html import format_html
 
-from members.admin import ReadOnlyAdmin, admin_actor
+from members.admin import ReadOnlyAdmin, admin_actor, ask_reason
 
 from . import services
 from .models import Hash, Listing, Submission, Withdrawal
@@ -56,17 +55,13 @@ class HashAdmin(ReadOnlyAdmin):
         if "apply" not in request.POST or not reason:
             if "apply" in request.POST:
                 self.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
-            return render(
+            return ask_reason(
+                self,
                 request,
-                "admin/hashes/set_status.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": f"{status.capitalize()} {queryset.count()} hash(es)",
-                    "status": status,
-                    "action": request.POST["action"],
-                    "hashes": queryset,
-                    "opts": self.model._meta,
-                },
+                summary=f"These hashes will be {status}.",
+                lines=[f"{h.signal_type} {h.value} ({h.status})" for h in queryset],
+                selected=[h.pk for h in queryset],
+                button=str(status).capitalize(),
             )
         done = 0
         for row in queryset:

@@ -11,7 +11,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from exchange.ledger import Actor
 
@@ -44,6 +45,32 @@ class NoAddDeleteAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def ask_reason(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    summary: str,
+    lines: list[str],
+    selected: list[int],
+    button: str,
+) -> HttpResponse:
+    """The intermediate page of an admin action that needs a reason (it is recorded in the log)."""
+    return render(
+        request,
+        "admin/reason_form.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": summary,
+            "summary": summary,
+            "lines": lines,
+            "selected": selected,
+            "action": request.POST["action"],
+            "button": button,
+            "opts": modeladmin.model._meta,
+        },
+    )
 
 
 def _report_errors(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: ValidationError) -> None:
