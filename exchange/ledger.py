@@ -161,7 +161,12 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["subject_type", "subject_id"]), models.Index(fields=["program", "seq"])]
+        indexes = [
+            models.Index(fields=["subject_type", "subject_id"]),
+            models.Index(fields=["program", "seq"]),
+            # Reports and the dashboard count a program's events of a kind over a period.
+            models.Index(fields=["program", "kind", "created_at"], name="event_program_kind_time"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} {self.subject_type}:{self.subject_id}"
