@@ -5,7 +5,7 @@
 - A member may report only on a hash it was sent: the hash was distributed in the
   program (a `hash.added`, or an operator's import) and the member's position in the
   log — its feed cursor, or the cursor of a webhook endpoint that receives additions —
-  is at or past that event.
+  is at or past that event, or a `POST /api/v1/match` answered it with the hash.
 - When a hash is withdrawn in a program, every member that was sent it owes a
   `deleted_after_withdrawal` outcome within the program's deadline. The obligations
   projector reads `hash.withdrawn` events from the log (with its own cursor, so none is
@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from hashes import services as hash_services
 from hashes import signal_types
-from hashes.models import Hash, Listing, Submission
+from hashes.models import Hash, Listing, MatchCount, Submission
 from members.models import Enrollment, Member, Program
 
 from . import ledger
@@ -275,11 +275,18 @@ def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
             kept.append(item)
     distributed = distribution_seqs((i.hash.pk, i.program.pk) for i in kept)
     position = positions([member.pk]).get(member.pk, 0)
+    # A platform that does not hold the lists asks POST /api/v1/match instead; a hash that
+    # a match answered it with was sent to it just the same.
+    matched = set(
+        MatchCount.objects.filter(member=member, hash_id__in={i.hash.pk for i in kept}).values_list(
+            "hash_id", flat=True
+        )
+    )
     enrolled = set(Enrollment.objects.filter(member=member).values_list("program_id", flat=True))
     sent = []
     for item in kept:
         seq = distributed.get((item.hash.pk, item.program.pk))
-        if item.program.pk not in enrolled or seq is None or position < seq:
+        if item.program.pk not in enrolled or seq is None or (position < seq and item.hash.pk not in matched):
             _reject(item, "hash_not_sent", f"this hash was not sent to you in {item.program.slug!r}", 403)
             continue
         item.result.hash_id = item.hash.pk

@@ -257,3 +257,14 @@ def test_feed_entries_carry_the_feedback_too(shared_hash: dict, platform_b: Call
     program.save()
     entries = platform_b.client.get("/api/v1/feed?after=0").json()["entries"]
     assert "feedback" not in next(e for e in entries if e["kind"] == "hash.added")
+
+
+def test_a_platform_that_only_asks_match_can_report_on_what_matched(signer_a: Signer, program: Program) -> None:
+    matcher = make_caller(make_member("match-only", "platform", program))
+    value = random_pdq()
+    hash_id = signer_a.submit(signer_a.submission(value)).json()["results"][0]["hash_id"]
+    item = outcome(hash_id, "removed", "m-1")
+    assert report(matcher, item)["results"][0]["error"]["code"] == "hash_not_sent"
+    answer = matcher.client.post("/api/v1/match", {"queries": [{"signal_type": "pdq", "value": value}]}, format="json")
+    assert [m["hash_id"] for m in answer.json()["results"][0]["matches"]] == [hash_id]
+    assert report(matcher, item)["accepted"] == 1
