@@ -503,6 +503,20 @@ def _post(port: int, token: str, body: bytes) -> tuple[float, dict[str, Any]]:
     return elapsed, json.loads(data)
 
 
+def _fresh_postgres_database(url: str) -> None:
+    """Drop and create the database named in `url` (connecting to `postgres` on that server)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by these processes."""
     total = 0
@@ -569,26 +583,30 @@ def _api_setup(env: dict[str, str], workdir: Path, codes: np.ndarray, n: int) ->
 
 
 def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """The whole path: N PDQ hashes imported into a fresh SQLite database, the snapshot built
-    from it, gunicorn with 2 sync workers, and single-query and 100-query requests."""
+    """The whole path: N PDQ hashes imported into a fresh database (SQLite, or PostgreSQL with
+    --api-postgres), the snapshot built from it, gunicorn with 2 sync workers (DEBUG off), and
+    single-query and 100-query requests."""
     import shutil
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
-    workdir = Path(args.workdir) / "api"
-    reuse = args.api_reuse and (workdir / "db.sqlite3").exists()
+    workdir = Path(args.workdir) / ("api-postgres" if args.api_postgres else "api")
+    reuse = args.api_reuse and (workdir / "index").exists()
     if not reuse:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "DATABASE_URL": args.api_postgres or f"sqlite:///{workdir / 'db.sqlite3'}",
         "MATCH_INDEX_DIR": str(workdir / "index"),
         "API_RATE_LIMIT": "100000000/min",
-        "DEBUG": "1",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-" + os.urandom(16).hex(),
         "ENV_FILE": "/dev/null",
         "LOG_LEVEL": "WARNING",
     }
+    if args.api_postgres and not reuse:
+        _fresh_postgres_database(args.api_postgres)
     rng = np.random.default_rng(args.seed)
     codes = random_codes(rng, n)
     print(f"\n== API, {n:,} PDQ hashes", flush=True)
@@ -702,6 +720,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k random hashes, ours only")
     parser.add_argument("--api", type=int, nargs="*", default=None, help="also time the HTTP API at these sizes")
     parser.add_argument("--api-reuse", action="store_true", help="reuse the database of an earlier --api run")
+    parser.add_argument(
+        "--api-postgres", default="", help="time the API on this PostgreSQL database URL (dropped and recreated)"
+    )
     args = parser.parse_args()
     if args.role == "worker":
         return worker(args)
