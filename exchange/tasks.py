@@ -10,7 +10,9 @@ import logging
 import threading
 import time
 
+import redis
 from celery import current_app, shared_task
+from django.conf import settings
 
 from config.health import HEARTBEAT_KEY, redis_client
 
@@ -39,9 +41,45 @@ def wake_delivery() -> None:
         logger.warning("could not queue webhook fan-out (%s); the periodic sweep will deliver", exc)
 
 
+# Every commit wakes every free endpoint, and an endpoint is free until its queued task
+# starts; so during a stream of commits each endpoint had a task queued per commit, each
+# of which found the endpoint claimed or up to date, and the useless tasks outnumbered the
+# deliveries. A mark in Redis says a task is queued: it is set when one is, and cleared
+# when it starts (a task that starts later sees every event committed before it). A mark
+# whose task was lost (a publish lost while Redis restarts) lives one sweep interval, so
+# such a loss costs at most one more sweep.
+_QUEUED_KEY = "hx:webhooks:queued:{}"
+
+
+def _queued_seconds() -> int:
+    return max(1, round(settings.WEBHOOK_SWEEP_SECONDS))
+
+
+def _unmark(endpoint_id: int) -> None:
+    try:
+        redis_client().delete(_QUEUED_KEY.format(endpoint_id))
+    except redis.RedisError:
+        pass  # the mark expires by itself
+
+
 def _dispatch(endpoint_ids: list[int]) -> None:
-    for endpoint_id in endpoint_ids:
-        deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+    """Queue a delivery task for each endpoint that has none queued yet."""
+    if not endpoint_ids:
+        return
+    ttl = _queued_seconds()
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for endpoint_id in endpoint_ids:
+            pipe.set(_QUEUED_KEY.format(endpoint_id), 1, nx=True, ex=ttl)
+        unqueued = [endpoint_id for endpoint_id, marked in zip(endpoint_ids, pipe.execute(), strict=True) if marked]
+    except redis.RedisError:
+        unqueued = list(endpoint_ids)  # publishing will tell whether Redis is really gone
+    for endpoint_id in unqueued:
+        try:
+            deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+        except Exception:
+            _unmark(endpoint_id)
+            raise
 
 
 @shared_task(name="exchange.tasks.fanout", ignore_result=True)
@@ -56,9 +94,10 @@ def fanout() -> int:
 @shared_task(name="exchange.tasks.deliver_endpoint", ignore_result=True, acks_late=True)
 def deliver_endpoint(endpoint_id: int) -> int:
     """Drain one endpoint; requeue itself if its time budget ran out with work left."""
+    _unmark(endpoint_id)
     result = services.deliver_endpoint(endpoint_id)
     if result.more:
-        deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+        _dispatch([endpoint_id])
     return result.sent
 
 
