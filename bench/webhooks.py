@@ -507,7 +507,7 @@ def celery_workers(env: dict[str, str], *, processes: int, concurrency: int, log
                             "--without-heartbeat",
                             "-n",
                             f"bench{number}-{os.getpid()}@%h",
-                        ],  # fmt: skip
+                        ],
                         cwd=ROOT,
                         env=env,
                         stdin=subprocess.DEVNULL,
@@ -579,7 +579,16 @@ def produce(
     """Make the run's events in a child process; returns its answer (ids, seqs, times) and its file."""
     out_file = dbs.workdir / "produced.json"
     run_python(
-        [__file__, "_produce", source, str(events), str(args.submit_batch), template.key_file, str(out_file)],
+        [
+            __file__,
+            "_produce",
+            source,
+            str(events),
+            str(args.submit_batch),
+            template.key_file,
+            str(out_file),
+            str(args.rate),
+        ],
         dbs.env(name, broker_db=broker_db),
         what="making the events",
     )
@@ -732,8 +741,12 @@ def step_prepare(urls_file: str, out_file: str) -> None:
     print(json.dumps({"events": Event.objects.count(), "key_file": str(key_file)}))
 
 
-def step_produce(source: str, total: int, batch: int, key_file: str, out_file: str) -> None:
-    """Make `total` hash entries for the receivers; write their hash ids, seqs and timing."""
+def step_produce(source: str, total: int, batch: int, key_file: str, out_file: str, rate: float) -> None:
+    """Make `total` hash entries for the receivers; write their hash ids, seqs and timing.
+
+    With a `rate` (entries/s, submissions only), batches are paced to it, so that a live
+    run measures the latency of a steady stream rather than of draining a burst.
+    """
     _django()
     from django.core.management import call_command
 
@@ -774,6 +787,8 @@ def step_produce(source: str, total: int, batch: int, key_file: str, out_file: s
         started = time.monotonic()
         started_at = time.time()
         for start in range(0, total, batch):
+            if rate > 0:
+                time.sleep(max(0.0, started + start / rate - time.monotonic()))
             results = hash_services.submissions_create(member=member, items=envelopes[start : start + batch])
             if any(r.status != "accepted" for r in results):
                 raise BenchError(f"a submission was not accepted: {[r.as_dict() for r in results][:3]}")
@@ -929,7 +944,7 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
 INTERNAL_STEPS: dict[str, Callable[[list[str]], None]] = {
     "_receivers": lambda argv: serve_receivers(argv[0]),
     "_prepare": lambda argv: step_prepare(argv[0], argv[1]),
-    "_produce": lambda argv: step_produce(argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]),
+    "_produce": lambda argv: step_produce(argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4], float(argv[5])),
     "_check": lambda argv: step_check(argv[0]),
     "_profile": lambda argv: step_profile(int(argv[0]), int(argv[1]), argv[2]),
 }
@@ -955,6 +970,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="16", help="threads per worker, comma-separated (default 16)")
     parser.add_argument("--batch-size", default="100", help="WEBHOOK_BATCH_SIZE values, comma-separated")
     parser.add_argument("--submit-batch", type=int, default=100, help="submissions per transaction (default 100)")
+    parser.add_argument("--rate", type=float, default=0.0, help="live submissions per second (default: flat out)")
     parser.add_argument("--slow-ms", type=int, default=50, help="answer time of the slow half of receivers")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a run may take")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ENDPOINTS} endpoints x {QUICK_EVENTS} events")
