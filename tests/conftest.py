@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from exchange.ledger import Actor
@@ -30,6 +32,13 @@ from members.models import ApiCredential, Member, Program
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = Actor.operator("tests")
+
+# Property tests check what holds, not how fast: on a loaded CI machine hypothesis's
+# per-example deadline and its "generation is slow" check would fail tests that are right.
+hypothesis_settings.register_profile(
+    "hashexchange", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors]
+)
+hypothesis_settings.load_profile("hashexchange")
 
 
 @pytest.fixture(scope="session", autouse=True)
