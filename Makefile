@@ -18,7 +18,7 @@ help:
 	@echo "make run            start the exchange on 127.0.0.1:\$$PORT (8000) with Redis, a worker and beat"
 	@echo "make test           the test suite on SQLite and PostgreSQL (ARGS=... for pytest)"
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
-	@echo "make lint / fmt     ruff check and format check / fix and format"
+	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
 	@echo "make bench          run bench/*.py --quick"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
@@ -57,6 +57,7 @@ lint: venv
 	@status=0; \
 	$(RUFF) check . || status=1; \
 	$(RUFF) format --check . || status=1; \
+	$(VENV)/bin/lint-imports --no-cache || status=1; \
 	exit $$status
 
 fmt: venv

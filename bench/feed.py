@@ -235,7 +235,7 @@ def step_prepare(data: str, count: int, workdir: str) -> None:
     _django()
     from django.core.management import call_command
 
-    from exchange.ledger import Actor, Event
+    from core.ledger import Actor, Event
     from hashes import services as hash_services
     from members import services
     from members.models import Member
@@ -294,12 +294,13 @@ def step_prepare(data: str, count: int, workdir: str) -> None:
 def step_expected(out_file: str) -> None:
     """The seqs the reader may see and how many entries they expand to (from the database)."""
     _django()
-    from exchange.feed import IMPORTED, receiving_programs, visible_events
+    from exchange.feed import IMPORTED, visible_events
     from members.models import Member
+    from members.selectors import receiving_program_slugs
 
     reader = Member.objects.get(slug=READER)
     seqs, entries = [], 0
-    query = visible_events(programs=receiving_programs(reader), after=0)
+    query = visible_events(programs=receiving_program_slugs(member=reader), after=0)
     for seq, kind, data in query.values_list("seq", "kind", "data").iterator(chunk_size=2000):
         seqs.append(seq)
         entries += len(data["hash_ids"]) if kind == IMPORTED else 1
@@ -313,14 +314,15 @@ def step_queries(limit: int, token: str) -> None:
     from django.test.utils import CaptureQueriesContext
     from rest_framework.test import APIClient
 
-    from exchange.feed import receiving_programs, visible_events
+    from exchange.feed import visible_events
     from members.models import Member
+    from members.selectors import receiving_program_slugs
 
     reader = Member.objects.get(slug=READER)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     counts: dict[str, int] = {}
-    seqs = list(visible_events(programs=receiving_programs(reader), after=0).values_list("seq", flat=True))
+    seqs = list(visible_events(programs=receiving_program_slugs(member=reader), after=0).values_list("seq", flat=True))
     for name, after in (("first", 0), ("middle", seqs[len(seqs) // 2]), ("last", seqs[max(0, len(seqs) - 2)])):
         with CaptureQueriesContext(connection) as queries:
             response = client.get(f"/api/v1/feed?after={after}&limit={limit}")

@@ -265,7 +265,7 @@ def step_verify(size: int) -> None:
     from django.db import connection
     from django.db.models import Count, Max
 
-    from exchange.ledger import Event
+    from core.ledger import Event
     from hashes.models import Hash, ImportBatch, Listing
 
     problems: list[str] = []
@@ -327,8 +327,8 @@ def step_profile(path: str, output: str, cprofile: bool) -> None:
     _django()
     from django.db import connection
 
-    from exchange import ledger
-    from exchange.ledger import Actor
+    from core import ledger
+    from core.ledger import Actor
     from hashes import imports
     from members.models import Program
 

@@ -229,7 +229,7 @@ def step_load(params: dict[str, Any]) -> None:
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from exchange.ledger import Actor
+    from core.ledger import Actor
     from members import services
     from members.models import Member
 
@@ -303,7 +303,7 @@ def generate(spec: Spec, end: dt.datetime, program: Any, members: list[Any], sin
     Times are integer microseconds after the period's start while generating, so that both
     databases get exactly the same instants.
     """
-    from exchange.ledger import Event, leaf_bytes, leaf_hash
+    from core.ledger import Event, leaf_bytes, leaf_hash
     from exchange.models import Delivery, DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
     from hashes.models import Hash, Listing
 
@@ -622,7 +622,7 @@ def generate(spec: Spec, end: dt.datetime, program: Any, members: list[Any], sin
 
 
 def _format(value: dt.datetime) -> str:
-    from exchange.ledger import format_time
+    from core.ledger import format_time
 
     return format_time(value)
 

@@ -773,7 +773,7 @@ def step_prepare(public_key: str) -> None:
     _django()
     from django.core.management import call_command
 
-    from exchange.ledger import Actor, Event
+    from core.ledger import Actor, Event
     from members import services
     from members.models import Member
 
@@ -792,8 +792,8 @@ def step_verify(total: int, setup_events: int, ids_file: str) -> None:
     _django()
     from django.db.models import Count, Max
 
-    from exchange import ledger
-    from exchange.ledger import Event
+    from core import ledger
+    from core.ledger import Event
     from hashes.models import Hash, Listing, Submission
 
     ids = json.loads(Path(ids_file).read_text())
@@ -835,10 +835,11 @@ def step_profile(batch: int, rounds: int, output: str) -> None:
     _django()
     from django.db import connection
 
-    from exchange import ledger
-    from exchange.ledger import Actor
+    from core import ledger
+    from core.ledger import Actor
     from hashes import envelopes
     from hashes import services as hash_services
+    from hashes.services import store, submissions
     from members import services
     from members.models import Member
 
@@ -871,13 +872,12 @@ def step_profile(batch: int, rounds: int, output: str) -> None:
 
     hash_services.submissions_create(member=member, items=envelopes_for(batch))  # warm-up
     timed(envelopes, "verify", "  Ed25519 verification (envelopes.verify)")
-    timed(hash_services, "_check_submission", "checks: signature, payload, time, program")
-    timed(hash_services, "_drop_repeats", "repeats: stored digests and nonces (2 queries)")
-    timed(hash_services, "_store_submissions", "store: transaction under the ledger lock")
+    timed(submissions, "_check_submission", "checks: signature, payload, time, program")
+    timed(submissions, "_drop_repeats", "repeats: stored digests and nonces (2 queries)")
+    timed(submissions, "submissions_store", "store: transaction under the ledger lock")
     timed(ledger, "record_many", "  ledger.record_many")
-    for attribute, label in (("_hashes_for", "  hashes: look up, create missing"), ("_insert", "  multi-row INSERTs")):
-        if hasattr(hash_services, attribute):  # helpers of the current services.py, if it has them
-            timed(hash_services, attribute, label)
+    timed(store, "hashes_for", "  hashes: look up, create missing")
+    timed(store, "insert_rows", "  multi-row INSERTs")
     total = cpu = 0.0
     for _ in range(rounds):
         items = envelopes_for(batch)

@@ -710,9 +710,9 @@ def step_prepare(urls_file: str, out_file: str) -> None:
     _django()
     from django.core.management import call_command
 
+    from core.ledger import Actor, Event
     from exchange import crypto
     from exchange import services as exchange_services
-    from exchange.ledger import Actor, Event
     from members import services
     from members.models import Member
 
@@ -750,7 +750,7 @@ def step_produce(source: str, total: int, batch: int, key_file: str, out_file: s
     _django()
     from django.core.management import call_command
 
-    from exchange.ledger import Event
+    from core.ledger import Event
     from hashes import services as hash_services
     from members.models import Member
 

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import time
 
-import redis
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-HEARTBEAT_KEY = "hx:celery:heartbeat"
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
-        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
-    )
+from core.redis import HEARTBEAT_KEY, redis_client
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from .api import PROBLEM_CONTENT_TYPE, too_large_body
+from core.problems import PROBLEM_CONTENT_TYPE, too_large_body
 
 
 class BodySizeLimitMiddleware:

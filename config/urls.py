@@ -8,10 +8,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.problems import problem
 from exchange.dashboard import dashboard
 
 from . import health
-from .api import problem
 
 admin.site.site_header = "Hash exchange administration"
 admin.site.site_title = "Hash exchange"

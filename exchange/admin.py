@@ -5,26 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from members.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
+from core.problems import Problem
 
 from . import outcomes, services
-from .ledger import Event
 from .models import Delivery, DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
-
-
-@admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
-    list_display = ["seq", "kind", "program", "subject_type", "subject_id", "actor_type", "actor_id", "created_at"]
-    list_filter = ["kind", "program", "actor_type", "subject_type"]
-    search_fields = ["subject_id", "actor_id", "kind"]
-    date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Event._meta.fields]
-    show_full_result_count = False  # counting a large log on every page view is slow
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -141,7 +130,7 @@ def _decide_with_reason(
     for dispute in queryset:
         try:
             outcomes.dispute_decide(dispute=dispute, decision=decision, reason=reason, actor=admin_actor(request))
-        except ValidationError as exc:
+        except Problem as exc:
             modeladmin.message_user(request, f"{dispute}: {'; '.join(exc.messages)}", level=messages.ERROR)
     modeladmin.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
     return None

@@ -17,13 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.ledger import Event, format_time
 from hashes import api as hashes_api
 from members.api import member_actor
 from members.models import Member, Program, Scope
 
 from . import crypto, outcomes, reports, services
 from .feed import feed_page
-from .ledger import Event, format_time
 from .models import Dispute, Obligation, WebhookEndpoint
 from .serializers import (
     EventPageSerializer,

@@ -10,7 +10,9 @@ class ExchangeConfig(AppConfig):
     verbose_name = "Exchange"
 
     def ready(self) -> None:
-        from . import ledger, tasks
+        from core import ledger
+
+        from . import tasks
 
         if tasks.wake_delivery not in ledger.after_commit_hooks:
             ledger.after_commit_hooks.append(tasks.wake_delivery)

@@ -18,10 +18,10 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from core.ledger import Event
 from members.models import Program
 
 from . import reports
-from .ledger import Event
 from .models import Outcome
 
 PERIODS = {"7": 7, "30": 30, "90": 90}

@@ -19,22 +19,20 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
-import json
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from django.db import connection
 from django.db.models import Count, Q
-from django.db.models.expressions import RawSQL
 
+from core.ledger import Event, format_time
+from core.sql import values_in
 from hashes.models import Hash, ImportBatch, Submission, Withdrawal
-from hashes.selectors import RECEIVING_STATES
-from members.models import Enrollment, Member
+from members.models import Member
+from members.selectors import receiving_program_slugs
 
-from .ledger import Event, format_time
 from .models import Outcome
 
 HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
@@ -44,8 +42,6 @@ FEED_KINDS = HASH_KINDS + KEY_KINDS
 IMPORTED = "hashes.imported"
 MAX_LIMIT = 5000
 EVENT_SLICE = 1000
-# Up to this many ids an `__in` lookup binds one parameter each; above, one JSON array.
-SMALL_IN = 20
 
 
 class EventRow(NamedTuple):
@@ -101,33 +97,11 @@ class EntryCache:
             self._size = 0
 
 
-def ids_in(ids: Collection[int]) -> Any:
-    """The right-hand side of `field__in` for integer ids, cheap for thousands of them.
-
-    Django compiles one placeholder per value (a 5,000-entry page spent more time there
-    than in the database); above SMALL_IN ids this is one JSON array parameter that
-    the database unpacks (json_each on SQLite, jsonb_array_elements_text on PostgreSQL).
-    """
-    if len(ids) <= SMALL_IN or connection.vendor not in ("sqlite", "postgresql"):
-        return list(ids)
-    payload = json.dumps(list(ids))
-    if connection.vendor == "postgresql":
-        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", [payload])
-    return RawSQL("SELECT value FROM json_each(%s)", [payload])
-
-
 @dataclass
 class FeedPage:
     entries: list[dict[str, Any]]
     next: int
     has_more: bool
-
-
-def receiving_programs(member: Member) -> list[str]:
-    """Programs whose events the member is sent: opted in, paused or lapsed (not opted out)."""
-    return list(
-        Enrollment.objects.filter(member=member, state__in=RECEIVING_STATES).values_list("program__slug", flat=True)
-    )
 
 
 def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] | None = None) -> Any:
@@ -174,7 +148,7 @@ def feed_page(
     An imported group (up to 1,000 hashes in one event) is never split across pages, so
     a page can exceed `limit` by the size of one group; the cursor stays a sequence number.
     """
-    programs = receiving_programs(member) if programs is None else programs
+    programs = receiving_program_slugs(member=member) if programs is None else programs
     chosen: list[EventRow] = []
     count, cursor, has_more = 0, after, False
     # Fetched in slices, so a page of imported groups (1,000 hashes each) reads a few
@@ -229,9 +203,9 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
     withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
     imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
     import_ids = {e.data["import_id"] for e in events if e.kind == IMPORTED}
-    envelopes = dict(Submission.objects.filter(pk__in=ids_in(submission_ids)).values_list("pk", "envelope"))
-    withdrawals = dict(Withdrawal.objects.filter(pk__in=ids_in(withdrawal_ids)).values_list("pk", "envelope"))
-    imported_rows = Hash.objects.filter(pk__in=ids_in(imported_ids)).values_list("pk", "signal_type", "value")
+    envelopes = dict(Submission.objects.filter(pk__in=values_in(submission_ids)).values_list("pk", "envelope"))
+    withdrawals = dict(Withdrawal.objects.filter(pk__in=values_in(withdrawal_ids)).values_list("pk", "envelope"))
+    imported_rows = Hash.objects.filter(pk__in=values_in(imported_ids)).values_list("pk", "signal_type", "value")
     imported = {pk: (signal_type, value) for pk, signal_type, value in imported_rows}
     sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
     by_event: dict[int, list[dict[str, Any]]] = {}
@@ -298,7 +272,7 @@ def feedback_by_hash(hash_ids: set[int], programs: set[str]) -> dict[tuple[int, 
     if not hash_ids or not programs:
         return {}
     rows = Outcome.objects.filter(
-        hash_id__in=ids_in(hash_ids), program__slug__in=list(programs), program__share_feedback=True
+        hash_id__in=values_in(hash_ids), program__slug__in=list(programs), program__share_feedback=True
     )
     found: dict[tuple[int, str], dict[str, int]] = {}
     for hash_id, slug, kind, reports in rows.values_list("hash_id", "program__slug", "kind").annotate(n=Count("id")):

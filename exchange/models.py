@@ -12,9 +12,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from core.ledger import Event
 from members.models import Member
-
-from .ledger import Event
 
 __all__ = [
     "Delivery",

@@ -26,18 +26,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from hashexchange_client import signal_types
 
+from core import ledger
+from core.ledger import Actor, Event, NewEvent
+from core.problems import Problem
 from hashes import services as hash_services
-from hashes import signal_types
 from hashes.models import Hash, Listing, MatchCount, Submission
 from members.models import Enrollment, Member, Program
+from members.selectors import receivers_by_program
 
-from . import ledger
 from .feed import feedback_by_hash
-from .ledger import Actor, Event, NewEvent
 from .models import Dispute, FeedCursor, Obligation, Outcome, Projection, WebhookEndpoint
 
 MAX_BATCH = 1000
@@ -52,13 +53,6 @@ PERSONAL_FIELDS = {
     "user", "user_id", "userid", "uid", "account", "account_id", "username", "email", "phone", "ip", "ip_address",
     "url", "uri", "content", "image", "video", "media", "file", "filename", "name", "device_id", "post_id",
 }  # fmt: skip
-RECEIVING_STATES = (Enrollment.State.OPTED_IN, Enrollment.State.PAUSED, Enrollment.State.LAPSED)
-
-
-class OutcomeRejection(ValueError):
-    def __init__(self, code: str, detail: str, status: int = 400) -> None:
-        super().__init__(detail)
-        self.code, self.detail, self.status = code, detail, status
 
 
 @dataclass
@@ -67,7 +61,7 @@ class OutcomeResult:
     status: str = "rejected"
     outcome_id: int | None = None
     hash_id: int | None = None
-    error: OutcomeRejection | None = None
+    error: Problem | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,47 +94,45 @@ class _Parsed:
 
 def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
     if not isinstance(item, dict):
-        raise OutcomeRejection("malformed", "each outcome is a JSON object")
+        raise Problem("malformed", "each outcome is a JSON object")
     personal = sorted(k for k in item if k.lower() in PERSONAL_FIELDS)
     if personal:
-        raise OutcomeRejection(
+        raise Problem(
             "personal_data_refused",
             f"outcomes carry counts only, no content and no user identifiers: remove {', '.join(personal)}",
         )
     unknown = sorted(set(item) - FIELDS)
     if unknown:
-        raise OutcomeRejection(
-            "malformed", f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}"
-        )
+        raise Problem("malformed", f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}")
     kind = item.get("kind")
     if kind not in Outcome.Kind.values:
-        raise OutcomeRejection("unknown_kind", f"kind must be one of {', '.join(Outcome.Kind.values)}")
+        raise Problem("unknown_kind", f"kind must be one of {', '.join(Outcome.Kind.values)}")
     program = item.get("program")
     if not isinstance(program, str) or not program:
-        raise OutcomeRejection("malformed", "program (a slug) is required")
+        raise Problem("malformed", "program (a slug) is required")
     client_ref = item.get("client_ref")
     if not isinstance(client_ref, str) or not _CLIENT_REF.fullmatch(client_ref):
-        raise OutcomeRejection("malformed", "client_ref is required: 1-100 characters of A-Z a-z 0-9 . _ : -")
+        raise Problem("malformed", "client_ref is required: 1-100 characters of A-Z a-z 0-9 . _ : -")
     raw_time = item.get("occurred_at")
     try:
         occurred_at = dt.datetime.fromisoformat(raw_time) if isinstance(raw_time, str) else None
     except ValueError:
         occurred_at = None
     if occurred_at is None or occurred_at.tzinfo is None:
-        raise OutcomeRejection("malformed", "occurred_at must be an RFC 3339 time with a zone")
+        raise Problem("malformed", "occurred_at must be an RFC 3339 time with a zone")
     if occurred_at > now + dt.timedelta(seconds=settings.SUBMISSION_CLOCK_SKEW_SECONDS):
-        raise OutcomeRejection("future_time", "occurred_at is in the future; report what has happened")
+        raise Problem("future_time", "occurred_at is in the future; report what has happened")
     count = item.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-        raise OutcomeRejection("malformed", "count must be a whole number from 1 up")
+        raise Problem("malformed", "count must be a whole number from 1 up")
     tags = item.get("tags", [])
     if not isinstance(tags, list) or len(tags) > MAX_TAGS:
-        raise OutcomeRejection("malformed", f"tags must be a list of at most {MAX_TAGS} short strings")
+        raise Problem("malformed", f"tags must be a list of at most {MAX_TAGS} short strings")
     for tag in tags:
         if not isinstance(tag, str) or not _TAG.fullmatch(tag):
-            raise OutcomeRejection("malformed", f"tag {tag!r} must be 1-40 characters of a-z 0-9 _ . : -")
+            raise Problem("malformed", f"tag {tag!r} must be 1-40 characters of a-z 0-9 _ . : -")
         if _LONG_NUMBER.search(tag):
-            raise OutcomeRejection("personal_data_refused", f"tag {tag!r} looks like an identifier; tags are labels")
+            raise Problem("personal_data_refused", f"tag {tag!r} looks like an identifier; tags are labels")
     parsed = _Parsed(
         result=OutcomeResult(index=index),
         program_slug=program,
@@ -152,14 +144,14 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
     )
     if "hash_id" in item:
         if isinstance(item["hash_id"], bool) or not isinstance(item["hash_id"], int):
-            raise OutcomeRejection("malformed", "hash_id must be an integer")
+            raise Problem("malformed", "hash_id must be an integer")
         parsed.hash_id = item["hash_id"]
     else:
         try:
             kind_ = signal_types.get(item.get("signal_type"))
             parsed.signal = (kind_.name, kind_.validate(item.get("value")))
         except signal_types.SignalValueError as exc:
-            raise OutcomeRejection("invalid_hash", f"give hash_id, or signal_type and value: {exc}") from None
+            raise Problem("invalid_hash", f"give hash_id, or signal_type and value: {exc}") from None
     return parsed
 
 
@@ -238,7 +230,7 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
         try:
             parsed.append(_parse(index, item, now))
             parsed[-1].result = results[index]
-        except OutcomeRejection as rejection:
+        except Problem as rejection:
             results[index].error = rejection
     fresh, twins = _drop_repeats(member, _resolve(member, parsed))
     if fresh:
@@ -249,7 +241,7 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
 
 
 def _reject(item: _Parsed, code: str, detail: str, status: int = 400) -> None:
-    item.result.error = OutcomeRejection(code, detail, status)
+    item.result.error = Problem(code, detail, status)
 
 
 def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
@@ -455,13 +447,13 @@ def _hash_data(row: Hash) -> dict[str, Any]:
 def dispute_decide(*, dispute: Dispute, decision: str, reason: str, actor: Actor) -> Dispute:
     """An admin ends a dispute: `restored` (members are told the hash is back) or `retired`."""
     if decision not in (Dispute.Status.RESTORED, Dispute.Status.RETIRED):
-        raise ValidationError({"decision": ["decide restored or retired"]})
+        raise Problem.field("decision", "decide restored or retired")
     if not reason.strip():
-        raise ValidationError({"reason": ["give a reason; it is recorded in the log"]})
+        raise Problem.field("reason", "give a reason; it is recorded in the log")
     ledger.lock()
     dispute = Dispute.objects.select_for_update().select_related("hash", "program").get(pk=dispute.pk)
     if dispute.status != Dispute.Status.OPEN:
-        raise ValidationError({"decision": [f"this dispute was already decided: {dispute.status}"]})
+        raise Problem.field("decision", f"this dispute was already decided: {dispute.status}")
     now = timezone.now()
     dispute.status, dispute.decided_at, dispute.decided_by, dispute.decision_reason = decision, now, actor.id, reason
     dispute.save(update_fields=["status", "decided_at", "decided_by", "decision_reason"])
@@ -521,11 +513,7 @@ def _project(events: list[Event]) -> int:
     programs = {p.slug: p for p in Program.objects.filter(slug__in={e.program for e in events})}
     pairs = {(e.data["hash_id"], programs[e.program].pk) for e in events if e.program in programs}
     distributed = distribution_seqs(pairs)
-    enrolled = defaultdict(set)
-    for member_id, program_id in Enrollment.objects.filter(
-        program_id__in={p for _, p in pairs}, state__in=RECEIVING_STATES
-    ).values_list("member_id", "program_id"):
-        enrolled[program_id].add(member_id)
+    enrolled = receivers_by_program(program_ids={p for _, p in pairs})
     where = positions({m for members in enrolled.values() for m in members})
     submitters = set(
         Submission.objects.filter(hash_id__in={h for h, _ in pairs}, program_id__in={p for _, p in pairs}).values_list(

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
+from core.ledger import Actor
 from members import services as member_services
 from members.models import Enrollment
 
-from .ledger import Actor
 from .models import FeedCursor, Obligation, WebhookEndpoint
 
 ACTOR = Actor.system("participation")
@@ -53,9 +53,7 @@ def participation_check(*, now: dt.datetime | None = None) -> list[Participation
     """Lapse the enrollments whose members stopped taking part; restore those that resumed."""
     now = now or timezone.now()
     enrollments = list(
-        Enrollment.objects.filter(state__in=[Enrollment.State.OPTED_IN, Enrollment.State.LAPSED]).select_related(
-            "member", "program"
-        )
+        Enrollment.objects.filter(state__in=Enrollment.PARTICIPATING).select_related("member", "program")
     )
     member_ids = {e.member_id for e in enrollments}
     seen = last_participation(member_ids)

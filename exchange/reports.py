@@ -21,10 +21,10 @@ from django.db import connection, models
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from core.ledger import Event, format_time
 from hashes.models import Listing
 from members.models import Enrollment, Member, Program
 
-from .ledger import Event, format_time
 from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
 
 HOUR = 3600.0

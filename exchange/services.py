@@ -25,24 +25,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
-from members.models import Enrollment, Member
+from core import ledger
+from core.ledger import Actor, Event
+from core.problems import Problem
+from members.models import Member
+from members.selectors import pushed_program_slugs
 
-from . import crypto, ledger, net
+from . import crypto, net
 from .feed import FEED_KINDS, EntryCache, feed_page
-from .ledger import Actor, Event
 from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-# Webhooks carry the events of programs the member is opted in to (or lapsed from, so it
-# can recover); pausing a program stops its pushes but not the pull feed.
-PUSH_STATES = (Enrollment.State.OPTED_IN, Enrollment.State.LAPSED)
 # Entries a worker process keeps for the next endpoints that ask for the same events
 # (a hundred endpoints of a program ask for the same ranges); 20,000 entries of signed
 # submissions take some 30 MB.
@@ -75,11 +74,11 @@ def _clean_kinds(kinds: Any) -> list[str]:
     if kinds is None:
         return []
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
-        raise ValidationError({"events": ["give a list of event kinds"]})
+        raise Problem.field("events", "give a list of event kinds")
     unknown = sorted(set(kinds) - set(FEED_KINDS))
     if unknown:
-        raise ValidationError(
-            {"events": [f"unknown event kind(s) {', '.join(unknown)}; choose from {', '.join(FEED_KINDS)}"]}
+        raise Problem.field(
+            "events", f"unknown event kind(s) {', '.join(unknown)}; choose from {', '.join(FEED_KINDS)}"
         )
     return list(dict.fromkeys(kinds))
 
@@ -88,7 +87,7 @@ def _clean_url(url: str) -> str:
     try:
         net.check_url(url)
     except net.UnsafeUrl as exc:
-        raise ValidationError({"url": [str(exc)]}) from None
+        raise Problem.field("url", str(exc)) from None
     return url
 
 
@@ -173,7 +172,7 @@ def webhook_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
 def webhook_rotate_secret(*, endpoint: WebhookEndpoint, grace_hours: int, actor: Actor) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps signing (a second v1 signature) for `grace_hours`."""
     if not 0 <= grace_hours <= 24 * 30:
-        raise ValidationError({"grace_hours": ["give 0 to 720 hours"]})
+        raise Problem.field("grace_hours", "give 0 to 720 hours")
     endpoint = WebhookEndpoint.objects.select_for_update().select_related("member").get(pk=endpoint.pk)
     secret = signing.new_secret()
     endpoint.previous_secret_encrypted = endpoint.secret_encrypted if grace_hours else ""
@@ -282,10 +281,6 @@ def request_wake(endpoint_id: int) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=True)
 
 
-def push_programs(member: Member) -> list[str]:
-    return list(Enrollment.objects.filter(member=member, state__in=PUSH_STATES).values_list("program__slug", flat=True))
-
-
 def _message_body(entries: list[dict[str, Any]], now: dt.datetime) -> bytes:
     if len(entries) == 1:
         message = {"type": entries[0]["kind"], "timestamp": ledger.format_time(now), "data": entries[0]}
@@ -311,7 +306,7 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
         after=endpoint.cursor_seq,
         limit=settings.WEBHOOK_BATCH_SIZE,
         kinds=endpoint.event_kinds or None,
-        programs=push_programs(endpoint.member),
+        programs=pushed_program_slugs(member=endpoint.member),
         cache=_entry_cache,
     )
     if not page.entries:

@@ -14,7 +14,7 @@ import redis
 from celery import current_app, shared_task
 from django.conf import settings
 
-from config.health import HEARTBEAT_KEY, redis_client
+from core.redis import HEARTBEAT_KEY, redis_client
 
 from . import services
 from .outcomes import obligations_project

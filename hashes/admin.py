@@ -11,12 +11,12 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
-from members.admin import ReadOnlyAdmin, admin_actor, ask_reason
+from core.admin import ReadOnlyAdmin, admin_actor, ask_reason
+from core.problems import Problem
 
 from . import services
 from .models import Hash, Listing, Submission, Withdrawal
@@ -68,7 +68,7 @@ class HashAdmin(ReadOnlyAdmin):
             try:
                 services.hash_set_status(hash_=row, status=status, reason=reason, actor=admin_actor(request))
                 done += 1
-            except ValidationError as exc:
+            except Problem as exc:
                 self.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
         self.message_user(request, f"{done} hash(es) {status}; members are told through the feed and webhooks.")
         return None

@@ -11,11 +11,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import problem_response
+from core.problems import Problem, problem_response
 from members.models import Scope
 
 from . import matching, selectors, services
-from .envelopes import Rejection
 from .serializers import (
     BatchResultSerializer,
     EnvelopeSerializer,
@@ -29,7 +28,7 @@ from .serializers import (
 )
 
 
-def rejection_response(rejection: Rejection) -> Response:
+def rejection_response(rejection: Problem) -> Response:
     return problem_response(rejection.status, rejection.detail, code=rejection.code)
 
 
@@ -121,7 +120,7 @@ class WithdrawalsView(APIView):
             raise exceptions.ValidationError({"non_field_errors": ["send one signed withdrawal envelope"]})
         try:
             result = services.withdrawal_create(member=request.user, envelope=request.data)
-        except Rejection as rejection:
+        except Problem as rejection:
             return rejection_response(rejection)
         body = {
             "hash_id": result.hash.pk,

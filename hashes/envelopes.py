@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hashexchange_client import dsse
+from hashexchange_client import dsse, signal_types
 from hashexchange_client.payloads import (
     CASE_RE,
     LABEL_RE,
@@ -27,12 +27,12 @@ from hashexchange_client.payloads import (
     WITHDRAWAL_TYPE,
 )
 
-from . import signal_types
+from core.problems import Problem
 
 __all__ = [
     "SUBMISSION_TYPE",
     "WITHDRAWAL_TYPE",
-    "Rejection",
+    "Problem",
     "SubmissionPayload",
     "WithdrawalPayload",
     "envelope_key_ids",
@@ -47,20 +47,10 @@ __all__ = [
 _NONCE = re.compile(r"[A-Za-z0-9._~-]{16,128}")
 
 
-class Rejection(ValueError):
-    """Why an envelope is refused: a stable `code` and a `detail` that says what to fix."""
-
-    def __init__(self, code: str, detail: str, status: int = 400) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
-
-
 def envelope_key_ids(envelope: Any) -> list[str]:
     """The key ids an envelope claims to be signed by (unverified), for looking keys up."""
     if not isinstance(envelope, Mapping) or not isinstance(envelope.get("signatures"), list):
-        raise Rejection("malformed_envelope", "an envelope is an object with payloadType, payload and signatures")
+        raise Problem("malformed_envelope", "an envelope is an object with payloadType, payload and signatures")
     ids = [s.get("keyid") for s in envelope["signatures"] if isinstance(s, Mapping)]
     return [kid for kid in ids if isinstance(kid, str) and kid]
 
@@ -70,15 +60,15 @@ def verify(envelope: Any, public_keys: Mapping[str, bytes], payload_type: str) -
     try:
         return dsse.open_envelope(envelope, public_keys, payload_type)
     except dsse.PayloadTypeError as exc:
-        raise Rejection("wrong_payload_type", str(exc)) from None
+        raise Problem("wrong_payload_type", str(exc)) from None
     except dsse.UnknownKeyError as exc:
-        raise Rejection(
+        raise Problem(
             "unknown_key", f"{exc}; register the public key with POST /api/v1/keys first", status=403
         ) from None
     except dsse.BadSignatureError as exc:
-        raise Rejection("bad_signature", str(exc), status=403) from None
+        raise Problem("bad_signature", str(exc), status=403) from None
     except dsse.EnvelopeError as exc:
-        raise Rejection("malformed_envelope", str(exc)) from None
+        raise Problem("malformed_envelope", str(exc)) from None
 
 
 def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,19 +88,19 @@ def _load(payload: bytes) -> dict[str, Any]:
     try:
         data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejection("malformed_payload", f"the payload must be UTF-8 JSON: {exc}") from None
+        raise Problem("malformed_payload", f"the payload must be UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise Rejection("malformed_payload", "the payload must be a JSON object")
+        raise Problem("malformed_payload", "the payload must be a JSON object")
     return data
 
 
 def _check_fields(data: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
     missing = sorted(required - data.keys())
     if missing:
-        raise Rejection("malformed_payload", f"the payload lacks {', '.join(missing)}")
+        raise Problem("malformed_payload", f"the payload lacks {', '.join(missing)}")
     unknown = sorted(data.keys() - required - optional)
     if unknown:
-        raise Rejection(
+        raise Problem(
             "malformed_payload",
             f"the payload has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(required | optional))}",
         )
@@ -119,7 +109,7 @@ def _check_fields(data: Mapping[str, Any], required: set[str], optional: set[str
 def _string(data: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
     value = data[name]
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise Rejection("malformed_payload", f"{name} must be {what}")
+        raise Problem("malformed_payload", f"{name} must be {what}")
     return value
 
 
@@ -130,9 +120,7 @@ def _time(data: Mapping[str, Any]) -> dt.datetime:
     except ValueError:
         value = None
     if value is None or value.tzinfo is None:
-        raise Rejection(
-            "malformed_payload", "created_at must be an RFC 3339 time with a zone, e.g. 2026-11-21T06:00:00Z"
-        )
+        raise Problem("malformed_payload", "created_at must be an RFC 3339 time with a zone, e.g. 2026-11-21T06:00:00Z")
     return value.astimezone(dt.UTC)
 
 
@@ -142,7 +130,7 @@ def _signal(data: Mapping[str, Any]) -> tuple[str, str]:
         return kind.name, kind.validate(data["value"])
     except signal_types.SignalValueError as exc:
         code = "unknown_signal_type" if "unknown signal type" in str(exc) else "invalid_value"
-        raise Rejection(code, str(exc)) from None
+        raise Problem(code, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -177,28 +165,30 @@ def _common(data: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime, str, s
     return program, signal_type, value, created_at, nonce, case
 
 
+def check_labels(labels: Any, *, code: str) -> list[str]:
+    """The rule for labels, signed or not: a list of at most MAX_LABELS short tokens."""
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise Problem(code, f"labels must be a list of at most {MAX_LABELS} strings")
+    for label in labels:
+        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+            raise Problem(code, f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-'")
+    return labels
+
+
 def parse_submission(payload: bytes) -> SubmissionPayload:
     """Read and check a submission payload (docs/envelopes.md)."""
     data = _load(payload)
     _check_fields(data, {"program", "signal_type", "value", "created_at", "nonce"}, {"labels", "quality", "case"})
     program, signal_type, value, created_at, nonce, case = _common(data)
-    labels = data.get("labels", [])
-    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
-        raise Rejection("malformed_payload", f"labels must be a list of at most {MAX_LABELS} strings")
-    for label in labels:
-        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
-            raise Rejection(
-                "malformed_payload",
-                f"label {label!r} must be 1-64 characters of A-Z, a-z, 0-9, ':', '.', '_', '/', '-'",
-            )
+    labels = check_labels(data.get("labels", []), code="malformed_payload")
     quality = data.get("quality")
     if quality is not None:
         if signal_type != "pdq":
-            raise Rejection("malformed_payload", "quality is given only for pdq hashes")
+            raise Problem("malformed_payload", "quality is given only for pdq hashes")
         try:
             signal_types.check_pdq_quality(quality, 0)
         except signal_types.SignalValueError as exc:
-            raise Rejection("malformed_payload", str(exc)) from None
+            raise Problem("malformed_payload", str(exc)) from None
     return SubmissionPayload(
         program=program,
         signal_type=signal_type,
@@ -218,7 +208,7 @@ def parse_withdrawal(payload: bytes) -> WithdrawalPayload:
     program, signal_type, value, created_at, nonce, case = _common(data)
     reason = data.get("reason", "")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise Rejection("malformed_payload", f"reason must be a string of at most {MAX_REASON} characters")
+        raise Problem("malformed_payload", f"reason must be a string of at most {MAX_REASON} characters")
     return WithdrawalPayload(
         program=program,
         signal_type=signal_type,

@@ -26,12 +26,12 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
+from hashexchange_client import signal_types
 
-from exchange import ledger
-from exchange.ledger import Actor, NewEvent
+from core import ledger
+from core.ledger import Actor, NewEvent
 from members.models import Program
 
-from . import signal_types
 from .models import Hash, ImportBatch, Listing
 
 CHUNK_SIZE = 100_000

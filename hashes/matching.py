@@ -47,12 +47,13 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from hashexchange_client import signal_types
 
-from exchange.ledger import Event
-from members.models import Enrollment, Member, Program
+from core.ledger import Event
+from members.models import Member, Program
+from members.selectors import submitting_programs
 
 from . import index as hx
-from . import signal_types
 from .models import Hash, Listing, MatchCount
 
 logger = logging.getLogger(__name__)
@@ -363,12 +364,6 @@ registry = Registry()
 # The service ------------------------------------------------------------------------------------------------
 
 
-def _threshold(program: Program, signal_type: str) -> int:
-    thresholds = program.thresholds or {}
-    value = thresholds.get(signal_type, signal_types.DEFAULT_THRESHOLDS[signal_type])
-    return int(value)
-
-
 def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
     """The hashes each query matches among what `member` may see; counts the matches.
 
@@ -380,17 +375,12 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
        the member's; keep a program only if the distance is within its own threshold.
     4. Count a match per hash, member and day (no query value is stored).
     """
-    programs = {
-        p.pk: p
-        for p in Program.objects.filter(enrollments__member=member, enrollments__state=Enrollment.State.OPTED_IN).only(
-            "id", "slug", "thresholds", "signal_types"
-        )
-    }
+    programs = {p.pk: p for p in submitting_programs(member=member).only("id", "slug", "thresholds", "signal_types")}
     results = [QueryResult(index=i) for i in range(len(queries))]
     if not programs or not queries:
         return results
     radius = {
-        name: max((_threshold(p, name) for p in programs.values() if name in (p.signal_types or ())), default=-1)
+        name: max((p.threshold(name) for p in programs.values() if name in (p.signal_types or ())), default=-1)
         for name in signal_types.SIGNAL_TYPE_NAMES
     }
     candidates: list[tuple[int, int, int]] = []  # (query, hash id, distance)
@@ -429,7 +419,7 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
         if pk not in visible:
             continue
         signal_type, value, program_ids = visible[pk]
-        slugs = sorted(programs[p].slug for p in program_ids if distance <= _threshold(programs[p], signal_type))
+        slugs = sorted(programs[p].slug for p in program_ids if distance <= programs[p].threshold(signal_type))
         if not slugs:
             continue
         result = results[qi]

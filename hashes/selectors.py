@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, Q
 
-from members.models import Enrollment, Member
+from members.models import Member
+from members.selectors import receiving_program_ids
 
 from .models import Hash, Listing, Submission
-
-# Members who are (or were recently) receiving a program's hashes may look them up.
-RECEIVING_STATES = (Enrollment.State.OPTED_IN, Enrollment.State.PAUSED, Enrollment.State.LAPSED)
-
-
-def receiving_program_ids(*, member: Member) -> set[int]:
-    return set(
-        Enrollment.objects.filter(member=member, state__in=RECEIVING_STATES).values_list("program_id", flat=True)
-    )
 
 
 def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hashexchange_client import signal_types
+from hashexchange_client.signal_types import SIGNAL_TYPE_NAMES
 from rest_framework import exceptions, serializers
 
-from . import signal_types
 from .matching import Query
 from .models import Hash, Listing, Submission
-from .signal_types import SIGNAL_TYPE_NAMES
 
 
 class EnvelopeSerializer(serializers.Serializer):

@@ -9,72 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest
 
-from exchange.ledger import Actor
+from core.admin import NoAddDeleteAdmin, admin_actor, report_problem
+from core.problems import Problem
 
 from . import services
 from .models import ApiCredential, Enrollment, Member, Program, SigningKey
-
-
-def admin_actor(request: HttpRequest) -> Actor:
-    return Actor.admin(request.user.get_username())
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """For records that only services write (events, envelopes): view, never add, edit or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class NoAddDeleteAdmin(admin.ModelAdmin):
-    """For records created through the API or services, changed only by actions."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-def ask_reason(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    *,
-    summary: str,
-    lines: list[str],
-    selected: list[int],
-    button: str,
-) -> HttpResponse:
-    """The intermediate page of an admin action that needs a reason (it is recorded in the log)."""
-    return render(
-        request,
-        "admin/reason_form.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": summary,
-            "summary": summary,
-            "lines": lines,
-            "selected": selected,
-            "action": request.POST["action"],
-            "button": button,
-            "opts": modeladmin.model._meta,
-        },
-    )
-
-
-def _report_errors(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: ValidationError) -> None:
-    modeladmin.message_user(request, "; ".join(exc.messages), level=messages.ERROR)
 
 
 class EnrollmentInline(admin.TabularInline):
@@ -132,8 +74,8 @@ class MemberAdmin(admin.ModelAdmin):
         for member in queryset:
             try:
                 credential, token = services.credential_issue(member=member, name="admin", actor=admin_actor(request))
-            except ValidationError as exc:
-                _report_errors(self, request, exc)
+            except Problem as exc:
+                report_problem(self, request, exc)
                 continue
             self.message_user(
                 request,
@@ -194,8 +136,8 @@ class EnrollmentAdmin(NoAddDeleteAdmin):
                     reason=f"set to {state} by an admin",
                     actor=admin_actor(request),
                 )
-            except ValidationError as exc:
-                _report_errors(self, request, exc)
+            except Problem as exc:
+                report_problem(self, request, exc)
                 continue
             changed += did
         self.message_user(request, f"{changed} enrollment(s) set to {state}.")

@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.ledger import Actor
+from core.ledger import Actor
+from core.problems import Problem
 
 from . import selectors, services
 from .models import Enrollment, Member, Program, Scope, SigningKey
@@ -108,9 +109,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         slug = params.validated_data["program"]
         program = Program.objects.filter(slug=slug).first()
         if program is None:
-            from rest_framework.exceptions import ValidationError
-
-            raise ValidationError({"program": [f"unknown program {slug!r}; see GET /api/v1/programs"]})
+            raise Problem.field("program", f"unknown program {slug!r}; see GET /api/v1/programs")
         enrollment, changed = services.enrollment_set(
             member=request.user,
             program=program,

@@ -10,8 +10,7 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
-
-from hashes.signal_types import DEFAULT_THRESHOLDS, SIGNAL_TYPE_NAMES
+from hashexchange_client.signal_types import DEFAULT_THRESHOLDS, SIGNAL_TYPE_NAMES
 
 
 class Scope(models.TextChoices):
@@ -64,6 +63,10 @@ class Member(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def threshold(self, signal_type: str) -> int:
+        """The match threshold for a signal type: the program's own, else the type's default."""
+        return int((self.thresholds or {}).get(signal_type, DEFAULT_THRESHOLDS[signal_type]))
 
     @property
     def is_active(self) -> bool:
@@ -144,6 +147,10 @@ class Program(models.Model):
     def __str__(self) -> str:
         return self.slug
 
+    def threshold(self, signal_type: str) -> int:
+        """The match threshold for a signal type: the program's own, else the type's default."""
+        return int((self.thresholds or {}).get(signal_type, DEFAULT_THRESHOLDS[signal_type]))
+
 
 class Enrollment(models.Model):
     """A member's opt-in to a program. Its history is the `enrollment.changed` events."""
@@ -153,6 +160,19 @@ class Enrollment(models.Model):
         OPTED_OUT = "opted_out", "Opted out"
         PAUSED = "paused", "Paused"
         LAPSED = "lapsed", "Lapsed (set by the system)"
+
+    # Which enrollment states get what: the one place these rules are written (the
+    # selectors in members/selectors.py apply them).
+    # May read a program's hashes (feed, lookups, facades, obligations): a paused or
+    # lapsed member still holds what it was sent, and may catch up.
+    RECEIVING = (State.OPTED_IN, State.PAUSED, State.LAPSED)
+    # Is sent new hashes by webhook: a paused member asked not to be.
+    PUSHED = (State.OPTED_IN, State.LAPSED)
+    # May submit hashes to the program and match against it.
+    SUBMITTING = (State.OPTED_IN,)
+    # Watched by the participation check, which lapses and restores these; it never
+    # overrides a member's own opt-out or pause.
+    PARTICIPATING = (State.OPTED_IN, State.LAPSED)
 
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="enrollments")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="enrollments")

@@ -1,6 +1,13 @@
-"""Reads, always scoped to the calling member."""
+"""Reads, always scoped to the calling member; and which programs a member gets what from.
+
+The enrollment rules (`Enrollment.RECEIVING`, `PUSHED`, `SUBMITTING`) are applied here
+and nowhere else: every app asks these selectors.
+"""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
@@ -18,3 +25,69 @@ def enrollments_of(*, member: Member) -> QuerySet[Enrollment]:
 
 def signing_keys_of(*, member: Member) -> QuerySet[SigningKey]:
     return SigningKey.objects.filter(member=member).order_by("-valid_from", "-pk")
+
+
+def receiving_program_ids(*, member: Member) -> set[int]:
+    """Programs whose hashes the member may read (feed, lookups, facades)."""
+    return set(
+        Enrollment.objects.filter(member=member, state__in=Enrollment.RECEIVING).values_list("program_id", flat=True)
+    )
+
+
+def receiving_program_slugs(*, member: Member) -> list[str]:
+    """The slugs of the programs whose events the member's pull feed carries."""
+    return list(
+        Enrollment.objects.filter(member=member, state__in=Enrollment.RECEIVING).values_list("program__slug", flat=True)
+    )
+
+
+def receiving_programs(*, member: Member, only: str | None = None) -> list[Program]:
+    """The programs the member receives (or just `only`, if it receives that one), by slug."""
+    programs = Program.objects.filter(enrollments__member=member, enrollments__state__in=Enrollment.RECEIVING)
+    if only is not None:
+        programs = programs.filter(slug=only)
+    return list(programs.order_by("slug"))
+
+
+def is_receiving(*, member: Member, program: Program) -> bool:
+    return Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.RECEIVING).exists()
+
+
+def receivers_by_program(*, program_ids: Iterable[int]) -> dict[int, set[int]]:
+    """{program id: ids of the members that receive it} for the given programs."""
+    found: dict[int, set[int]] = defaultdict(set)
+    for member_id, program_id in Enrollment.objects.filter(
+        program_id__in=set(program_ids), state__in=Enrollment.RECEIVING
+    ).values_list("member_id", "program_id"):
+        found[program_id].add(member_id)
+    return found
+
+
+def pushed_program_slugs(*, member: Member) -> list[str]:
+    """The slugs of the programs whose new hashes the member's webhooks are sent."""
+    return list(
+        Enrollment.objects.filter(member=member, state__in=Enrollment.PUSHED).values_list("program__slug", flat=True)
+    )
+
+
+def submitting_program_ids(*, member: Member) -> set[int]:
+    """Programs the member may submit to and match against."""
+    return set(
+        Enrollment.objects.filter(member=member, state__in=Enrollment.SUBMITTING).values_list("program_id", flat=True)
+    )
+
+
+def submitting_programs(*, member: Member) -> QuerySet[Program]:
+    return Program.objects.filter(enrollments__member=member, enrollments__state__in=Enrollment.SUBMITTING)
+
+
+def is_submitting(*, member: Member, program: Program) -> bool:
+    return Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.SUBMITTING).exists()
+
+
+def programs_by_slug() -> dict[str, Program]:
+    return {p.slug: p for p in Program.objects.all()}
+
+
+def program_by_slug(slug: str) -> Program | None:
+    return Program.objects.filter(slug=slug).first()

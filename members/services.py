@@ -1,8 +1,8 @@
 """Writes to members, programs, enrollments, credentials and signing keys.
 
 Each service runs in one transaction and records its event in the ledger, so the
-change and its event commit together. Bad input raises django ValidationError keyed
-by field, which the API answers as 400 and the commands print.
+change and its event commit together. Bad input raises a `Problem` naming
+the field, which the API answers as 400, the admin shows and the commands print.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import secrets
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from hashexchange_client import keys, signal_types
 
-from exchange.ledger import Actor, record
-from hashes import signal_types
+from core.ledger import Actor, record
+from core.problems import Problem
 
 from .models import DEFAULT_SCOPES, WRITE_SCOPES, ApiCredential, Enrollment, Member, Program, Scope, SigningKey
 
@@ -53,7 +53,7 @@ def _clean_program_rules(*, signal_types_: list[str], thresholds: dict[str, int]
     if bad_kinds:
         errors["submitter_kinds"] = [f"submitters must be platform, intake or peer; invalid: {', '.join(bad_kinds)}"]
     if errors:
-        raise ValidationError(errors)
+        raise Problem.fields(errors)
 
 
 @transaction.atomic
@@ -82,7 +82,7 @@ def program_create(
         signal_types_=program.signal_types, thresholds=program.thresholds, submitter_kinds=program.submitter_kinds
     )
     if Program.objects.filter(slug=slug).exists():
-        raise ValidationError({"slug": [f"a program called {slug!r} already exists"]})
+        raise Problem.field("slug", f"a program called {slug!r} already exists")
     program.full_clean()
     program.save()
     record(
@@ -116,7 +116,7 @@ def _program_data(program: Program) -> dict[str, object]:
 def program_allow_unsigned(*, program: Program, member: Member, allow: bool, actor: Actor) -> Program:
     """Let a member's compatibility client submit unsigned hashes to a program (or stop it)."""
     if allow and member.kind not in program.submitter_kinds:
-        raise ValidationError({"member": [f"{member.kind} members may not submit to {program.slug!r} at all"]})
+        raise Problem.field("member", f"{member.kind} members may not submit to {program.slug!r} at all")
     if allow:
         program.unsigned_submitters.add(member)
     else:
@@ -158,9 +158,9 @@ def program_update(*, program: Program, actor: Actor) -> Program:
 def member_create(*, slug: str, name: str = "", kind: str, status: str = Member.Status.PENDING, actor: Actor) -> Member:
     """Create a member (pending unless told otherwise)."""
     if kind not in Member.Kind.values:
-        raise ValidationError({"kind": [f"kind must be one of {', '.join(Member.Kind.values)}"]})
+        raise Problem.field("kind", f"kind must be one of {', '.join(Member.Kind.values)}")
     if Member.objects.filter(slug=slug).exists():
-        raise ValidationError({"slug": [f"a member called {slug!r} already exists"]})
+        raise Problem.field("slug", f"a member called {slug!r} already exists")
     member = Member(slug=slug, name=name or slug, kind=kind, status=status)
     member.full_clean()
     member.save()
@@ -185,7 +185,7 @@ STATUS_EVENTS = {
 def member_set_status(*, member: Member, status: str, reason: str = "", actor: Actor) -> Member:
     """Activate or suspend a member. Suspension stops all its credentials at once."""
     if status not in Member.Status.values:
-        raise ValidationError({"status": [f"status must be one of {', '.join(Member.Status.values)}"]})
+        raise Problem.field("status", f"status must be one of {', '.join(Member.Status.values)}")
     member = Member.objects.select_for_update().get(pk=member.pk)
     if member.status == status:
         return member
@@ -218,11 +218,11 @@ def enrollment_set(
     can repeat the call safely.
     """
     if state not in Enrollment.State.values:
-        raise ValidationError({"state": [f"state must be one of {', '.join(Enrollment.State.values)}"]})
+        raise Problem.field("state", f"state must be one of {', '.join(Enrollment.State.values)}")
     if state == Enrollment.State.OPTED_IN and not program.is_active:
-        raise ValidationError({"program": [f"program {program.slug!r} is closed to new enrollments"]})
+        raise Problem.field("program", f"program {program.slug!r} is closed to new enrollments")
     if state == Enrollment.State.OPTED_IN and member.kind == Member.Kind.AUDITOR:
-        raise ValidationError({"program": ["auditors read reports; they do not enroll in programs"]})
+        raise Problem.field("program", "auditors read reports; they do not enroll in programs")
     enrollment, created = Enrollment.objects.select_for_update().get_or_create(
         member=member, program=program, defaults={"state": state, "reason": reason}
     )
@@ -274,11 +274,11 @@ def credential_issue(
     chosen = list(dict.fromkeys(scopes)) if scopes is not None else list(DEFAULT_SCOPES[Member.Kind(member.kind)])
     unknown = [scope for scope in chosen if scope not in Scope.values]
     if unknown:
-        raise ValidationError({"scopes": [f"unknown scopes {', '.join(unknown)}; known: {', '.join(Scope.values)}"]})
+        raise Problem.field("scopes", f"unknown scopes {', '.join(unknown)}; known: {', '.join(Scope.values)}")
     if member.kind == Member.Kind.AUDITOR and WRITE_SCOPES.intersection(chosen):
-        raise ValidationError({"scopes": ["auditor credentials are read-only: only read and reports are allowed"]})
+        raise Problem.field("scopes", "auditor credentials are read-only: only read and reports are allowed")
     if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError({"expires_at": ["expiry must be in the future"]})
+        raise Problem.field("expires_at", "expiry must be in the future")
     prefix = secrets.token_hex(6)
     token = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     credential = ApiCredential.objects.create(
@@ -338,27 +338,22 @@ def credential_authenticate(token: str) -> ApiCredential | None:
 # Signing keys ---------------------------------------------------------------------------
 
 
-def key_id_for(public_key: bytes) -> str:
-    """A key's id: lowercase hex SHA-256 of the raw 32-byte public key."""
-    return hashlib.sha256(public_key).hexdigest()
-
-
 def decode_public_key(encoded: str) -> bytes:
     """Decode standard base64 of a raw Ed25519 public key, with a message that says what to fix."""
     if not isinstance(encoded, str) or not encoded.strip():
-        raise ValidationError({"public_key": ["give the raw 32-byte Ed25519 public key, base64-encoded"]})
+        raise Problem.field("public_key", "give the raw 32-byte Ed25519 public key, base64-encoded")
     try:
         raw = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise ValidationError({"public_key": ["not valid base64 (standard alphabet, with padding)"]}) from None
+        raise Problem.field("public_key", "not valid base64 (standard alphabet, with padding)") from None
     if len(raw) != 32:
-        raise ValidationError({"public_key": [f"an Ed25519 public key is 32 bytes; this decodes to {len(raw)} bytes"]})
+        raise Problem.field("public_key", f"an Ed25519 public key is 32 bytes; this decodes to {len(raw)} bytes")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
-        raise ValidationError({"public_key": ["not a valid Ed25519 public key"]}) from None
+        raise Problem.field("public_key", "not a valid Ed25519 public key") from None
     return raw
 
 
@@ -368,13 +363,13 @@ def signing_key_register(
 ) -> SigningKey:
     """Register a member's Ed25519 public key, valid from now."""
     if algorithm != "ed25519":
-        raise ValidationError({"algorithm": ["only ed25519 is supported"]})
+        raise Problem.field("algorithm", "only ed25519 is supported")
     if member.kind == Member.Kind.AUDITOR:
-        raise ValidationError({"public_key": ["auditors do not sign submissions"]})
+        raise Problem.field("public_key", "auditors do not sign submissions")
     raw = decode_public_key(public_key)
-    key_id = key_id_for(raw)
+    key_id = keys.key_id(raw)  # the client computes it the same way: one definition
     if SigningKey.objects.filter(key_id=key_id).exists():
-        raise ValidationError({"public_key": [f"this key is already registered (key_id {key_id})"]})
+        raise Problem.field("public_key", f"this key is already registered (key_id {key_id})")
     key = SigningKey.objects.create(member=member, key_id=key_id, algorithm=algorithm, public_key=raw, label=label)
     record(
         "key.registered",

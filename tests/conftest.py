@@ -26,7 +26,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
-from exchange.ledger import Actor
+from core.ledger import Actor
 from members import services
 from members.models import ApiCredential, Member, Program
 

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-from config.api import CredentialRateThrottle
+from core.api import CredentialRateThrottle
 from tests.conftest import Caller
 
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from exchange.ledger import Event
+from core.ledger import Event
 from members import services
 from members.models import Member, Scope
 from tests.conftest import SETUP, Caller, make_caller, make_member

@@ -42,11 +42,10 @@ from typing import Any
 from django.db.models import Max, Min, Q
 from django.utils.crypto import salted_hmac
 
+from core.ledger import Event
 from hashes.models import Hash, Listing, Submission
-from hashes.selectors import RECEIVING_STATES
 from members.models import Member, Program
 
-from ..ledger import Event
 from ..models import Outcome
 from . import stopncii
 from .stopncii import Cursor
@@ -84,14 +83,6 @@ def token_key() -> bytes:
 
 def case_key() -> bytes:
     return _key("case-pseudonym")
-
-
-def programs_for(member: Member, only: str | None = None) -> list[Program]:
-    """The programs the caller receives (or just `only`, if it receives that one)."""
-    programs = Program.objects.filter(enrollments__member=member, enrollments__state__in=RECEIVING_STATES)
-    if only is not None:
-        programs = programs.filter(slug=only)
-    return list(programs.order_by("slug"))
 
 
 @dataclass

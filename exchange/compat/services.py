@@ -16,15 +16,14 @@ from typing import Any
 
 from django.utils import timezone
 
-from hashes.envelopes import Rejection
+from core.problems import Problem
 from hashes.models import Hash, Listing
-from hashes.unsigned import UnsignedItem, unsigned_check_program, unsigned_submissions_create
+from hashes.services import UnsignedItem, unsigned_check_program, unsigned_submissions_create
 from members.models import Member, Program
 
 from ..models import Outcome
 from ..outcomes import MAX_BATCH, outcomes_create
 from . import stopncii
-from .stopncii import StopNCIIError
 
 SOURCE = "stopncii"
 
@@ -67,21 +66,21 @@ def summary(results: Sequence[ItemResult]) -> dict[str, Any]:
 
 def _items(body: Any, key: str) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get(key), list):
-        raise StopNCIIError("malformed", f'send a JSON object with "{key}": a list of objects')
+        raise Problem("malformed", f'send a JSON object with "{key}": a list of objects')
     items = body[key]
     if not items:
-        raise StopNCIIError("malformed", f"{key} is empty; send at least one")
+        raise Problem("malformed", f"{key} is empty; send at least one")
     if len(items) > MAX_BATCH:
-        raise StopNCIIError("too_many", f"at most {MAX_BATCH} {key} per request; send several requests")
+        raise Problem("too_many", f"at most {MAX_BATCH} {key} per request; send several requests")
     return items
 
 
 def _value(item: Any) -> str:
     if not isinstance(item, dict):
-        raise StopNCIIError("malformed", "each item is a JSON object")
+        raise Problem("malformed", "each item is a JSON object")
     value = item.get("hashValue")
     if not isinstance(value, str) or not value.strip():
-        raise StopNCIIError("malformed", "hashValue is required")
+        raise Problem("malformed", "hashValue is required")
     return value.strip().lower()
 
 
@@ -122,7 +121,7 @@ def feedback_submit(
             value = _value(item)
             kind = stopncii.parse_feedback_value(item.get("feedbackValue"))
             tags = stopncii.outcome_tags(stopncii.parse_tags(item.get("tags")))
-        except StopNCIIError as exc:
+        except Problem as exc:
             result.error = (exc.code, exc.detail)
             continue
         parsed.append(_Feedback(result, value, kind, tags))
@@ -220,14 +219,14 @@ def submit_program(*, member: Member, programs: Sequence[Program], named: bool) 
         return programs[0]
     candidates = [p for p in programs if p.unsigned_submitters.filter(pk=member.pk).exists()]
     if not candidates:
-        raise StopNCIIError(
+        raise Problem(
             "unsigned_not_allowed",
             "no program you receive accepts unsigned submissions from you; sign them (POST /api/v1/submissions)",
             status=403,
         )
     if len(candidates) > 1:
         urls = ", ".join(f"/compat/stopncii/programs/{p.slug}/v1" for p in candidates)
-        raise StopNCIIError(
+        raise Problem(
             "program_ambiguous",
             f"several programs accept your unsigned submissions; use one program's base URL: {urls}",
             status=409,
@@ -236,7 +235,7 @@ def submit_program(*, member: Member, programs: Sequence[Program], named: bool) 
 
 
 def hashes_submit(*, member: Member, program: Program, body: Any, now: dt.datetime | None = None) -> list[ItemResult]:
-    """Record `hashRecords` as unsigned submissions to `program` (hashes/unsigned.py does the checks).
+    """Record `hashRecords` as unsigned submissions to `program` (hashes/services/unsigned.py does the checks).
 
     The records' `CSPFeedbacks` tags become the submissions' labels; their
     `feedbackValue` is not recorded (an outcome is a report on a hash one was sent).
@@ -244,8 +243,8 @@ def hashes_submit(*, member: Member, program: Program, body: Any, now: dt.dateti
     raw_items = _items(body, "hashRecords")
     try:
         unsigned_check_program(member=member, program=program)
-    except Rejection as exc:
-        raise StopNCIIError(exc.code, exc.detail, exc.status) from None
+    except Problem as exc:
+        raise Problem(exc.code, exc.detail, exc.status) from None
     results = [ItemResult(index=i, hash_value=item.get("hashValue") if isinstance(item, dict) else None)
                for i, item in enumerate(raw_items)]  # fmt: skip
     items: list[UnsignedItem] = []
@@ -257,12 +256,12 @@ def hashes_submit(*, member: Member, program: Program, body: Any, now: dt.dateti
             tags: list[str] = []
             feedbacks = item.get("CSPFeedbacks") or []
             if not isinstance(feedbacks, list):
-                raise StopNCIIError("malformed", "CSPFeedbacks must be a list")
+                raise Problem("malformed", "CSPFeedbacks must be a list")
             for feedback in feedbacks:
                 if not isinstance(feedback, dict):
-                    raise StopNCIIError("malformed", "each CSPFeedback is a JSON object")
+                    raise Problem("malformed", "each CSPFeedback is a JSON object")
                 tags += stopncii.parse_tags(feedback.get("tags"))
-        except StopNCIIError as exc:
+        except Problem as exc:
             result.error = (exc.code, exc.detail)
             continue
         items.append(UnsignedItem(signal_type, value, tuple(stopncii.submission_labels(tags))))
@@ -271,8 +270,8 @@ def hashes_submit(*, member: Member, program: Program, body: Any, now: dt.dateti
         return results
     try:
         stored = unsigned_submissions_create(member=member, program=program, items=items, source=SOURCE, now=now)
-    except Rejection as exc:
-        raise StopNCIIError(exc.code, exc.detail, exc.status) from None
+    except Problem as exc:
+        raise Problem(exc.code, exc.detail, exc.status) from None
     for result, outcome in zip(owners, stored, strict=True):
         result.status, result.hash_id = outcome.status, outcome.hash_id
         if outcome.status == "rejected" and outcome.error is not None:

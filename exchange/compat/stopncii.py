@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from core.problems import Problem
+
 # Signal types ------------------------------------------------------------------------------
 
 # Ours → theirs. Only these two have a StopNCII name that the client maps to a pytx signal
@@ -31,27 +33,19 @@ CLIENT_SIGNAL_TYPES = ("Unknown", "ImagePDQ", "VideoMD5", "VideoTMK", "Text", "U
 _ENUM_PREFIX = "StopNCIISignalType."
 
 
-class StopNCIIError(ValueError):
-    """Input the facade refuses: a stable `code` and a `detail` that says what to fix."""
-
-    def __init__(self, code: str, detail: str, status: int = 400) -> None:
-        super().__init__(detail)
-        self.code, self.detail, self.status = code, detail, status
-
-
 def parse_signal_type(raw: Any) -> str:
     """Our signal type for a StopNCII `signalType`, accepting `ImagePDQ` and `StopNCIISignalType.ImagePDQ`."""
     if not isinstance(raw, str):
-        raise StopNCIIError("unknown_signal_type", "signalType must be a string such as ImagePDQ")
+        raise Problem("unknown_signal_type", "signalType must be a string such as ImagePDQ")
     name = raw.strip().removeprefix(_ENUM_PREFIX)
     if name in FROM_SIGNAL_TYPE:
         return FROM_SIGNAL_TYPE[name]
     if name in CLIENT_SIGNAL_TYPES:
-        raise StopNCIIError(
+        raise Problem(
             "signal_type_not_supported",
             f"{name} is not exchanged here; send {' or '.join(FROM_SIGNAL_TYPE)}",
         )
-    raise StopNCIIError("unknown_signal_type", f"unknown signalType {raw!r}; send {' or '.join(FROM_SIGNAL_TYPE)}")
+    raise Problem("unknown_signal_type", f"unknown signalType {raw!r}; send {' or '.join(FROM_SIGNAL_TYPE)}")
 
 
 # Statuses ----------------------------------------------------------------------------------
@@ -118,11 +112,11 @@ _LABEL_JUNK = re.compile(r"[^A-Za-z0-9:._/-]+")
 
 
 def parse_feedback_value(raw: Any) -> str:
-    """Our outcome kind for a `feedbackValue`, or a StopNCIIError saying why none is recorded."""
+    """Our outcome kind for a `feedbackValue`, or a Problem saying why none is recorded."""
     if raw not in FEEDBACK_VALUES:
-        raise StopNCIIError("unknown_feedback_value", f"feedbackValue must be one of {', '.join(FEEDBACK_VALUES)}")
+        raise Problem("unknown_feedback_value", f"feedbackValue must be one of {', '.join(FEEDBACK_VALUES)}")
     if raw not in FEEDBACK_TO_OUTCOME:
-        raise StopNCIIError(
+        raise Problem(
             "no_outcome",
             f"feedbackValue {raw} records nothing; send one of {', '.join(FEEDBACK_TO_OUTCOME)}",
         )
@@ -130,11 +124,11 @@ def parse_feedback_value(raw: Any) -> str:
 
 
 def parse_tags(raw: Any) -> list[str]:
-    """The client's free-form `tags` (a list of strings), or a StopNCIIError."""
+    """The client's free-form `tags` (a list of strings), or a Problem."""
     if raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
-        raise StopNCIIError("malformed", "tags must be a list of strings")
+        raise Problem("malformed", "tags must be a list of strings")
     return raw
 
 
@@ -242,17 +236,17 @@ def decode_cursor(token: str, key: bytes, *, member_id: int, start: int) -> Curs
         body_part, tag_part = token.split(".", 1)
         body, tag = _unb64(body_part), _unb64(tag_part)
     except (ValueError, binascii.Error):
-        raise StopNCIIError("invalid_page_token", "nextPageToken is not one this server issued") from None
+        raise Problem("invalid_page_token", "nextPageToken is not one this server issued") from None
     if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:16], tag):
-        raise StopNCIIError("invalid_page_token", "nextPageToken is not one this server issued")
+        raise Problem("invalid_page_token", "nextPageToken is not one this server issued")
     try:
         version, owner, token_start, seq, offset, high = json.loads(body)
     except (ValueError, TypeError):
-        raise StopNCIIError("invalid_page_token", "nextPageToken is not one this server issued") from None
+        raise Problem("invalid_page_token", "nextPageToken is not one this server issued") from None
     if version != _TOKEN_VERSION or owner != member_id:
-        raise StopNCIIError("invalid_page_token", "nextPageToken was issued to another caller")
+        raise Problem("invalid_page_token", "nextPageToken was issued to another caller")
     if token_start != start:
-        raise StopNCIIError(
+        raise Problem(
             "invalid_page_token",
             f"nextPageToken belongs to startTimestamp={token_start}; send it with that startTimestamp",
         )
@@ -275,13 +269,13 @@ _INTEGER = re.compile(r"[0-9]{1,20}")
 
 
 def parse_int(raw: str | None, *, name: str, default: int, minimum: int, maximum: int) -> int:
-    """A non-negative integer query parameter within bounds, or a StopNCIIError naming it."""
+    """A non-negative integer query parameter within bounds, or a Problem naming it."""
     if raw is None or raw == "":
         return default
     text = raw.strip()
     if not _INTEGER.fullmatch(text):
-        raise StopNCIIError("invalid_parameter", f"{name} must be a whole number, got {raw[:40]!r}")
+        raise Problem("invalid_parameter", f"{name} must be a whole number, got {raw[:40]!r}")
     value = int(text)
     if not minimum <= value <= maximum:
-        raise StopNCIIError("invalid_parameter", f"{name} must be from {minimum} to {maximum}, got {value}")
+        raise Problem("invalid_parameter", f"{name} must be from {minimum} to {maximum}, got {value}")
     return value

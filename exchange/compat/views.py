@@ -16,14 +16,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import PROBLEM_CONTENT_TYPE, problem, problem_response
-from hashes.selectors import RECEIVING_STATES
-from members.models import Enrollment, Member, Program, Scope
+from core.problems import PROBLEM_CONTENT_TYPE, Problem, problem, problem_response
+from members.models import Member, Program, Scope
+from members.selectors import is_receiving, program_by_slug, receiving_programs
 
 from .. import services as exchange_services
 from . import selectors, services, stopncii
 from .auth import StopNCIIKeyAuthentication
-from .stopncii import StopNCIIError
 
 
 @extend_schema(exclude=True)  # a foreign API shape, documented in docs/platforms.md
@@ -33,19 +32,19 @@ class StopNCIIView(APIView):
     authentication_classes = [StopNCIIKeyAuthentication]
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, StopNCIIError):
+        if isinstance(exc, Problem):
             return problem_response(exc.status, exc.detail, code=exc.code)
         return super().handle_exception(exc)
 
     def programs(self, member: Member, slug: str | None) -> list[Program]:
         """The programs this request is about: those the caller receives, or the one in the URL."""
         if slug is None:
-            return selectors.programs_for(member)
-        program = Program.objects.filter(slug=slug).first()
+            return receiving_programs(member=member)
+        program = program_by_slug(slug)
         if program is None:
-            raise StopNCIIError("unknown_program", f"there is no program {slug!r}", status=404)
-        if not Enrollment.objects.filter(member=member, program=program, state__in=RECEIVING_STATES).exists():
-            raise StopNCIIError(
+            raise Problem("unknown_program", f"there is no program {slug!r}", status=404)
+        if not is_receiving(member=member, program=program):
+            raise Problem(
                 "not_enrolled", f"you do not receive {slug!r}; opt in with POST /api/v1/enrollments", status=403
             )
         return [program]

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from hashexchange_client import dsse, payloads
 
+from core.ledger import Event
 from exchange.feed import feed_page
-from exchange.ledger import Event
 from exchange.models import FeedCursor
 from members import services
 from members.models import Program

@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection, transaction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.ledger import (
+from core.ledger import (
     Actor,
     Event,
     LedgerError,

@@ -20,8 +20,8 @@ from django.conf import settings as django_settings
 
 from config import devservices
 from config.celery import app as celery_app
+from core.ledger import Event
 from exchange import tasks
-from exchange.ledger import Event
 from exchange.models import Delivery, DeliveryAttempt
 from tests.conftest import Caller, Receiver, celery_command, start_worker, stop_process, wait_for
 from tests.signing import Signer

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from core.ledger import Event
 from exchange import outcomes as outcome_services
-from exchange.ledger import Event
 from exchange.models import Dispute, Obligation, Outcome
 from exchange.participation import participation_check
 from hashes.models import Hash
@@ -210,7 +210,7 @@ def test_retiring_a_disputed_hash(shared_hash: dict, platform_b: Caller, program
     program.save()
     report(platform_b, outcome(shared_hash["id"], "not_violating", "nv"))
     dispute = Dispute.objects.get()
-    from exchange.ledger import Actor
+    from core.ledger import Actor
 
     outcome_services.dispute_decide(dispute=dispute, decision="retired", reason="not violating", actor=Actor.admin("x"))
     assert Hash.objects.get(pk=shared_hash["id"]).status == "retired"

@@ -11,8 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from core.ledger import Event
 from exchange import outcomes as outcome_services
-from exchange.ledger import Event
 from hashes.models import Hash, Listing
 from members.models import Program
 from tests.conftest import Caller

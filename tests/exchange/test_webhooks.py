@@ -15,8 +15,8 @@ from django.test import override_settings
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
+from core.ledger import Event
 from exchange import services
-from exchange.ledger import Event
 from exchange.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from members import services as member_services
 from members.models import Program

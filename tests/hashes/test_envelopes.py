@@ -12,8 +12,8 @@ from hashexchange_client import dsse, keys, payloads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.problems import Problem
 from hashes import envelopes
-from hashes.envelopes import Rejection
 
 PRIVATE = keys.private_key_from_seed(bytes(range(32)))
 RING = {keys.key_id(PRIVATE): keys.public_key_bytes(PRIVATE)}
@@ -43,7 +43,7 @@ def flip(data: bytes, index: int, bit: int) -> bytes:
 @given(st.integers(min_value=0), st.integers(min_value=0, max_value=7))
 def test_any_flipped_payload_bit_is_refused(index: int, bit: int) -> None:
     altered = dict(ENVELOPE, payload=base64.b64encode(flip(PAYLOAD, index, bit)).decode())
-    with pytest.raises(Rejection) as caught:
+    with pytest.raises(Problem) as caught:
         envelopes.verify(altered, RING, envelopes.SUBMISSION_TYPE)
     assert caught.value.code == "bad_signature"
 
@@ -58,7 +58,7 @@ def test_any_flipped_signature_bit_is_refused(index: int, bit: int) -> None:
             {"keyid": ENVELOPE["signatures"][0]["keyid"], "sig": base64.b64encode(flip(sig, index, bit)).decode()}
         ],
     )
-    with pytest.raises(Rejection) as caught:
+    with pytest.raises(Problem) as caught:
         envelopes.verify(altered, RING, envelopes.SUBMISSION_TYPE)
     assert caught.value.code == "bad_signature"
 
@@ -67,7 +67,7 @@ def test_any_flipped_signature_bit_is_refused(index: int, bit: int) -> None:
 def test_a_changed_payload_type_is_refused(payload_type: str) -> None:
     if payload_type == envelopes.SUBMISSION_TYPE:
         return
-    with pytest.raises(Rejection) as caught:
+    with pytest.raises(Problem) as caught:
         envelopes.verify(dict(ENVELOPE, payloadType=payload_type), RING, envelopes.SUBMISSION_TYPE)
     assert caught.value.code in {"wrong_payload_type", "malformed_envelope"}
 
@@ -87,5 +87,5 @@ def test_a_changed_payload_type_is_refused(payload_type: str) -> None:
 )
 def test_payload_fields_are_checked_with_a_message_that_names_them(change: dict, message: str) -> None:
     fields = {**json.loads(PAYLOAD), **change}
-    with pytest.raises(Rejection, match=re.escape(message)):
+    with pytest.raises(Problem, match=re.escape(message)):
         envelopes.parse_submission(json.dumps(fields).encode())

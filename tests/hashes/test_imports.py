@@ -9,7 +9,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from exchange.ledger import Event
+from core.ledger import Event
 from hashes import imports
 from hashes.models import Hash, ImportBatch, Listing
 from members.models import Program

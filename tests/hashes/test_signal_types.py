@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hashexchange_client import signal_types
+from hashexchange_client.signal_types import SignalValueError
 from hypothesis import given
 from hypothesis import strategies as st
-
-from hashes import signal_types
-from hashes.signal_types import SignalValueError
 
 
 def hex_of(bits: int) -> st.SearchStrategy[str]:

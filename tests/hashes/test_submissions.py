@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 from hashexchange_client import dsse, payloads
 
-from exchange.ledger import Event
+from core.ledger import Event
 from hashes import services as hash_services
 from hashes.models import Hash, Listing, Submission, Withdrawal
 from members import services

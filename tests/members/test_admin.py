@@ -7,7 +7,7 @@ import re
 import pytest
 from django.test import Client
 
-from exchange.ledger import Event
+from core.ledger import Event
 from members.models import ApiCredential, Member, SigningKey
 from tests.conftest import SETUP, Caller
 from tests.test_permissions import new_public_key

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from exchange.ledger import Event
+from core.ledger import Event
 from members.models import Enrollment, SigningKey
 from tests.conftest import Caller
 

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from exchange.ledger import Event
+from core.ledger import Event
 from members.models import ApiCredential, Enrollment, Member, Program
 
 

@@ -15,19 +15,14 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from . import signal_types
+
 SUBMISSION_TYPE = "application/vnd.hashexchange.submission+json"
 WITHDRAWAL_TYPE = "application/vnd.hashexchange.withdrawal+json"
 
-# Hex digits of each signal type's value; the server refuses any other length.
-HEX_LENGTHS: dict[str, int] = {
-    "pdq": 64,
-    "md5": 32,
-    "sha256": 64,
-    "phash": 16,
-    "dhash": 16,
-    "video_md5": 32,
-}
-SIGNAL_TYPES: tuple[str, ...] = tuple(HEX_LENGTHS)
+# Hex digits of each signal type's value (from the one table); the server refuses any other length.
+HEX_LENGTHS: dict[str, int] = {name: kind.hex_length for name, kind in signal_types.SIGNAL_TYPES.items()}
+SIGNAL_TYPES: tuple[str, ...] = signal_types.SIGNAL_TYPE_NAMES
 
 # The limits the server enforces (hashes/envelopes.py), public so that one definition
 # can serve both sides; checked here too so that mistakes surface on the member's machine.

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from hashexchange_client import signal_types
 from tqdm import tqdm
 
-from exchange.ledger import Actor
-from hashes import imports, signal_types
+from core.ledger import Actor
+from hashes import imports
 from members.models import Program
 
 

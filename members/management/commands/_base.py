@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
+
+from core.problems import Problem
 
 T = TypeVar("T")
 
@@ -14,10 +15,8 @@ T = TypeVar("T")
 def run_service(func: Callable[..., T], **kwargs: Any) -> T:
     try:
         return func(**kwargs)
-    except ValidationError as exc:
+    except Problem as exc:
         messages = (
-            [f"{field}: {'; '.join(errors)}" for field, errors in exc.message_dict.items()]
-            if hasattr(exc, "error_dict")
-            else exc.messages
+            [f"{field}: {'; '.join(errors)}" for field, errors in exc.errors.items()] if exc.errors else [exc.detail]
         )
         raise CommandError("\n".join(messages)) from None

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from exchange.ledger import Actor
+from core.ledger import Actor
 from members import services
 from members.models import ApiCredential
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from exchange.ledger import Actor
+from core.ledger import Actor
 from members import services
 from members.models import ApiCredential, Member, Program
 

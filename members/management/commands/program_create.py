@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from exchange.ledger import Actor
+from core.ledger import Actor
 from members import services
 
 from ._base import run_service

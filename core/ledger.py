@@ -160,10 +160,14 @@ class Event(models.Model):
     objects = EventQuerySet.as_manager()
 
     class Meta:
+        # The model is defined here, at the bottom, so that every app can record events
+        # without importing the exchange app; its table, migrations, admin URL and
+        # permissions stay those of the exchange app, where they always were.
+        app_label = "exchange"
         ordering = ["seq"]
         indexes = [
-            models.Index(fields=["subject_type", "subject_id"]),
-            models.Index(fields=["program", "seq"]),
+            models.Index(fields=["subject_type", "subject_id"], name="exchange_ev_subject_2d468e_idx"),
+            models.Index(fields=["program", "seq"], name="exchange_ev_program_53a352_idx"),
             # Reports and the dashboard count a program's events of a kind over a period.
             models.Index(fields=["program", "kind", "created_at"], name="event_program_kind_time"),
         ]

@@ -1,7 +1,9 @@
 """Signal types: how each kind of hash is normalised, validated and compared.
 
-A plain module (no Django), so that the index, the API and the operators' import share
-one definition. Values travel as lowercase hex.
+The one table of them, for the server (validation, the index, imports, program
+thresholds) and for members (this client checks values before it signs them). A plain
+module with no Django and no third-party import, so both sides can use it. Values travel
+as lowercase hex.
 """
 
 from __future__ import annotations

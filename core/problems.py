@@ -1,7 +1,9 @@
-"""API plumbing shared by every app: one error shape, pagination, rate limits.
+"""The one error shape: RFC 9457 problem documents (`application/problem+json`).
 
-Errors are RFC 9457 problem documents (`application/problem+json`) with a `detail` a
-person can act on and, for validation errors, per-field `errors`.
+Every refusal in every app is a `Problem` (a stable `code`, a `detail` a person can act
+on, an HTTP status, per-field `errors` when a field is at fault), and the one exception
+handler below renders it, DRF's own errors and the database's races as problem+json.
+Where a batch answers per item, the item's result carries the same `code` and `detail`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,46 @@ TITLES = {
     429: "Too many requests",
     503: "Service unavailable",
 }
+
+
+class Problem(ValueError):
+    """A refusal: a stable machine-readable `code`, a `detail` that says what to fix, a status.
+
+    `errors` names the fields at fault ({field: [message, ...]}); `Problem.field()` builds
+    that case. Raised by services, envelope checks and facades alike; the exception handler
+    answers it as problem+json, and batch endpoints put `code` and `detail` in the item.
+    (A ValueError, because it is one: parsers up the stack catch bad values as such.)
+    """
+
+    def __init__(
+        self, code: str, detail: str, status: int = 400, *, errors: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.errors = errors
+
+    @classmethod
+    def field(cls, name: str, message: str, *, code: str = "invalid", status: int = 400) -> Problem:
+        """A refusal of one field's value; the detail reads `name: message`."""
+        return cls(code, f"{name}: {message}", status, errors={name: [message]})
+
+    @classmethod
+    def fields(cls, errors: dict[str, list[str]], *, code: str = "invalid") -> Problem:
+        """A refusal of several fields' values at once."""
+        detail = "; ".join(f"{name}: {message}" for name, messages in errors.items() for message in messages)
+        return cls(code, detail, 400, errors=errors)
+
+    @property
+    def messages(self) -> list[str]:
+        """One line per fault, for admin messages and operator commands."""
+        if self.errors:
+            return [message for messages in self.errors.values() for message in messages]
+        return [self.detail]
+
+    def response(self) -> Response:
+        return problem_response(self.status, self.detail, code=self.code, errors=self.errors)
 
 
 def problem(status_code: int, detail: str, *, code: str, errors: Any = None, **extra: Any) -> dict[str, Any]:
@@ -89,6 +129,8 @@ def _first_code(detail: Any) -> str:
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler that answers every error as a problem document."""
+    if isinstance(exc, Problem):
+        return exc.response()
     if isinstance(exc, RequestDataTooBig):
         return problem_response(413, "The request body is larger than the server accepts.", code="request_too_large")
     if isinstance(exc, IntegrityError):
@@ -125,36 +167,6 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     response.data = body
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
-
-
-class Pagination(LimitOffsetPagination):
-    """`?limit=&offset=` on list endpoints; the feed uses its own sequence cursor."""
-
-    default_limit = 100
-    max_limit = 1000
-
-
-class CredentialRateThrottle(SimpleRateThrottle):
-    """A rate limit per API credential, kept in Redis.
-
-    It fails open: when Redis is unreachable, requests go through rather than the
-    exchange refusing submissions (nothing is lost by a Redis outage).
-    """
-
-    scope = "credential"
-
-    def get_cache_key(self, request: Any, view: Any) -> str | None:
-        credential = getattr(request, "auth", None)
-        if credential is None or not hasattr(credential, "pk"):
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": credential.pk}
-
-    def allow_request(self, request: Any, view: Any) -> bool:
-        try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # noqa: BLE001 - any cache failure must not block the API
-            logger.warning("rate limit skipped, cache unavailable: %s", exc)
-            return True
 
 
 def too_large_body() -> dict[str, Any]:

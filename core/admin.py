@@ -1,0 +1,84 @@
+"""Admin helpers every app's admin uses, and the admin of the event log itself.
+
+Records that only services write are read-only here; actions that change state go
+through services with the admin user as the actor, so the log names who did it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from .ledger import Actor, Event
+from .problems import Problem
+
+
+def admin_actor(request: HttpRequest) -> Actor:
+    return Actor.admin(request.user.get_username())
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records that only services write (events, envelopes): view, never add, edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class NoAddDeleteAdmin(admin.ModelAdmin):
+    """For records created through the API or services, changed only by actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def ask_reason(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    summary: str,
+    lines: list[str],
+    selected: list[int],
+    button: str,
+) -> HttpResponse:
+    """The intermediate page of an admin action that needs a reason (it is recorded in the log)."""
+    return render(
+        request,
+        "admin/reason_form.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": summary,
+            "summary": summary,
+            "lines": lines,
+            "selected": selected,
+            "action": request.POST["action"],
+            "button": button,
+            "opts": modeladmin.model._meta,
+        },
+    )
+
+
+def report_problem(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: Problem) -> None:
+    """Show a refused action's reasons on the admin page instead of an error page."""
+    modeladmin.message_user(request, "; ".join(exc.messages), level=messages.ERROR)
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["seq", "kind", "program", "subject_type", "subject_id", "actor_type", "actor_id", "created_at"]
+    list_filter = ["kind", "program", "actor_type", "subject_type"]
+    search_fields = ["subject_id", "actor_id", "kind"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Event._meta.fields]
+    show_full_result_count = False  # counting a large log on every page view is slow

@@ -1,0 +1,29 @@
+"""Writes to hashes, one module per seam; each service records its events.
+
+- `store`: the one path that stores a batch of submissions, signed or unsigned;
+- `submissions`: signed submission envelopes, checked item by item;
+- `unsigned`: a facade's unsigned hashes, for the members a program names;
+- `withdrawals`: signed withdrawals, and admins' decisions to withdraw or retire;
+- `signed`: the checks every signed envelope passes first.
+"""
+
+from __future__ import annotations
+
+from .signed import check_signed_time, verify_signed
+from .store import ItemResult
+from .submissions import submissions_create
+from .unsigned import UnsignedItem, unsigned_check_program, unsigned_submissions_create
+from .withdrawals import WithdrawalResult, hash_set_status, withdrawal_create
+
+__all__ = [
+    "ItemResult",
+    "UnsignedItem",
+    "WithdrawalResult",
+    "check_signed_time",
+    "hash_set_status",
+    "submissions_create",
+    "unsigned_check_program",
+    "unsigned_submissions_create",
+    "verify_signed",
+    "withdrawal_create",
+]

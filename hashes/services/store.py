@@ -1,0 +1,289 @@
+"""The one path that stores a batch of submissions, signed or unsigned.
+
+Signed envelopes (submissions.py) and a facade's unsigned hashes (unsigned.py) are
+checked in their own ways, then handed here as `Pending` items, and stored the same way
+in one transaction that holds the ledger lock, so "is this the first active support of
+the hash in this program?" is decided against the state the events are recorded on.
+
+The rows are written with multi-row INSERTs of values adapted once per batch rather
+than with bulk_create: for 1,000 envelopes Django's per-value field preparation, the
+model instances, and (on PostgreSQL) psycopg's pure-Python array dumping behind
+bulk_create's UNNEST cost more than the database does, and all of it ran while the
+ledger lock was held (see docs/benchmarks/submissions.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from core import ledger
+from core.ledger import Actor, NewEvent
+from core.problems import Problem
+from core.sql import insert_rows, values_in
+from members.models import Member, Program
+
+from ..models import Hash, Listing, Submission
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one item of a batch."""
+
+    index: int
+    status: str = "rejected"  # accepted | duplicate | rejected
+    hash_id: int | None = None
+    submission_id: int | None = None
+    error: Problem | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "status": self.status,
+            "hash_id": self.hash_id,
+            "submission_id": self.submission_id,
+            "error": {"code": self.error.code, "detail": self.error.detail} if self.error else None,
+        }
+
+    def repeat(self, first: ItemResult) -> None:
+        """The same thing twice in one batch: this later item repeats the first's result."""
+        self.status = "duplicate" if first.status == "accepted" else first.status
+        self.hash_id, self.submission_id, self.error = first.hash_id, first.submission_id, first.error
+
+
+HASH_COLUMNS = ("signal_type", "value", "status", "status_reason", "created_at", "status_changed_at")
+LISTING_COLUMNS = ("hash_id", "program_id", "status", "created_at", "changed_at")
+# The Submission columns a Pending row fills, in this order; hash_id (first) is filled in
+# under the lock.
+SUBMISSION_COLUMNS = (
+    "hash_id",
+    "program_id",
+    "submitter_id",
+    "signing_key_id",
+    "status",
+    "signed",
+    "source",
+    "envelope",
+    "payload_sha256",
+    "nonce",
+    "signed_at",
+    "labels",
+    "case_ref",
+    "quality",
+    "received_at",
+)
+
+
+@dataclass
+class Pending:
+    """A checked item to store: its result, where it goes, and its Submission row.
+
+    `row` follows SUBMISSION_COLUMNS (built before the lock is taken, see `submission_row`);
+    `event_data` is added to the data of the item's `hash.added` or `submission.added` event.
+    """
+
+    result: ItemResult
+    program: Program
+    signal_type: str
+    value: str
+    row: list[Any]
+    event_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def submission_row(
+    *,
+    program: Program,
+    member: Member,
+    now: dt.datetime,
+    labels: Sequence[str],
+    signing_key_id: int | None = None,
+    envelope: dict[str, Any] | None = None,
+    payload_sha256: str | None = None,
+    nonce: str | None = None,
+    signed_at: dt.datetime | None = None,
+    case_ref: str = "",
+    quality: int | None = None,
+    source: str = "",
+) -> list[Any]:
+    """The Submission row of an item (in SUBMISSION_COLUMNS order), without its hash id."""
+    return [
+        None,
+        program.pk,
+        member.pk,
+        signing_key_id,
+        Submission.Status.ACTIVE,
+        envelope is not None,
+        source,
+        envelope,
+        payload_sha256,
+        nonce,
+        signed_at,
+        list(labels),
+        case_ref,
+        quality,
+        now,
+    ]
+
+
+def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+    """Store checked items in one transaction under the ledger lock; fill in their results.
+
+    Steps:
+    1. Find or create the Hash rows (`hashes_for`).
+    2. A hash this member already supports in the program is a `duplicate`; the same
+       (program, hash) twice in the batch repeats the first's result; a quarantined or
+       retired hash is refused (409).
+    3. Insert the submissions; activate or create listings (a withdrawn hash becomes
+       active again); record `hash.added` for the first active support of a hash in a
+       program, `submission.added` otherwise.
+    """
+    if not items:
+        return
+    with transaction.atomic():
+        _store_locked(member=member, items=items, now=now)
+
+
+def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+    ledger.lock()
+    hashes, created = hashes_for(((i.signal_type, i.value) for i in items), now)
+    known = {pk for pk, _status in hashes.values()} - created
+    program_ids = {i.program.pk for i in items}
+    mine: dict[tuple[int, int], int] = {}
+    listings: dict[tuple[int, int], tuple[int | None, str]] = {}
+    if known:  # hashes created just now have neither submissions nor listings
+        mine = {
+            (program_id, hash_id): pk
+            for pk, program_id, hash_id in Submission.objects.filter(
+                submitter=member, status=Submission.Status.ACTIVE, hash_id__in=known, program_id__in=program_ids
+            ).values_list("id", "program_id", "hash_id")
+        }
+        listings = {
+            (program_id, hash_id): (pk, status)
+            for pk, program_id, hash_id, status in Listing.objects.filter(
+                hash_id__in=known, program_id__in=program_ids
+            ).values_list("id", "program_id", "hash_id", "status")
+        }
+    accepted: list[Pending] = []
+    first_in_batch: dict[tuple[int, int], ItemResult] = {}
+    repeats: list[tuple[ItemResult, ItemResult]] = []
+    for item in items:
+        hash_id, hash_status = hashes[(item.signal_type, item.value)]
+        place = (item.program.pk, hash_id)
+        if place in mine:
+            item.result.status, item.result.hash_id, item.result.submission_id = "duplicate", hash_id, mine[place]
+            continue
+        if place in first_in_batch:
+            repeats.append((first_in_batch[place], item.result))
+            continue
+        if hash_status in (Hash.Status.QUARANTINED, Hash.Status.RETIRED):
+            item.result.error = Problem(
+                f"hash_{hash_status}",
+                f"this hash is {hash_status} by the clearinghouse and takes no new submissions",
+                status=409,
+            )
+            continue
+        item.row[0] = hash_id
+        first_in_batch[place] = item.result
+        accepted.append(item)
+    submission_ids = _insert_submissions(member, [item.row for item in accepted])
+    events: list[NewEvent] = []
+    new_listings: list[tuple[Any, ...]] = []
+    reactivated: list[int] = []
+    reactivated_hashes: set[int] = set()
+    for item in accepted:
+        hash_id, hash_status = hashes[(item.signal_type, item.value)]
+        place = (item.program.pk, hash_id)
+        submission_id = submission_ids[place]
+        item.result.status, item.result.hash_id, item.result.submission_id = "accepted", hash_id, submission_id
+        data = {
+            "hash_id": hash_id,
+            "signal_type": item.signal_type,
+            "value": item.value,
+            "submission_id": submission_id,
+            "submitter": member.slug,
+            **item.event_data,
+        }
+        listing = listings.get(place)
+        if listing is not None and listing[1] == Listing.Status.ACTIVE:
+            events.append(NewEvent("submission.added", "hash", str(hash_id), program=item.program.slug, data=data))
+            continue
+        if listing is None:
+            new_listings.append((hash_id, item.program.pk, Listing.Status.ACTIVE, now, now))
+        else:
+            reactivated.append(listing[0])  # type: ignore[arg-type]
+        listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
+        if hash_status == Hash.Status.WITHDRAWN:
+            reactivated_hashes.add(hash_id)
+        events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
+    if new_listings:
+        insert_rows(Listing, LISTING_COLUMNS, new_listings)
+    if reactivated:
+        Listing.objects.filter(pk__in=reactivated).update(status=Listing.Status.ACTIVE, changed_at=now)
+    if reactivated_hashes:
+        Hash.objects.filter(pk__in=reactivated_hashes).update(
+            status=Hash.Status.ACTIVE, status_changed_at=now, status_reason=""
+        )
+    ledger.record_many(events, actor=Actor.member(member.slug))
+    for first, repeat in repeats:
+        repeat.repeat(first)
+
+
+def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int, int], int]:
+    """Insert Submission rows; their ids by (program id, hash id), unique among a batch's new rows."""
+    if not rows:
+        return {}
+    inserted = insert_rows(Submission, SUBMISSION_COLUMNS, rows, returning=("id", "program_id", "hash_id"))
+    if inserted is None:  # a backend that does not return rows: read the ids back
+        inserted = list(
+            Submission.objects.filter(
+                submitter=member,
+                status=Submission.Status.ACTIVE,
+                hash_id__in={row[0] for row in rows},
+                program_id__in={row[1] for row in rows},
+            ).values_list("id", "program_id", "hash_id")
+        )
+    return {(program_id, hash_id): pk for pk, program_id, hash_id in inserted}
+
+
+def hashes_for(
+    pairs: Iterable[tuple[str, str]], now: dt.datetime
+) -> tuple[dict[tuple[str, str], tuple[int, str]], set[int]]:
+    """(id, status) of the Hash rows for (signal type, value) pairs, creating the missing ones.
+
+    Also returns the ids created here. Called under the ledger lock, so no concurrent
+    writer can create the same row, and a hash created here has no submission or
+    listing yet.
+    """
+    wanted = list(dict.fromkeys(pairs))  # batch order, so new ids follow the order of the items
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for signal_type, value in wanted:
+        by_type[signal_type].append(value)
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for signal_type, values in by_type.items():
+        for chunk_start in range(0, len(values), 500):
+            chunk = values[chunk_start : chunk_start + 500]
+            rows = Hash.objects.filter(signal_type=signal_type, value__in=values_in(chunk)).values_list(
+                "id", "value", "status"
+            )
+            for pk, value, status in rows:
+                found[(signal_type, value)] = (pk, status)
+    missing = [pair for pair in wanted if pair not in found]
+    if not missing:
+        return found, set()
+    rows = [(signal_type, value, Hash.Status.ACTIVE, "", now, now) for signal_type, value in missing]
+    inserted = insert_rows(Hash, HASH_COLUMNS, rows, returning=("id", "signal_type", "value"))
+    if inserted is None:  # a backend that does not return rows: read the new ones back
+        inserted = []
+        for signal_type, value in missing:
+            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=value)
+            inserted.append((pk, signal_type, value))
+    created = set()
+    for pk, signal_type, value in inserted:
+        found[(signal_type, value)] = (pk, Hash.Status.ACTIVE)
+        created.add(pk)
+    return found, created

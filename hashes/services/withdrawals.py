@@ -1,0 +1,181 @@
+"""Withdrawals signed by a submitter, and admins' decisions to withdraw or retire a hash.
+
+Both end a hash's distribution in a program by a `hash.withdrawn` event (a tombstone
+for members, and an obligation to acknowledge for those that were sent it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core import ledger
+from core.ledger import Actor, NewEvent
+from core.problems import Problem
+from members.models import Member, Program, SigningKey
+
+from .. import envelopes
+from ..models import Hash, Listing, Submission, Withdrawal
+from .signed import check_signed_time, signing_keys, verify_signed
+
+
+@dataclass
+class WithdrawalResult:
+    withdrawal: Withdrawal
+    hash: Hash
+    listing_status: str
+    created: bool
+
+
+def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None = None) -> WithdrawalResult:
+    """Withdraw the member's own submission(s) of a hash in a program, by signed envelope.
+
+    The hash stops being distributed in that program when no active submission supports
+    it there any more (`hash.withdrawn`); otherwise only `submission.withdrawn` is
+    recorded. The same envelope sent again returns the first result.
+    """
+    now = now or timezone.now()
+    keys = signing_keys([envelope])
+    key, payload_bytes = verify_signed(
+        member=member, envelope=envelope, keys=keys, payload_type=envelopes.WITHDRAWAL_TYPE, now=now
+    )
+    digest = envelopes.payload_digest(payload_bytes)
+    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    if previous is not None:
+        listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
+        return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+    payload = envelopes.parse_withdrawal(payload_bytes)
+    check_signed_time(key=key, created_at=payload.created_at, now=now)
+    if Withdrawal.objects.filter(signing_key=key, nonce=payload.nonce).exists():
+        raise Problem("nonce_reused", "this key already signed another withdrawal with this nonce", status=409)
+    program = Program.objects.filter(slug=payload.program).first()
+    if program is None:
+        raise Problem("unknown_program", f"unknown program {payload.program!r}")
+    row = Hash.objects.filter(signal_type=payload.signal_type, value=payload.value).first()
+    if row is None:
+        raise Problem("unknown_hash", "no such hash has been submitted", status=404)
+    return _store_withdrawal(
+        member=member, key=key, envelope=envelope, digest=digest, payload=payload, program=program, row=row, now=now
+    )
+
+
+@transaction.atomic
+def _store_withdrawal(
+    *,
+    member: Member,
+    key: SigningKey,
+    envelope: Any,
+    digest: str,
+    payload: envelopes.WithdrawalPayload,
+    program: Program,
+    row: Hash,
+    now: dt.datetime,
+) -> WithdrawalResult:
+    ledger.lock()
+    targets = Submission.objects.select_for_update().filter(
+        submitter=member, program=program, hash=row, status=Submission.Status.ACTIVE
+    )
+    if payload.case:
+        targets = targets.filter(case_ref=payload.case)
+    targets = list(targets)
+    if not targets:
+        raise Problem(
+            "nothing_to_withdraw",
+            f"you have no active submission of this hash in {program.slug!r}"
+            + (f" for case {payload.case!r}" if payload.case else ""),
+            status=409,
+        )
+    withdrawal = Withdrawal.objects.create(
+        hash=row,
+        program=program,
+        submitter=member,
+        signing_key=key,
+        envelope=envelopes.canonical_envelope(envelope),
+        payload_sha256=digest,
+        nonce=payload.nonce,
+        signed_at=payload.created_at,
+        case_ref=payload.case,
+        reason=payload.reason,
+        received_at=now,
+    )
+    Submission.objects.filter(pk__in=[s.pk for s in targets]).update(
+        status=Submission.Status.WITHDRAWN, withdrawn_at=now, withdrawal=withdrawal
+    )
+    actor = Actor.member(member.slug)
+    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value}
+    events = [
+        NewEvent(
+            "submission.withdrawn",
+            "hash",
+            str(row.pk),
+            program=program.slug,
+            data={**base, "submission_id": s.pk, "withdrawal_id": withdrawal.pk, "submitter": member.slug},
+        )
+        for s in targets
+    ]
+    listing = Listing.objects.select_for_update().get(hash=row, program=program)
+    still_supported = (
+        listing.import_batch_id is not None
+        or Submission.objects.filter(hash=row, program=program, status=Submission.Status.ACTIVE).exists()
+    )
+    if not still_supported:
+        listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
+        listing.save(update_fields=["status", "changed_at"])
+        events.append(
+            NewEvent(
+                "hash.withdrawn",
+                "hash",
+                str(row.pk),
+                program=program.slug,
+                data={**base, "withdrawal_id": withdrawal.pk, "reason": "withdrawn by its submitters"},
+            )
+        )
+        _refresh_hash_status(row, now=now)
+    ledger.record_many(events, actor=actor)
+    return WithdrawalResult(withdrawal, row, listing.status, created=True)
+
+
+def _refresh_hash_status(row: Hash, *, now: dt.datetime) -> None:
+    """An active hash with no active listing left becomes withdrawn."""
+    if row.status == Hash.Status.ACTIVE and not row.listings.filter(status=Listing.Status.ACTIVE).exists():
+        row.status, row.status_changed_at, row.status_reason = Hash.Status.WITHDRAWN, now, "no active support"
+        row.save(update_fields=["status", "status_changed_at", "status_reason"])
+
+
+@transaction.atomic
+def hash_set_status(*, hash_: Hash, status: str, reason: str, actor: Actor) -> Hash:
+    """An admin withdraws or retires a hash everywhere, with a reason.
+
+    Members are told by a `hash.withdrawn` event per program it was distributed in;
+    `hash.retired` records that it may never come back.
+    """
+    if status not in (Hash.Status.WITHDRAWN, Hash.Status.RETIRED):
+        raise Problem.field("status", f"admins set withdrawn or retired, not {status}")
+    if not reason.strip():
+        raise Problem.field("reason", "give a reason; it is recorded in the log")
+    ledger.lock()
+    row = Hash.objects.select_for_update().get(pk=hash_.pk)
+    if row.status == Hash.Status.RETIRED:
+        raise Problem.field("status", "this hash is retired; that is final")
+    now = timezone.now()
+    # Nothing supports the hash any more: a later submission starts it afresh.
+    row.submissions.filter(status=Submission.Status.ACTIVE).update(status=Submission.Status.WITHDRAWN, withdrawn_at=now)
+    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value, "reason": reason}
+    events = []
+    for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE):
+        listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
+        listing.save(update_fields=["status", "changed_at"])
+        events.append(
+            NewEvent("hash.withdrawn", "hash", str(row.pk), program=listing.program.slug, data={**base, "by": "admin"})
+        )
+    if status == Hash.Status.RETIRED:
+        events.append(NewEvent("hash.retired", "hash", str(row.pk), data=base))
+    if row.status != status:
+        row.status, row.status_changed_at, row.status_reason = status, now, reason
+        row.save(update_fields=["status", "status_changed_at", "status_reason"])
+    ledger.record_many(events, actor=actor)
+    return row
