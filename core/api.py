@@ -1,14 +1,44 @@
-"""DRF plumbing shared by every app: pagination and the rate limit per credential."""
+"""DRF plumbing shared by every app: the JSON parser, pagination, the rate limit per credential."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+from django.conf import settings
+from hashexchange_client.encoding import json_depth
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
+
+# No request body of the API nests deeper than a few levels; a deeper one is refused
+# before Python's parser recurses into it (it would raise RecursionError: a 500).
+MAX_REQUEST_JSON_DEPTH = 64
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing too-deep nesting and numbers Python will not parse as 400s."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = stream.read().decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"JSON parse error - the body is not {encoding}: {exc}") from None
+        if json_depth(text) > MAX_REQUEST_JSON_DEPTH:
+            raise ParseError(f"JSON parse error - nested deeper than {MAX_REQUEST_JSON_DEPTH} levels")
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class Pagination(LimitOffsetPagination):

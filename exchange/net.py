@@ -7,21 +7,68 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
 
 
 class UnsafeUrl(ValueError):
     """A webhook URL the clearinghouse will not call; the message says why."""
 
 
-def check_url(url: str, *, resolve: bool = True) -> None:
-    """Refuse non-HTTP URLs and, unless WEBHOOKS_ALLOW_PRIVATE, hosts that resolve to
-    loopback, private, link-local, multicast or reserved addresses (SSRF protection).
+# IPv6 ranges that carry an IPv4 address inside them (or route to one): an address there
+# is refused when the IPv4 address it embeds would be, and the translation prefixes are
+# refused outright, since the relay they name decides where the packet goes.
+_EMBEDDING_V6 = (
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated): ::127.0.0.1
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
+    ipaddress.ip_network("2002::/16"),  # 6to4
+    ipaddress.ip_network("2001::/32"),  # Teredo
+)
+# Public, but not what a webhook receiver is: shared address space behind carrier NAT.
+_REFUSED_EXTRA = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("192.88.99.0/24"))
+# Ports a webhook may use: the web's two, and any unprivileged one (no SSH, SMTP, ...).
+_ALLOWED_LOW_PORTS = (80, 443)
 
-    Checked when an endpoint is saved and again before every POST, since DNS can change.
+
+def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why the clearinghouse will not connect to this address, or None if it may."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_refused(address.ipv4_mapped)
+        if any(address in network for network in _EMBEDDING_V6):
+            return "an IPv6 address that embeds or translates to an IPv4 address"
+    if not address.is_global or address.is_multicast:
+        return "a non-public address"
+    if any(address in network for network in _REFUSED_EXTRA):
+        return "a shared or relay address"
+    return None
+
+
+def _port(parts: SplitResult) -> int:
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UnsafeUrl("the URL's port is not a number from 1 to 65535")
+    return port or (443 if parts.scheme == "https" else 80)
+
+
+def check_url(url: str, *, resolve: bool = True) -> None:
+    """Refuse URLs the clearinghouse will not call; the message says why and what to change.
+
+    Refused: schemes other than http(s), credentials in the URL, and, unless
+    WEBHOOKS_ALLOW_PRIVATE, privileged ports other than 80 and 443 and hosts with any
+    address that `address_refused` refuses (loopback, private, link-local, multicast,
+    reserved, and IPv6 forms that embed one). Checked when an endpoint is saved; before
+    every POST the connection itself is made to an address checked at that moment
+    (`PinnedAdapter`), so a DNS answer that changes in between cannot redirect it.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -30,16 +77,61 @@ def check_url(url: str, *, resolve: bool = True) -> None:
         raise UnsafeUrl("the URL has no host")
     if parts.username or parts.password:
         raise UnsafeUrl("the URL must not contain credentials; the signature authenticates us")
-    if settings.WEBHOOKS_ALLOW_PRIVATE or not resolve:
+    port = _port(parts)
+    if settings.WEBHOOKS_ALLOW_PRIVATE:
         return
+    if port < 1024 and port not in _ALLOWED_LOW_PORTS:
+        raise UnsafeUrl(f"port {port} is refused: use 443, 80 or a port from 1024 up")
+    if resolve:
+        resolve_checked(parts.hostname, port)
+
+
+def resolve_checked(host: str, port: int) -> str:
+    """Resolve `host` once and return the address to connect to, if every address is allowed."""
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeUrl(f"the host {parts.hostname!r} does not resolve ({exc})") from None
+        raise UnsafeUrl(f"the host {host!r} does not resolve ({exc})") from None
+    if not infos:
+        raise UnsafeUrl(f"the host {host!r} does not resolve")
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise UnsafeUrl(f"the host {parts.hostname!r} resolves to a non-public address ({address})")
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        reason = address_refused(address)
+        if reason is not None:
+            raise UnsafeUrl(
+                f"the host {host!r} resolves to {reason} ({address}); webhooks go to public receivers "
+                "(for a receiver on this machine in development, set WEBHOOKS_ALLOW_PRIVATE=1)"
+            )
+    return str(infos[0][4][0])
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address `resolve_checked` just approved, not to a second DNS answer.
+
+    The URL's host is replaced by that address; the Host header, TLS SNI and the
+    certificate check keep the original name. Redirects are never followed (`post`).
+    """
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(request.url or "")
+        host = parts.hostname or ""
+        port = _port(parts)
+        address = resolve_checked(host, port)
+        literal = f"[{address}]" if ":" in address else address
+        request.headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        request.url = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path, parts.query, parts.fragment))
+        request.hx_tls_host = host  # type: ignore[attr-defined]
+        return super().send(request, *args, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        tls_host = getattr(request, "hx_tls_host", None)
+        if tls_host and host_params.get("scheme") == "https":
+            pool_kwargs["assert_hostname"] = tls_host
+            pool_kwargs["server_hostname"] = tls_host
+        return host_params, pool_kwargs
 
 
 @dataclass
@@ -59,8 +151,13 @@ _local = threading.local()
 
 def _session() -> requests.Session:
     # One connection pool per thread: deliveries run in a thread pool.
-    if not hasattr(_local, "session"):
-        _local.session = requests.Session()
+    pinned = not settings.WEBHOOKS_ALLOW_PRIVATE
+    if getattr(_local, "pinned", None) is not pinned:
+        session = requests.Session()
+        if pinned:
+            session.mount("http://", PinnedAdapter())
+            session.mount("https://", PinnedAdapter())
+        _local.session, _local.pinned = session, pinned
     return _local.session
 
 
@@ -68,7 +165,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
     """POST once; never follow redirects; never raise for network errors."""
     started = time.monotonic()
     try:
-        check_url(url)
+        check_url(url, resolve=False)  # the adapter resolves, checks and pins the address
         response = _session().post(
             url,
             data=body,

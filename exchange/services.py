@@ -16,6 +16,7 @@ Delivery is at-least-once and keeps its state in the database:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -34,7 +35,7 @@ from core import ledger
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member
-from members.selectors import pushed_program_slugs
+from members.selectors import pushed_program_slugs, receiving_member_q
 
 from . import crypto, net
 from .feed import FEED_KINDS, EntryCache, feed_page
@@ -240,7 +241,12 @@ def signed_post(endpoint: WebhookEndpoint, message_id: str, body: bytes) -> net.
 
 
 def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
-    """Send a `webhook.test` message now, outside the event stream, and say what the receiver answered."""
+    """Send a `webhook.test` message now, outside the event stream, and say how the receiver answered.
+
+    Only the status code, the time and a network error are told, never the receiver's
+    body: a test on demand must not turn the clearinghouse into a proxy that reads pages
+    for whoever can register a URL.
+    """
     now = timezone.now()
     message_id = f"msg_test_{endpoint.pk}_{int(now.timestamp() * 1000)}"
     body = json.dumps(
@@ -251,7 +257,7 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
         },
         separators=(",", ":"),
     ).encode()
-    return signed_post(endpoint, message_id, body)
+    return dataclasses.replace(signed_post(endpoint, message_id, body), excerpt="")
 
 
 # Delivery ---------------------------------------------------------------------------------
@@ -260,7 +266,9 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
 def _claim(endpoint_id: int, now: dt.datetime) -> bool:
     expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     return bool(
-        WebhookEndpoint.objects.filter(expired, pk=endpoint_id, is_active=True).update(
+        # A suspended or pending member's endpoints are not claimed: nothing is built or
+        # retried for them, and their cursors wait until the member is active again.
+        WebhookEndpoint.objects.filter(expired, receiving_member_q(), pk=endpoint_id, is_active=True).update(
             claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS), wake_requested=False
         )
     )
@@ -471,7 +479,7 @@ def endpoints_to_wake(*, now: dt.datetime | None = None) -> list[int]:
     due_retry = Delivery.objects.filter(
         endpoint=models.OuterRef("pk"), status=Delivery.Status.PENDING, next_attempt_at__lte=now
     )
-    with_work = WebhookEndpoint.objects.filter(is_active=True).filter(
+    with_work = WebhookEndpoint.objects.filter(receiving_member_q(), is_active=True).filter(
         Q(cursor_seq__lt=latest) | Q(models.Exists(due_retry))
     )
     free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)

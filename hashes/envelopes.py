@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hashexchange_client import dsse, signal_types
+from hashexchange_client.encoding import StrictJSONError, loads_strict
 from hashexchange_client.payloads import (
     CASE_RE,
     LABEL_RE,
@@ -86,9 +86,9 @@ def payload_digest(payload: bytes) -> str:
 
 def _load(payload: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem("malformed_payload", f"the payload must be UTF-8 JSON: {exc}") from None
+        data = loads_strict(payload)
+    except StrictJSONError as exc:
+        raise Problem("malformed_payload", f"the payload must be one unambiguous UTF-8 JSON document: {exc}") from None
     if not isinstance(data, dict):
         raise Problem("malformed_payload", "the payload must be a JSON object")
     return data
@@ -117,11 +117,13 @@ def _time(data: Mapping[str, Any]) -> dt.datetime:
     raw = data["created_at"]
     try:
         value = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
+        # A time at the edge of the calendar (year 1 or 9999 with an offset) has no UTC form.
+        value = value.astimezone(dt.UTC) if value is not None and value.tzinfo is not None else None
+    except (ValueError, OverflowError):
         value = None
-    if value is None or value.tzinfo is None:
+    if value is None:
         raise Problem("malformed_payload", "created_at must be an RFC 3339 time with a zone, e.g. 2026-11-21T06:00:00Z")
-    return value.astimezone(dt.UTC)
+    return value
 
 
 def _signal(data: Mapping[str, Any]) -> tuple[str, str]:

@@ -46,6 +46,11 @@ class Member(models.Model):
         ACTIVE = "active", "Active"
         SUSPENDED = "suspended", "Suspended"
 
+    # Only these receive anything, by any path (API reads, feed, webhooks, match,
+    # facades, peers); a suspended or pending member's webhooks wait, and catch up from
+    # their cursor if it is activated again.
+    RECEIVING_STATUSES = (Status.ACTIVE,)
+
     slug = models.SlugField(max_length=64, unique=True, help_text="Stable public name used in the API and events.")
     name = models.CharField(max_length=200, help_text="Display name of the organisation.")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -64,13 +69,10 @@ class Member(models.Model):
     def __str__(self) -> str:
         return self.slug
 
-    def threshold(self, signal_type: str) -> int:
-        """The match threshold for a signal type: the program's own, else the type's default."""
-        return int((self.thresholds or {}).get(signal_type, DEFAULT_THRESHOLDS[signal_type]))
-
     @property
     def is_active(self) -> bool:
-        return self.status == self.Status.ACTIVE
+        """Active members call the API and receive hashes; see RECEIVING_STATUSES."""
+        return self.status in self.RECEIVING_STATUSES
 
 
 DEFAULT_SCOPES: dict[str, list[str]] = {

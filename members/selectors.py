@@ -1,7 +1,10 @@
 """Reads, always scoped to the calling member; and which programs a member gets what from.
 
-The enrollment rules (`Enrollment.RECEIVING`, `PUSHED`, `SUBMITTING`) are applied here
-and nowhere else: every app asks these selectors.
+The rules of who receives what are applied here and nowhere else; every outbound path
+(API reads, feed, webhooks, match, facades) asks these selectors:
+- a member receives nothing unless its status is active (`Member.RECEIVING_STATUSES`);
+- then by enrollment state: `Enrollment.RECEIVING` may read, `PUSHED` is sent by
+  webhook, `SUBMITTING` may submit and match.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import Enrollment, Member, Program, SigningKey
 
@@ -29,6 +32,8 @@ def signing_keys_of(*, member: Member) -> QuerySet[SigningKey]:
 
 def receiving_program_ids(*, member: Member) -> set[int]:
     """Programs whose hashes the member may read (feed, lookups, facades)."""
+    if not member.is_active:
+        return set()
     return set(
         Enrollment.objects.filter(member=member, state__in=Enrollment.RECEIVING).values_list("program_id", flat=True)
     )
@@ -36,6 +41,8 @@ def receiving_program_ids(*, member: Member) -> set[int]:
 
 def receiving_program_slugs(*, member: Member) -> list[str]:
     """The slugs of the programs whose events the member's pull feed carries."""
+    if not member.is_active:
+        return []
     return list(
         Enrollment.objects.filter(member=member, state__in=Enrollment.RECEIVING).values_list("program__slug", flat=True)
     )
@@ -43,6 +50,8 @@ def receiving_program_slugs(*, member: Member) -> list[str]:
 
 def receiving_programs(*, member: Member, only: str | None = None) -> list[Program]:
     """The programs the member receives (or just `only`, if it receives that one), by slug."""
+    if not member.is_active:
+        return []
     programs = Program.objects.filter(enrollments__member=member, enrollments__state__in=Enrollment.RECEIVING)
     if only is not None:
         programs = programs.filter(slug=only)
@@ -50,14 +59,17 @@ def receiving_programs(*, member: Member, only: str | None = None) -> list[Progr
 
 
 def is_receiving(*, member: Member, program: Program) -> bool:
-    return Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.RECEIVING).exists()
+    return (
+        member.is_active
+        and Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.RECEIVING).exists()
+    )
 
 
 def receivers_by_program(*, program_ids: Iterable[int]) -> dict[int, set[int]]:
     """{program id: ids of the members that receive it} for the given programs."""
     found: dict[int, set[int]] = defaultdict(set)
     for member_id, program_id in Enrollment.objects.filter(
-        program_id__in=set(program_ids), state__in=Enrollment.RECEIVING
+        program_id__in=set(program_ids), state__in=Enrollment.RECEIVING, member__status__in=Member.RECEIVING_STATUSES
     ).values_list("member_id", "program_id"):
         found[program_id].add(member_id)
     return found
@@ -65,6 +77,8 @@ def receivers_by_program(*, program_ids: Iterable[int]) -> dict[int, set[int]]:
 
 def pushed_program_slugs(*, member: Member) -> list[str]:
     """The slugs of the programs whose new hashes the member's webhooks are sent."""
+    if not member.is_active:
+        return []
     return list(
         Enrollment.objects.filter(member=member, state__in=Enrollment.PUSHED).values_list("program__slug", flat=True)
     )
@@ -72,17 +86,24 @@ def pushed_program_slugs(*, member: Member) -> list[str]:
 
 def submitting_program_ids(*, member: Member) -> set[int]:
     """Programs the member may submit to and match against."""
+    if not member.is_active:
+        return set()
     return set(
         Enrollment.objects.filter(member=member, state__in=Enrollment.SUBMITTING).values_list("program_id", flat=True)
     )
 
 
 def submitting_programs(*, member: Member) -> QuerySet[Program]:
+    if not member.is_active:
+        return Program.objects.none()
     return Program.objects.filter(enrollments__member=member, enrollments__state__in=Enrollment.SUBMITTING)
 
 
 def is_submitting(*, member: Member, program: Program) -> bool:
-    return Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.SUBMITTING).exists()
+    return (
+        member.is_active
+        and Enrollment.objects.filter(member=member, program=program, state__in=Enrollment.SUBMITTING).exists()
+    )
 
 
 def programs_by_slug() -> dict[str, Program]:
@@ -91,3 +112,8 @@ def programs_by_slug() -> dict[str, Program]:
 
 def program_by_slug(slug: str) -> Program | None:
     return Program.objects.filter(slug=slug).first()
+
+
+def receiving_member_q(prefix: str = "member__") -> Q:
+    """The member-status half of the rule, as a filter on rows that belong to a member."""
+    return Q(**{f"{prefix}status__in": Member.RECEIVING_STATUSES})

@@ -219,16 +219,19 @@ def enrollment_set(
     """
     if state not in Enrollment.State.values:
         raise Problem.field("state", f"state must be one of {', '.join(Enrollment.State.values)}")
-    if state == Enrollment.State.OPTED_IN and not program.is_active:
+    existing = Enrollment.objects.select_for_update().filter(member=member, program=program).first()
+    if existing is not None and existing.state == state:
+        return existing, False
+    # Any state that receives a program's hashes (opted in, paused, lapsed) is a way in;
+    # a closed program lets nobody new in, whatever the state asked for.
+    entering = state in Enrollment.RECEIVING and (existing is None or existing.state not in Enrollment.RECEIVING)
+    if entering and not program.is_active:
         raise Problem.field("program", f"program {program.slug!r} is closed to new enrollments")
-    if state == Enrollment.State.OPTED_IN and member.kind == Member.Kind.AUDITOR:
+    if state in Enrollment.RECEIVING and member.kind == Member.Kind.AUDITOR:
         raise Problem.field("program", "auditors read reports; they do not enroll in programs")
-    enrollment, created = Enrollment.objects.select_for_update().get_or_create(
-        member=member, program=program, defaults={"state": state, "reason": reason}
-    )
+    created = existing is None
+    enrollment = existing or Enrollment.objects.create(member=member, program=program, state=state, reason=reason)
     previous = None if created else enrollment.state
-    if not created and previous == state:
-        return enrollment, False
     now = timezone.now()
     enrollment.state = state
     enrollment.reason = reason

@@ -1,4 +1,4 @@
-"""Strict base64 shared by keys and envelopes.
+"""Strict base64 and strict JSON, shared by keys, envelopes and payloads.
 
 Python's decoder is lenient by default (it skips garbage and ignores padding bits), so
 two different strings could decode to the same bytes. Signed material must have exactly
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 
 class Base64Error(ValueError):
@@ -36,3 +37,78 @@ def b64decode(text: object, *, what: str = "value") -> bytes:
     if b64encode(data) != text:
         raise Base64Error(f"{what} is not canonical standard base64")
     return data
+
+
+class StrictJSONError(ValueError):
+    """Bytes that are not one unambiguous JSON document; the message says why."""
+
+
+# Signed payloads are flat objects; anything deeper than this is refused before Python's
+# parser recurses into it.
+MAX_JSON_DEPTH = 32
+# Integers longer than this are refused: no field of the wire format needs more, and a
+# verifier in another language would read a huge number differently (or not at all).
+MAX_INT_DIGITS = 19
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            raise StrictJSONError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _strict_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise StrictJSONError(f"an integer of {len(text.lstrip('-'))} digits is too large (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _no_constant(name: str) -> object:
+    raise StrictJSONError(f"{name} is not JSON")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects, counting brackets outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_strict(data: bytes) -> object:
+    """Parse signed JSON so that every reader of the same bytes reads the same document.
+
+    Refused: bytes that are not UTF-8; a key repeated in one object (parsers disagree on
+    which one wins, so two verifiers could read different payloads under one signature);
+    NaN and Infinity; integers of more than MAX_INT_DIGITS digits; nesting deeper than
+    MAX_JSON_DEPTH. Raises StrictJSONError (a ValueError) with the reason.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StrictJSONError(f"not UTF-8: {exc}") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_strict_int, parse_constant=_no_constant)
+    except StrictJSONError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise StrictJSONError(str(exc)) from None

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import signal_types
+from .encoding import StrictJSONError, loads_strict
 
 SUBMISSION_TYPE = "application/vnd.hashexchange.submission+json"
 WITHDRAWAL_TYPE = "application/vnd.hashexchange.withdrawal+json"
@@ -145,9 +146,9 @@ def check_options(*, program: str, labels: Iterable[str] = (), case: str | None 
 def parse_payload(payload: bytes) -> dict[str, Any]:
     """Decode verified payload bytes as a JSON object (for display and checks)."""
     try:
-        decoded = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
+        decoded = loads_strict(payload)
+    except StrictJSONError as exc:
+        raise PayloadError(f"payload is not one unambiguous UTF-8 JSON document: {exc}") from exc
     if not isinstance(decoded, dict):
         raise PayloadError("payload must be a JSON object")
     return decoded
