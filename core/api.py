@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -52,10 +53,14 @@ class CredentialRateThrottle(SimpleRateThrottle):
     """A rate limit per API credential, kept in Redis.
 
     It fails open: when Redis is unreachable, requests go through rather than the
-    exchange refusing submissions (nothing is lost by a Redis outage).
+    exchange refusing submissions (nothing is lost by a Redis outage). After a failure
+    the limit is skipped for REDIS_QUIET_SECONDS in this process, so that a Redis that
+    hangs costs one request one REDIS_TIMEOUT_SECONDS, not every request.
     """
 
     scope = "credential"
+    # time.monotonic() until which this process does not ask the cache.
+    quiet_until = 0.0
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         credential = getattr(request, "auth", None)
@@ -64,8 +69,13 @@ class CredentialRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": credential.pk}
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        if time.monotonic() < CredentialRateThrottle.quiet_until:
+            return True
         try:
             return super().allow_request(request, view)
         except Exception as exc:  # noqa: BLE001 - any cache failure must not block the API
-            logger.warning("rate limit skipped, cache unavailable: %s", exc)
+            CredentialRateThrottle.quiet_until = time.monotonic() + settings.REDIS_QUIET_SECONDS
+            logger.warning(
+                "rate limit skipped for %s s, cache unavailable: %s", settings.REDIS_QUIET_SECONDS, type(exc).__name__
+            )
             return True

@@ -38,13 +38,12 @@ _ALLOWED_LOW_PORTS = (80, 443)
 
 def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why the clearinghouse will not connect to this address, or None if it may."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address_refused(address.ipv4_mapped)
-        if any(address in network for network in _EMBEDDING_V6):
-            return "an IPv6 address that embeds or translates to an IPv4 address"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address_refused(address.ipv4_mapped)
     if not address.is_global or address.is_multicast:
         return "a non-public address"
+    if isinstance(address, ipaddress.IPv6Address) and any(address in network for network in _EMBEDDING_V6):
+        return "an IPv6 address that embeds or translates to an IPv4 address"
     if any(address in network for network in _REFUSED_EXTRA):
         return "a shared or relay address"
     return None
@@ -80,10 +79,10 @@ def check_url(url: str, *, resolve: bool = True) -> None:
     port = _port(parts)
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return
-    if port < 1024 and port not in _ALLOWED_LOW_PORTS:
-        raise UnsafeUrl(f"port {port} is refused: use 443, 80 or a port from 1024 up")
     if resolve:
         resolve_checked(parts.hostname, port)
+    if port < 1024 and port not in _ALLOWED_LOW_PORTS:
+        raise UnsafeUrl(f"port {port} is refused: use 443, 80 or a port from 1024 up")
 
 
 def resolve_checked(host: str, port: int) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 from django.core.management import call_command
 from django.test import Client, override_settings
@@ -71,6 +74,7 @@ def test_oversized_bodies_are_refused_before_parsing(platform_a: Caller) -> None
 @pytest.fixture
 def low_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "3/min"})
+    monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
 
 
 @pytest.mark.usefixtures("low_rate_limit")
@@ -96,3 +100,45 @@ def test_rate_limit_fails_open_when_redis_is_down(platform_a: Caller) -> None:
     with override_settings(CACHES=unreachable):
         statuses = [platform_a.client.get("/api/v1/me").status_code for _ in range(5)]
     assert statuses == [200] * 5
+
+
+@pytest.mark.usefixtures("low_rate_limit")
+def test_a_hung_redis_costs_one_request_a_timeout_not_every_request(platform_a: Caller) -> None:
+    """A Redis that accepts connections and never answers (stopped, or a network black
+    hole): the first request waits for the timeout and fails open; the next ones within
+    REDIS_QUIET_SECONDS do not ask it again."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        hung.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                accepted.append(hung.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = hung.getsockname()[1]
+    caches = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    try:
+        with override_settings(CACHES=caches, REDIS_QUIET_SECONDS=60):
+            statuses = [platform_a.client.get("/api/v1/me").status_code for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        hung.close()
+    assert statuses == [200] * 5
+    assert len(accepted) == 1
