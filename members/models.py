@@ -180,6 +180,13 @@ class Enrollment(models.Model):
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="enrollments")
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPTED_IN)
     reason = models.CharField(max_length=500, blank=True, default="", help_text="Why the state last changed.")
+    sent_through = models.BigIntegerField(
+        default=0,
+        db_default=0,
+        help_text="The last sequence number up to which this program's hashes were sent to the member "
+        "(a feed page or an acknowledged webhook). Whoever was sent a hash is told of its withdrawal, "
+        "and owes the acknowledgement, whatever its enrollment now.",
+    )
     changed_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -117,3 +117,31 @@ def program_by_slug(slug: str) -> Program | None:
 def receiving_member_q(prefix: str = "member__") -> Q:
     """The member-status half of the rule, as a filter on rows that belong to a member."""
     return Q(**{f"{prefix}status__in": Member.RECEIVING_STATUSES})
+
+
+def tombstone_programs(*, member: Member, pushed: bool = False) -> dict[str, int]:
+    """Programs the member no longer receives but was sent hashes of: {slug: sent_through}.
+
+    Whoever was sent a hash is told when it is withdrawn or quarantined, whatever its
+    enrollment now; the feed (`pushed=False`) and webhooks (`pushed=True`) add these
+    programs' tombstones for hashes distributed up to `sent_through`. A member that is
+    not active receives nothing, tombstones included, until it is active again.
+    """
+    if not member.is_active:
+        return {}
+    receiving = Enrollment.PUSHED if pushed else Enrollment.RECEIVING
+    return dict(
+        Enrollment.objects.filter(member=member, sent_through__gt=0)
+        .exclude(state__in=receiving)
+        .values_list("program__slug", "sent_through")
+    )
+
+
+def sent_through_by_program(*, program_ids: Iterable[int]) -> dict[int, dict[int, int]]:
+    """{program id: {member id: sent_through}} for every member ever sent hashes of these programs."""
+    found: dict[int, dict[int, int]] = defaultdict(dict)
+    for member_id, program_id, through in Enrollment.objects.filter(
+        program_id__in=set(program_ids), sent_through__gt=0
+    ).values_list("member_id", "program_id", "sent_through"):
+        found[program_id][member_id] = through
+    return found

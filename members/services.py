@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from django.conf import settings
 from django.db import transaction
@@ -246,6 +246,17 @@ def enrollment_set(
         data={"member": member.slug, "from": previous, "to": state, "reason": reason},
     )
     return enrollment, True
+
+
+def enrollments_mark_sent(*, member: Member, through: Mapping[str, int]) -> None:
+    """Record that the member was sent each program's hashes up to a sequence number.
+
+    Called by the feed and by webhook delivery with the programs of the `hash.added`
+    entries they sent; never lowers a mark. It is what "was sent this hash" means for
+    tombstones and withdrawal obligations (members/selectors.py).
+    """
+    for slug, seq in through.items():
+        Enrollment.objects.filter(member=member, program__slug=slug, sent_through__lt=seq).update(sent_through=seq)
 
 
 # API credentials ------------------------------------------------------------------------
