@@ -1,6 +1,6 @@
 # Developer entry points. On a fresh clone `make run` and `make test` need only Python 3.11 (with
 # its venv module) and, for PostgreSQL and as root, apt: they create .venv, install
-# requirements.txt, and start the Redis and PostgreSQL they need (config/devservices.py).
+# requirements.txt, and start the Redis and PostgreSQL they need (dev/services.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -42,16 +42,16 @@ $(STAMP): requirements.txt $(CLIENT) | $(PY)
 
 run: venv
 	@test -f .env || { cp -n .env.example .env && echo "Created .env from .env.example"; }
-	$(PY) -m config.devserver
+	$(PY) -m dev.server
 
 test: venv
-	$(PY) -m config.testrun $(ARGS)
+	$(PY) -m dev.testrun $(ARGS)
 
 test-sqlite: venv
-	TEST_DATABASES=sqlite $(PY) -m config.testrun $(ARGS)
+	TEST_DATABASES=sqlite $(PY) -m dev.testrun $(ARGS)
 
 test-postgres: venv
-	TEST_DATABASES=postgres $(PY) -m config.testrun $(ARGS)
+	TEST_DATABASES=postgres $(PY) -m dev.testrun $(ARGS)
 
 lint: venv
 	@status=0; \
@@ -80,7 +80,7 @@ bench: venv
 clean:
 	@if [ -f var/test-postgres/data/postmaster.pid ]; then \
 		echo "The test PostgreSQL in var/test-postgres is running; stop it first:" \
-			"$(PY) -m config.devservices postgres --stop" >&2; exit 1; fi
+			"$(PY) -m dev.services postgres --stop" >&2; exit 1; fi
 	rm -rf .pytest_cache .ruff_cache .hypothesis staticfiles
 	rm -rf var/test.sqlite3* var/test-redis var/test-postgres var/test-worker.log var/openapi.yaml
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

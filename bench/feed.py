@@ -8,7 +8,7 @@ entries and encoding the JSON, so this reads through the real API against gunico
 would, and checks what came back.
 
 Data sets, each in a fresh database (a SQLite file, and/or PostgreSQL on the server given
-by --postgres-url or on one started here with config.devservices) with one program and
+by --postgres-url or on one started here with dev/services.py) with one program and
 one reading platform member opted in to it:
 
 - `import`: --imported hashes (default 1,000,000) imported with `manage.py import_hashes`
@@ -386,7 +386,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument("--data", default="import,submit", help="import, submit or both (default both)")
     parser.add_argument("--imported", type=int, default=None, help=f"imported hashes (default {DEFAULT_IMPORTED:,})")
     parser.add_argument("--submitted", type=int, default=None, help=f"submissions (default {DEFAULT_SUBMITTED:,})")

@@ -422,7 +422,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default=None, help="hash counts, comma-separated (default 1000000,10000000)")
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument(
         "--postgres-setting", action="append", default=[], metavar="NAME=VALUE", help="e.g. max_wal_size=8GB"
     )

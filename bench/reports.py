@@ -9,7 +9,7 @@ with a number of queries that does not grow with the data. The tests check the f
 a handful of rows; only a realistic volume shows whether the queries scale.
 
 For each database (a fresh PostgreSQL database on the server given by --postgres-url or on
-one started here with config.devservices, and a fresh SQLite file), in child processes with
+one started here with dev/services.py, and a fresh SQLite file), in child processes with
 DATABASE_URL set:
 
 1. load: migrate; create the program (48 h deadline), 50 platform members enrolled in it

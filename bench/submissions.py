@@ -7,7 +7,7 @@ of that, so this starts gunicorn (config.wsgi) on a database of its own and post
 signed envelopes to it.
 
 For each database (a fresh SQLite file, and a fresh PostgreSQL database on the server
-given by --postgres-url or on one started here with config.devservices), it migrates,
+given by --postgres-url or on one started here with dev/services.py), it migrates,
 creates a program, an active platform member, an API key and a registered Ed25519
 signing key, and copies that database once per run. Each run then:
 
@@ -31,7 +31,7 @@ Usage:
     python bench/submissions.py --profile --database postgres   # cProfile submissions_create in-process
 
 The PostgreSQL started here keeps PostgreSQL's durable defaults (fsync, synchronous_commit
-and full_page_writes on), not the test settings of config.devservices; --postgres-unsafe
+and full_page_writes on), not the test settings of dev/services.py; --postgres-unsafe
 keeps those instead, for comparison. Results are printed as a table and written as JSON to
 bench/results/. Reference figures: docs/benchmarks/submissions.md.
 """
@@ -72,7 +72,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # config.devservices here; the Django apps in the internal steps
+    sys.path.insert(0, str(ROOT))  # dev.services here; the Django apps in the internal steps
 
 try:
     from hashexchange_client import dsse, keys, payloads
@@ -80,7 +80,7 @@ except ImportError:  # run from a checkout without `pip install ./client`
     sys.path.insert(0, str(ROOT / "client" / "src"))
     from hashexchange_client import dsse, keys, payloads
 
-from config import devservices  # noqa: E402 - needs the sys.path above
+from dev import services as devservices  # noqa: E402 - needs the sys.path above
 
 PROGRAM = "bench"
 MEMBER = "bench-platform"
@@ -325,7 +325,7 @@ def postgres_server(
 ) -> Iterator[PostgresServer]:
     """The server at `url`, or a private one on a spare port, stopped and deleted afterwards.
 
-    config.devservices starts its clusters with fsync, synchronous_commit and
+    dev/services.py starts its clusters with fsync, synchronous_commit and
     full_page_writes off, which suits throwaway test databases but would flatter every
     write-heavy figure; unless `unsafe`, those three are set back to PostgreSQL's
     defaults with ALTER SYSTEM before anything is measured. Every other setting is
@@ -923,7 +923,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument(
         "--postgres-setting", action="append", default=[], metavar="NAME=VALUE", help="e.g. shared_buffers=2GB"
     )

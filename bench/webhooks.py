@@ -7,7 +7,7 @@ Timing `services.deliver_endpoint` alone would hide the contention, so this runs
 real workers against real HTTP receivers on 127.0.0.1.
 
 Set-up, once per database (a fresh SQLite file, and a fresh PostgreSQL database on the
-server given by --postgres-url or on one started here with config.devservices):
+server given by --postgres-url or on one started here with dev/services.py):
 
 1. a receivers process listens on one 127.0.0.1 port per endpoint (ThreadingHTTPServer,
    HTTP/1.1 keep-alive); half of them answer at once, half after --slow-ms (50 ms). They
@@ -102,7 +102,7 @@ from submissions import (  # noqa: E402 - bench/submissions.py: servers, machine
     write_results,
 )
 
-from config import devservices  # noqa: E402
+from dev import services as devservices  # noqa: E402
 
 PROGRAM = "bench"
 SUBMITTER = "bench-source"
@@ -961,7 +961,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument("--endpoints", type=int, default=None, help=f"endpoints (default {DEFAULT_ENDPOINTS})")
     parser.add_argument("--events", type=int, default=None, help=f"hash entries per run (default {DEFAULT_EVENTS:,})")
     parser.add_argument("--source", default="import,submit", help="import, submit or both (default both)")

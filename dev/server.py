@@ -1,6 +1,6 @@
 """The whole exchange on one machine for development: what `make run` runs.
 
-    python -m config.devserver
+    python -m dev.server
 
 A fresh clone must come up with one command, so this brings up Redis (unless one answers
 at REDIS_URL), migrates, seeds the demo member and prints a fresh API key, then runs the
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from config.devservices import ServiceError, ensure_redis, is_loopback, stop_process
+from dev.services import ServiceError, ensure_redis, is_loopback, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8000
