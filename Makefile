@@ -20,7 +20,7 @@ help:
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
 	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
-	@echo "make bench          run bench/*.py --quick"
+	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py)"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -72,7 +72,8 @@ schema: venv
 bench: venv
 	@set -e; found=0; \
 	for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; found=1; \
+		[ -e "$$script" ] || continue; \
+		case "$$script" in bench/harness.py) continue;; esac; found=1; \
 		echo "== $$script --quick"; $(PY) "$$script" --quick; \
 	done; \
 	[ $$found = 1 ] || echo "No benchmarks yet (bench/*.py)."
