@@ -10,7 +10,7 @@ that resizes further to 512 px, to back the choice made in hashing.py, and what
 ``pdqhash.compute`` alone costs at a few image sizes.
 
 Usage: python bench/client_hashing.py [--seconds 3] [--images 6] [--processes 2]
-       [--drift-images 10] [--skip-speed]
+       [--drift-images 10] [--skip-speed] [--quick]
 Results for the reference machine are in docs/benchmarks/client-hashing.md.
 """
 
@@ -196,7 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="workers for the parallel column")
     parser.add_argument("--drift-images", type=int, default=10, help="images per size for PDQ fidelity")
     parser.add_argument("--skip-speed", action="store_true", help="only the fidelity and pdqhash-size tables")
+    parser.add_argument("--quick", action="store_true", help="0.2 s per measurement, 1 image per size (smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.images, args.drift_images = 0.2, 1, 1
 
     print(f"# client hashing benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     print_machine("# ")
