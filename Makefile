@@ -1,6 +1,6 @@
 # Developer entry points. On a fresh clone `make run` and `make test` need only Python 3.11 (with
 # its venv module) and, for PostgreSQL and as root, apt: they create .venv, install
-# requirements.txt, and start the Redis and PostgreSQL they need (config/devservices.py).
+# requirements.txt, and start the Redis and PostgreSQL they need (dev/services.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +20,7 @@ help:
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
 	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
-	@echo "make bench          run bench/*.py --quick"
+	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py)"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -42,16 +42,16 @@ $(STAMP): requirements.txt $(CLIENT) | $(PY)
 
 run: venv
 	@test -f .env || { cp -n .env.example .env && echo "Created .env from .env.example"; }
-	$(PY) -m config.devserver
+	$(PY) -m dev.server
 
 test: venv
-	$(PY) -m config.testrun $(ARGS)
+	$(PY) -m dev.testrun $(ARGS)
 
 test-sqlite: venv
-	TEST_DATABASES=sqlite $(PY) -m config.testrun $(ARGS)
+	TEST_DATABASES=sqlite $(PY) -m dev.testrun $(ARGS)
 
 test-postgres: venv
-	TEST_DATABASES=postgres $(PY) -m config.testrun $(ARGS)
+	TEST_DATABASES=postgres $(PY) -m dev.testrun $(ARGS)
 
 lint: venv
 	@status=0; \
@@ -72,7 +72,8 @@ schema: venv
 bench: venv
 	@set -e; found=0; \
 	for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; found=1; \
+		[ -e "$$script" ] || continue; \
+		case "$$script" in bench/harness.py) continue;; esac; found=1; \
 		echo "== $$script --quick"; $(PY) "$$script" --quick; \
 	done; \
 	[ $$found = 1 ] || echo "No benchmarks yet (bench/*.py)."
@@ -80,7 +81,7 @@ bench: venv
 clean:
 	@if [ -f var/test-postgres/data/postmaster.pid ]; then \
 		echo "The test PostgreSQL in var/test-postgres is running; stop it first:" \
-			"$(PY) -m config.devservices postgres --stop" >&2; exit 1; fi
+			"$(PY) -m dev.services postgres --stop" >&2; exit 1; fi
 	rm -rf .pytest_cache .ruff_cache .hypothesis staticfiles
 	rm -rf var/test.sqlite3* var/test-redis var/test-postgres var/test-worker.log var/openapi.yaml
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

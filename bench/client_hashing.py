@@ -10,7 +10,7 @@ that resizes further to 512 px, to back the choice made in hashing.py, and what
 ``pdqhash.compute`` alone costs at a few image sizes.
 
 Usage: python bench/client_hashing.py [--seconds 3] [--images 6] [--processes 2]
-       [--drift-images 10] [--skip-speed]
+       [--drift-images 10] [--skip-speed] [--quick]
 Results for the reference machine are in docs/benchmarks/client-hashing.md.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import statistics
 import sys
@@ -28,13 +27,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from harness import format_load, load_average, print_machine
+from hashexchange_client import hashing, samples
 from PIL import Image
-
-try:
-    from hashexchange_client import hashing, samples
-except ImportError:  # run from a checkout without `pip install ./client`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client" / "src"))
-    from hashexchange_client import hashing, samples
 
 SIZES = ((1024, 768), (4000, 3000))
 DRIFT_SIZES = ((1024, 768), (2048, 1536), (4000, 3000), (4032, 3024), (3000, 4000))
@@ -107,35 +102,19 @@ def full_resolution_pdq_rate(files: Sequence[Path]) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def _load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def _hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def versions() -> str:
     import imagehash
     import numpy
     import pdqhash
     import PIL
 
     return (
-        f"{model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-        f"Pillow {PIL.__version__}, numpy {numpy.__version__}, pdqhash {pdqhash.__version__}, "
-        f"ImageHash {imagehash.__version__}; {platform.platform()}"
+        f"Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {numpy.__version__}, "
+        f"pdqhash {pdqhash.__version__}, ImageHash {imagehash.__version__}; {platform.platform()}"
     )
 
 
@@ -217,12 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="workers for the parallel column")
     parser.add_argument("--drift-images", type=int, default=10, help="images per size for PDQ fidelity")
     parser.add_argument("--skip-speed", action="store_true", help="only the fidelity and pdqhash-size tables")
+    parser.add_argument("--quick", action="store_true", help="0.2 s per measurement, 1 image per size (smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.images, args.drift_images = 0.2, 1, 1
 
     print(f"# client hashing benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"# {machine()}")
+    print_machine("# ")
+    print(f"# {versions()}")
     print(f"# command: python bench/client_hashing.py {' '.join(argv or sys.argv[1:])}".rstrip())
-    print(f"# load average at start: {_load()}")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_speed:
             speed(args, tmp)
@@ -233,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for width, height, ms in pdqhash_cost_by_size():
         print(f"| {width}x{height} | {ms:.1f} |")
     print()
-    print(f"# load average at end: {_load()}")
+    print(f"# load average at end: {format_load(load_average())}")
     return 0
 
 

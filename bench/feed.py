@@ -8,7 +8,7 @@ entries and encoding the JSON, so this reads through the real API against gunico
 would, and checks what came back.
 
 Data sets, each in a fresh database (a SQLite file, and/or PostgreSQL on the server given
-by --postgres-url or on one started here with config.devservices) with one program and
+by --postgres-url or on one started here with dev/services.py) with one program and
 one reading platform member opted in to it:
 
 - `import`: --imported hashes (default 1,000,000) imported with `manage.py import_hashes`
@@ -53,20 +53,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-try:
-    from hashexchange_client import dsse, keys, payloads
-except ImportError:  # run from a checkout without `pip install ./client`
-    sys.path.insert(0, str(ROOT / "client" / "src"))
-    from hashexchange_client import dsse, keys, payloads
-
-from submissions import (  # noqa: E402 - bench/submissions.py: servers, machine facts, helpers
+from harness import (
+    RESULTS_DIR,
+    ROOT,
     BenchError,
     Client,
     PostgresServer,
@@ -76,11 +65,13 @@ from submissions import (  # noqa: E402 - bench/submissions.py: servers, machine
     machine_info,
     percentile,
     postgres_server,
+    print_machine,
     private_redis,
     random_pdq,
     run_python,
     write_results,
 )
+from hashexchange_client import dsse, keys, payloads
 
 PROGRAM = "bench"
 READER = "bench-reader"
@@ -167,8 +158,7 @@ def read_feed(dataset: Dataset, env: dict[str, str], *, limit: int, workers: int
     seqs: list[int] = []
     hash_ids: list[int] = []
     latencies: list[float] = []
-    with gunicorn(env, workers=workers, logfile=workdir / "gunicorn.log") as served:
-        port = served[0] if isinstance(served, tuple) else served  # (port, pid) in newer bench/submissions.py
+    with gunicorn(env, workers=workers, logfile=workdir / "gunicorn.log") as (port, _pid):
         clients = [Client(port, dataset.token) for _ in range(workers)]
         for client in clients:  # a page on each worker: imports, connections, first queries
             status, body = client.request("GET", "/api/v1/feed?after=0&limit=10")
@@ -386,7 +376,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument("--data", default="import,submit", help="import, submit or both (default both)")
     parser.add_argument("--imported", type=int, default=None, help=f"imported hashes (default {DEFAULT_IMPORTED:,})")
     parser.add_argument("--submitted", type=int, default=None, help=f"submissions (default {DEFAULT_SUBMITTED:,})")
@@ -433,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         INTERNAL_STEPS[sys.argv[1]](sys.argv[2:])
         return 0
     args = parse_args(argv)
+    print_machine()
     info = machine_info()
     reads: list[Read] = []
     with contextlib.ExitStack() as stack:
@@ -449,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dataset, env = make_dataset(kind, data, count, workdir=workdir, pg=pg, redis_url=redis_url)
                 try:
                     if args.profile:
-                        output = BENCH_DIR / "results" / f"feed-profile-{kind}-{data}.txt"
+                        output = RESULTS_DIR / f"feed-profile-{kind}-{data}.txt"
                         output.parent.mkdir(parents=True, exist_ok=True)
                         run_python(
                             [__file__, "_profile", str(args.limit), str(args.profile_pages), str(output)],

@@ -54,8 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Shared plumbing (servers, CPU accounting, environment) lives in the submissions bench.
-from submissions import (
+from harness import (
+    RESULTS_DIR,
     ROOT,
     BenchError,
     CpuMeter,
@@ -65,6 +65,7 @@ from submissions import (
     machine_info,
     parse_settings,
     postgres_server,
+    print_machine,
     private_redis,
     run_python,
     stop_on_signals,
@@ -422,7 +423,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default=None, help="hash counts, comma-separated (default 1000000,10000000)")
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument(
         "--postgres-setting", action="append", default=[], metavar="NAME=VALUE", help="e.g. max_wal_size=8GB"
     )
@@ -472,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         INTERNAL_STEPS[sys.argv[1]](sys.argv[2:])
         return 0
     args = parse_args(argv)
+    print_machine()
     stop_on_signals()
     info = machine_info()
     runs: list[Run] = []
@@ -496,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     db = Database(kind, workdir, pg, redis_url, tag=f"profile{size}")
                     try:
                         db.prepare()
-                        output = ROOT / "bench" / "results" / f"import-profile-{kind}-{size}.txt"
+                        output = RESULTS_DIR / f"import-profile-{kind}-{size}.txt"
                         output.parent.mkdir(parents=True, exist_ok=True)
                         mode = "cprofile" if args.cprofile else "phases"
                         run_python([__file__, "_profile", str(paths[size]), str(output), mode], db.env, what="profile")

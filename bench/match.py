@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import ROOT, gunicorn, print_machine, process_cpu_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = 31
 BATCH = 100
 PLANTED_MAX = 40
@@ -160,7 +160,6 @@ def truth(codes: np.ndarray, queries: np.ndarray, radius: int, *, check: int = 2
     (planted at distances 0..2) plus every 20th also through numpy's popcount; the two
     must agree, or the benchmark stops.
     """
-    sys.path.insert(0, str(ROOT))
     from hashes.index import kernel
 
     found = kernel.search(codes, None, None, queries, radius)
@@ -213,7 +212,6 @@ def worker(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     queries = np.load(args.queries)
     if args.side == "ours":
-        sys.path.insert(0, str(ROOT))
         from hashes.index import HammingIndex, kernel, open_snapshot
 
         assert kernel.NATIVE, "the native kernel is not installed"
@@ -402,7 +400,6 @@ def run_case(args: argparse.Namespace, dataset: str, n: int) -> list[dict[str, A
     stats = bucket_stats(codes)
     rows = []
 
-    sys.path.insert(0, str(ROOT))
     from hashes.index import write_snapshot
 
     snapshot_path = workdir / "pdq-bench.hxi"
@@ -517,15 +514,6 @@ def _fresh_postgres_database(url: str) -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -587,7 +575,6 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
     --api-postgres), the snapshot built from it, gunicorn with 2 sync workers (DEBUG off), and
     single-query and 100-query requests."""
     import shutil
-    import socket
     from concurrent.futures import ThreadPoolExecutor
 
     workdir = Path(args.workdir) / ("api-postgres" if args.api_postgres else "api")
@@ -616,24 +603,7 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
     else:
         token, imported, built = _api_setup(env, workdir, codes, n)
     print(f"   imported in {imported:.1f} s, snapshot built from the database in {built:.1f} s", flush=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "config.wsgi",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
+    with gunicorn(env, workers=2, logfile=workdir / "gunicorn.log") as (port, master):
         queries, targets, distances = make_queries(rng, codes)
         values = [q.tobytes().hex() for q in queries]
         single = [json.dumps({"queries": [{"signal_type": "pdq", "value": v}]}).encode() for v in values]
@@ -650,7 +620,7 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
             _post(port, token, body)
         errors = 0
         latencies = []
-        cpu_before = _cpu_seconds(_worker_pids(server.pid))
+        cpu_before = sum(process_cpu_seconds(pid) for pid in _worker_pids(master))
         for body, target, distance in zip(single, targets, distances, strict=True):
             elapsed, answer = _post(port, token, body)
             latencies.append(elapsed)
@@ -658,7 +628,7 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
             if target >= 0:
                 want = (codes[target].tobytes().hex(), int(distance))
                 errors += (want in found) != (distance <= THRESHOLD)
-        server_cpu = _cpu_seconds(_worker_pids(server.pid)) - cpu_before
+        server_cpu = sum(process_cpu_seconds(pid) for pid in _worker_pids(master)) - cpu_before
         result: dict[str, Any] = {
             "n": n,
             "server_cpu_ms_per_request": server_cpu / len(single) * 1000,
@@ -688,10 +658,7 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
         batch_latencies = [_post(port, token, body)[0] for body in batches * 4]
         result["batch100_p50_ms"] = float(np.percentile(batch_latencies, 50) * 1000)
         result["batch100_queries_per_s_c1"] = BATCH / float(np.mean(batch_latencies))
-        result["worker_memory"] = [_proc_memory(pid) for pid in _worker_pids(server.pid)]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        result["worker_memory"] = [_proc_memory(pid) for pid in _worker_pids(master)]
     print(
         f"   single query: p50 {result['single_p50_ms']:.2f} ms p99 {result['single_p99_ms']:.2f} ms "
         f"(server CPU {result['server_cpu_ms_per_request']:.2f} ms per request); "
@@ -728,6 +695,7 @@ def main() -> None:
         return worker(args)
     if args.role == "build-reference":
         return build_reference(args)
+    print_machine()
     if args.quick:
         args.sizes, args.datasets, args.reference_python, args.seconds = [100_000], ["random"], "", 1.0
     rows, api = [], []

@@ -9,7 +9,7 @@ with a number of queries that does not grow with the data. The tests check the f
 a handful of rows; only a realistic volume shows whether the queries scale.
 
 For each database (a fresh PostgreSQL database on the server given by --postgres-url or on
-one started here with config.devservices, and a fresh SQLite file), in child processes with
+one started here with dev/services.py, and a fresh SQLite file), in child processes with
 DATABASE_URL set:
 
 1. load: migrate; create the program (48 h deadline), 50 platform members enrolled in it
@@ -74,8 +74,8 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlencode
 
-# Shared plumbing (servers, environment, gunicorn, the HTTP client) lives in the submissions bench.
-from submissions import (
+from harness import (
+    RESULTS_DIR,
     ROOT,
     BenchError,
     Client,
@@ -83,14 +83,16 @@ from submissions import (
     django_env,
     gunicorn,
     log,
+    machine_busy_seconds,
     machine_info,
     postgres_server,
+    print_machine,
     private_redis,
     run_python,
+    tree_cpu_seconds,
     write_results,
 )
 
-RESULTS_DIR = ROOT / "bench" / "results"
 PROGRAM = "bench"
 AUDITOR = "bench-auditor"
 MEMBERS = 50
@@ -678,36 +680,6 @@ def differences(a: Any, b: Any, path: str = "", ignore: frozenset[str] = frozens
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
 
 
-def postgres_cpu_seconds(postmaster: int | None) -> float:
-    """CPU seconds used so far by a local PostgreSQL: the postmaster, its live children
-    (backends, parallel workers) and, through the postmaster's reaped-children counters,
-    the children that have exited. 0 when the server is not local."""
-    if postmaster is None:
-        return 0.0
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, parent = int(entry.name), int(fields[1])
-        if pid == postmaster:
-            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-        elif parent == postmaster:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
-    with contextlib.suppress(OSError, ValueError):
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-        return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
 def _timed(call: Callable[[], Any], runs: int, postmaster: int | None) -> tuple[dict[str, Any], Any]:
     """One untimed warm-up, then `runs` timed calls: their seconds, the median, and CPU seconds per run.
 
@@ -718,14 +690,14 @@ def _timed(call: Callable[[], Any], runs: int, postmaster: int | None) -> tuple[
     """
     result = call()
     seconds = []
-    app, db, machine = time.process_time(), postgres_cpu_seconds(postmaster), machine_cpu_seconds()
+    app, db, machine = time.process_time(), tree_cpu_seconds(postmaster), machine_busy_seconds()
     for _ in range(runs):
         started = time.perf_counter()
         result = call()
         seconds.append(round(time.perf_counter() - started, 4))
     app = time.process_time() - app
-    db = postgres_cpu_seconds(postmaster) - db
-    machine = machine_cpu_seconds() - machine
+    db = tree_cpu_seconds(postmaster) - db
+    machine = machine_busy_seconds() - machine
     figures = {
         "seconds": seconds,
         "median": statistics.median(seconds),
@@ -997,6 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         INTERNAL_STEPS[sys.argv[1]](json.loads(sys.argv[2]))
         return 0
     args = parse_args(argv)
+    print_machine()
     spec = Spec.for_outcomes(args.outcomes, seed=args.seed, events=not args.no_events)
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     info = machine_info()

@@ -7,7 +7,7 @@ Timing `services.deliver_endpoint` alone would hide the contention, so this runs
 real workers against real HTTP receivers on 127.0.0.1.
 
 Set-up, once per database (a fresh SQLite file, and a fresh PostgreSQL database on the
-server given by --postgres-url or on one started here with config.devservices):
+server given by --postgres-url or on one started here with dev/services.py):
 
 1. a receivers process listens on one 127.0.0.1 port per endpoint (ThreadingHTTPServer,
    HTTP/1.1 keep-alive); half of them answer at once, half after --slow-ms (50 ms). They
@@ -71,38 +71,29 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-try:
-    from hashexchange_client import dsse, keys, payloads
-    from hashexchange_client import webhooks as signing
-except ImportError:  # run from a checkout without `pip install ./client`
-    sys.path.insert(0, str(ROOT / "client" / "src"))
-    from hashexchange_client import dsse, keys, payloads
-    from hashexchange_client import webhooks as signing
-
-from submissions import (  # noqa: E402 - bench/submissions.py: servers, machine facts, helpers
+from harness import (
+    RESULTS_DIR,
+    ROOT,
     BenchError,
     PostgresServer,
     django_env,
     log,
+    machine_cpu_times,
     machine_info,
     percentile,
     postgres_server,
+    print_machine,
     private_redis,
+    process_cpu_seconds,
     random_pdq,
     run_python,
+    stop_process,
+    tail,
     with_database,
     write_results,
 )
-
-from config import devservices  # noqa: E402
+from hashexchange_client import dsse, keys, payloads
+from hashexchange_client import webhooks as signing
 
 PROGRAM = "bench"
 SUBMITTER = "bench-source"
@@ -116,27 +107,6 @@ WORKER_START_TIMEOUT = 60.0
 POLL_SECONDS = 0.1
 # Wake-ups of events made in backlog mode go here: a Redis database no worker reads.
 IDLE_BROKER_DB = 15
-
-
-def _ticks() -> int:
-    return os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc, 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _ticks()
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    total = sum(values[:8])
-    return (total - idle) / _ticks(), total / _ticks()
 
 
 # Receivers: a separate process with one HTTP server per endpoint --------------------------------
@@ -384,7 +354,7 @@ class Receivers:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.ask("quit")
-        devservices.stop_process(self.proc)
+        stop_process(self.proc)
 
 
 # Databases, workers and runs -------------------------------------------------------------------
@@ -520,14 +490,14 @@ def celery_workers(env: dict[str, str], *, processes: int, concurrency: int, log
         for proc, logfile in zip(procs, logs, strict=True):
             while " ready." not in logfile.read_text(errors="replace"):
                 if proc.poll() is not None:
-                    raise BenchError(f"a worker exited with code {proc.returncode}:\n{devservices.tail(logfile)}")
+                    raise BenchError(f"a worker exited with code {proc.returncode}:\n{tail(logfile)}")
                 if time.monotonic() > deadline:
                     raise BenchError(f"a worker was not ready within {WORKER_START_TIMEOUT:.0f} s")
                 time.sleep(0.05)
         yield [proc.pid for proc in procs]
     finally:
         for proc in procs:
-            devservices.stop_process(proc)
+            stop_process(proc)
         for logfile in logs:
             errors = [line for line in logfile.read_text(errors="replace").splitlines() if "ERROR" in line]
             if errors:
@@ -635,7 +605,7 @@ def run_one(
         with celery_workers(env, processes=processes, concurrency=concurrency, logdir=dbs.workdir) as pids:
             cpu_before = {pid: process_cpu_seconds(pid) for pid in pids}
             receivers_before = receivers.cpu_seconds()
-            busy_before, total_before = machine_busy()
+            busy_before, total_before = machine_cpu_times()
             started = time.time()
             if mode == "backlog":
                 receivers.ask(f"reset {args.events} {started}")
@@ -663,7 +633,7 @@ def run_one(
                 if failures:
                     raise BenchError(f"making the events failed: {failures[0]}")
                 started = produced["started_at"]  # the clock of a live run starts with the first commit
-            busy_after, total_after = machine_busy()
+            busy_after, total_after = machine_cpu_times()
             run.cpu = {
                 "workers": round(sum(process_cpu_seconds(pid) - cpu_before[pid] for pid in pids), 2),
                 "receivers": round(receivers.cpu_seconds() - receivers_before, 2),
@@ -961,7 +931,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default=None, help="sqlite, postgres or both (comma-separated); default both")
     parser.add_argument("--postgres-url", default=None, help="a PostgreSQL superuser URL; default: start one")
-    parser.add_argument("--postgres-unsafe", action="store_true", help="keep devservices' fsync=off settings")
+    parser.add_argument("--postgres-unsafe", action="store_true", help="keep the test settings (fsync=off)")
     parser.add_argument("--endpoints", type=int, default=None, help=f"endpoints (default {DEFAULT_ENDPOINTS})")
     parser.add_argument("--events", type=int, default=None, help=f"hash entries per run (default {DEFAULT_EVENTS:,})")
     parser.add_argument("--source", default="import,submit", help="import, submit or both (default both)")
@@ -1015,6 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         INTERNAL_STEPS[sys.argv[1]](sys.argv[2:])
         return 0
     args = parse_args(argv)
+    print_machine()
     info = machine_info()
     runs: list[Run] = []
     with contextlib.ExitStack() as stack:
@@ -1035,7 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = dbs.fresh_copy(template)
                 produce(dbs, name, template, source=args.sources[0], events=args.events, args=args, broker_db=15)
                 receivers.ask(f"reset {args.events} 0")
-                output = Path(__file__).parent / "results" / f"webhooks-profile-{kind}-{args.sources[0]}.txt"
+                output = RESULTS_DIR / f"webhooks-profile-{kind}-{args.sources[0]}.txt"
                 output.parent.mkdir(parents=True, exist_ok=True)
                 env = dbs.env(name, batch_size=args.batch_sizes[0], broker_db=IDLE_BROKER_DB)
                 run_python(

@@ -12,26 +12,18 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# .env before any setting is read (VAR_DIR too), with python-dotenv, as dev/server.py reads
+# it: comments after values, `export`, quotes and repeated keys (the last wins) mean what
+# they mean in a shell. Real environment variables win (override=False). A missing file
+# (or ENV_FILE=/dev/null, as the tests set it) reads as empty.
+load_dotenv(os.environ.get("ENV_FILE", BASE_DIR / ".env"), override=False)
+
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
-
-
-def _load_dotenv(path: Path) -> None:
-    """Read KEY=VALUE lines from .env into the environment; real variables win."""
-    if not path.is_file():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
-
-
-_load_dotenv(Path(os.environ.get("ENV_FILE", BASE_DIR / ".env")))
 
 
 def env_str(name: str, default: str) -> str:

@@ -18,9 +18,9 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from config import devservices
 from config.celery import app as celery_app
 from core.ledger import Event
+from dev import services as devservices
 from exchange import tasks
 from exchange.models import Delivery, DeliveryAttempt
 from tests.conftest import Caller, Receiver, celery_command, start_worker, stop_process, wait_for

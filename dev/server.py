@@ -1,6 +1,6 @@
 """The whole exchange on one machine for development: what `make run` runs.
 
-    python -m config.devserver
+    python -m dev.server
 
 A fresh clone must come up with one command, so this brings up Redis (unless one answers
 at REDIS_URL), migrates, seeds the demo member and prints a fresh API key, then runs the
@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from config.devservices import ServiceError, ensure_redis, is_loopback, stop_process
+from dotenv import load_dotenv
+
+from dev.services import ServiceError, ensure_redis, is_loopback, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8000
@@ -64,19 +66,14 @@ def say(line: str, stream: IO[str] | None = None) -> None:
         out.flush()
 
 
-def load_dotenv(path: Path) -> None:
-    """KEY=VALUE lines from .env into the environment, real variables winning, as settings do.
+def load_env_file() -> None:
+    """.env (or ENV_FILE) into the environment with python-dotenv, real variables winning,
+    exactly as config/settings.py loads it.
 
-    Done here too because PORT and REDIS_URL are needed before any Django code runs.
+    Done here too because PORT, REDIS_URL and VAR_DIR are needed before any Django code
+    runs; the children then inherit the result.
     """
-    if not path.is_file():
-        return
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+    load_dotenv(os.environ.get("ENV_FILE", ROOT / ".env"), override=False)
 
 
 @dataclass
@@ -272,7 +269,7 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start everything, supervise it, stop it; the exit code says whether it ended cleanly."""
-    load_dotenv(Path(os.environ.get("ENV_FILE", ROOT / ".env")))
+    load_env_file()
     os.environ.setdefault("DEBUG", "1")
     port = int(os.environ.get("PORT") or DEFAULT_PORT)
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL

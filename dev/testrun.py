@@ -1,6 +1,6 @@
 """The whole test suite against real services, on SQLite and on PostgreSQL: what `make test` runs.
 
-    python -m config.testrun [extra pytest arguments]
+    python -m dev.testrun [extra pytest arguments]
 
 The suite talks to a real Redis (rate limits, the Celery broker) and must pass on both
 databases the project supports, so this starts what is missing, runs pytest once per
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from config.devservices import ServiceError, ensure_postgres, ensure_redis, find_redis_server, stop_process
+from dev.services import ServiceError, ensure_postgres, ensure_redis, find_redis_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASES = ("sqlite", "postgres")

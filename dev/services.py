@@ -11,9 +11,9 @@ the cache needs Redis).
 
 Command line, for developers:
 
-    python -m config.devservices redis --port 6379 --dir var/redis     # foreground, Ctrl-C stops
-    python -m config.devservices postgres --dir var/test-postgres       # prints the URL, leaves it running
-    python -m config.devservices postgres --dir var/test-postgres --stop
+    python -m dev.services redis --port 6379 --dir var/redis     # foreground, Ctrl-C stops
+    python -m dev.services postgres --dir var/test-postgres       # prints the URL, leaves it running
+    python -m dev.services postgres --dir var/test-postgres --stop
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ MAX_SOCKET_DIR_LENGTH = 90
 PR_SET_CHILD_SUBREAPER = 36
 # A probe must answer fast: redis-py's default retries would turn one PING into seconds.
 _NO_RETRY = Retry(NoBackoff(), 0)
-CONF_MARKER = "# --- hashexchange test settings (config/devservices.py) ---"
+CONF_MARKER = "# --- hashexchange test settings (dev/services.py) ---"
 
 
 class ServiceError(RuntimeError):
@@ -497,7 +497,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m config.devservices", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dev.services", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="service", required=True)
     r = sub.add_parser("redis", help="run a Redis in the foreground until Ctrl-C")
     r.add_argument("--port", type=int, default=6379)
