@@ -30,6 +30,10 @@ from core.ledger import Actor
 from members import services
 from members.models import ApiCredential, Member, Program
 
+# Signers (members with registered keys, in tests/signing.py) are used by every app's tests;
+# loaded as a plugin so their fixtures are registered, not imported by name.
+pytest_plugins = ["tests.signing"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = Actor.operator("tests")
 
@@ -278,7 +282,3 @@ def receiver(settings: Any) -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
-
-
-# Signers (members with registered keys) are used by every app's tests.
-from tests.signing import signer_a, signer_b, signer_intake  # noqa: E402, F401
