@@ -1,7 +1,7 @@
 """The cast of callers every test uses, and the real services tests run against.
 
 Callers: two platforms (`platform_a` must never see `platform_b`'s data), an intake
-service, an auditor, and a Django admin user. Redis is real (REDIS_URL, started by
+service, a peer clearinghouse, an auditor, and a Django admin user. Redis is real (REDIS_URL, started by
 `make test`); tests that need async behaviour start a real Celery worker.
 """
 
@@ -107,6 +107,12 @@ def platform_b(program: Program) -> Caller:
 @pytest.fixture
 def intake(program: Program) -> Caller:
     return make_caller(make_member("intake", Member.Kind.INTAKE, program))
+
+
+@pytest.fixture
+def peer(program: Program) -> Caller:
+    """Another clearinghouse, a member of ours: it submits and receives like a platform would."""
+    return make_caller(make_member("peer", Member.Kind.PEER, program))
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ CALLERS = [
     "platform_a",
     "platform_b",
     "intake",
+    "peer",
     "auditor",
     "read_only",
 ]
@@ -59,84 +60,91 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "get",
         "/api/v1/me",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
     ),
     (
         "programs",
         "get",
         "/api/v1/programs",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
     ),
     (
         "keys list",
         "get",
         "/api/v1/keys",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "keys register",
         "post",
         "/api/v1/keys",
         "new_key",
-        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "key detail (A's)",
         "get",
         "/api/v1/keys/{key_a}",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "key revoke (A's)",
         "post",
         "/api/v1/keys/{key_a}/revoke",
         {"reason": "rotated"},
-        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollments list",
         "get",
         "/api/v1/enrollments",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollment detail",
         "get",
         "/api/v1/enrollments/take-it-down",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "submit (signed by A)",
         "post",
         "/api/v1/submissions",
         "submission_a",
-        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "submit (signed by the caller)",
+        "post",
+        "/api/v1/submissions",
+        "own_submission",
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "withdraw (signed by A)",
         "post",
         "/api/v1/withdrawals",
         "withdrawal_a",
-        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "hash detail (A's, in take-it-down)",
         "get",
         "/api/v1/hashes/{hash_a}",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "feed",
         "get",
         "/api/v1/feed?after=0",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "server key (public)",
@@ -150,49 +158,49 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "get",
         "/api/v1/webhooks",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook create",
         "post",
         "/api/v1/webhooks",
         "new_webhook",
-        {"platform_a": 201, "platform_b": 201, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 403, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook detail (A's)",
         "get",
         "/api/v1/webhooks/{hook_a}",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook update (A's)",
         "patch",
         "/api/v1/webhooks/{hook_a}",
         {"description": "changed"},
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook rotate (A's)",
         "post",
         "/api/v1/webhooks/{hook_a}/rotate-secret",
         {"grace_hours": 1},
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook test (A's)",
         "post",
         "/api/v1/webhooks/{hook_a}/test",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook delete (A's)",
         "delete",
         "/api/v1/webhooks/{hook_a}",
         None,
-        {"platform_a": 204, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 204, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "outcomes report",
@@ -209,59 +217,64 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
                 }
             ]
         },
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "obligations",
         "get",
         "/api/v1/obligations",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "program report",
         "get",
         "/api/v1/reports/programs/take-it-down",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "member report",
         "get",
         "/api/v1/reports/members/platform-a",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "event log",
         "get",
         "/api/v1/events?after=0",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "match",
         "post",
         "/api/v1/match",
         "match_a",
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollment set",
         "post",
         "/api/v1/enrollments",
         {"program": "ncii", "state": "opted_in"},
-        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
 ]
 
 
 @pytest.fixture
-def cast(program, other_program, platform_a, platform_b, intake, auditor, receiver) -> dict[str, Any]:  # noqa: ANN001
+def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, receiver) -> dict[str, Any]:  # noqa: ANN001
     """Every caller, plus platform A's signing key and a hash it submitted."""
     from tests.signing import make_signer, random_pdq
 
     signer = make_signer(platform_a)
+    # Members that sign their own submissions; any other caller sends one signed by A
+    # (it is refused before the envelope is read).
+    signers = {"platform_a": signer, "read_only": signer}
+    for name, caller in (("platform_b", platform_b), ("intake", intake), ("peer", peer)):
+        signers[name] = make_signer(caller)
     value = random_pdq()
     hash_a = signer.submit(signer.submission(value)).json()["results"][0]["hash_id"]
 
@@ -287,7 +300,7 @@ def cast(program, other_program, platform_a, platform_b, intake, auditor, receiv
         "suspended": suspended.client,
         "read_only": read_only.client,
     }
-    for caller in (platform_a, platform_b, intake, auditor):
+    for caller in (platform_a, platform_b, intake, peer, auditor):
         callers[caller.member.slug.replace("-", "_")] = caller.client
     from exchange import services as exchange_services
 
@@ -295,12 +308,13 @@ def cast(program, other_program, platform_a, platform_b, intake, auditor, receiv
     return {
         "callers": callers,
         "hook_a": hook_a.pk,
-        "new_webhook": lambda: {"url": receiver.url},
+        "new_webhook": lambda caller: {"url": receiver.url},
         "key_a": signer.key.key_id,
         "hash_a": hash_a,
-        "submission_a": lambda: signer.submission(),
-        "withdrawal_a": lambda: signer.withdrawal(value),
-        "match_a": lambda: {"queries": [{"signal_type": "pdq", "value": value}]},
+        "submission_a": lambda caller: signer.submission(),
+        "own_submission": lambda caller: signers.get(caller, signer).submission(),
+        "withdrawal_a": lambda caller: signer.withdrawal(value),
+        "match_a": lambda caller: {"queries": [{"signal_type": "pdq", "value": value}]},
     }
 
 
@@ -326,7 +340,7 @@ def _cases() -> list[Any]:
     cases = []
     for name, method, path, body, expected in ENDPOINTS:
         for caller in CALLERS:
-            status = expected[caller] if "anonymous" in expected else AUTH.get(caller) or expected[caller]
+            status = expected.get(caller) if "anonymous" in expected else AUTH.get(caller) or expected.get(caller)
             cases.append(pytest.param(method, path, body, caller, status, id=f"{name}-{caller}"))
     return cases
 
@@ -338,7 +352,7 @@ def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: A
     if body == "new_key":
         payload = {"public_key": new_public_key()}
     elif isinstance(body, str):
-        payload = cast[body]()  # an envelope signed by platform A, made fresh for this call
+        payload = cast[body](caller)  # made fresh for this call (envelopes are signed now)
     else:
         payload = body
     call: Callable[..., Any] = getattr(client, method)
@@ -351,6 +365,17 @@ def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: A
         assert row_counts() == before, "a refused request left something behind"
     if status == 401:
         assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_every_row_names_every_caller() -> None:
+    """A new kind of caller must be given its answer on every row (rows that do not name
+    `anonymous` take the shared refusals of AUTH for the callers AUTH names)."""
+    incomplete = {}
+    for name, _, _, _, expected in ENDPOINTS:
+        wanted = set(CALLERS) if "anonymous" in expected else set(CALLERS) - set(AUTH)
+        if set(expected) != wanted:
+            incomplete[name] = {"missing": sorted(wanted - set(expected)), "unknown": sorted(set(expected) - wanted)}
+    assert not incomplete, f"rows whose callers are not exactly the cast: {incomplete}"
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
