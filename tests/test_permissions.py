@@ -1,7 +1,9 @@
 """Who may call what: every endpoint × every kind of caller, in one table.
 
 A row lists the status each caller gets. Callers that must be refused leave nothing
-behind: no new event, no new row.
+behind: no new event, no new row. Under /api/ a caller sends its key as
+`Authorization: Bearer <key>`; under /compat/ (the StopNCII facade) in both of the
+facade's headers, `Ocp-Apim-Subscription-Key` and `x-functions-key`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ CALLERS = [
     "auditor",
     "read_only",
 ]
+# The facade's two headers can be wrong in two more ways: one of them missing (platform
+# A's key as the subscription key, no function key), or keys of two different members.
+COMPAT_CALLERS = [*CALLERS, "one_header", "two_members"]
 
 # Refusals shared by every endpoint: authentication first, then member status.
 AUTH = {
@@ -51,7 +56,15 @@ AUTH = {
     "revoked_key": 401,
     "expired_key": 401,
     "suspended": 403,
+    "one_header": 401,
+    "two_members": 401,
 }
+UNKNOWN_KEY = "hxk_000000000000_" + "x" * 43
+
+
+def callers_of(path: str) -> list[str]:
+    return COMPAT_CALLERS if path.startswith("/compat/") else CALLERS
+
 
 # (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
 ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
@@ -261,12 +274,69 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"program": "ncii", "state": "opted_in"},
         {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
+    (
+        "stopncii FetchHashes",
+        "get",
+        "/compat/stopncii/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "stopncii SubmitFeedback (on A's hash)",
+        "post",
+        "/compat/stopncii/v1/SubmitFeedback",
+        "feedback_a",
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii SubmitHashes (unsigned, allowed from A and the peer)",
+        "post",
+        "/compat/stopncii/v1/SubmitHashes",
+        "hash_record",
+        {"platform_a": 200, "platform_b": 403, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii take-it-down FetchHashes",
+        "get",
+        "/compat/stopncii/programs/take-it-down/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "stopncii take-it-down SubmitFeedback (on A's hash)",
+        "post",
+        "/compat/stopncii/programs/take-it-down/v1/SubmitFeedback",
+        "feedback_a",
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii take-it-down SubmitHashes (unsigned, allowed from A and the peer)",
+        "post",
+        "/compat/stopncii/programs/take-it-down/v1/SubmitHashes",
+        "hash_record",
+        {"platform_a": 200, "platform_b": 403, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii ncii FetchHashes (a program no caller receives)",
+        "get",
+        "/compat/stopncii/programs/ncii/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii unknown endpoint",
+        "get",
+        "/compat/stopncii/v1/FetchEverything",
+        None,
+        dict.fromkeys(COMPAT_CALLERS, 404),
+    ),
 ]
 
 
 @pytest.fixture
 def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, receiver) -> dict[str, Any]:  # noqa: ANN001
-    """Every caller, plus platform A's signing key and a hash it submitted."""
+    """Every caller (as an /api/ client and as a StopNCII client), plus platform A's signing
+    key and a hash it submitted. The program takes unsigned submissions from A and the peer."""
     from tests.signing import make_signer, random_pdq
 
     signer = make_signer(platform_a)
@@ -283,6 +353,12 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
         client.credentials(HTTP_AUTHORIZATION=header)
         return client
 
+    def stopncii_client(subscription_key: str | None, function_key: str | None) -> APIClient:
+        client = APIClient()
+        headers = {"HTTP_OCP_APIM_SUBSCRIPTION_KEY": subscription_key, "HTTP_X_FUNCTIONS_KEY": function_key}
+        client.credentials(**{name: key for name, key in headers.items() if key is not None})
+        return client
+
     revoked = make_caller(platform_a.member)
     services.credential_revoke(credential=revoked.credential, actor=SETUP)
     expired = make_caller(platform_a.member)
@@ -294,7 +370,7 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
     callers: dict[str, APIClient] = {
         "anonymous": APIClient(),
         "malformed_key": client_with("Token abc"),
-        "unknown_key": client_with("Bearer hxk_000000000000_" + "x" * 43),
+        "unknown_key": client_with(f"Bearer {UNKNOWN_KEY}"),
         "revoked_key": revoked.client,
         "expired_key": expired.client,
         "suspended": suspended.client,
@@ -302,11 +378,32 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
     }
     for caller in (platform_a, platform_b, intake, peer, auditor):
         callers[caller.member.slug.replace("-", "_")] = caller.client
+    tokens = {
+        "unknown_key": UNKNOWN_KEY,
+        "revoked_key": revoked.token,
+        "expired_key": expired.token,
+        "suspended": suspended.token,
+        "read_only": read_only.token,
+        **{
+            caller.member.slug.replace("-", "_"): caller.token
+            for caller in (platform_a, platform_b, intake, peer, auditor)
+        },
+    }
+    compat: dict[str, APIClient] = {
+        "anonymous": APIClient(),
+        "malformed_key": stopncii_client("Token abc", "Token abc"),
+        "one_header": stopncii_client(platform_a.token, None),
+        "two_members": stopncii_client(platform_a.token, platform_b.token),
+        **{name: stopncii_client(token, token) for name, token in tokens.items()},
+    }
+    for member in (platform_a.member, peer.member):
+        services.program_allow_unsigned(program=program, member=member, allow=True, actor=SETUP)
     from exchange import services as exchange_services
 
     hook_a, _ = exchange_services.webhook_create(member=platform_a.member, url=receiver.url, actor=SETUP)
     return {
         "callers": callers,
+        "compat": compat,
         "hook_a": hook_a.pk,
         "new_webhook": lambda caller: {"url": receiver.url},
         "key_a": signer.key.key_id,
@@ -315,11 +412,16 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
         "own_submission": lambda caller: signers.get(caller, signer).submission(),
         "withdrawal_a": lambda caller: signer.withdrawal(value),
         "match_a": lambda caller: {"queries": [{"signal_type": "pdq", "value": value}]},
+        "feedback_a": lambda caller: {"count": 1, "hashFeedbacks": [{"hashValue": value, "feedbackValue": "Blocked"}]},
+        "hash_record": lambda caller: {
+            "count": 1,
+            "hashRecords": [{"signalType": "ImagePDQ", "hashValue": random_pdq(), "CSPFeedbacks": []}],
+        },
     }
 
 
 def row_counts() -> dict[str, int]:
-    from exchange.models import WebhookEndpoint
+    from exchange.models import FeedCursor, Outcome, WebhookEndpoint
     from hashes.models import Submission, Withdrawal
     from members.models import ApiCredential, Enrollment, SigningKey
 
@@ -333,13 +435,15 @@ def row_counts() -> dict[str, int]:
         "revoked keys": SigningKey.objects.exclude(revoked_at=None).count(),
         "enrollments": Enrollment.objects.count(),
         "credentials": ApiCredential.objects.count(),
+        "outcomes": Outcome.objects.count(),
+        "feed cursors": FeedCursor.objects.count(),
     }
 
 
 def _cases() -> list[Any]:
     cases = []
     for name, method, path, body, expected in ENDPOINTS:
-        for caller in CALLERS:
+        for caller in callers_of(path):
             status = expected.get(caller) if "anonymous" in expected else AUTH.get(caller) or expected.get(caller)
             cases.append(pytest.param(method, path, body, caller, status, id=f"{name}-{caller}"))
     return cases
@@ -347,7 +451,8 @@ def _cases() -> list[Any]:
 
 @pytest.mark.parametrize(("method", "path", "body", "caller", "status"), _cases())
 def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
-    client: APIClient = cast["callers"][caller]
+    compat = path.startswith("/compat/")
+    client: APIClient = cast["compat" if compat else "callers"][caller]
     url = path.format(key_a=cast["key_a"], hash_a=cast["hash_a"], hook_a=cast["hook_a"])
     if body == "new_key":
         payload = {"public_key": new_public_key()}
@@ -364,15 +469,16 @@ def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: A
         assert response.json()["detail"]
         assert row_counts() == before, "a refused request left something behind"
     if status == 401:
-        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert response["WWW-Authenticate"].startswith("ApiKey" if compat else "Bearer")
 
 
 def test_every_row_names_every_caller() -> None:
     """A new kind of caller must be given its answer on every row (rows that do not name
     `anonymous` take the shared refusals of AUTH for the callers AUTH names)."""
     incomplete = {}
-    for name, _, _, _, expected in ENDPOINTS:
-        wanted = set(CALLERS) if "anonymous" in expected else set(CALLERS) - set(AUTH)
+    for name, _, path, _, expected in ENDPOINTS:
+        callers = set(callers_of(path))
+        wanted = callers if "anonymous" in expected else callers - set(AUTH)
         if set(expected) != wanted:
             incomplete[name] = {"missing": sorted(wanted - set(expected)), "unknown": sorted(set(expected) - wanted)}
     assert not incomplete, f"rows whose callers are not exactly the cast: {incomplete}"
