@@ -69,6 +69,20 @@ def callers_of(path: str) -> list[str]:
 # (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
 ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
     (
+        "API schema (public)",
+        "get",
+        "/api/v1/schema/",
+        None,
+        dict.fromkeys(CALLERS, 200),
+    ),
+    (
+        "API docs (public)",
+        "get",
+        "/api/v1/docs/",
+        None,
+        dict.fromkeys(CALLERS, 200),
+    ),
+    (
         "me",
         "get",
         "/api/v1/me",
@@ -484,31 +498,87 @@ def test_every_row_names_every_caller() -> None:
     assert not incomplete, f"rows whose callers are not exactly the cast: {incomplete}"
 
 
-def test_every_api_route_is_in_the_matrix() -> None:
-    """A new endpoint must be added to the table above before it can ship."""
+# Stand-ins for the cast's ids, so that a row's path resolves without a database.
+SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1}
+ROUTE_PREFIXES = ("api/", "compat/")
+
+
+def project_routes() -> set[str]:
+    """Every URL pattern under /api/ and /compat/, spelled as Django spells a match's route:
+    the patterns of the includes joined, each but the first without its leading `^`."""
     from django.urls import get_resolver
 
-    covered = {path.split("{")[0].split("?")[0].rstrip("/") for _, _, path, _, _ in ENDPOINTS}
-    routes = set()
+    found: set[str] = set()
 
     def walk(patterns: Any, prefix: str) -> None:
         for pattern in patterns:
-            route = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
+            piece = str(pattern.pattern)
+            route = prefix + piece.removeprefix("^") if prefix else piece
             if hasattr(pattern, "url_patterns"):
                 walk(pattern.url_patterns, route)
             else:
-                routes.add(route)
+                found.add(route)
 
-    walk(get_resolver().url_patterns, "/")
-    api_routes = {
-        r for r in routes if r.startswith("/api/v1/") and not r.startswith(("/api/v1/schema", "/api/v1/docs"))
-    }
-    uncovered = []
-    for route in api_routes:
-        literal = route.split("(?P<")[0].split("<")[0].rstrip("/")
-        if literal not in covered and not any(c.startswith(literal) for c in covered):
-            uncovered.append(route)
-    assert not uncovered, f"add these routes to ENDPOINTS: {uncovered}"
+    walk(get_resolver().url_patterns, "")
+    return {route for route in found if route.startswith(ROUTE_PREFIXES)}
+
+
+def matrix_gaps(endpoints: list[tuple[str, str, str, Any, dict[str, int]]]) -> tuple[list[str], list[str]]:
+    """(routes that no row reaches, rows that reach no route of ours), both sorted.
+
+    A row reaches the route its path resolves to; several rows (one per method) may reach
+    the same route. A row whose path does not resolve, or resolves outside /api/ and
+    /compat/, reaches none; nor does one that lands on a catch-all (a route that a row
+    answered 404 for every caller reaches, like the facade's "no such endpoint") unless
+    it too expects 404 from everyone."""
+    from django.urls import Resolver404, resolve
+
+    routes = project_routes()
+    reached: dict[str, list[tuple[str, bool]]] = {}
+    stray = []
+    for name, method, path, _, expected in endpoints:
+        url = path.format(**SAMPLE_IDS).split("?")[0]
+        where = f"{name} ({method.upper()} {url})"
+        try:
+            route = resolve(url).route
+        except Resolver404:
+            stray.append(f"{where}: no route")
+            continue
+        if route not in routes:
+            stray.append(f"{where}: route {route!r} is not under /api/ or /compat/")
+            continue
+        not_found = "anonymous" in expected and set(expected.values()) == {404}
+        reached.setdefault(route, []).append((where, not_found))
+    for route, rows in reached.items():
+        if any(not_found for _, not_found in rows):
+            stray += [f"{where}: only the catch-all {route!r}" for where, not_found in rows if not not_found]
+    return sorted(routes - set(reached)), sorted(stray)
+
+
+def test_every_route_has_a_row_and_every_row_a_route() -> None:
+    """A new endpoint must be added to the table above before it can ship, and a removed one
+    taken out of it: the routes and the rows match exactly."""
+    without_row, without_route = matrix_gaps(ENDPOINTS)
+    assert not without_row, f"routes without a row in ENDPOINTS: {without_row}"
+    assert not without_route, f"rows of ENDPOINTS without a route: {without_route}"
+
+
+def test_the_route_check_names_what_is_missing_both_ways() -> None:
+    """The check above fails for a new sub-route that only shares a prefix with a row, and
+    for a row whose route is gone (or that only a catch-all answers)."""
+    without_revoke = [row for row in ENDPOINTS if not row[2].endswith("/revoke")]
+    assert matrix_gaps(without_revoke) == (["api/v1/keys/(?P<key_id>[0-9a-f]{64})/revoke$"], [])
+    gone = ("key rename", "post", "/api/v1/keys/{key_a}/rename", None, {})
+    elsewhere = ("health", "get", "/healthz", None, {})
+    caught = ("stopncii FetchAll", "get", "/compat/stopncii/v1/FetchAll", None, {"platform_a": 200})
+    assert matrix_gaps([*ENDPOINTS, gone, elsewhere, caught]) == (
+        [],
+        [
+            "health (GET /healthz): route 'healthz' is not under /api/ or /compat/",
+            f"key rename (POST /api/v1/keys/{SAMPLE_IDS['key_a']}/rename): no route",
+            "stopncii FetchAll (GET /compat/stopncii/v1/FetchAll): only the catch-all 'compat/stopncii(/.*)?$'",
+        ],
+    )
 
 
 def test_the_two_platforms_never_see_each_others_keys(cast: dict[str, Any], platform_a: Caller) -> None:
