@@ -66,7 +66,8 @@ def callers_of(path: str) -> list[str]:
     return COMPAT_CALLERS if path.startswith("/compat/") else CALLERS
 
 
-# (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
+# (name, method, path, body, {caller: status}). A row that does not name `anonymous` gives
+# the callers of AUTH its refusals; under /compat/ the callers are COMPAT_CALLERS.
 ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
     (
         "API schema (public)",
@@ -381,17 +382,6 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
     suspended = make_caller(make_member("suspended", Member.Kind.PLATFORM, program))
     services.member_set_status(member=suspended.member, status=Member.Status.SUSPENDED, actor=SETUP)
     read_only = make_caller(platform_a.member, scopes=[Scope.READ])
-    callers: dict[str, APIClient] = {
-        "anonymous": APIClient(),
-        "malformed_key": client_with("Token abc"),
-        "unknown_key": client_with(f"Bearer {UNKNOWN_KEY}"),
-        "revoked_key": revoked.client,
-        "expired_key": expired.client,
-        "suspended": suspended.client,
-        "read_only": read_only.client,
-    }
-    for caller in (platform_a, platform_b, intake, peer, auditor):
-        callers[caller.member.slug.replace("-", "_")] = caller.client
     tokens = {
         "unknown_key": UNKNOWN_KEY,
         "revoked_key": revoked.token,
@@ -402,6 +392,11 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
             caller.member.slug.replace("-", "_"): caller.token
             for caller in (platform_a, platform_b, intake, peer, auditor)
         },
+    }
+    callers: dict[str, APIClient] = {
+        "anonymous": APIClient(),
+        "malformed_key": client_with("Token abc"),
+        **{name: client_with(f"Bearer {token}") for name, token in tokens.items()},
     }
     compat: dict[str, APIClient] = {
         "anonymous": APIClient(),
