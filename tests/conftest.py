@@ -1,7 +1,7 @@
 """The cast of callers every test uses, and the real services tests run against.
 
 Callers: two platforms (`platform_a` must never see `platform_b`'s data), an intake
-service, an auditor, and a Django admin user. Redis is real (REDIS_URL, started by
+service, a peer clearinghouse, an auditor, and a Django admin user. Redis is real (REDIS_URL, started by
 `make test`); tests that need async behaviour start a real Celery worker.
 """
 
@@ -29,6 +29,10 @@ from rest_framework.test import APIClient
 from core.ledger import Actor
 from members import services
 from members.models import ApiCredential, Member, Program
+
+# Signers (members with registered keys, in tests/signing.py) are used by every app's tests;
+# loaded as a plugin so their fixtures are registered, not imported by name.
+pytest_plugins = ["tests.signing"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = Actor.operator("tests")
@@ -103,6 +107,12 @@ def platform_b(program: Program) -> Caller:
 @pytest.fixture
 def intake(program: Program) -> Caller:
     return make_caller(make_member("intake", Member.Kind.INTAKE, program))
+
+
+@pytest.fixture
+def peer(program: Program) -> Caller:
+    """Another clearinghouse, a member of ours: it submits and receives like a platform would."""
+    return make_caller(make_member("peer", Member.Kind.PEER, program))
 
 
 @pytest.fixture
@@ -278,7 +288,3 @@ def receiver(settings: Any) -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
-
-
-# Signers (members with registered keys) are used by every app's tests.
-from tests.signing import signer_a, signer_b, signer_intake  # noqa: E402, F401

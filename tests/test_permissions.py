@@ -1,7 +1,9 @@
 """Who may call what: every endpoint × every kind of caller, in one table.
 
 A row lists the status each caller gets. Callers that must be refused leave nothing
-behind: no new event, no new row.
+behind: no new event, no new row. Under /api/ a caller sends its key as
+`Authorization: Bearer <key>`; under /compat/ (the StopNCII facade) in both of the
+facade's headers, `Ocp-Apim-Subscription-Key` and `x-functions-key`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ CALLERS = [
     "platform_a",
     "platform_b",
     "intake",
+    "peer",
     "auditor",
     "read_only",
 ]
+# The facade's two headers can be wrong in two more ways: one of them missing (platform
+# A's key as the subscription key, no function key), or keys of two different members.
+COMPAT_CALLERS = [*CALLERS, "one_header", "two_members"]
 
 # Refusals shared by every endpoint: authentication first, then member status.
 AUTH = {
@@ -50,93 +56,123 @@ AUTH = {
     "revoked_key": 401,
     "expired_key": 401,
     "suspended": 403,
+    "one_header": 401,
+    "two_members": 401,
 }
+UNKNOWN_KEY = "hxk_000000000000_" + "x" * 43
 
-# (name, method, path, body, {caller: status}) — callers not named get the row's "other" status.
+
+def callers_of(path: str) -> list[str]:
+    return COMPAT_CALLERS if path.startswith("/compat/") else CALLERS
+
+
+# (name, method, path, body, {caller: status}). A row that does not name `anonymous` gives
+# the callers of AUTH its refusals; under /compat/ the callers are COMPAT_CALLERS.
 ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
+    (
+        "API schema (public)",
+        "get",
+        "/api/v1/schema/",
+        None,
+        dict.fromkeys(CALLERS, 200),
+    ),
+    (
+        "API docs (public)",
+        "get",
+        "/api/v1/docs/",
+        None,
+        dict.fromkeys(CALLERS, 200),
+    ),
     (
         "me",
         "get",
         "/api/v1/me",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
     ),
     (
         "programs",
         "get",
         "/api/v1/programs",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 200, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
     ),
     (
         "keys list",
         "get",
         "/api/v1/keys",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "keys register",
         "post",
         "/api/v1/keys",
         "new_key",
-        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "key detail (A's)",
         "get",
         "/api/v1/keys/{key_a}",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "key revoke (A's)",
         "post",
         "/api/v1/keys/{key_a}/revoke",
         {"reason": "rotated"},
-        {"platform_a": 200, "platform_b": 404, "intake": 404, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollments list",
         "get",
         "/api/v1/enrollments",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollment detail",
         "get",
         "/api/v1/enrollments/take-it-down",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "submit (signed by A)",
         "post",
         "/api/v1/submissions",
         "submission_a",
-        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "submit (signed by the caller)",
+        "post",
+        "/api/v1/submissions",
+        "own_submission",
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "withdraw (signed by A)",
         "post",
         "/api/v1/withdrawals",
         "withdrawal_a",
-        {"platform_a": 201, "platform_b": 403, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "hash detail (A's, in take-it-down)",
         "get",
         "/api/v1/hashes/{hash_a}",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "feed",
         "get",
         "/api/v1/feed?after=0",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "server key (public)",
@@ -150,49 +186,49 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "get",
         "/api/v1/webhooks",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook create",
         "post",
         "/api/v1/webhooks",
         "new_webhook",
-        {"platform_a": 201, "platform_b": 201, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 403, "peer": 201, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook detail (A's)",
         "get",
         "/api/v1/webhooks/{hook_a}",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook update (A's)",
         "patch",
         "/api/v1/webhooks/{hook_a}",
         {"description": "changed"},
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook rotate (A's)",
         "post",
         "/api/v1/webhooks/{hook_a}/rotate-secret",
         {"grace_hours": 1},
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook test (A's)",
         "post",
         "/api/v1/webhooks/{hook_a}/test",
         None,
-        {"platform_a": 200, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "webhook delete (A's)",
         "delete",
         "/api/v1/webhooks/{hook_a}",
         None,
-        {"platform_a": 204, "platform_b": 404, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 204, "platform_b": 404, "intake": 403, "peer": 404, "auditor": 403, "read_only": 403},
     ),
     (
         "outcomes report",
@@ -209,65 +245,133 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
                 }
             ]
         },
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "obligations",
         "get",
         "/api/v1/obligations",
         None,
-        {"platform_a": 200, "platform_b": 200, "intake": 200, "auditor": 403, "read_only": 200},
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
     ),
     (
         "program report",
         "get",
         "/api/v1/reports/programs/take-it-down",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "member report",
         "get",
         "/api/v1/reports/members/platform-a",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "event log",
         "get",
         "/api/v1/events?after=0",
         None,
-        {"platform_a": 403, "platform_b": 403, "intake": 403, "auditor": 200, "read_only": 403},
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
         "match",
         "post",
         "/api/v1/match",
         "match_a",
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
     ),
     (
         "enrollment set",
         "post",
         "/api/v1/enrollments",
         {"program": "ncii", "state": "opted_in"},
-        {"platform_a": 201, "platform_b": 201, "intake": 201, "auditor": 403, "read_only": 403},
+        {"platform_a": 201, "platform_b": 201, "intake": 201, "peer": 201, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii FetchHashes",
+        "get",
+        "/compat/stopncii/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "stopncii SubmitFeedback (on A's hash)",
+        "post",
+        "/compat/stopncii/v1/SubmitFeedback",
+        "feedback_a",
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii SubmitHashes (unsigned, allowed from A and the peer)",
+        "post",
+        "/compat/stopncii/v1/SubmitHashes",
+        "hash_record",
+        {"platform_a": 200, "platform_b": 403, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii take-it-down FetchHashes",
+        "get",
+        "/compat/stopncii/programs/take-it-down/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "stopncii take-it-down SubmitFeedback (on A's hash)",
+        "post",
+        "/compat/stopncii/programs/take-it-down/v1/SubmitFeedback",
+        "feedback_a",
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii take-it-down SubmitHashes (unsigned, allowed from A and the peer)",
+        "post",
+        "/compat/stopncii/programs/take-it-down/v1/SubmitHashes",
+        "hash_record",
+        {"platform_a": 200, "platform_b": 403, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii ncii FetchHashes (a program no caller receives)",
+        "get",
+        "/compat/stopncii/programs/ncii/v1/FetchHashes?startTimestamp=10&pageSize=10",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "stopncii unknown endpoint",
+        "get",
+        "/compat/stopncii/v1/FetchEverything",
+        None,
+        dict.fromkeys(COMPAT_CALLERS, 404),
     ),
 ]
 
 
 @pytest.fixture
-def cast(program, other_program, platform_a, platform_b, intake, auditor, receiver) -> dict[str, Any]:  # noqa: ANN001
-    """Every caller, plus platform A's signing key and a hash it submitted."""
+def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, receiver) -> dict[str, Any]:  # noqa: ANN001
+    """Every caller (as an /api/ client and as a StopNCII client), plus platform A's signing
+    key and a hash it submitted. The program takes unsigned submissions from A and the peer."""
     from tests.signing import make_signer, random_pdq
 
     signer = make_signer(platform_a)
+    # Members that sign their own submissions; any other caller sends one signed by A
+    # (it is refused before the envelope is read).
+    signers = {"platform_a": signer, "read_only": signer}
+    for name, caller in (("platform_b", platform_b), ("intake", intake), ("peer", peer)):
+        signers[name] = make_signer(caller)
     value = random_pdq()
     hash_a = signer.submit(signer.submission(value)).json()["results"][0]["hash_id"]
 
     def client_with(header: str) -> APIClient:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=header)
+        return client
+
+    def stopncii_client(subscription_key: str | None, function_key: str | None) -> APIClient:
+        client = APIClient()
+        headers = {"HTTP_OCP_APIM_SUBSCRIPTION_KEY": subscription_key, "HTTP_X_FUNCTIONS_KEY": function_key}
+        client.credentials(**{name: key for name, key in headers.items() if key is not None})
         return client
 
     revoked = make_caller(platform_a.member)
@@ -278,34 +382,55 @@ def cast(program, other_program, platform_a, platform_b, intake, auditor, receiv
     suspended = make_caller(make_member("suspended", Member.Kind.PLATFORM, program))
     services.member_set_status(member=suspended.member, status=Member.Status.SUSPENDED, actor=SETUP)
     read_only = make_caller(platform_a.member, scopes=[Scope.READ])
+    tokens = {
+        "unknown_key": UNKNOWN_KEY,
+        "revoked_key": revoked.token,
+        "expired_key": expired.token,
+        "suspended": suspended.token,
+        "read_only": read_only.token,
+        **{
+            caller.member.slug.replace("-", "_"): caller.token
+            for caller in (platform_a, platform_b, intake, peer, auditor)
+        },
+    }
     callers: dict[str, APIClient] = {
         "anonymous": APIClient(),
         "malformed_key": client_with("Token abc"),
-        "unknown_key": client_with("Bearer hxk_000000000000_" + "x" * 43),
-        "revoked_key": revoked.client,
-        "expired_key": expired.client,
-        "suspended": suspended.client,
-        "read_only": read_only.client,
+        **{name: client_with(f"Bearer {token}") for name, token in tokens.items()},
     }
-    for caller in (platform_a, platform_b, intake, auditor):
-        callers[caller.member.slug.replace("-", "_")] = caller.client
+    compat: dict[str, APIClient] = {
+        "anonymous": APIClient(),
+        "malformed_key": stopncii_client("Token abc", "Token abc"),
+        "one_header": stopncii_client(platform_a.token, None),
+        "two_members": stopncii_client(platform_a.token, platform_b.token),
+        **{name: stopncii_client(token, token) for name, token in tokens.items()},
+    }
+    for member in (platform_a.member, peer.member):
+        services.program_allow_unsigned(program=program, member=member, allow=True, actor=SETUP)
     from exchange import services as exchange_services
 
     hook_a, _ = exchange_services.webhook_create(member=platform_a.member, url=receiver.url, actor=SETUP)
     return {
         "callers": callers,
+        "compat": compat,
         "hook_a": hook_a.pk,
-        "new_webhook": lambda: {"url": receiver.url},
+        "new_webhook": lambda caller: {"url": receiver.url},
         "key_a": signer.key.key_id,
         "hash_a": hash_a,
-        "submission_a": lambda: signer.submission(),
-        "withdrawal_a": lambda: signer.withdrawal(value),
-        "match_a": lambda: {"queries": [{"signal_type": "pdq", "value": value}]},
+        "submission_a": lambda caller: signer.submission(),
+        "own_submission": lambda caller: signers.get(caller, signer).submission(),
+        "withdrawal_a": lambda caller: signer.withdrawal(value),
+        "match_a": lambda caller: {"queries": [{"signal_type": "pdq", "value": value}]},
+        "feedback_a": lambda caller: {"count": 1, "hashFeedbacks": [{"hashValue": value, "feedbackValue": "Blocked"}]},
+        "hash_record": lambda caller: {
+            "count": 1,
+            "hashRecords": [{"signalType": "ImagePDQ", "hashValue": random_pdq(), "CSPFeedbacks": []}],
+        },
     }
 
 
 def row_counts() -> dict[str, int]:
-    from exchange.models import WebhookEndpoint
+    from exchange.models import FeedCursor, Outcome, WebhookEndpoint
     from hashes.models import Submission, Withdrawal
     from members.models import ApiCredential, Enrollment, SigningKey
 
@@ -319,26 +444,29 @@ def row_counts() -> dict[str, int]:
         "revoked keys": SigningKey.objects.exclude(revoked_at=None).count(),
         "enrollments": Enrollment.objects.count(),
         "credentials": ApiCredential.objects.count(),
+        "outcomes": Outcome.objects.count(),
+        "feed cursors": FeedCursor.objects.count(),
     }
 
 
 def _cases() -> list[Any]:
     cases = []
     for name, method, path, body, expected in ENDPOINTS:
-        for caller in CALLERS:
-            status = expected[caller] if "anonymous" in expected else AUTH.get(caller) or expected[caller]
+        for caller in callers_of(path):
+            status = expected.get(caller) if "anonymous" in expected else AUTH.get(caller) or expected.get(caller)
             cases.append(pytest.param(method, path, body, caller, status, id=f"{name}-{caller}"))
     return cases
 
 
 @pytest.mark.parametrize(("method", "path", "body", "caller", "status"), _cases())
 def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
-    client: APIClient = cast["callers"][caller]
+    compat = path.startswith("/compat/")
+    client: APIClient = cast["compat" if compat else "callers"][caller]
     url = path.format(key_a=cast["key_a"], hash_a=cast["hash_a"], hook_a=cast["hook_a"])
     if body == "new_key":
         payload = {"public_key": new_public_key()}
     elif isinstance(body, str):
-        payload = cast[body]()  # an envelope signed by platform A, made fresh for this call
+        payload = cast[body](caller)  # made fresh for this call (envelopes are signed now)
     else:
         payload = body
     call: Callable[..., Any] = getattr(client, method)
@@ -350,34 +478,102 @@ def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: A
         assert response.json()["detail"]
         assert row_counts() == before, "a refused request left something behind"
     if status == 401:
-        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert response["WWW-Authenticate"].startswith("ApiKey" if compat else "Bearer")
 
 
-def test_every_api_route_is_in_the_matrix() -> None:
-    """A new endpoint must be added to the table above before it can ship."""
+def test_every_row_names_every_caller() -> None:
+    """A new kind of caller must be given its answer on every row (rows that do not name
+    `anonymous` take the shared refusals of AUTH for the callers AUTH names)."""
+    incomplete = {}
+    for name, _, path, _, expected in ENDPOINTS:
+        callers = set(callers_of(path))
+        wanted = callers if "anonymous" in expected else callers - set(AUTH)
+        if set(expected) != wanted:
+            incomplete[name] = {"missing": sorted(wanted - set(expected)), "unknown": sorted(set(expected) - wanted)}
+    assert not incomplete, f"rows whose callers are not exactly the cast: {incomplete}"
+
+
+# Stand-ins for the cast's ids, so that a row's path resolves without a database.
+SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1}
+ROUTE_PREFIXES = ("api/", "compat/")
+
+
+def project_routes() -> set[str]:
+    """Every URL pattern under /api/ and /compat/, spelled as Django spells a match's route:
+    the patterns of the includes joined, each but the first without its leading `^`."""
     from django.urls import get_resolver
 
-    covered = {path.split("{")[0].split("?")[0].rstrip("/") for _, _, path, _, _ in ENDPOINTS}
-    routes = set()
+    found: set[str] = set()
 
     def walk(patterns: Any, prefix: str) -> None:
         for pattern in patterns:
-            route = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
+            piece = str(pattern.pattern)
+            route = prefix + piece.removeprefix("^") if prefix else piece
             if hasattr(pattern, "url_patterns"):
                 walk(pattern.url_patterns, route)
             else:
-                routes.add(route)
+                found.add(route)
 
-    walk(get_resolver().url_patterns, "/")
-    api_routes = {
-        r for r in routes if r.startswith("/api/v1/") and not r.startswith(("/api/v1/schema", "/api/v1/docs"))
-    }
-    uncovered = []
-    for route in api_routes:
-        literal = route.split("(?P<")[0].split("<")[0].rstrip("/")
-        if literal not in covered and not any(c.startswith(literal) for c in covered):
-            uncovered.append(route)
-    assert not uncovered, f"add these routes to ENDPOINTS: {uncovered}"
+    walk(get_resolver().url_patterns, "")
+    return {route for route in found if route.startswith(ROUTE_PREFIXES)}
+
+
+def matrix_gaps(endpoints: list[tuple[str, str, str, Any, dict[str, int]]]) -> tuple[list[str], list[str]]:
+    """(routes that no row reaches, rows that reach no route of ours), both sorted.
+
+    A row reaches the route its path resolves to; several rows (one per method) may reach
+    the same route. A row whose path does not resolve, or resolves outside /api/ and
+    /compat/, reaches none; nor does one that lands on a catch-all (a route that a row
+    answered 404 for every caller reaches, like the facade's "no such endpoint") unless
+    it too expects 404 from everyone."""
+    from django.urls import Resolver404, resolve
+
+    routes = project_routes()
+    reached: dict[str, list[tuple[str, bool]]] = {}
+    stray = []
+    for name, method, path, _, expected in endpoints:
+        url = path.format(**SAMPLE_IDS).split("?")[0]
+        where = f"{name} ({method.upper()} {url})"
+        try:
+            route = resolve(url).route
+        except Resolver404:
+            stray.append(f"{where}: no route")
+            continue
+        if route not in routes:
+            stray.append(f"{where}: route {route!r} is not under /api/ or /compat/")
+            continue
+        not_found = "anonymous" in expected and set(expected.values()) == {404}
+        reached.setdefault(route, []).append((where, not_found))
+    for route, rows in reached.items():
+        if any(not_found for _, not_found in rows):
+            stray += [f"{where}: only the catch-all {route!r}" for where, not_found in rows if not not_found]
+    return sorted(routes - set(reached)), sorted(stray)
+
+
+def test_every_route_has_a_row_and_every_row_a_route() -> None:
+    """A new endpoint must be added to the table above before it can ship, and a removed one
+    taken out of it: the routes and the rows match exactly."""
+    without_row, without_route = matrix_gaps(ENDPOINTS)
+    assert not without_row, f"routes without a row in ENDPOINTS: {without_row}"
+    assert not without_route, f"rows of ENDPOINTS without a route: {without_route}"
+
+
+def test_the_route_check_names_what_is_missing_both_ways() -> None:
+    """The check above fails for a new sub-route that only shares a prefix with a row, and
+    for a row whose route is gone (or that only a catch-all answers)."""
+    without_revoke = [row for row in ENDPOINTS if not row[2].endswith("/revoke")]
+    assert matrix_gaps(without_revoke) == (["api/v1/keys/(?P<key_id>[0-9a-f]{64})/revoke$"], [])
+    gone = ("key rename", "post", "/api/v1/keys/{key_a}/rename", None, {})
+    elsewhere = ("health", "get", "/healthz", None, {})
+    caught = ("stopncii FetchAll", "get", "/compat/stopncii/v1/FetchAll", None, {"platform_a": 200})
+    assert matrix_gaps([*ENDPOINTS, gone, elsewhere, caught]) == (
+        [],
+        [
+            "health (GET /healthz): route 'healthz' is not under /api/ or /compat/",
+            f"key rename (POST /api/v1/keys/{SAMPLE_IDS['key_a']}/rename): no route",
+            "stopncii FetchAll (GET /compat/stopncii/v1/FetchAll): only the catch-all 'compat/stopncii(/.*)?$'",
+        ],
+    )
 
 
 def test_the_two_platforms_never_see_each_others_keys(cast: dict[str, Any], platform_a: Caller) -> None:

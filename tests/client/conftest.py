@@ -1,18 +1,15 @@
 """Shared helpers for the client tests: plain pytest, no Django, no database.
 
-The client is its own package (``client/``); when it has not been installed with
-``pip install -e ./client`` its source directory is put on the path, so the suite
-runs from a fresh checkout.
+The client is its own package (``client/``), installed into the environment with the
+server's requirements (``-e ./client`` in requirements.txt); the server imports it too.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,16 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hashexchange_client.dsse import EnvelopeError, verify_envelope
+from hashexchange_client.payloads import SUBMISSION_TYPE, WITHDRAWAL_TYPE
+from hashexchange_client.samples import jpeg_bytes, photo_like
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[2]
-
-if importlib.util.find_spec("hashexchange_client") is None:
-    sys.path.insert(0, str(REPO / "client" / "src"))
-
-from hashexchange_client.dsse import EnvelopeError, verify_envelope  # noqa: E402
-from hashexchange_client.payloads import SUBMISSION_TYPE, WITHDRAWAL_TYPE  # noqa: E402
-from hashexchange_client.samples import jpeg_bytes, photo_like  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -334,6 +334,5 @@ def test_python_dash_m_entry_point() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "client" / "src")},
     )
     assert done.stdout.startswith("hashexchange ")

@@ -222,7 +222,10 @@ def test_snapshot_file_round_trip_and_store(store: SnapshotStore) -> None:
     store.publish(second)
     assert store.current_path("pdq") == second
     assert store.prune("pdq") == [first]
-    assert snapshot.codes.sum() >= 0  # the deleted file stays readable through the mapping
+    assert not first.exists()
+    # The deleted file stays readable through the mapping: the very codes and ids written.
+    assert (snapshot.codes == codes[order]).all()
+    assert (snapshot.ids == ids[order]).all()
     assert sorted(p.name for p in store.directory.iterdir()) == sorted([second.name, "pdq.current"])
 
 
