@@ -66,6 +66,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Admin logins: lockout after repeated failures, and TOTP two-factor (config/admin_security.py).
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "core.apps.CoreConfig",
     "exchange.apps.ExchangeConfig",
     "members.apps.MembersConfig",
@@ -80,10 +84,31 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.SecurityHeadersMiddleware",
+    # Last, as django-axes asks: it turns a lockout into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins (the API authenticates with keys, not these): django-axes locks a username
+# from an address out after AXES_FAILURE_LIMIT failures for AXES_COOLOFF_HOURS, and with
+# ADMIN_REQUIRE_OTP (on unless DEBUG) the admin asks for a TOTP code as well
+# (`manage.py admin_totp USERNAME` gives an admin its authenticator secret).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_HOURS", 1)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "config.admin_security.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.admin_security.locked_out"
+ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", not DEBUG)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Hash exchange")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -12,7 +12,9 @@ from core.problems import problem
 from exchange.dashboard import dashboard
 
 from . import health
+from .admin_security import install_admin_site
 
+install_admin_site()
 admin.site.site_header = "Hash exchange administration"
 admin.site.site_title = "Hash exchange"
 

@@ -128,9 +128,17 @@ def anonymous() -> APIClient:
 @pytest.fixture
 def admin_client(db: None, client):  # noqa: ANN001, ANN201 - pytest-django's Django test client
     from django.contrib.auth.models import User
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
 
     user = User.objects.create_superuser("admin", "admin@example.org", "admin-password-123")
-    client.force_login(user)
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    # The admin asks for a verified second factor (ADMIN_REQUIRE_OTP is on unless DEBUG):
+    # this session has passed it, as after a login with password and TOTP code.
+    device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
     return client
 
 
