@@ -209,7 +209,7 @@ class HashDetailSerializer(HashSerializer):
     feedback = serializers.DictField(
         help_text="Per program that shares feedback: reports of each outcome kind and how many members reported."
     )
-    disputes = serializers.ListField(child=serializers.DictField())
+    disputes = serializers.ListField(child=serializers.DictField(), source="visible_disputes")
 
     class Meta(HashSerializer.Meta):
         fields = [*HashSerializer.Meta.fields, "feedback", "disputes"]

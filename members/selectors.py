@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from .models import Enrollment, Member, Program, SigningKey
 
@@ -91,3 +91,24 @@ def programs_by_slug() -> dict[str, Program]:
 
 def program_by_slug(slug: str) -> Program | None:
     return Program.objects.filter(slug=slug).first()
+
+
+def programs_all() -> list[Program]:
+    """Every program, by slug, active or not: what operators pick from."""
+    return list(Program.objects.order_by("slug"))
+
+
+def member_by_slug(slug: str) -> Member | None:
+    return Member.objects.filter(slug=slug).first()
+
+
+def member_profile(*, member: Member) -> Member:
+    """The member read afresh with its enrollments and signing keys (`GET /api/v1/me`)."""
+    return (
+        Member.objects.filter(pk=member.pk)
+        .prefetch_related(
+            Prefetch("enrollments", queryset=enrollments_of(member=member)),
+            Prefetch("signing_keys", queryset=signing_keys_of(member=member)),
+        )
+        .get()
+    )
