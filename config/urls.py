@@ -20,7 +20,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("members.urls")),
-    path("", include("exchange.urls")),  # before hashes.urls: it extends /hashes/{id}
+    path("", include("exchange.urls")),
     path("", include("hashes.urls")),
 ]
 
