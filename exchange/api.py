@@ -81,7 +81,6 @@ class WebhookViewSet(
 
     required_scope = Scope.WEBHOOKS
     serializer_class = WebhookSerializer
-    queryset = WebhookEndpoint.objects.none()
 
     def get_queryset(self) -> Any:
         return selectors.webhooks_of(member=self.request.user)

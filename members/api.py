@@ -16,7 +16,7 @@ from core.ledger import Actor
 from core.problems import Problem
 
 from . import selectors, services
-from .models import Enrollment, Scope, SigningKey
+from .models import Scope
 from .serializers import (
     EnrollmentSerializer,
     EnrollmentSetSerializer,
@@ -57,7 +57,6 @@ class SigningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = SigningKeySerializer
     lookup_field = "key_id"
     lookup_value_regex = "[0-9a-f]{64}"
-    queryset = SigningKey.objects.none()
 
     def get_queryset(self) -> Any:
         return selectors.signing_keys_of(member=self.request.user)
@@ -85,7 +84,6 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = EnrollmentSerializer
     lookup_field = "program__slug"
     lookup_url_kwarg = "program"
-    queryset = Enrollment.objects.none()
 
     def get_queryset(self) -> Any:
         return selectors.enrollments_of(member=self.request.user)
