@@ -1,4 +1,8 @@
-"""Thin views: the pull feed, webhooks, the server's key, outcomes, obligations, reports, the event log."""
+"""Thin views of the exchange: the pull feed, webhooks, the server's key, outcomes, obligations,
+reports, the event log and a hash's details.
+
+Each view parses its input with a serializer and calls a selector (reads) or a service (writes).
+"""
 
 from __future__ import annotations
 
