@@ -23,7 +23,7 @@ api_v1 = [
     # The split view serves its script as a file, so the strict CSP needs no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("", include("members.urls")),
-    path("", include("exchange.urls")),  # before hashes.urls: it extends /hashes/{id}
+    path("", include("exchange.urls")),
     path("", include("hashes.urls")),
 ]
 

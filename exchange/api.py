@@ -1,4 +1,8 @@
-"""Thin views: the pull feed, webhooks, the server's key, outcomes, obligations, reports, the event log."""
+"""Thin views of the exchange: the pull feed, webhooks, the server's key, outcomes, obligations,
+reports, the event log and a hash's details.
+
+Each view parses its input with a serializer and calls a selector (reads) or a service (writes).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import csv
 import io
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,14 +20,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.ledger import Event, format_time
-from hashes import api as hashes_api
 from members.api import member_actor
-from members.models import Member, Program, Scope
+from members.models import Scope
+from members.selectors import member_by_slug, program_by_slug
 
-from . import crypto, outcomes, reports, services
-from .feed import feed_page
-from .models import Dispute, Obligation, WebhookEndpoint
+from . import crypto, outcomes, selectors, services
+from .models import WebhookEndpoint
+from .reports import Period, flatten
 from .serializers import (
     EventPageSerializer,
     FeedPageSerializer,
@@ -58,7 +60,7 @@ class FeedView(APIView):
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         after, limit = query.validated_data["after"], query.validated_data["limit"]
-        page = feed_page(member=request.user, after=after, limit=limit)
+        page = selectors.feed_for(member=request.user, after=after, limit=limit)
         services.feed_cursor_record(member=request.user, after=after, last_seq=page.next)
         return Response({"entries": page.entries, "next": page.next, "has_more": page.has_more})
 
@@ -83,10 +85,9 @@ class WebhookViewSet(
 
     required_scope = Scope.WEBHOOKS
     serializer_class = WebhookSerializer
-    queryset = WebhookEndpoint.objects.none()
 
     def get_queryset(self) -> Any:
-        return WebhookEndpoint.objects.filter(member=self.request.user).select_related("member").order_by("pk")
+        return selectors.webhooks_of(member=self.request.user)
 
     @extend_schema(request=WebhookSerializer, responses={201: WebhookWithSecretSerializer})
     def create(self, request: Request) -> Response:
@@ -187,18 +188,11 @@ class ObligationListView(ListAPIView):
     def get_queryset(self) -> Any:
         query = ObligationQuerySerializer(data=self.request.query_params)
         query.is_valid(raise_exception=True)
-        rows = Obligation.objects.filter(member=self.request.user).select_related("hash", "program")
-        if "program" in query.validated_data:
-            rows = rows.filter(program__slug=query.validated_data["program"])
-        now = timezone.now()
-        status = query.validated_data["status"]
-        if status == "open":
-            rows = rows.filter(fulfilled_at__isnull=True, due_at__gte=now)
-        elif status == "overdue":
-            rows = rows.filter(fulfilled_at__isnull=True, due_at__lt=now)
-        elif status == "fulfilled":
-            rows = rows.filter(fulfilled_at__isnull=False)
-        return rows.order_by("due_at", "pk")
+        return selectors.obligations_of(
+            member=self.request.user,
+            status=query.validated_data["status"],
+            program=query.validated_data.get("program"),
+        )
 
 
 class ReportCSVRenderer(BaseRenderer):
@@ -212,7 +206,7 @@ class ReportCSVRenderer(BaseRenderer):
         rows = data.get("members") or data.get("programs") or [] if isinstance(data, dict) else []
         if isinstance(data, dict) and "status" in data and "detail" in data:  # a problem document
             return f"error,{data['detail']}\n".encode()
-        flat = [reports.flatten(row) for row in rows]
+        flat = [flatten(row) for row in rows]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["member", "program"])
         writer.writeheader()
@@ -224,12 +218,12 @@ class ReportView(APIView):
     required_scope = Scope.REPORTS
     renderer_classes = [JSONRenderer, ReportCSVRenderer]
 
-    def period(self, request: Request) -> reports.Period:
+    def period(self, request: Request) -> Period:
         params = PeriodSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return reports.Period(params.validated_data["start"], params.validated_data["end"])
+        return Period(params.validated_data["start"], params.validated_data["end"])
 
-    def csv_name(self, request: Request, name: str, period: reports.Period) -> dict[str, str]:
+    def csv_name(self, request: Request, name: str, period: Period) -> dict[str, str]:
         if request.accepted_renderer.format != "csv":
             return {}
         return {"Content-Disposition": f'attachment; filename="{name}-{period.start:%Y%m%d}-{period.end:%Y%m%d}.csv"'}
@@ -241,12 +235,12 @@ class ProgramReportView(ReportView):
 
     @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
     def get(self, request: Request, slug: str) -> Response:
-        program = Program.objects.filter(slug=slug).first()
+        program = program_by_slug(slug)
         if program is None:
             raise exceptions.NotFound(f"No program {slug!r}.")
         period = self.period(request)
         return Response(
-            reports.program_report(program=program, period=period),
+            selectors.program_report(program=program, period=period),
             headers=self.csv_name(request, f"program-{slug}", period),
         )
 
@@ -256,12 +250,12 @@ class MemberReportView(ReportView):
 
     @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
     def get(self, request: Request, slug: str) -> Response:
-        member = Member.objects.filter(slug=slug).first()
+        member = member_by_slug(slug)
         if member is None:
             raise exceptions.NotFound(f"No member {slug!r}.")
         period = self.period(request)
         return Response(
-            reports.member_report(member=member, period=period),
+            selectors.member_report(member=member, period=period),
             headers=self.csv_name(request, f"member-{slug}", period),
         )
 
@@ -276,46 +270,19 @@ class EventLogView(APIView):
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         after, limit = query.validated_data["after"], query.validated_data["limit"]
-        events = list(Event.objects.filter(seq__gt=after).order_by("seq")[: limit + 1])
-        page = events[:limit]
-        return Response(
-            {
-                "events": [
-                    {
-                        "seq": e.seq,
-                        "kind": e.kind,
-                        "program": e.program,
-                        "subject": {"type": e.subject_type, "id": e.subject_id},
-                        "actor": {"type": e.actor_type, "id": e.actor_id},
-                        "data": e.data,
-                        "at": format_time(e.created_at),
-                        "leaf_hash": e.leaf_hash,
-                    }
-                    for e in page
-                ],
-                "next": page[-1].seq if page else after,
-                "has_more": len(events) > limit,
-            }
-        )
+        page = selectors.event_log_page(after=after, limit=limit)
+        return Response({"events": page.events, "next": page.next, "has_more": page.has_more})
 
 
-class HashDetailView(hashes_api.HashDetailView):
+class HashDetailView(APIView):
     """A hash, where it is listed, the envelopes that support it, what members reported on it
     (aggregates, where the program shares feedback) and any dispute."""
 
+    required_scope = Scope.READ
+
     @extend_schema(responses=HashDetailSerializer)
     def get(self, request: Request, hash_id: int) -> Response:
-        response = super().get(request, hash_id)
-        programs = [listing["program"] for listing in response.data["programs"]]
-        response.data["feedback"] = outcomes.feedback_for(hash_id=hash_id, program_slugs=programs)
-        response.data["disputes"] = [
-            {
-                "program": d.program.slug,
-                "status": d.status,
-                "reporters": d.reporters,
-                "opened_at": format_time(d.opened_at),
-                "decided_at": format_time(d.decided_at) if d.decided_at else None,
-            }
-            for d in Dispute.objects.filter(hash_id=hash_id, program__slug__in=programs).select_related("program")
-        ]
-        return response
+        row = selectors.hash_detail_for_member(member=request.user, hash_id=hash_id)
+        if row is None:
+            raise exceptions.NotFound("No hash with that id is visible to you.")
+        return Response(HashDetailSerializer(row).data)

@@ -10,52 +10,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count
-from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from core.ledger import Event
-from members.models import Program
+from members.selectors import programs_all
 
-from . import reports
-from .models import Outcome
+from . import selectors
+from .reports import Period
 
 PERIODS = {"7": 7, "30": 30, "90": 90}
-
-
-def daily_series(program: Program, start: dt.datetime, end: dt.datetime) -> dict[str, dict[dt.date, int]]:
-    """Per day: hashes distributed, withdrawn, removals and matches reported (four queries)."""
-    series: dict[str, dict[dt.date, int]] = {"distributed": {}, "withdrawn": {}, "removed": {}, "matched": {}}
-    events = Event.objects.filter(program=program.slug, created_at__gte=start, created_at__lt=end)
-    for day, kind, n in (
-        events.filter(kind__in=["hash.added", "hash.withdrawn"])
-        .annotate(day=TruncDate("created_at"))
-        .values_list("day", "kind")
-        .annotate(n=Count("seq"))
-    ):
-        key = "distributed" if kind == "hash.added" else "withdrawn"
-        series[key][day] = series[key].get(day, 0) + n
-    for day, data in (
-        events.filter(kind="hashes.imported").annotate(day=TruncDate("created_at")).values_list("day", "data")
-    ):
-        series["distributed"][day] = series["distributed"].get(day, 0) + data.get("count", 0)
-    for day, kind, n in (
-        Outcome.objects.filter(
-            program=program,
-            occurred_at__gte=start,
-            occurred_at__lt=end,
-            kind__in=[Outcome.Kind.REMOVED, Outcome.Kind.MATCHED],
-        )
-        .annotate(day=TruncDate("occurred_at"))
-        .values_list("day", "kind")
-        .annotate(n=Count("id"))
-    ):
-        series[kind][day] = n
-    return series
 
 
 def bar_chart(title: str, points: Sequence[tuple[dt.date, int]], *, width: int = 640, height: int = 140) -> SafeString:
@@ -85,7 +51,7 @@ def bar_chart(title: str, points: Sequence[tuple[dt.date, int]], *, width: int =
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Admin page: pick a program and a period; see the report's figures and daily charts."""
-    programs = list(Program.objects.order_by("slug"))
+    programs = programs_all()
     program = next((p for p in programs if p.slug == request.GET.get("program")), programs[0] if programs else None)
     days = PERIODS.get(request.GET.get("days", "30"), 30)
     end = timezone.now()
@@ -99,8 +65,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "periods": PERIODS,
     }
     if program is not None:
-        report = reports.program_report(program=program, period=reports.Period(start, end))
-        series = daily_series(program, start, end)
+        report = selectors.program_report(program=program, period=Period(start, end))
+        series = selectors.program_daily_series(program=program, start=start, end=end)
         dates = [(start + dt.timedelta(days=i + 1)).date() for i in range(days)]
         context["report"] = report
         context["charts"] = [

@@ -38,7 +38,6 @@ from hashes.models import Hash, Listing, MatchCount, Submission
 from members.models import Enrollment, Member, Program
 from members.selectors import receivers_by_program
 
-from .feed import feedback_by_hash
 from .models import Dispute, FeedCursor, Obligation, Outcome, Projection, WebhookEndpoint
 
 MAX_BATCH = 1000
@@ -566,11 +565,3 @@ def _project(events: list[Event]) -> int:
                 fulfilled_at=done.occurred_at, outcome=done
             )
     return len(rows)
-
-
-def feedback_for(*, hash_id: int, program_slugs: Sequence[str]) -> dict[str, dict[str, int]]:
-    """What members reported on one hash, per program that shares feedback (zeros where none)."""
-    shared = Program.objects.filter(slug__in=program_slugs, share_feedback=True).values_list("slug", flat=True)
-    found = feedback_by_hash({hash_id}, set(program_slugs))
-    empty = {**dict.fromkeys(Outcome.Kind.values, 0), "members": 0}
-    return {slug: found.get((hash_id, slug), dict(empty)) for slug in shared}

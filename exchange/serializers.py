@@ -11,7 +11,7 @@ from rest_framework import serializers
 from hashes.serializers import HashSerializer
 
 from .feed import FEED_KINDS, MAX_LIMIT
-from .models import WebhookEndpoint
+from .models import Outcome, WebhookEndpoint
 
 OBLIGATION_STATUSES = ["open", "overdue", "fulfilled", "fulfilled_late"]
 OBLIGATION_FILTERS = ["open", "overdue", "fulfilled", "all"]
@@ -117,17 +117,7 @@ class OutcomeItemSerializer(serializers.Serializer):
     signal_type = serializers.CharField(required=False)
     value = serializers.CharField(required=False)
     program = serializers.SlugField()
-    kind = serializers.ChoiceField(
-        choices=[
-            "matched",
-            "removed",
-            "blocked_at_upload",
-            "restricted",
-            "not_violating",
-            "unable_to_action",
-            "deleted_after_withdrawal",
-        ]
-    )
+    kind = serializers.ChoiceField(choices=Outcome.Kind.values)
     occurred_at = serializers.DateTimeField()
     count = serializers.IntegerField(min_value=1, default=1)
     tags = serializers.ListField(child=serializers.CharField(), required=False)
@@ -219,7 +209,7 @@ class HashDetailSerializer(HashSerializer):
     feedback = serializers.DictField(
         help_text="Per program that shares feedback: reports of each outcome kind and how many members reported."
     )
-    disputes = serializers.ListField(child=serializers.DictField())
+    disputes = serializers.ListField(child=serializers.DictField(), source="visible_disputes")
 
     class Meta(HashSerializer.Meta):
         fields = [*HashSerializer.Meta.fields, "feedback", "disputes"]

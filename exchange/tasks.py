@@ -1,4 +1,8 @@
-"""Celery tasks of the exchange: thin wrappers around services.
+"""Celery tasks of the exchange: thin wrappers around services, named `*_task`.
+
+Each task keeps the name it was registered under before the suffix (`name=` on the
+decorator): messages already queued in Redis, the beat schedule and the task routes in
+config/settings.py address tasks by that name.
 
 Nothing here holds state that the database does not: a lost task delays work until the
 next sweep, and a task run twice does no harm (deliveries are claimed in the database).
@@ -76,23 +80,23 @@ def _dispatch(endpoint_ids: list[int]) -> None:
         unqueued = list(endpoint_ids)  # publishing will tell whether Redis is really gone
     for endpoint_id in unqueued:
         try:
-            deliver_endpoint.apply_async(args=[endpoint_id], retry=False)
+            deliver_endpoint_task.apply_async(args=[endpoint_id], retry=False)
         except Exception:
             _unmark(endpoint_id)
             raise
 
 
 @shared_task(name="exchange.tasks.fanout", ignore_result=True)
-def fanout() -> int:
+def fanout_task() -> int:
     """New events committed: project obligations, wake every endpoint that has something to send."""
-    project_obligations.apply_async(retry=False)
+    project_obligations_task.apply_async(retry=False)
     endpoint_ids = services.endpoints_to_wake()
     _dispatch(endpoint_ids)
     return len(endpoint_ids)
 
 
 @shared_task(name="exchange.tasks.deliver_endpoint", ignore_result=True, acks_late=True)
-def deliver_endpoint(endpoint_id: int) -> int:
+def deliver_endpoint_task(endpoint_id: int) -> int:
     """Drain one endpoint; requeue itself if its time budget ran out with work left."""
     _unmark(endpoint_id)
     result = services.deliver_endpoint(endpoint_id)
@@ -102,7 +106,7 @@ def deliver_endpoint(endpoint_id: int) -> int:
 
 
 @shared_task(name="exchange.tasks.sweep_webhooks", ignore_result=True)
-def sweep_webhooks() -> int:
+def sweep_webhooks_task() -> int:
     """Periodic: endpoints whose wake-up was lost (Redis was down) and retries that are due."""
     endpoint_ids = services.endpoints_to_wake()
     _dispatch(endpoint_ids)
@@ -110,7 +114,7 @@ def sweep_webhooks() -> int:
 
 
 @shared_task(name="exchange.tasks.heartbeat", ignore_result=True)
-def heartbeat() -> float:
+def heartbeat_task() -> float:
     """Beat schedules it, a worker runs it: its age in /readyz shows both are alive."""
     now = time.time()
     redis_client().set(HEARTBEAT_KEY, now, ex=3600)
@@ -118,7 +122,7 @@ def heartbeat() -> float:
 
 
 @shared_task(name="exchange.tasks.project_obligations", ignore_result=True)
-def project_obligations() -> int:
+def project_obligations_task() -> int:
     """Create the withdrawal acknowledgements owed for withdrawals recorded since the last run."""
     created = 0
     while True:
@@ -129,6 +133,6 @@ def project_obligations() -> int:
 
 
 @shared_task(name="exchange.tasks.check_participation", ignore_result=True)
-def check_participation() -> int:
+def check_participation_task() -> int:
     """Periodic: lapse members that stopped taking part, restore those that resumed."""
     return len(participation_check())

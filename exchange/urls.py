@@ -9,9 +9,9 @@ router = SimpleRouter(trailing_slash=False)
 router.register("webhooks", api.WebhookViewSet, basename="webhooks")
 
 urlpatterns = [
-    # Extends hashes' view with feedback and disputes (exchange may depend on hashes, not
-    # the other way); included before hashes.urls in config/urls.py, so this one answers.
-    path("hashes/<int:hash_id>", api.HashDetailView.as_view(), name="hash-detail-full"),
+    # The one route of a hash: here, not in hashes, because it adds the exchange's feedback
+    # and disputes to hashes' view of the hash (exchange may import hashes, not the reverse).
+    path("hashes/<int:hash_id>", api.HashDetailView.as_view(), name="hash-detail"),
     path("feed", api.FeedView.as_view(), name="feed"),
     path("server-key", api.ServerKeyView.as_view(), name="server-key"),
     path("outcomes", api.OutcomesView.as_view(), name="outcomes"),

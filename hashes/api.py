@@ -1,4 +1,8 @@
-"""Thin views: submit and withdraw signed envelopes, look a hash up, match hashes."""
+"""Thin views: submit and withdraw signed envelopes, match hashes.
+
+A hash is looked up at `GET /api/v1/hashes/{id}` in exchange/api.py, which adds what
+members reported on it to what hashes.selectors.hash_for_member shows.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,10 @@ from rest_framework.views import APIView
 from core.problems import Problem, problem_response
 from members.models import Scope
 
-from . import matching, selectors, services
+from . import matching, services
 from .serializers import (
     BatchResultSerializer,
     EnvelopeSerializer,
-    HashSerializer,
     ItemResultSerializer,
     MatchRequestSerializer,
     MatchResponseSerializer,
@@ -129,19 +132,6 @@ class WithdrawalsView(APIView):
             "listing_status": result.listing_status,
         }
         return Response(body, status=201 if result.created else 200)
-
-
-class HashDetailView(APIView):
-    """A hash, where it is listed, and the signed envelopes that support it."""
-
-    required_scope = Scope.READ
-
-    @extend_schema(responses=HashSerializer)
-    def get(self, request: Request, hash_id: int) -> Response:
-        row = selectors.hash_for_member(member=request.user, hash_id=hash_id)
-        if row is None:
-            raise exceptions.NotFound("No hash with that id is visible to you.")
-        return Response(HashSerializer(row).data)
 
 
 class MatchView(APIView):

@@ -7,6 +7,5 @@ from . import api
 urlpatterns = [
     path("submissions", api.SubmissionsView.as_view(), name="submissions"),
     path("withdrawals", api.WithdrawalsView.as_view(), name="withdrawals"),
-    path("hashes/<int:hash_id>", api.HashDetailView.as_view(), name="hash-detail"),
     path("match", api.MatchView.as_view(), name="match"),
 ]

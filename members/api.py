@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.generics import ListAPIView, get_object_or_404
+from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,7 +16,7 @@ from core.ledger import Actor
 from core.problems import Problem
 
 from . import selectors, services
-from .models import Enrollment, Member, Program, Scope, SigningKey
+from .models import Scope
 from .serializers import (
     EnrollmentSerializer,
     EnrollmentSetSerializer,
@@ -38,14 +37,7 @@ class MeView(APIView):
 
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        member = (
-            Member.objects.filter(pk=request.user.pk)
-            .prefetch_related(
-                Prefetch("enrollments", queryset=selectors.enrollments_of(member=request.user)),
-                Prefetch("signing_keys", queryset=selectors.signing_keys_of(member=request.user)),
-            )
-            .get()
-        )
+        member = selectors.member_profile(member=request.user)
         return Response(MeSerializer(member, context={"request": request}).data)
 
 
@@ -65,7 +57,6 @@ class SigningKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = SigningKeySerializer
     lookup_field = "key_id"
     lookup_value_regex = "[0-9a-f]{64}"
-    queryset = SigningKey.objects.none()
 
     def get_queryset(self) -> Any:
         return selectors.signing_keys_of(member=self.request.user)
@@ -93,7 +84,6 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = EnrollmentSerializer
     lookup_field = "program__slug"
     lookup_url_kwarg = "program"
-    queryset = Enrollment.objects.none()
 
     def get_queryset(self) -> Any:
         return selectors.enrollments_of(member=self.request.user)
@@ -107,7 +97,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         params = EnrollmentSetSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         slug = params.validated_data["program"]
-        program = Program.objects.filter(slug=slug).first()
+        program = selectors.program_by_slug(slug)
         if program is None:
             raise Problem.field("program", f"unknown program {slug!r}; see GET /api/v1/programs")
         enrollment, changed = services.enrollment_set(
@@ -118,6 +108,3 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             actor=member_actor(request),
         )
         return Response(EnrollmentSerializer(enrollment).data, status=201 if changed else 200)
-
-    def get_object(self) -> Enrollment:
-        return get_object_or_404(self.get_queryset(), program__slug=self.kwargs["program"])

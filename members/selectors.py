@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from .models import Enrollment, Member, Program, SigningKey
 
@@ -145,3 +145,24 @@ def sent_through_by_program(*, program_ids: Iterable[int]) -> dict[int, dict[int
     ).values_list("member_id", "program_id", "sent_through"):
         found[program_id][member_id] = through
     return found
+
+
+def programs_all() -> list[Program]:
+    """Every program, by slug, active or not: what operators pick from."""
+    return list(Program.objects.order_by("slug"))
+
+
+def member_by_slug(slug: str) -> Member | None:
+    return Member.objects.filter(slug=slug).first()
+
+
+def member_profile(*, member: Member) -> Member:
+    """The member read afresh with its enrollments and signing keys (`GET /api/v1/me`)."""
+    return (
+        Member.objects.filter(pk=member.pk)
+        .prefetch_related(
+            Prefetch("enrollments", queryset=enrollments_of(member=member)),
+            Prefetch("signing_keys", queryset=signing_keys_of(member=member)),
+        )
+        .get()
+    )

@@ -43,8 +43,10 @@ from django.db.models import Max, Min, Q
 from django.utils.crypto import salted_hmac
 
 from core.ledger import Event
+from core.problems import Problem
 from hashes.models import Hash, Listing, Submission
 from members.models import Member, Program
+from members.selectors import is_receiving, program_by_slug, receiving_programs
 
 from ..models import Outcome
 from . import stopncii
@@ -70,6 +72,18 @@ EVENT_SLICE = 500
 # then says hasMoreRecords with a token), so one request does bounded work.
 MAX_EVENTS_PER_PAGE = 20_000
 OTHER_MEMBER = "other member {n}"
+
+
+def requested_programs(*, member: Member, slug: str | None) -> list[Program]:
+    """The programs a facade request is about: those the caller receives, or the one in the URL."""
+    if slug is None:
+        return receiving_programs(member=member)
+    program = program_by_slug(slug)
+    if program is None:
+        raise Problem("unknown_program", f"there is no program {slug!r}", status=404)
+    if not is_receiving(member=member, program=program):
+        raise Problem("not_enrolled", f"you do not receive {slug!r}; opt in with POST /api/v1/enrollments", status=403)
+    return [program]
 
 
 def _key(purpose: str) -> bytes:

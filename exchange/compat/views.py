@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from core.problems import PROBLEM_CONTENT_TYPE, Problem, problem, problem_response
 from members.models import Member, Program, Scope
-from members.selectors import is_receiving, program_by_slug, receiving_programs
 
 from .. import services as exchange_services
 from . import selectors, services, stopncii
@@ -38,16 +37,7 @@ class StopNCIIView(APIView):
 
     def programs(self, member: Member, slug: str | None) -> list[Program]:
         """The programs this request is about: those the caller receives, or the one in the URL."""
-        if slug is None:
-            return receiving_programs(member=member)
-        program = program_by_slug(slug)
-        if program is None:
-            raise Problem("unknown_program", f"there is no program {slug!r}", status=404)
-        if not is_receiving(member=member, program=program):
-            raise Problem(
-                "not_enrolled", f"you do not receive {slug!r}; opt in with POST /api/v1/enrollments", status=403
-            )
-        return [program]
+        return selectors.requested_programs(member=member, slug=slug)
 
 
 class FetchHashesView(StopNCIIView):

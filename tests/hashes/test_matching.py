@@ -180,7 +180,7 @@ def test_snapshots_are_built_merged_and_picked_up(
     ids = [submit(signer_a, v) for v in values[:2]]
     assert ask(signer_a, ("pdq", values[0]))["matched"] == 1  # loaded from the database, no snapshot yet
     assert matching.registry.status()["pdq"]["snapshot_size"] == 0
-    tasks.match_index_compact()
+    tasks.match_index_compact_task()
     first = matching._store().current_path("pdq")
     assert first is not None
     ids.append(submit(signer_a, values[2]))
@@ -188,7 +188,7 @@ def test_snapshots_are_built_merged_and_picked_up(
     status = matching.registry.status()["pdq"]
     assert (status["snapshot_size"], status["tail_size"], status["lag_events"]) == (2, 1, 0)
     assert status["snapshot_shared"] is True
-    tasks.match_index_compact()  # merges the third
+    tasks.match_index_compact_task()  # merges the third
     second = matching._store().current_path("pdq")
     assert second != first and first.exists()  # the previous one is kept for processes still on it
     ready = client.get("/readyz").json()
@@ -197,7 +197,7 @@ def test_snapshots_are_built_merged_and_picked_up(
     assert index["loaded"] and index["native_kernel"]
     assert (index["pdq"]["size"], index["pdq"]["snapshot_size"], index["pdq"]["tail_size"]) == (3, 3, 0)
     assert index["pdq"]["lag_events"] == 0
-    tasks.match_index_rebuild()
+    tasks.match_index_rebuild_task()
     assert not first.exists()
     assert [len(r["matches"]) for r in ask(signer_a, *(("pdq", v) for v in values))["results"]] == [1, 1, 1]
 
@@ -206,7 +206,7 @@ def test_a_snapshot_from_another_database_is_ignored(signer_a: Signer, settings:
     settings.MATCH_INDEX_COMPACT_MIN = 1
     value = random_pdq()
     submit(signer_a, value)
-    tasks.match_index_compact()
+    tasks.match_index_compact_task()
     path = matching._store().current_path("pdq")
     snapshot = matching.hx.open_snapshot(path)
     assert matching._open_valid(path) is not None
@@ -257,7 +257,7 @@ def test_another_process_matches_a_new_hash_at_once_and_shares_the_snapshot(
     signer = make_signer(platform)
     first = random_pdq()
     submit(signer, first)
-    tasks.match_index_compact()
+    tasks.match_index_compact_task()
     env = {
         "DATABASE_URL": worker_database_url(),
         "DJANGO_SETTINGS_MODULE": "config.settings",

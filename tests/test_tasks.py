@@ -1,0 +1,58 @@
+"""Celery tasks: named `*_task` in code, addressed by stable registered names on the wire.
+
+Messages queued in Redis, the beat schedule and the task routes name a task by the
+string it was registered under, so renaming a function must not rename its task.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from celery import Task
+from django.conf import settings
+
+from config.celery import app
+
+TASK_MODULES = ("exchange.tasks", "hashes.tasks")
+
+# The registered names in use; changing one strands messages already queued under it.
+REGISTERED = {
+    "exchange.tasks.fanout",
+    "exchange.tasks.deliver_endpoint",
+    "exchange.tasks.sweep_webhooks",
+    "exchange.tasks.heartbeat",
+    "exchange.tasks.project_obligations",
+    "exchange.tasks.check_participation",
+    "hashes.tasks.match_index_compact",
+    "hashes.tasks.match_index_rebuild",
+}
+
+
+def _tasks() -> dict[str, Task]:
+    found = {}
+    for name in TASK_MODULES:
+        module = importlib.import_module(name)
+        for attribute, value in vars(module).items():
+            if isinstance(value, Task):
+                found[f"{name}.{attribute}"] = value
+    return found
+
+
+def test_every_task_function_ends_in_task() -> None:
+    misnamed = [name for name in _tasks() if not name.endswith("_task")]
+    assert not misnamed, f"name these *_task: {misnamed}"
+
+
+def test_registered_task_names_are_stable() -> None:
+    assert {task.name for task in _tasks().values()} == REGISTERED
+    assert REGISTERED <= set(app.tasks)
+
+
+@pytest.mark.parametrize("entry", sorted(settings.CELERY_BEAT_SCHEDULE))
+def test_the_beat_schedule_names_registered_tasks(entry: str) -> None:
+    assert settings.CELERY_BEAT_SCHEDULE[entry]["task"] in REGISTERED
+
+
+def test_task_routes_name_registered_tasks() -> None:
+    assert set(settings.CELERY_TASK_ROUTES) <= REGISTERED
