@@ -61,7 +61,7 @@ class FeedView(APIView):
         query.is_valid(raise_exception=True)
         after, limit = query.validated_data["after"], query.validated_data["limit"]
         page = selectors.feed_for(member=request.user, after=after, limit=limit)
-        services.feed_cursor_record(member=request.user, after=after, last_seq=page.next)
+        services.feed_cursor_record(member=request.user, after=after, last_seq=page.next, programs=page.programs)
         return Response({"entries": page.entries, "next": page.next, "has_more": page.has_more})
 
 

@@ -21,17 +21,18 @@ import heapq
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from django.db import models
 from django.db.models import Count, Q
 
 from core.ledger import Event, format_time
 from core.sql import values_in
-from hashes.models import Hash, ImportBatch, Submission, Withdrawal
-from members.models import Member
-from members.selectors import receiving_program_slugs
+from hashes.models import Hash, ImportBatch, Listing, Submission, Withdrawal
+from members.models import Member, Program
+from members.selectors import receiving_program_slugs, tombstone_programs
 
 from .models import Outcome
 
@@ -102,6 +103,53 @@ class FeedPage:
     entries: list[dict[str, Any]]
     next: int
     has_more: bool
+    # The programs whose hashes the page covered up to `next` (what the member was sent).
+    programs: Sequence[str] = ()
+
+
+# Told to whoever was sent the hash, whatever its enrollment now (members/selectors.py).
+TOMBSTONE_KINDS = ("hash.withdrawn", "hash.quarantined")
+
+
+def distribution_seqs(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """For (hash id, program id) pairs: the sequence number at which the hash was first
+    distributed in the program — its first `hash.added`, or the end of the import that
+    listed it. Pairs never distributed are absent."""
+    pairs = set(pairs)
+    if not pairs:
+        return {}
+    slugs = dict(Program.objects.filter(pk__in={p for _, p in pairs}).values_list("pk", "slug"))
+    by_slug = {slug: pk for pk, slug in slugs.items()}
+    found: dict[tuple[int, int], int] = {}
+    rows = (
+        Event.objects.filter(
+            kind="hash.added",
+            subject_type="hash",
+            subject_id__in={str(h) for h, _ in pairs},
+            program__in=list(slugs.values()),
+        )
+        .values("subject_id", "program")
+        .annotate(first=models.Min("seq"))
+    )
+    for row in rows:
+        key = (int(row["subject_id"]), by_slug[row["program"]])
+        if key in pairs:
+            found[key] = row["first"]
+    imported = Listing.objects.filter(
+        hash_id__in={h for h, _ in pairs}, program_id__in=set(slugs), import_batch__isnull=False
+    ).values_list("hash_id", "program_id", "import_batch_id")
+    batches = {b for _, _, b in imported}
+    finished = dict(
+        Event.objects.filter(
+            kind="import.finished", subject_type="import", subject_id__in={str(b) for b in batches}
+        ).values_list("subject_id", "seq")
+    )
+    for hash_id, program_id, batch in imported:
+        seq = finished.get(str(batch))
+        key = (hash_id, program_id)
+        if key in pairs and seq is not None:
+            found[key] = min(found.get(key, seq), seq)
+    return found
 
 
 def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] | None = None) -> Any:
@@ -113,7 +161,14 @@ def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] 
     return Event.objects.filter(condition, seq__gt=after).order_by("seq")
 
 
-def _events_after(*, programs: Sequence[str], after: int, count: int, kinds: Iterable[str] | None) -> list[EventRow]:
+def _events_after(
+    *,
+    programs: Sequence[str],
+    after: int,
+    count: int,
+    kinds: Iterable[str] | None,
+    tombstones: Iterable[str] = (),
+) -> list[EventRow]:
     """The first `count` events after `after` that a member receiving `programs` may see, in order.
 
     The same events as visible_events(), read with one ordered index scan per program
@@ -128,6 +183,10 @@ def _events_after(*, programs: Sequence[str], after: int, count: int, kinds: Ite
     events = Event.objects.filter(seq__gt=after).order_by("seq").values_list(*EVENT_COLUMNS)
     scans = [events.filter(program=program, kind__in=hash_kinds) for program in dict.fromkeys(programs)]
     scans = scans if hash_kinds else []
+    # Programs the member left, but was sent hashes of: their tombstones only.
+    tombstone_kinds = [k for k in TOMBSTONE_KINDS if k in wanted]
+    if tombstone_kinds:
+        scans += [events.filter(program=program, kind__in=tombstone_kinds) for program in tombstones]
     if key_kinds:
         scans.append(events.filter(kind__in=key_kinds))
     merged = heapq.merge(*(list(scan[:count]) for scan in scans), key=lambda row: row[0])
@@ -141,33 +200,69 @@ def feed_page(
     limit: int,
     kinds: Iterable[str] | None = None,
     programs: Sequence[str] | None = None,
+    tombstones: Mapping[str, int] | None = None,
     cache: EntryCache | None = None,
 ) -> FeedPage:
     """Up to `limit` entries after `after`; a page ends on an event boundary.
 
-    An imported group (up to 1,000 hashes in one event) is never split across pages, so
-    a page can exceed `limit` by the size of one group; the cursor stays a sequence number.
+    `programs` are those the member receives (by default, for the pull feed); `tombstones`
+    maps programs it no longer receives to how far it was sent their hashes: their
+    withdrawals and quarantines are included for the hashes it was sent (by default, as
+    the pull feed's rule says; webhooks pass theirs). An imported group (up to 1,000
+    hashes in one event) is never split across pages, so a page can exceed `limit` by
+    the size of one group; the cursor stays a sequence number.
     """
     programs = receiving_program_slugs(member=member) if programs is None else programs
+    if tombstones is None:
+        tombstones = tombstone_programs(member=member)
+    tombstones = {slug: through for slug, through in tombstones.items() if slug not in programs}
     chosen: list[EventRow] = []
-    count, cursor, has_more = 0, after, False
+    count, cursor, has_more, examined = 0, after, False, after
     # Fetched in slices, so a page of imported groups (1,000 hashes each) reads a few
     # events, not `limit` of them; at most limit / EVENT_SLICE + 1 rounds of queries
     # (one per program and one for key events).
     while not has_more:
-        batch = _events_after(programs=programs, after=cursor, count=min(limit + 1, EVENT_SLICE), kinds=kinds)
+        batch = _events_after(
+            programs=programs,
+            after=cursor,
+            count=min(limit + 1, EVENT_SLICE),
+            kinds=kinds,
+            tombstones=tombstones,
+        )
+        unsent = _tombstones_not_sent(batch, tombstones) if tombstones else set()
         for event in batch:
+            if event.seq in unsent:
+                examined = event.seq
+                continue
             size = len(event.data.get("hash_ids", ())) if event.kind == IMPORTED else 1
             if count + size > limit and (chosen or count >= limit):
                 has_more = True
                 break
             chosen.append(event)
             count += size
+            examined = event.seq
         if len(batch) < min(limit + 1, EVENT_SLICE):
             break
         cursor = batch[-1].seq
     entries = build_entries(chosen, cache=cache)
-    return FeedPage(entries=entries, next=chosen[-1].seq if chosen else after, has_more=has_more)
+    # Past a tombstone that was not for this member, when nothing after it was chosen.
+    next_seq = max(chosen[-1].seq if chosen else after, examined if not has_more else after)
+    return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs))
+
+
+def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int]) -> set[int]:
+    """The seqs of tombstones in programs the member left for hashes it was never sent."""
+    candidates = [e for e in batch if e.program in tombstones and e.kind in TOMBSTONE_KINDS]
+    if not candidates:
+        return set()
+    ids = dict(Program.objects.filter(slug__in={e.program for e in candidates}).values_list("slug", "pk"))
+    distributed = distribution_seqs((e.data["hash_id"], ids[e.program]) for e in candidates if e.program in ids)
+    unsent = set()
+    for event in candidates:
+        seq = distributed.get((event.data["hash_id"], ids.get(event.program)))
+        if seq is None or seq > tombstones[event.program]:
+            unsent.add(event.seq)
+    return unsent
 
 
 def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | None = None) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,11 @@ from core.ledger import Actor, Event, NewEvent
 from core.problems import Problem
 from hashes import services as hash_services
 from hashes.models import Hash, Listing, MatchCount, Submission
-from members.models import Enrollment, Member, Program
-from members.selectors import receivers_by_program
+from members.models import Member, Program
+from members.selectors import sent_through_by_program, sent_through_of
 
-from .models import Dispute, FeedCursor, Obligation, Outcome, Projection, WebhookEndpoint
+from .feed import distribution_seqs
+from .models import Dispute, Obligation, Outcome, Projection
 
 MAX_BATCH = 1000
 MAX_TAGS = 16
@@ -157,60 +158,6 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
 # Was the member sent the hash? ------------------------------------------------------------
 
 
-def distribution_seqs(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """For (hash id, program id) pairs: the sequence number at which the hash was first
-    distributed in the program — its first `hash.added`, or the end of the import that
-    listed it. Pairs never distributed are absent."""
-    pairs = set(pairs)
-    if not pairs:
-        return {}
-    slugs = dict(Program.objects.filter(pk__in={p for _, p in pairs}).values_list("pk", "slug"))
-    by_slug = {slug: pk for pk, slug in slugs.items()}
-    found: dict[tuple[int, int], int] = {}
-    rows = (
-        Event.objects.filter(
-            kind="hash.added",
-            subject_type="hash",
-            subject_id__in={str(h) for h, _ in pairs},
-            program__in=list(slugs.values()),
-        )
-        .values("subject_id", "program")
-        .annotate(first=models.Min("seq"))
-    )
-    for row in rows:
-        key = (int(row["subject_id"]), by_slug[row["program"]])
-        if key in pairs:
-            found[key] = row["first"]
-    imported = Listing.objects.filter(
-        hash_id__in={h for h, _ in pairs}, program_id__in=set(slugs), import_batch__isnull=False
-    ).values_list("hash_id", "program_id", "import_batch_id")
-    batches = {b for _, _, b in imported}
-    finished = dict(
-        Event.objects.filter(
-            kind="import.finished", subject_type="import", subject_id__in={str(b) for b in batches}
-        ).values_list("subject_id", "seq")
-    )
-    for hash_id, program_id, batch in imported:
-        seq = finished.get(str(batch))
-        key = (hash_id, program_id)
-        if key in pairs and seq is not None:
-            found[key] = min(found.get(key, seq), seq)
-    return found
-
-
-def positions(member_ids: Iterable[int]) -> dict[int, int]:
-    """How far each member has been sent the log: its feed cursor or its webhook cursors."""
-    member_ids = set(member_ids)
-    best = dict(FeedCursor.objects.filter(member_id__in=member_ids).values_list("member_id", "last_seq"))
-    endpoints = WebhookEndpoint.objects.filter(member_id__in=member_ids).values_list(
-        "member_id", "cursor_seq", "event_kinds"
-    )
-    for member_id, cursor, kinds in endpoints:
-        if not kinds or "hash.added" in kinds:
-            best[member_id] = max(best.get(member_id, 0), cursor)
-    return best
-
-
 # Outcomes ---------------------------------------------------------------------------------
 
 
@@ -265,7 +212,6 @@ def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
         else:
             kept.append(item)
     distributed = distribution_seqs((i.hash.pk, i.program.pk) for i in kept)
-    position = positions([member.pk]).get(member.pk, 0)
     # A platform that does not hold the lists asks POST /api/v1/match instead; a hash that
     # a match answered it with was sent to it just the same.
     matched = set(
@@ -273,11 +219,14 @@ def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
             "hash_id", flat=True
         )
     )
-    enrolled = set(Enrollment.objects.filter(member=member).values_list("program_id", flat=True))
+    # How far each program's hashes were sent to the member (members/selectors.py): the
+    # same rule that decides who is told of a withdrawal and who owes its acknowledgement.
+    enrolled = sent_through_of(member=member)
     sent = []
     for item in kept:
         seq = distributed.get((item.hash.pk, item.program.pk))
-        if item.program.pk not in enrolled or seq is None or (position < seq and item.hash.pk not in matched):
+        through = enrolled.get(item.program.pk)
+        if through is None or seq is None or (through < seq and item.hash.pk not in matched):
             _reject(item, "hash_not_sent", f"this hash was not sent to you in {item.program.slug!r}", 403)
             continue
         item.result.hash_id = item.hash.pk
@@ -512,8 +461,8 @@ def _project(events: list[Event]) -> int:
     programs = {p.slug: p for p in Program.objects.filter(slug__in={e.program for e in events})}
     pairs = {(e.data["hash_id"], programs[e.program].pk) for e in events if e.program in programs}
     distributed = distribution_seqs(pairs)
-    enrolled = receivers_by_program(program_ids={p for _, p in pairs})
-    where = positions({m for members in enrolled.values() for m in members})
+    # Whoever was sent the hash owes the acknowledgement, whatever its enrollment now.
+    sent = sent_through_by_program(program_ids={p for _, p in pairs}, kinds=Member.ACKNOWLEDGING_KINDS)
     submitters = set(
         Submission.objects.filter(hash_id__in={h for h, _ in pairs}, program_id__in={p for _, p in pairs}).values_list(
             "hash_id", "program_id", "submitter_id"
@@ -529,8 +478,8 @@ def _project(events: list[Event]) -> int:
         if seq is None:
             continue
         due = event.created_at + dt.timedelta(hours=program.removal_deadline_hours)
-        for member_id in enrolled[program.pk]:
-            if where.get(member_id, 0) >= seq and (hash_id, program.pk, member_id) not in submitters:
+        for member_id, through in sent.get(program.pk, {}).items():
+            if through >= seq and (hash_id, program.pk, member_id) not in submitters:
                 rows.append(
                     Obligation(
                         member_id=member_id,

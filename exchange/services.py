@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ from core import ledger
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member
-from members.selectors import pushed_program_slugs, receiving_member_q
+from members.selectors import pushed_program_slugs, receiving_member_q, tombstone_programs
+from members.services import enrollments_mark_sent
 
 from . import crypto, net
 from .feed import FEED_KINDS, EntryCache, feed_page
@@ -53,9 +55,12 @@ _entry_cache = EntryCache(ENTRY_CACHE_ENTRIES)
 # Feed cursors -----------------------------------------------------------------------------
 
 
-def feed_cursor_record(*, member: Member, after: int, last_seq: int) -> None:
-    """Remember where and when the member last read its feed (participation tracking)."""
+def feed_cursor_record(*, member: Member, after: int, last_seq: int, programs: Iterable[str] = ()) -> None:
+    """Remember where and when the member last read its feed (participation tracking), and
+    that it was sent the hashes of `programs` up to `last_seq` (withdrawal obligations)."""
     now = timezone.now()
+    if programs and last_seq > after:
+        enrollments_mark_sent(member=member, through=dict.fromkeys(programs, last_seq))
     updated = FeedCursor.objects.filter(member=member).update(
         last_after=after,
         last_seq=models.functions.Greatest(F("last_seq"), last_seq),
@@ -315,6 +320,7 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
         limit=settings.WEBHOOK_BATCH_SIZE,
         kinds=endpoint.event_kinds or None,
         programs=pushed_program_slugs(member=endpoint.member),
+        tombstones=tombstone_programs(member=endpoint.member, pushed=True),
         cache=_entry_cache,
     )
     if not page.entries:
@@ -360,6 +366,7 @@ def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
                 claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS),
             )
             endpoint.cursor_seq = max(endpoint.cursor_seq, delivery.last_seq)
+            _mark_sent(endpoint, delivery)
             return True
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
         if result.status_code == 410:
@@ -378,6 +385,17 @@ def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
             delivery.next_attempt_at = now + dt.timedelta(seconds=schedule[delivery.attempts - 1])
             delivery.save(update_fields=["attempts", "next_attempt_at"])
     return False
+
+
+def _mark_sent(endpoint: WebhookEndpoint, delivery: Delivery) -> None:
+    """The programs whose new hashes this delivery carried were sent up to its last event."""
+    if '"hash.added"' not in delivery.body:
+        return
+    message = json.loads(delivery.body)
+    entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
+    through = {e["program"]: delivery.last_seq for e in entries if e.get("kind") == "hash.added" and e.get("program")}
+    if through:
+        enrollments_mark_sent(member=endpoint.member, through=through)
 
 
 @dataclass

@@ -50,6 +50,10 @@ class Member(models.Model):
     # facades, peers); a suspended or pending member's webhooks wait, and catch up from
     # their cursor if it is activated again.
     RECEIVING_STATUSES = (Status.ACTIVE,)
+    # Owe an acknowledgement (deleted_after_withdrawal) for a withdrawn hash they were sent:
+    # platforms hold content; peers relay their members' acknowledgements. Intake services
+    # and auditors hold none.
+    ACKNOWLEDGING_KINDS = (Kind.PLATFORM, Kind.PEER)
 
     slug = models.SlugField(max_length=64, unique=True, help_text="Stable public name used in the API and events.")
     name = models.CharField(max_length=200, help_text="Display name of the organisation.")
@@ -86,7 +90,8 @@ DEFAULT_SCOPES: dict[str, list[str]] = {
         Scope.OUTCOMES,
     ],
     Member.Kind.INTAKE: [Scope.READ, Scope.KEYS, Scope.ENROLLMENTS, Scope.SUBMIT],
-    Member.Kind.PEER: [Scope.READ, Scope.KEYS, Scope.ENROLLMENTS, Scope.SUBMIT, Scope.WEBHOOKS],
+    # Peers report their members' outcomes and acknowledgements back to the origin.
+    Member.Kind.PEER: [Scope.READ, Scope.KEYS, Scope.ENROLLMENTS, Scope.SUBMIT, Scope.WEBHOOKS, Scope.OUTCOMES],
     Member.Kind.AUDITOR: [Scope.REPORTS],
 }
 

@@ -119,6 +119,11 @@ def receiving_member_q(prefix: str = "member__") -> Q:
     return Q(**{f"{prefix}status__in": Member.RECEIVING_STATUSES})
 
 
+def sent_through_of(*, member: Member) -> dict[int, int]:
+    """{program id: sent_through} for every program the member has an enrollment in."""
+    return dict(Enrollment.objects.filter(member=member).values_list("program_id", "sent_through"))
+
+
 def tombstone_programs(*, member: Member, pushed: bool = False) -> dict[str, int]:
     """Programs the member no longer receives but was sent hashes of: {slug: sent_through}.
 
@@ -137,12 +142,16 @@ def tombstone_programs(*, member: Member, pushed: bool = False) -> dict[str, int
     )
 
 
-def sent_through_by_program(*, program_ids: Iterable[int]) -> dict[int, dict[int, int]]:
-    """{program id: {member id: sent_through}} for every member ever sent hashes of these programs."""
+def sent_through_by_program(
+    *, program_ids: Iterable[int], kinds: Iterable[str] | None = None
+) -> dict[int, dict[int, int]]:
+    """{program id: {member id: sent_through}} for every member ever sent hashes of these
+    programs (of the given kinds), whatever its enrollment or status now."""
     found: dict[int, dict[int, int]] = defaultdict(dict)
-    for member_id, program_id, through in Enrollment.objects.filter(
-        program_id__in=set(program_ids), sent_through__gt=0
-    ).values_list("member_id", "program_id", "sent_through"):
+    rows = Enrollment.objects.filter(program_id__in=set(program_ids), sent_through__gt=0)
+    if kinds is not None:
+        rows = rows.filter(member__kind__in=list(kinds))
+    for member_id, program_id, through in rows.values_list("member_id", "program_id", "sent_through"):
         found[program_id][member_id] = through
     return found
 

@@ -245,7 +245,7 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
                 }
             ]
         },
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "obligations",
@@ -301,7 +301,7 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "post",
         "/compat/stopncii/v1/SubmitFeedback",
         "feedback_a",
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "stopncii SubmitHashes (unsigned, allowed from A and the peer)",
@@ -322,7 +322,7 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "post",
         "/compat/stopncii/programs/take-it-down/v1/SubmitFeedback",
         "feedback_a",
-        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+        {"platform_a": 200, "platform_b": 200, "intake": 403, "peer": 200, "auditor": 403, "read_only": 403},
     ),
     (
         "stopncii take-it-down SubmitHashes (unsigned, allowed from A and the peer)",

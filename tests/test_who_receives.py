@@ -65,3 +65,119 @@ def test_an_auditor_cannot_enroll_in_any_receiving_state(auditor: Caller, progra
     for state in ("opted_in", "paused"):
         with pytest.raises(Exception, match="auditors read reports"):
             member_services.enrollment_set(member=auditor.member, program=program, state=state, actor=ADMIN)
+
+
+# Whoever was sent a hash is told it was withdrawn, and owes the acknowledgement -------------
+
+
+def read_feed(caller: Caller, after: int = 0) -> tuple[list[dict], int]:
+    entries = []
+    while True:
+        page = caller.client.get(f"/api/v1/feed?after={after}").json()
+        entries += page["entries"]
+        after = page["next"]
+        if not page["has_more"]:
+            return entries, after
+
+
+def set_state(caller: Caller, program: Program, state: str) -> None:
+    member_services.enrollment_set(member=caller.member, program=program, state=state, actor=ADMIN)
+
+
+def withdraw(signer: Signer, value: str) -> None:
+    response = signer.client.post("/api/v1/withdrawals", signer.withdrawal(value), format="json")
+    assert response.status_code in (200, 201), response.json()
+
+
+def tombstones(entries: list[dict]) -> list[str]:
+    return [e["hash"]["value"] for e in entries if e["kind"] == "hash.withdrawn"]
+
+
+def hash_entries(entries: list[dict]) -> list[dict]:
+    return [e for e in entries if e.get("hash")]
+
+
+def test_a_member_that_opted_out_after_it_was_sent_a_hash_is_told_of_the_withdrawal_and_owes_it(
+    signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    from exchange import outcomes
+    from exchange.models import Obligation
+
+    sent, later = random_pdq(), random_pdq()
+    signer_a.submit(signer_a.submission(sent))
+    entries, cursor = read_feed(platform_b)
+    assert sent in [e["hash"]["value"] for e in entries if e.get("hash")]
+    set_state(platform_b, program, "opted_out")
+    signer_a.submit(signer_a.submission(later))  # added after B left: never sent to B
+    withdraw(signer_a, sent)
+    withdraw(signer_a, later)
+    entries, _ = read_feed(platform_b, cursor)
+    assert tombstones(entries) == [sent]
+    assert [e["kind"] for e in hash_entries(entries)] == ["hash.withdrawn"]
+    outcomes.obligations_project()
+    assert list(Obligation.objects.filter(member=platform_b.member).values_list("hash__value", flat=True)) == [sent]
+    hash_id = hash_entries(entries)[0]["hash"]["id"]
+    body = {
+        "outcomes": [
+            {
+                "hash_id": hash_id,
+                "program": program.slug,
+                "kind": "deleted_after_withdrawal",
+                "occurred_at": "2026-12-01T00:00:00Z",
+                "count": 1,
+                "client_ref": "gone-1",
+            }
+        ]
+    }
+    result = platform_b.client.post("/api/v1/outcomes", body, format="json").json()
+    assert result["results"][0]["status"] == "accepted", result
+
+
+def test_a_member_that_left_before_a_hash_was_added_hears_nothing_of_it(
+    signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    from exchange import outcomes
+    from exchange.models import Obligation
+
+    _, cursor = read_feed(platform_b)
+    set_state(platform_b, program, "opted_out")
+    value = random_pdq()
+    signer_a.submit(signer_a.submission(value))
+    withdraw(signer_a, value)
+    entries, _ = read_feed(platform_b, cursor)
+    assert tombstones(entries) == []
+    outcomes.obligations_project()
+    assert not Obligation.objects.filter(member=platform_b.member).exists()
+
+
+@pytest.mark.parametrize("state", ["opted_out", "paused"])
+def test_a_webhook_that_was_sent_a_hash_gets_its_withdrawal_after_the_member_left_or_paused(
+    state: str, receiver: Receiver, signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    endpoint = create_endpoint(platform_b, receiver.url)
+    value = random_pdq()
+    signer_a.submit(signer_a.submission(value))
+    assert services.deliver_endpoint(endpoint).sent == 1
+    set_state(platform_b, program, state)
+    other = random_pdq()
+    signer_a.submit(signer_a.submission(other))
+    withdraw(signer_a, value)
+    withdraw(signer_a, other)
+    services.deliver_endpoint(endpoint)
+    kinds = [(e["kind"], e["hash"]["value"]) for e in hash_entries(receiver.entries())]
+    assert kinds == [("hash.added", value), ("hash.withdrawn", value)]
+
+
+def test_an_intake_service_owes_no_acknowledgement_for_what_it_was_sent(
+    signer_a: Signer, intake: Caller, platform_b: Caller
+) -> None:
+    from exchange import outcomes
+    from exchange.models import Obligation
+
+    value = random_pdq()
+    signer_a.submit(signer_a.submission(value))
+    read_feed(intake)
+    read_feed(platform_b)
+    withdraw(signer_a, value)
+    outcomes.obligations_project()
+    assert set(Obligation.objects.values_list("member__slug", flat=True)) == {"platform-b"}

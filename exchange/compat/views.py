@@ -54,15 +54,18 @@ class FetchHashesView(StopNCIIView):
             params.get("pageSize"), name="pageSize", default=selectors.DEFAULT_PAGE_SIZE, minimum=1, maximum=10**9
         )
         member = request.user
+        programs = self.programs(member, program)
         page = selectors.fetch_page(
             member=member,
-            programs=self.programs(member, program),
+            programs=programs,
             start=start,
             page_size=min(page_size, selectors.MAX_PAGE_SIZE),
             token=params.get("nextPageToken") or None,
         )
         # A read like the pull feed's: it counts as participation and as what was sent.
-        exchange_services.feed_cursor_record(member=member, after=page.after, last_seq=page.last_seq)
+        exchange_services.feed_cursor_record(
+            member=member, after=page.after, last_seq=page.last_seq, programs=[p.slug for p in programs]
+        )
         return Response(page.as_json())
 
 
