@@ -179,7 +179,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "webhooks-sweep": {
         "task": "exchange.tasks.sweep_webhooks",
-        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 30),
+        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 15),
     },
     # Merges hashes added since the last matching-index snapshot into a new one (docs/matching.md).
     "match-index-compact": {
@@ -242,8 +242,11 @@ WEBHOOK_RETRY_SCHEDULE = [
     int(x) for x in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000")
 ]
 WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 100)
-WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
-WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "30"))
+# A worker holds an endpoint this long past its last step (a claim, or an acknowledged
+# POST), so a killed worker's endpoint is free again after it. It must outlast one POST
+# (connect and read timeouts) and the bookkeeping around it: three timeouts, at least 30 s.
+WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", max(30, round(3 * WEBHOOK_TIMEOUT_SECONDS)))
+WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "15"))
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
 
 # Matching (POST /api/v1/match, docs/matching.md).

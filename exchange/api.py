@@ -6,10 +6,10 @@ Each view parses its input with a serializer and calls a selector (reads) or a s
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 
+from defusedcsv import csv
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -204,10 +204,13 @@ class ReportCSVRenderer(BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         rows = data.get("members") or data.get("programs") or [] if isinstance(data, dict) else []
-        if isinstance(data, dict) and "status" in data and "detail" in data:  # a problem document
-            return f"error,{data['detail']}\n".encode()
-        flat = [flatten(row) for row in rows]
         out = io.StringIO()
+        # defusedcsv escapes cells that a spreadsheet would run as a formula (=, +, -, @ ...):
+        # members write some of these values (an enrollment's reason, for one).
+        if isinstance(data, dict) and "status" in data and "detail" in data:  # a problem document
+            csv.writer(out).writerow(["error", data["detail"]])
+            return out.getvalue().encode()
+        flat = [flatten(row) for row in rows]
         writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["member", "program"])
         writer.writeheader()
         writer.writerows(flat)

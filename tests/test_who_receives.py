@@ -181,3 +181,66 @@ def test_an_intake_service_owes_no_acknowledgement_for_what_it_was_sent(
     withdraw(signer_a, value)
     outcomes.obligations_project()
     assert set(Obligation.objects.values_list("member__slug", flat=True)) == {"platform-b"}
+
+
+# The matrix: member status x program state x enrollment state, on every outbound path ----------
+
+RECEIVES = {"opted_in", "paused", "lapsed"}  # may read (feed, hash details, facade)
+PUSHED = {"opted_in", "lapsed"}  # sent by webhook
+MATCHES = {"opted_in"}  # may match
+
+
+@pytest.mark.parametrize("status", ["active", "suspended", "pending"])
+@pytest.mark.parametrize("program_open", [True, False], ids=["program-open", "program-closed"])
+@pytest.mark.parametrize("state", ["opted_in", "paused", "lapsed", "opted_out", None])
+def test_what_a_member_receives_on_every_path(
+    status: str,
+    program_open: bool,
+    state: str | None,
+    receiver: Receiver,
+    signer_a: Signer,
+    program: Program,
+) -> None:
+    """One hash, one other member in every combination of states; every outbound path
+    (feed, hash details, match, the StopNCII facade, webhook delivery) answers by the
+    same rule: nothing unless the member is active, then by enrollment state."""
+    from rest_framework.test import APIClient
+
+    from members.models import Enrollment
+    from tests.conftest import make_caller
+
+    member = member_services.member_create(slug="other", kind="platform", status="active", actor=ADMIN)
+    caller = make_caller(member)
+    endpoint = create_endpoint(caller, receiver.url)
+    value = random_pdq()
+    hash_id = signer_a.submit(signer_a.submission(value)).json()["results"][0]["hash_id"]
+    # Set the states directly: the services refuse some of these ways in (a closed
+    # program admits nobody new), but a member can be in them (it was there before).
+    if state is not None:
+        Enrollment.objects.create(member=member, program=program, state=state)
+    Program.objects.filter(pk=program.pk).update(is_active=program_open)
+    Member.objects.filter(pk=member.pk).update(status=status)
+    active = status == "active"
+
+    feed = caller.client.get("/api/v1/feed?after=0&limit=100")
+    detail = caller.client.get(f"/api/v1/hashes/{hash_id}")
+    match = caller.client.post("/api/v1/match", {"queries": [{"signal_type": "pdq", "value": value}]}, format="json")
+    facade = APIClient()
+    facade.credentials(HTTP_X_FUNCTIONS_KEY=caller.token, HTTP_OCP_APIM_SUBSCRIPTION_KEY=caller.token)
+    fetched = facade.get("/compat/stopncii/v1/FetchHashes?startTimestamp=10&pageSize=100")
+    services.deliver_endpoint(endpoint)
+    pushed = [e["hash"]["value"] for e in receiver.entries() if e.get("hash")]
+
+    if not active:
+        assert feed.status_code == detail.status_code == match.status_code == 403
+        assert fetched.status_code == 403
+        assert pushed == []
+        return
+    feed_values = [e["hash"]["value"] for e in feed.json()["entries"] if e.get("hash")]
+    assert (value in feed_values) == (state in RECEIVES)
+    assert (detail.status_code == 200) == (state in RECEIVES), detail.status_code
+    matched = [m for result in match.json()["results"] for m in result["matches"]]
+    assert bool(matched) == (state in MATCHES)
+    records = fetched.json().get("hashRecords", []) if fetched.status_code == 200 else []
+    assert (value in [r["hashValue"] for r in records]) == (state in RECEIVES)
+    assert (value in pushed) == (state in PUSHED)

