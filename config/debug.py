@@ -23,6 +23,6 @@ def hide_credentials(value: str) -> str:
 class CredentialHidingFilter(SafeExceptionReporterFilter):
     def cleanse_setting(self, key: Any, value: Any) -> Any:
         cleansed = super().cleanse_setting(key, value)
-        if isinstance(cleansed, str):
+        if type(cleansed) is str:  # not lazy proxies that pass for one
             return hide_credentials(cleansed)
         return cleansed
