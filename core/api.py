@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +14,7 @@ from hashexchange_client.encoding import json_depth
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -79,3 +82,19 @@ class CredentialRateThrottle(SimpleRateThrottle):
                 "rate limit skipped for %s s, cache unavailable: %s", settings.REDIS_QUIET_SECONDS, type(exc).__name__
             )
             return True
+
+
+def batch_response(results: Sequence[Any]) -> Response:
+    """The answer to a batch (submissions, outcomes): a result per item, and the counts.
+
+    Each result has a `status` (accepted, duplicate or rejected) and `as_dict()`.
+    """
+    counts = Counter(result.status for result in results)
+    return Response(
+        {
+            "results": [result.as_dict() for result in results],
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+        }
+    )

@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import batch_response
 from members.api import member_actor
 from members.models import Scope
 from members.selectors import member_by_slug, program_by_slug
@@ -164,15 +165,7 @@ class OutcomesView(APIView):
                 {"outcomes": [f"at most {outcomes.MAX_BATCH} outcomes per request, got {len(items)}"]}
             )
         results = outcomes.outcomes_create(member=request.user, items=items)
-        counts = {status: sum(r.status == status for r in results) for status in ("accepted", "duplicate", "rejected")}
-        return Response(
-            {
-                "results": [r.as_dict() for r in results],
-                "accepted": counts["accepted"],
-                "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"],
-            }
-        )
+        return batch_response(results)
 
 
 class ObligationListView(ListAPIView):

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import batch_response
 from core.problems import Problem, problem_response
 from members.models import Scope
 
@@ -99,15 +100,7 @@ class SubmissionsView(APIView):
             if result.error is not None:
                 return rejection_response(result.error)
             return Response(result.as_dict(), status=201 if result.status == "accepted" else 200)
-        counts = {status: sum(r.status == status for r in results) for status in ("accepted", "duplicate", "rejected")}
-        return Response(
-            {
-                "results": [r.as_dict() for r in results],
-                "accepted": counts["accepted"],
-                "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"],
-            }
-        )
+        return batch_response(results)
 
 
 class WithdrawalsView(APIView):

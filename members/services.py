@@ -121,6 +121,11 @@ def program_allow_unsigned(*, program: Program, member: Member, allow: bool, act
         program.unsigned_submitters.add(member)
     else:
         program.unsigned_submitters.remove(member)
+    _record_program_updated(program, actor)
+    return program
+
+
+def _record_program_updated(program: Program, actor: Actor) -> None:
     record(
         "program.updated",
         actor=actor,
@@ -129,7 +134,6 @@ def program_allow_unsigned(*, program: Program, member: Member, allow: bool, act
         program=program.slug,
         data=_program_data(program),
     )
-    return program
 
 
 @transaction.atomic
@@ -140,14 +144,7 @@ def program_update(*, program: Program, actor: Actor) -> Program:
     )
     program.full_clean()
     program.save()
-    record(
-        "program.updated",
-        actor=actor,
-        subject_type="program",
-        subject_id=program.slug,
-        program=program.slug,
-        data=_program_data(program),
-    )
+    _record_program_updated(program, actor)
     return program
 
 

@@ -39,17 +39,30 @@ class _Checked:
     program: Program
 
 
-def _check_program(*, member: Member, program: Program | None, slug: str, opted_in: set[int]) -> Program:
-    if program is None:
-        raise Problem("unknown_program", f"unknown program {slug!r}; see GET /api/v1/programs")
-    if program.pk not in opted_in:
+def check_submitter(*, member: Member, program: Program, enrolled: bool) -> None:
+    """May this member submit to this program? Opted in, and of a kind the program takes."""
+    if not enrolled:
         raise Problem(
             "not_enrolled",
-            f"you are not opted in to {slug!r}; opt in with POST /api/v1/enrollments",
+            f"you are not opted in to {program.slug!r}; opt in with POST /api/v1/enrollments",
             status=403,
         )
     if member.kind not in program.submitter_kinds:
-        raise Problem("not_allowed", f"{member.kind} members may not submit to {slug!r}", status=403)
+        raise Problem("not_allowed", f"{member.kind} members may not submit to {program.slug!r}", status=403)
+
+
+def check_signal_type(*, program: Program, signal_type: str) -> None:
+    if signal_type not in program.signal_types:
+        raise Problem(
+            "signal_type_not_allowed",
+            f"{program.slug!r} accepts {', '.join(program.signal_types)}, not {signal_type}",
+        )
+
+
+def _check_program(*, member: Member, program: Program | None, slug: str, opted_in: set[int]) -> Program:
+    if program is None:
+        raise Problem("unknown_program", f"unknown program {slug!r}; see GET /api/v1/programs")
+    check_submitter(member=member, program=program, enrolled=program.pk in opted_in)
     return program
 
 
@@ -71,11 +84,7 @@ def _check_submission(
     program = _check_program(
         member=member, program=programs.get(payload.program), slug=payload.program, opted_in=opted_in
     )
-    if payload.signal_type not in program.signal_types:
-        raise Problem(
-            "signal_type_not_allowed",
-            f"{program.slug!r} accepts {', '.join(program.signal_types)}, not {payload.signal_type}",
-        )
+    check_signal_type(program=program, signal_type=payload.signal_type)
     if payload.signal_type == "pdq":
         try:
             signal_types.check_pdq_quality(payload.quality, program.min_pdq_quality)

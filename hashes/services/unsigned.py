@@ -30,6 +30,7 @@ from members.selectors import is_submitting
 
 from ..envelopes import check_labels
 from .store import ItemResult, Pending, submission_row, submissions_store
+from .submissions import check_signal_type, check_submitter
 
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -57,14 +58,7 @@ def unsigned_check_program(*, member: Member, program: Program) -> None:
             "sign them (POST /api/v1/submissions), or ask the clearinghouse to allow it",
             status=403,
         )
-    if not is_submitting(member=member, program=program):
-        raise Problem(
-            "not_enrolled",
-            f"you are not opted in to {program.slug!r}; opt in with POST /api/v1/enrollments",
-            status=403,
-        )
-    if member.kind not in program.submitter_kinds:
-        raise Problem("not_allowed", f"{member.kind} members may not submit to {program.slug!r}", status=403)
+    check_submitter(member=member, program=program, enrolled=is_submitting(member=member, program=program))
 
 
 def _check_item(item: UnsignedItem, program: Program) -> tuple[str, str, list[str]]:
@@ -73,11 +67,7 @@ def _check_item(item: UnsignedItem, program: Program) -> tuple[str, str, list[st
         kind = signal_types.get(item.signal_type)
     except signal_types.SignalValueError as exc:
         raise Problem("unknown_signal_type", str(exc)) from None
-    if kind.name not in program.signal_types:
-        raise Problem(
-            "signal_type_not_allowed",
-            f"{program.slug!r} accepts {', '.join(program.signal_types)}, not {kind.name}",
-        )
+    check_signal_type(program=program, signal_type=kind.name)
     try:
         value = kind.validate(item.value)
     except signal_types.SignalValueError as exc:
