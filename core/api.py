@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from hashexchange_client.encoding import json_depth
+from hashexchange_client.encoding import value_depth
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.pagination import LimitOffsetPagination
@@ -20,7 +20,7 @@ from rest_framework.throttling import SimpleRateThrottle
 logger = logging.getLogger(__name__)
 
 # No request body of the API nests deeper than a few levels; a deeper one is refused
-# before Python's parser recurses into it (it would raise RecursionError: a 500).
+# before any view or serializer recurses into it (RecursionError would be a 500).
 MAX_REQUEST_JSON_DEPTH = 64
 
 
@@ -33,12 +33,20 @@ class JSONParser(parsers.JSONParser):
             text = stream.read().decode(encoding)
         except UnicodeDecodeError as exc:
             raise ParseError(f"JSON parse error - the body is not {encoding}: {exc}") from None
-        if json_depth(text) > MAX_REQUEST_JSON_DEPTH:
-            raise ParseError(f"JSON parse error - nested deeper than {MAX_REQUEST_JSON_DEPTH} levels")
         try:
-            return json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
+            # Python's parser gives up on deep nesting with RecursionError (at about 1,000
+            # levels); shallower nesting is measured on the parsed value, without recursion.
+            value = json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            value = None
+            too_deep = True
+        except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        else:
+            too_deep = value_depth(value) > MAX_REQUEST_JSON_DEPTH
+        if too_deep:
+            raise ParseError(f"JSON parse error - nested deeper than {MAX_REQUEST_JSON_DEPTH} levels")
+        return value
 
 
 def _no_constant(name: str) -> Any:

@@ -70,8 +70,16 @@ def _no_constant(name: str) -> object:
     raise StrictJSONError(f"{name} is not JSON")
 
 
-def json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects, counting brackets outside strings."""
+def json_depth(text: str, *, limit: int | None = None) -> int:
+    """The deepest nesting of arrays and objects, counting brackets outside strings.
+
+    With `limit`, a text with no more opening brackets than that (counted at C speed, in
+    strings or not) is answered without the scan: it cannot nest deeper.
+    """
+    if limit is not None:
+        opening = text.count("[") + text.count("{")
+        if opening <= limit:
+            return opening
     depth = deepest = 0
     in_string = escaped = False
     for char in text:
@@ -92,6 +100,23 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def value_depth(value: object) -> int:
+    """The deepest nesting of lists and dicts in a parsed value, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
 def loads_strict(data: bytes) -> object:
     """Parse signed JSON so that every reader of the same bytes reads the same document.
 
@@ -104,7 +129,7 @@ def loads_strict(data: bytes) -> object:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StrictJSONError(f"not UTF-8: {exc}") from None
-    if json_depth(text) > MAX_JSON_DEPTH:
+    if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_strict_int, parse_constant=_no_constant)
