@@ -236,7 +236,8 @@ SERVER_SIGNING_KEY = env_str("SERVER_SIGNING_KEY", "")
 
 # Webhooks
 WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", False)
-WEBHOOK_TIMEOUT_SECONDS = float(env_str("WEBHOOK_TIMEOUT_SECONDS", "10"))
+# Standard Webhooks recommends 15 to 30 s for a receiver to answer.
+WEBHOOK_TIMEOUT_SECONDS = float(env_str("WEBHOOK_TIMEOUT_SECONDS", "15"))
 # Seconds to wait before each retry; the default spans about three days.
 WEBHOOK_RETRY_SCHEDULE = [
     int(x) for x in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000")

@@ -75,7 +75,12 @@ class ServerKeyView(APIView):
     @extend_schema(responses=ServerKeySerializer, auth=[])
     def get(self, request: Request) -> Response:
         return Response(
-            {"algorithm": "ed25519", "public_key": crypto.server_public_key_b64(), "key_id": crypto.server_key_id()}
+            {
+                "algorithm": "ed25519",
+                "public_key": crypto.server_public_key_b64(),
+                "whpk": crypto.server_public_key_whpk(),
+                "key_id": crypto.server_key_id(),
+            }
         )
 
 

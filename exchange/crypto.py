@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from hashexchange_client import keys
+from hashexchange_client import keys, webhooks
 
 
 def _derive(secret: str, purpose: bytes) -> bytes:
@@ -49,6 +49,11 @@ def server_private_key() -> Ed25519PrivateKey:
 
 def server_public_key_b64() -> str:
     return keys.public_key_to_b64(server_private_key())
+
+
+def server_public_key_whpk() -> str:
+    """The same key in the Standard Webhooks form, `whpk_` + base64."""
+    return webhooks.public_key_to_whpk(server_private_key())
 
 
 def server_key_id() -> str:

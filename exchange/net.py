@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import socket
 import threading
@@ -139,6 +140,8 @@ class PostResult:
     error: str
     duration_ms: int
     excerpt: str
+    # Seconds the receiver asked us to wait (its Retry-After header), if it did.
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -160,6 +163,22 @@ def _session() -> requests.Session:
     return _local.session
 
 
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
     """POST once; never follow redirects; never raise for network errors."""
     started = time.monotonic()
@@ -173,7 +192,13 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
             allow_redirects=False,
         )
         excerpt = response.text[:1000] if response.content else ""
-        return PostResult(response.status_code, "", int((time.monotonic() - started) * 1000), excerpt)
+        return PostResult(
+            response.status_code,
+            "",
+            int((time.monotonic() - started) * 1000),
+            excerpt,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
     except UnsafeUrl as exc:
         return PostResult(None, f"refused: {exc}", 0, "")
     except requests.RequestException as exc:

@@ -107,6 +107,7 @@ class TestResultSerializer(serializers.Serializer):
 class ServerKeySerializer(serializers.Serializer):
     algorithm = serializers.CharField()
     public_key = serializers.CharField(help_text="Standard base64 of the raw 32-byte Ed25519 key.")
+    whpk = serializers.CharField(help_text="The same key as Standard Webhooks writes it: whpk_ + base64.")
     key_id = serializers.CharField()
 
 

@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -382,9 +383,26 @@ def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
                 actor=Actor.system(),
             )
         else:
-            delivery.next_attempt_at = now + dt.timedelta(seconds=schedule[delivery.attempts - 1])
+            delivery.next_attempt_at = now + dt.timedelta(
+                seconds=retry_delay(schedule[delivery.attempts - 1], result.retry_after)
+            )
             delivery.save(update_fields=["attempts", "next_attempt_at"])
     return False
+
+
+# Retries are spread by up to this share either way, so that endpoints that failed
+# together (a receiver's outage) are not all retried in the same second.
+RETRY_JITTER = 0.1
+# The longest wait a receiver's Retry-After can impose before the next attempt.
+RETRY_AFTER_MAX_SECONDS = 86_400
+
+
+def retry_delay(scheduled: float, retry_after: float | None) -> float:
+    """Seconds until the next attempt: the schedule's, with jitter, or longer if the receiver asked."""
+    delay = scheduled * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
+    return delay
 
 
 def _mark_sent(endpoint: WebhookEndpoint, delivery: Delivery) -> None:

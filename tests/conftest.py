@@ -247,6 +247,7 @@ class Receiver:
         self.responses: list[int] = []
         self.default_status = 200
         self.delay = 0.0
+        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After
         self.lock = threading.Lock()
         receiver = self
 
@@ -262,6 +263,8 @@ class Receiver:
                 if 300 <= status < 400:
                     self.send_header("Location", "http://127.0.0.1:9/elsewhere")
                 self.send_header("Content-Type", "text/plain")
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(f"answered {status}".encode())
 

@@ -6,8 +6,8 @@ space-separated list of `version,base64-signature`:
 
 - `v1`: HMAC-SHA256 with the endpoint's secret (`whsec_` + base64 key). During a secret
   rotation the server sends one `v1` per valid secret.
-- `v1a`: Ed25519 with the clearinghouse's own key (`GET /api/v1/server-key`), so a
-  receiver can verify with a public key and no shared secret.
+- `v1a`: Ed25519 with the clearinghouse's own key (`GET /api/v1/server-key`, also in
+  the spec's `whpk_` form), so a receiver can verify with a public key and no shared secret.
 
 Both sign the bytes `{webhook-id}.{webhook-timestamp}.{body}`.
 """
@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .keys import public_key_bytes
 
 SECRET_PREFIX = "whsec_"
+# The Standard Webhooks spelling of an Ed25519 public key: `whpk_` + base64 of its 32 bytes.
+PUBLIC_KEY_PREFIX = "whpk_"
 DEFAULT_TOLERANCE_SECONDS = 300
 
 
@@ -46,6 +48,11 @@ def _secret_key(secret: str) -> bytes:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise WebhookVerificationError("the webhook secret is not whsec_ followed by base64") from None
+
+
+def public_key_to_whpk(key: Ed25519PublicKey | Ed25519PrivateKey | bytes) -> str:
+    """The public key as Standard Webhooks presents it: `whpk_` + base64."""
+    return PUBLIC_KEY_PREFIX + base64.b64encode(public_key_bytes(key)).decode()
 
 
 def signed_content(message_id: str, timestamp: int | str, body: bytes) -> bytes:
@@ -89,7 +96,7 @@ def verify_webhook(
     """Check a received webhook; return quietly if it is authentic, else raise.
 
     Give the endpoint's `secret` (checks `v1`), the server's `public_key` (checks `v1a`;
-    raw bytes, base64 text or a key object), or both (both must then verify). The
+    raw bytes, base64 text, `whpk_` text or a key object), or both (both must then verify). The
     timestamp must be within `tolerance_seconds` of now, which stops replays of old
     messages; deduplicate on `webhook-id` to drop retries of messages already handled.
     """
@@ -119,7 +126,11 @@ def verify_webhook(
             raise WebhookVerificationError("no v1 signature matches the secret")
     if public_key is not None:
         if isinstance(public_key, str):
-            public_key = base64.b64decode(public_key)
+            encoded = public_key.removeprefix(PUBLIC_KEY_PREFIX)
+            try:
+                public_key = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise WebhookVerificationError("the public key is not base64 (or whpk_ and base64)") from None
         key = (
             public_key
             if isinstance(public_key, Ed25519PublicKey)
