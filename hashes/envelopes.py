@@ -55,10 +55,16 @@ def envelope_key_ids(envelope: Any) -> list[str]:
     return [kid for kid in ids if isinstance(kid, str) and kid]
 
 
-def verify(envelope: Any, public_keys: Mapping[str, bytes], payload_type: str) -> dsse.VerifiedEnvelope:
+def verify(
+    envelope: Any,
+    public_keys: Mapping[str, bytes],
+    payload_type: str,
+    *,
+    fallback_keys: Mapping[str, bytes] | None = None,
+) -> dsse.VerifiedEnvelope:
     """Check shape and signature; translate the client library's errors into rejections."""
     try:
-        return dsse.open_envelope(envelope, public_keys, payload_type)
+        return dsse.open_envelope(envelope, public_keys, payload_type, fallback_keys=fallback_keys)
     except dsse.PayloadTypeError as exc:
         raise Problem("wrong_payload_type", str(exc)) from None
     except dsse.UnknownKeyError as exc:
@@ -72,11 +78,15 @@ def verify(envelope: Any, public_keys: Mapping[str, bytes], payload_type: str) -
 
 
 def canonical_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
-    """The envelope as stored and relayed: its three DSSE fields, nothing else."""
+    """The envelope as stored and relayed: its three DSSE fields as received, nothing else.
+
+    The spelling is kept (either base64 alphabet, padded or not; a signature with or
+    without a keyid), so what members and peers get is what the submitter signed and sent.
+    """
     return {
         "payloadType": envelope["payloadType"],
         "payload": envelope["payload"],
-        "signatures": [{"keyid": s["keyid"], "sig": s["sig"]} for s in envelope["signatures"]],
+        "signatures": [{k: s[k] for k in ("keyid", "sig") if k in s} for s in envelope["signatures"]],
     }
 
 

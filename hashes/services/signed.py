@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 
 from core.problems import Problem
 from members.models import Member, SigningKey
@@ -22,17 +23,22 @@ def _clock_skew() -> dt.timedelta:
     return dt.timedelta(seconds=settings.SUBMISSION_CLOCK_SKEW_SECONDS)
 
 
-def signing_keys(items: Iterable[Any]) -> dict[str, SigningKey]:
-    """Every registered key that any of the envelopes claims, in one query."""
+# An envelope whose keyid names no registered key (or that has none: DSSE makes it an
+# optional hint) is tried against the submitter's own keys, up to this many.
+MAX_KEYS_TRIED = 16
+
+
+def signing_keys(items: Iterable[Any], *, member: Member) -> dict[str, SigningKey]:
+    """Every registered key that any of the envelopes claims, and the member's own, in one query."""
     key_ids: set[str] = set()
     for envelope in items:
         try:
             key_ids.update(envelopes.envelope_key_ids(envelope))
         except Problem:
             continue
-    if not key_ids:
-        return {}
-    return {key.key_id: key for key in SigningKey.objects.filter(key_id__in=key_ids).select_related("member")}
+    own = SigningKey.objects.filter(member=member).order_by("-valid_from", "-pk").values("pk")[:MAX_KEYS_TRIED]
+    rows = SigningKey.objects.filter(Q(key_id__in=key_ids) | Q(pk__in=own)).select_related("member")
+    return {key.key_id: key for key in rows}
 
 
 def verify_signed(
@@ -41,21 +47,36 @@ def verify_signed(
     """Check that one of the member's own keys signed the envelope and may sign now.
 
     Steps: find the claimed keys among those registered; keep the member's own (another
-    member's key is refused: members sign only for themselves); verify the signature;
-    refuse a key revoked by now.
+    member's key is refused: members sign only for themselves); if no claimed key id is
+    registered (or the envelope names none), try the member's own keys; verify the
+    signature; refuse a key revoked by now.
     """
     claimed = envelopes.envelope_key_ids(envelope)
     known = [keys[kid] for kid in claimed if kid in keys]
-    if not known:
-        raise Problem(
-            "unknown_key",
-            "the envelope is not signed by a registered key; register it with POST /api/v1/keys",
-            status=403,
-        )
-    own = {key.key_id: bytes(key.public_key) for key in known if key.member_id == member.pk}
-    if not own:
-        raise Problem("key_not_yours", "the envelope is signed by another member's key", status=403)
-    verified = envelopes.verify(envelope, own, payload_type)
+    fallback: dict[str, bytes] | None = None
+    if known:
+        own = {key.key_id: bytes(key.public_key) for key in known if key.member_id == member.pk}
+        if not own:
+            raise Problem("key_not_yours", "the envelope is signed by another member's key", status=403)
+    else:
+        own = {}
+        fallback = {kid: bytes(key.public_key) for kid, key in keys.items() if key.member_id == member.pk}
+        if not fallback:
+            raise Problem(
+                "unknown_key",
+                "the envelope is not signed by a registered key; register it with POST /api/v1/keys",
+                status=403,
+            )
+    try:
+        verified = envelopes.verify(envelope, own, payload_type, fallback_keys=fallback)
+    except Problem as exc:
+        if fallback is not None and exc.code == "bad_signature":
+            raise Problem(
+                "unknown_key",
+                "the envelope is not signed by any of your registered keys; register it with POST /api/v1/keys",
+                status=403,
+            ) from None
+        raise
     key = keys[verified.key_id]
     if key.revoked_at is not None and key.revoked_at <= now:
         raise Problem("key_revoked", f"signing key {key.key_id} was revoked; sign with a current key", status=403)

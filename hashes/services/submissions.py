@@ -114,7 +114,7 @@ def submissions_create(*, member: Member, items: Sequence[Any], now: dt.datetime
        active support of a hash in a program, `submission.added` otherwise.
     """
     now = now or timezone.now()
-    keys = signing_keys(items)
+    keys = signing_keys(items, member=member)
     programs, opted_in = programs_by_slug(), submitting_program_ids(member=member)
     results = [ItemResult(index=i) for i in range(len(items))]
     checked: list[_Checked] = []

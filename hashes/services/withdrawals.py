@@ -39,7 +39,7 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
     recorded. The same envelope sent again returns the first result.
     """
     now = now or timezone.now()
-    keys = signing_keys([envelope])
+    keys = signing_keys([envelope], member=member)
     key, payload_bytes = verify_signed(
         member=member, envelope=envelope, keys=keys, payload_type=envelopes.WITHDRAWAL_TYPE, now=now
     )

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from .encoding import Base64Error, b64decode, b64encode
+from .encoding import Base64Error, b64decode_any, b64encode
 from .keys import key_id, public_key_bytes
 
 SIGNATURE_SIZE = 64
@@ -110,6 +110,8 @@ def open_envelope(
     envelope: Mapping[str, Any],
     public_keys: Mapping[str, PublicKeyLike],
     payload_type: str | None = None,
+    *,
+    fallback_keys: Mapping[str, PublicKeyLike] | None = None,
 ) -> VerifiedEnvelope:
     """Verify an envelope and say which key signed it.
 
@@ -118,8 +120,10 @@ def open_envelope(
        :data:`MAX_SIGNATURES` ``{"keyid", "sig"}`` objects, canonical base64, 64-byte
        signatures.
     2. If ``payload_type`` is given, the envelope must declare exactly that type.
-    3. Keep the signatures whose key id is in ``public_keys``; none is
-       :class:`UnknownKeyError`.
+    3. Keep the signatures whose key id is in ``public_keys``. If none is, and
+       ``fallback_keys`` are given, try every signature against each of those (DSSE's
+       ``keyid`` is an optional hint: an envelope may carry none, or another tool's
+       name for the key); with neither, :class:`UnknownKeyError`.
     4. Accept if one of them verifies over PAE(type, payload); otherwise
        :class:`BadSignatureError`.
 
@@ -129,14 +133,16 @@ def open_envelope(
     declared_type, payload, signatures = _parse(envelope)
     if payload_type is not None and declared_type != payload_type:
         raise PayloadTypeError(f"envelope payloadType is {declared_type!r}, expected {payload_type!r}")
-    candidates = [(kid, sig) for kid, sig in signatures if kid in public_keys]
+    candidates = [(kid, sig, public_keys[kid]) for kid, sig in signatures if kid in public_keys]
+    if not candidates and fallback_keys:
+        candidates = [(kid, sig, key) for _, sig in signatures for kid, key in fallback_keys.items()]
     if not candidates:
-        ids = ", ".join(kid[:64] for kid, _ in signatures)
+        ids = ", ".join(kid[:64] or "(none)" for kid, _ in signatures)
         raise UnknownKeyError(f"envelope is signed only by unknown key id(s): {ids}")
     message = pae(declared_type, payload)
-    for kid, sig in candidates:
+    for kid, sig, key in candidates:
         try:
-            _as_public_key(public_keys[kid]).verify(sig, message)
+            _as_public_key(key).verify(sig, message)
         except InvalidSignature:
             continue
         return VerifiedEnvelope(declared_type, payload, kid)
@@ -156,7 +162,7 @@ def _parse(envelope: Mapping[str, Any]) -> tuple[str, bytes, list[tuple[str, byt
     if not isinstance(declared_type, str) or not declared_type:
         raise MalformedEnvelopeError("envelope payloadType must be a non-empty string")
     try:
-        payload = b64decode(envelope.get("payload"), what="envelope payload")
+        payload = b64decode_any(envelope.get("payload"), what="envelope payload")
     except Base64Error as exc:
         raise MalformedEnvelopeError(str(exc)) from exc
     raw_signatures = envelope.get("signatures")
@@ -168,11 +174,12 @@ def _parse(envelope: Mapping[str, Any]) -> tuple[str, bytes, list[tuple[str, byt
     for index, entry in enumerate(raw_signatures):
         if not isinstance(entry, Mapping):
             raise MalformedEnvelopeError(f"signatures[{index}] must be an object")
-        kid = entry.get("keyid")
-        if not isinstance(kid, str) or not kid:
-            raise MalformedEnvelopeError(f"signatures[{index}].keyid must be a non-empty string")
+        # keyid is an optional, unauthenticated hint (DSSE): absent or empty means "try the keys".
+        kid = entry.get("keyid", "")
+        if not isinstance(kid, str):
+            raise MalformedEnvelopeError(f"signatures[{index}].keyid must be a string when present")
         try:
-            sig = b64decode(entry.get("sig"), what=f"signatures[{index}].sig")
+            sig = b64decode_any(entry.get("sig"), what=f"signatures[{index}].sig")
         except Base64Error as exc:
             raise MalformedEnvelopeError(str(exc)) from exc
         if len(sig) != SIGNATURE_SIZE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 
 class Base64Error(ValueError):
@@ -36,6 +37,38 @@ def b64decode(text: object, *, what: str = "value") -> bytes:
         raise Base64Error(f"{what} is not valid standard base64") from exc
     if b64encode(data) != text:
         raise Base64Error(f"{what} is not canonical standard base64")
+    return data
+
+
+_STANDARD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def b64decode_any(text: object, *, what: str = "value") -> bytes:
+    """Decode base64 in either alphabet, padded or not, as DSSE asks verifiers to accept.
+
+    DSSE envelopes are JSON, and its spec lets signers use standard or URL-safe base64,
+    with or without padding. Still refused: non-strings, white space and other
+    characters, the two alphabets mixed in one string, misplaced padding, and non-zero
+    padding bits (no encoder makes them; they would give one byte string two spellings
+    in the same alphabet).
+    """
+    if not isinstance(text, str):
+        raise Base64Error(f"{what} must be a base64 string")
+    url_safe = "-" in text or "_" in text
+    if not (_URL_SAFE if url_safe else _STANDARD).fullmatch(text):
+        raise Base64Error(f"{what} is not valid base64 (standard or URL-safe, padded or not)")
+    bare = text.rstrip("=")
+    if len(bare) % 4 == 1 or (text != bare and len(text) % 4):
+        raise Base64Error(f"{what} is not valid base64: wrong length or padding")
+    standard = bare.replace("-", "+").replace("_", "/") if url_safe else bare
+    padded = standard + "=" * (-len(standard) % 4)
+    try:
+        data = base64.b64decode(padded.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise Base64Error(f"{what} is not valid base64") from exc
+    if b64encode(data) != padded:
+        raise Base64Error(f"{what} is not canonical base64: its padding bits are not zero")
     return data
 
 
