@@ -109,9 +109,11 @@ def visible_seqs() -> list[int]:
 
 def assert_everything_arrived(receiver: Receiver, caller: Caller) -> None:
     expected = visible_seqs()
+    # Bounded, not timed: after a Redis restart the worker and beat reconnect with backoff,
+    # which on a loaded 2-core machine took more than a minute.
     wait_for(
         lambda: set(expected) <= {e["seq"] for e in receiver.entries()},
-        timeout=60,
+        timeout=180,
         what=f"all of {expected} to reach the receiver",
     )
     entries, after = [], 0
