@@ -33,6 +33,7 @@ from hashexchange_client import signal_types
 from core import ledger
 from core.ledger import Actor, Event, NewEvent
 from core.problems import Problem
+from core.sql import BIGINT_MAX
 from hashes import services as hash_services
 from hashes.models import Hash, Listing, MatchCount, Submission
 from members.models import Enrollment, Member, Program
@@ -142,9 +143,10 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
         client_ref=client_ref,
     )
     if "hash_id" in item:
-        if isinstance(item["hash_id"], bool) or not isinstance(item["hash_id"], int):
-            raise Problem("malformed", "hash_id must be an integer")
-        parsed.hash_id = item["hash_id"]
+        hash_id = item["hash_id"]
+        if isinstance(hash_id, bool) or not isinstance(hash_id, int) or not 1 <= hash_id <= BIGINT_MAX:
+            raise Problem("malformed", f"hash_id must be a whole number from 1 to {BIGINT_MAX}")
+        parsed.hash_id = hash_id
     else:
         try:
             kind_ = signal_types.get(item.get("signal_type"))

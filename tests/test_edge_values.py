@@ -26,15 +26,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.ledger import Event
+from core.sql import BIGINT_MAX
+from exchange.models import Outcome
 from members.models import Program
 from tests.conftest import Caller
 from tests.exchange.test_stopncii import stopncii_client
+from tests.signing import Signer, random_pdq
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 20)
 # The tests' callers and database are fixtures: one per test, shared by its examples.
 edge_settings = settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-BIGINT_MAX = 2**63 - 1
 
 # Strategies ----------------------------------------------------------------------------------
 
@@ -207,3 +208,120 @@ def test_whole_surrogate_pairs_are_characters_like_any_other(platform_a: Caller)
     assert response.status_code == 200, response.content
     [result] = response.json()["results"]
     assert result["error"]["code"] == "malformed" and "tag" in result["error"]["detail"]
+
+
+# Cursors and ids -----------------------------------------------------------------------------
+
+# Integers as query text: beyond 64 bits, beyond Python's 4,300-digit int() limit, signed, spaced.
+integer_text = st.one_of(
+    huge_ints.map(str),
+    st.integers(4301, 6000).map(lambda n: "9" * n),
+    st.sampled_from(["-1", "+1", " 1", "1 ", "1.0", "1e3", "0x10", "\u0661", "", "%00", "%ED%A0%80", "%FF"]),
+)
+
+
+@edge_settings
+@given(after=integer_text, path=st.sampled_from(["/api/v1/feed", "/api/v1/events"]))
+def test_a_cursor_no_sequence_number_can_reach_is_refused(
+    auditor: Caller, platform_a: Caller, after: str, path: str
+) -> None:
+    client = auditor.client if path == "/api/v1/events" else platform_a.client
+    response = answered(client.get(f"{path}?after={after}"))
+    if response.status_code == 400:
+        assert "after" in response.json()["errors"]
+
+
+@pytest.mark.parametrize("after", [str(BIGINT_MAX + 1), str(2**64), "9" * 30])
+def test_a_cursor_past_the_largest_sequence_number_is_400_naming_the_bound(platform_a: Caller, after: str) -> None:
+    problem = refused(platform_a.client.get(f"/api/v1/feed?after={after}"))
+    assert str(BIGINT_MAX) in problem["errors"]["after"][0]
+
+
+def test_the_largest_cursor_is_an_empty_page(platform_a: Caller) -> None:
+    response = platform_a.client.get(f"/api/v1/feed?after={BIGINT_MAX}")
+    assert response.status_code == 200, response.content
+    assert (response.json()["entries"], response.json()["has_more"]) == ([], False)
+
+
+@edge_settings
+@given(limit=integer_text)
+def test_a_page_size_out_of_range_is_refused(platform_a: Caller, limit: str) -> None:
+    response = answered(platform_a.client.get(f"/api/v1/feed?limit={limit}"))
+    if response.status_code == 400:
+        assert "limit" in response.json()["errors"]
+
+
+@edge_settings
+@given(value=integer_text, path=st.sampled_from(["/api/v1/hashes/{}", "/api/v1/webhooks/{}", "/api/v1/keys/{}"]))
+def test_an_id_no_row_can_have_is_not_found(platform_a: Caller, value: str, path: str) -> None:
+    response = answered(platform_a.client.get(path.format(value)))
+    assert response.status_code == 404, response.content[:300]
+
+
+@edge_settings
+@given(offset=integer_text, limit=integer_text, path=st.sampled_from(["/api/v1/keys", "/api/v1/obligations"]))
+def test_list_offsets_of_any_size_are_answered(platform_a: Caller, offset: str, limit: str, path: str) -> None:
+    answered(platform_a.client.get(f"{path}?offset={offset}&limit={limit}"))
+
+
+# Outcomes ------------------------------------------------------------------------------------
+
+_refs = iter(range(10**9))
+
+
+@pytest.fixture
+def reporter(signer_a: Signer, platform_b: Caller) -> tuple[Caller, int]:
+    """Platform B and a hash it was sent (platform A submitted it; B read its feed)."""
+    hash_id = signer_a.submit(signer_a.submission(random_pdq())).json()["results"][0]["hash_id"]
+    assert platform_b.client.get("/api/v1/feed?after=0").status_code == 200
+    return platform_b, hash_id
+
+
+def good_outcome(hash_id: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "hash_id": hash_id,
+        "program": "take-it-down",
+        "kind": "removed",
+        "occurred_at": "2020-01-01T00:00:00Z",
+        "count": 1,
+        "tags": ["auto"],
+        "client_ref": f"edge-{next(_refs)}",
+        **fields,
+    }
+
+
+def report_with_a_good_one(reporter: tuple[Caller, int], bad: dict[str, Any]) -> dict[str, Any]:
+    """Post [bad, good]: the bad item is refused alone, with a detail; the good one is kept."""
+    caller, hash_id = reporter
+    good = good_outcome(hash_id)
+    before = Outcome.objects.count()
+    response = answered(post(caller.client, "/api/v1/outcomes", as_json({"outcomes": [bad, good]})))
+    assert response.status_code == 200, response.content[:400]
+    first, second = response.json()["results"]
+    assert second["status"] == "accepted", second
+    assert Outcome.objects.count() == before + 1
+    return first
+
+
+@edge_settings
+@given(hash_id=huge_ints | st.integers(max_value=0))
+def test_an_outcome_for_a_hash_id_no_row_can_have_is_refused_alone(reporter: tuple[Caller, int], hash_id: int) -> None:
+    result = report_with_a_good_one(reporter, good_outcome(hash_id))
+    assert result["status"] == "rejected" and result["error"]["code"] == "malformed", result
+    assert "hash_id" in result["error"]["detail"] and str(BIGINT_MAX) in result["error"]["detail"]
+
+
+@edge_settings
+@given(count=huge_ints | st.integers(max_value=0) | st.integers(min_value=10**9 + 1))
+def test_an_outcome_count_out_of_range_is_refused_alone(reporter: tuple[Caller, int], count: int) -> None:
+    result = report_with_a_good_one(reporter, good_outcome(reporter[1], count=count))
+    assert result["status"] == "rejected" and "count" in result["error"]["detail"], result
+
+
+@pytest.mark.parametrize("digits", [30, 4301, 6000])
+def test_a_number_too_long_to_parse_fails_the_body_not_the_server(reporter: tuple[Caller, int], digits: int) -> None:
+    caller, hash_id = reporter
+    text = as_json({"outcomes": [good_outcome(hash_id)]}).replace('"count": 1', f'"count": {"9" * digits}')
+    response = answered(post(caller.client, "/api/v1/outcomes", text))
+    assert response.status_code in (200, 400)
+    assert Outcome.objects.filter(count__gt=10**9).count() == 0
