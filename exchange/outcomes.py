@@ -122,6 +122,10 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
         raise Problem("malformed", "occurred_at must be an RFC 3339 time with a zone")
     if occurred_at > now + dt.timedelta(seconds=settings.SUBMISSION_CLOCK_SKEW_SECONDS):
         raise Problem("future_time", "occurred_at is in the future; report what has happened")
+    try:
+        occurred_at = occurred_at.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time before the year 1 in UTC
+        raise Problem("malformed", "occurred_at is before the year 1 in UTC") from None
     count = item.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
         raise Problem("malformed", "count must be a whole number from 1 up")
@@ -137,7 +141,7 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
         result=OutcomeResult(index=index),
         program_slug=program,
         kind=kind,
-        occurred_at=occurred_at.astimezone(dt.UTC),
+        occurred_at=occurred_at,
         count=count,
         tags=sorted(set(tags)),
         client_ref=client_ref,

@@ -185,7 +185,12 @@ class PeriodSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         end = attrs.get("end") or timezone.now()
-        start = attrs.get("start") or end - dt.timedelta(days=30)
+        try:
+            start = attrs.get("start") or end - dt.timedelta(days=30)
+        except OverflowError:  # `to` in the first 30 days of the year 1
+            raise serializers.ValidationError(
+                {"from": ["`to` leaves no room for the default 30 days before it; give `from` too"]}
+            ) from None
         if start >= end:
             raise serializers.ValidationError({"from": ["`from` must be before `to`"]})
         return {**attrs, "start": start, "end": end}

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -46,22 +47,29 @@ def _offset(minutes: int) -> str:
 
 
 zones = st.one_of(
-    st.just("Z"), st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(_offset), st.sampled_from(["+24:00", "-99:99", "+1"])
+    st.sampled_from(["Z", "+00:00", "+01:00", "-01:00", "+14:00", "-12:00", "+23:59", "-23:59"]),
+    st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(_offset),
+    st.sampled_from(["", "+24:00", "-99:99", "+1", "UTC", "z"]),  # no zone, or none that RFC 3339 allows
 )
-clock = st.builds(
-    lambda h, m, s, frac: f"{h:02d}:{m:02d}:{s:02d}{frac}",
-    st.integers(0, 23),
-    st.integers(0, 59),
-    st.integers(0, 59),
-    st.sampled_from(["", ".5", ".999999", ".9999999"]),
+clock = st.one_of(
+    st.sampled_from(["00:00:00", "00:59:59.999999", "23:59:59", "23:59:59.999999"]),
+    st.builds(
+        lambda h, m, s, frac: f"{h:02d}:{m:02d}:{s:02d}{frac}",
+        st.integers(0, 23),
+        st.integers(0, 59),
+        st.integers(0, 59),
+        st.sampled_from(["", ".5", ".999999", ".9999999"]),
+    ),
 )
-# Times an RFC 3339 parser must refuse or convert without overflowing.
+# Times an RFC 3339 parser must refuse, or convert and shift without overflowing.
 calendar_edges = st.one_of(
-    st.builds(lambda day, t, z: f"0001-01-{day:02d}T{t}{z}", st.integers(1, 2), clock, zones),
-    st.builds(lambda day, t, z: f"9999-12-{day:02d}T{t}{z}", st.integers(30, 31), clock, zones),
+    st.builds(lambda day, t, z: f"0001-01-{day:02d}T{t}{z}", st.integers(1, 31), clock, zones),
+    st.builds(lambda day, t, z: f"9999-12-{day:02d}T{t}{z}", st.integers(1, 31), clock, zones),
+    st.builds(lambda day: f"0001-01-{day:02d}", st.integers(1, 31)),  # a date alone, early in the year 1
+    st.sampled_from(["9999-12-31", "9999-12-01"]),
     st.builds(lambda day, z: f"{day}T23:59:60{z}", st.sampled_from(["2016-12-31", "2015-06-30", "1972-06-30"]), zones),
     st.datetimes().map(lambda d: d.isoformat()),  # no zone
-    st.dates().map(str),  # a date alone
+    st.dates().map(str),
     st.sampled_from(
         [
             "2021-02-29T00:00:00Z",
@@ -299,7 +307,9 @@ def report_with_a_good_one(reporter: tuple[Caller, int], bad: dict[str, Any]) ->
     assert response.status_code == 200, response.content[:400]
     first, second = response.json()["results"]
     assert second["status"] == "accepted", second
-    assert Outcome.objects.count() == before + 1
+    if first["status"] == "rejected":
+        assert first["error"]["detail"], first
+    assert Outcome.objects.count() == before + 1 + (first["status"] == "accepted")
     return first
 
 
@@ -325,3 +335,79 @@ def test_a_number_too_long_to_parse_fails_the_body_not_the_server(reporter: tupl
     response = answered(post(caller.client, "/api/v1/outcomes", text))
     assert response.status_code in (200, 400)
     assert Outcome.objects.filter(count__gt=10**9).count() == 0
+
+
+@edge_settings
+@given(occurred_at=calendar_edges)
+def test_an_outcome_time_at_the_edges_of_the_calendar_is_refused_alone(
+    reporter: tuple[Caller, int], occurred_at: str
+) -> None:
+    result = report_with_a_good_one(reporter, good_outcome(reporter[1], occurred_at=occurred_at))
+    if result["status"] == "rejected":
+        assert "occurred_at" in result["error"]["detail"], result
+
+
+@pytest.mark.parametrize(
+    "occurred_at", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59.999999+01:00", "0001-01-01T05:00:00+14:00"]
+)
+def test_an_outcome_time_before_the_year_1_in_utc_is_malformed(reporter: tuple[Caller, int], occurred_at: str) -> None:
+    result = report_with_a_good_one(reporter, good_outcome(reporter[1], occurred_at=occurred_at))
+    assert (result["status"], result["error"]["code"]) == ("rejected", "malformed"), result
+    assert "occurred_at" in result["error"]["detail"]
+
+
+def test_the_first_moment_of_the_year_1_is_a_time_like_any_other(reporter: tuple[Caller, int]) -> None:
+    result = report_with_a_good_one(reporter, good_outcome(reporter[1], occurred_at="0001-01-01T00:00:00Z"))
+    assert result["status"] == "accepted", result
+
+
+# Report periods ------------------------------------------------------------------------------
+
+REPORT_PATHS = ["/api/v1/reports/programs/take-it-down", "/api/v1/reports/members/platform-a"]
+
+
+def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Absent half the time (`st.none() | strategy` would flatten into one choice among many)."""
+    return st.booleans().flatmap(lambda present: strategy if present else st.none())
+
+
+@edge_settings
+@given(
+    start=optional(calendar_edges),
+    end=optional(calendar_edges),
+    format_=st.sampled_from([None, "json", "csv", "xml", "\x00"]),
+    path=st.sampled_from(REPORT_PATHS),
+)
+def test_any_report_period_is_answered_or_refused_naming_the_parameter(
+    auditor: Caller, platform_a: Caller, start: str | None, end: str | None, format_: str | None, path: str
+) -> None:
+    query = {k: v for k, v in {"from": start, "to": end, "format": format_}.items() if v is not None}
+    response = answered(auditor.client.get(f"{path}?{urlencode(query)}"))
+    if response.status_code == 400:
+        assert set(response.json()["errors"]) <= {"from", "to", "format"}, response.json()
+
+
+@pytest.mark.parametrize("end", ["0001-01-01", "0001-01-30", "0001-01-05T00:00:00Z", "0001-01-01T00:00:00+00:00"])
+def test_a_period_ending_too_early_for_the_default_start_is_400_asking_for_from(
+    auditor: Caller, platform_a: Caller, end: str
+) -> None:
+    for path in REPORT_PATHS:
+        for format_ in ("json", "csv"):
+            problem = refused(auditor.client.get(f"{path}?{urlencode({'to': end, 'format': format_})}"))
+            assert "from" in problem["errors"], problem
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01", "0001-01-02"),
+        ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"),
+        ("9999-12-30", "9999-12-31"),
+    ],
+)
+def test_periods_at_the_edges_of_the_calendar_are_reported(
+    auditor: Caller, platform_a: Caller, start: str, end: str
+) -> None:
+    for path in REPORT_PATHS:
+        response = auditor.client.get(f"{path}?{urlencode({'from': start, 'to': end})}")
+        assert response.status_code == 200, response.content[:300]
