@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 from hashexchange_client import signal_types
+from hashexchange_client.payloads import PROGRAM_RE
 
 from core import ledger
 from core.ledger import Actor, Event, NewEvent
@@ -108,8 +109,8 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
     if kind not in Outcome.Kind.values:
         raise Problem("unknown_kind", f"kind must be one of {', '.join(Outcome.Kind.values)}")
     program = item.get("program")
-    if not isinstance(program, str) or not program:
-        raise Problem("malformed", "program (a slug) is required")
+    if not isinstance(program, str) or not PROGRAM_RE.fullmatch(program):
+        raise Problem("malformed", "program (a slug) is required: 1-64 characters of a-z A-Z 0-9 _ -")
     client_ref = item.get("client_ref")
     if not isinstance(client_ref, str) or not _CLIENT_REF.fullmatch(client_ref):
         raise Problem("malformed", "client_ref is required: 1-100 characters of A-Z a-z 0-9 . _ : -")

@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import os
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -411,3 +411,130 @@ def test_periods_at_the_edges_of_the_calendar_are_reported(
     for path in REPORT_PATHS:
         response = auditor.client.get(f"{path}?{urlencode({'from': start, 'to': end})}")
         assert response.status_code == 200, response.content[:300]
+
+
+# Text in every field -------------------------------------------------------------------------
+
+# A valid-looking body per path, with one field (or a list element, or a key) replaced.
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "/api/v1/outcomes": {
+        "outcomes": [
+            {
+                "hash_id": 1,
+                "program": "take-it-down",
+                "kind": "removed",
+                "occurred_at": "2020-01-01T00:00:00Z",
+                "count": 1,
+                "tags": ["auto"],
+                "client_ref": "r-1",
+            }
+        ]
+    },
+    "/api/v1/match": {"queries": [{"signal_type": "pdq", "value": "f" * 64}]},
+    "/api/v1/submissions": {
+        "envelopes": [{"payloadType": "x", "payload": "e30=", "signatures": [{"keyid": "k", "sig": "c2ln"}]}]
+    },
+    "/api/v1/withdrawals": {"payloadType": "x", "payload": "e30=", "signatures": [{"keyid": "k", "sig": "c2ln"}]},
+    "/api/v1/keys": {"public_key": "A" * 43 + "=", "algorithm": "ed25519"},
+    "/api/v1/enrollments": {"program": "take-it-down", "state": "opted_in"},
+    "/api/v1/webhooks": {"url": "https://hooks.example.org/x", "description": "d", "events": ["hash.added"]},
+    "/compat/stopncii/v1/SubmitFeedback": {
+        "hashFeedbacks": [{"hashValue": "f" * 64, "feedbackValue": "Blocked", "tags": ["Nude"]}]
+    },
+    "/compat/stopncii/v1/SubmitHashes": {
+        "hashRecords": [{"hashValue": "f" * 64, "signalType": "ImagePDQ", "CSPFeedbacks": [{"tags": ["Nude"]}]}]
+    },
+}
+
+
+def _slots(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON value that holds a string or a number, as a path of keys and indexes."""
+    if isinstance(value, dict):
+        return [slot for key, inner in value.items() for slot in _slots(inner, (*path, key))]
+    if isinstance(value, list):
+        return [slot for index, inner in enumerate(value) for slot in _slots(inner, (*path, index))]
+    return [path]
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+@st.composite
+def bodies_with_one_bad_field(draw: st.DrawFn) -> tuple[str, str]:
+    path = draw(st.sampled_from(sorted(TEMPLATES)))
+    template = TEMPLATES[path]
+    slot = draw(st.sampled_from(_slots(template)))
+    bad = draw(nasty_text | huge_ints | st.sampled_from([None, True, [], {}, -1, 0.5]))
+    return path, as_json(_replaced(template, slot, bad))
+
+
+@edge_settings
+@given(case=bodies_with_one_bad_field())
+def test_any_value_in_any_field_is_answered_without_a_server_error(
+    clients: dict[str, Any], case: tuple[str, str]
+) -> None:
+    path, text = case
+    answered(post(clients[path], path, text))
+
+
+@pytest.mark.parametrize("path", sorted(TEMPLATES))
+@pytest.mark.parametrize("text", ["\x00", "take-it-down\x00", "\x00" * 64, "f" * 63 + "\x00"], ids=ascii)
+def test_nul_in_any_field_is_refused_never_sent_to_the_database(clients: dict[str, Any], path: str, text: str) -> None:
+    before = log_size()
+    for slot in _slots(TEMPLATES[path]):
+        answered(post(clients[path], path, as_json(_replaced(TEMPLATES[path], slot, text))))
+    assert log_size() == before
+
+
+URL_TEMPLATES = [
+    "/api/v1/enrollments/{}",
+    "/api/v1/keys/{}",
+    "/api/v1/hashes/{}",
+    "/api/v1/webhooks/{}",
+    "/api/v1/obligations?program={}",
+    "/api/v1/obligations?status={}",
+    "/api/v1/feed?after={}",
+    "/api/v1/reports/programs/{}",
+    "/api/v1/reports/members/{}",
+    "/compat/stopncii/programs/{}/v1/FetchHashes",
+    "/compat/stopncii/v1/{}",
+    "/compat/stopncii/v1/FetchHashes?startTimestamp={}",
+    "/compat/stopncii/v1/FetchHashes?pageSize={}",
+    "/compat/stopncii/v1/FetchHashes?nextPageToken={}",
+]
+
+
+def url_text(text: str) -> str:
+    """Text as a client would put it in a URL: UTF-8, percent-encoded (a lone surrogate as its
+    three raw bytes, which are no UTF-8)."""
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+@edge_settings
+@given(template=st.sampled_from(URL_TEMPLATES), text=nasty_text | huge_ints.map(str))
+def test_any_text_in_any_url_is_answered_without_a_server_error(
+    platform_a: Caller, auditor: Caller, template: str, text: str
+) -> None:
+    if template.startswith("/compat"):
+        client = stopncii_client(platform_a.token)
+    else:
+        client = auditor.client if "/reports/" in template else platform_a.client
+    answered(client.get(template.format(url_text(text))))
+
+
+@pytest.mark.parametrize("template", URL_TEMPLATES)
+@pytest.mark.parametrize("text", ["\x00", "take-it-down\x00", "a\x00b"], ids=ascii)
+def test_nul_in_any_url_is_refused_never_sent_to_the_database(
+    platform_a: Caller, auditor: Caller, template: str, text: str
+) -> None:
+    if template.startswith("/compat"):
+        client = stopncii_client(platform_a.token)
+    else:
+        client = auditor.client if "/reports/" in template else platform_a.client
+    response = answered(client.get(template.format(url_text(text))))
+    assert response.status_code >= 400

@@ -112,6 +112,21 @@ def test_the_strict_parser_reads_escaped_surrogate_pairs_as_the_one_character_th
     assert loads_strict(b'["\\ud83d\\ude00"]') == ["\U0001f600"]
 
 
+@pytest.mark.parametrize("reason", ["\\u0000", "a\\u0000b"])
+def test_a_withdrawal_whose_reason_holds_nul_is_refused(signer_a: Signer, reason: str) -> None:
+    """PostgreSQL stores no NUL in text (a 500 before); C-string readers stop at it."""
+    value = random_pdq()
+    assert signer_a.submit(signer_a.submission(value)).status_code == 200
+    body = json.loads(payloads.withdrawal_payload(program="take-it-down", signal_type="pdq", value=value))
+    text = json.dumps(body)[:-1] + f', "reason": "{reason}"}}'
+    response = signer_a.client.post(
+        "/api/v1/withdrawals", signer_a.raw(text.encode(), payloads.WITHDRAWAL_TYPE), format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "malformed_payload"
+    assert "NUL" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("reason", ["\\ud800", "a\\udc00"])
 def test_a_withdrawal_whose_reason_holds_a_lone_surrogate_is_refused(signer_a: Signer, reason: str) -> None:
     value = random_pdq()
