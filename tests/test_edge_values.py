@@ -17,6 +17,7 @@ suite runs EXAMPLES of each.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 from typing import Any
@@ -28,7 +29,9 @@ from hypothesis import strategies as st
 
 from core.ledger import Event
 from core.sql import BIGINT_MAX
+from exchange.compat import stopncii
 from exchange.models import Outcome
+from hashes.models import Hash
 from members.models import Program
 from tests.conftest import Caller
 from tests.exchange.test_stopncii import stopncii_client
@@ -102,7 +105,11 @@ nasty_text = st.one_of(
 )
 # JSON values of any shape, up to a little nesting, with nasty keys and strings.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | nasty_text,
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | nasty_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(nasty_text, inner, max_size=3),
     max_leaves=8,
 )
@@ -538,3 +545,94 @@ def test_nul_in_any_url_is_refused_never_sent_to_the_database(
         client = auditor.client if "/reports/" in template else platform_a.client
     response = answered(client.get(template.format(url_text(text))))
     assert response.status_code >= 400
+
+
+# The StopNCII facade -------------------------------------------------------------------------
+
+FETCH = "/compat/stopncii/v1/FetchHashes"
+tokens = st.one_of(
+    nasty_text,
+    st.builds(lambda a, b: f"{a}.{b}", st.text("ABCDEFabcdef0123456789-_=", max_size=60), st.text(max_size=30)),
+    st.sampled_from([".", "..", "a.b.c", "====.====", "e30.AAAAAAAAAAAAAAAAAAAAAA", "W10.AAAA", "x" * 5000 + ".y"]),
+)
+
+
+@edge_settings
+@given(
+    start=optional(integer_text | huge_ints.map(str)),
+    size=optional(integer_text | huge_ints.map(str)),
+    token=optional(tokens),
+)
+def test_any_fetch_parameters_are_answered_as_a_page_or_a_problem(
+    platform_a: Caller, start: str | None, size: str | None, token: str | None
+) -> None:
+    query = {k: v for k, v in {"startTimestamp": start, "pageSize": size, "nextPageToken": token}.items() if v}
+    encoded = "&".join(f"{k}={url_text(v)}" for k, v in query.items())
+    response = answered(stopncii_client(platform_a.token).get(f"{FETCH}?{encoded}"))
+    if response.status_code == 200:
+        assert set(response.json()) == {"count", "nextPageToken", "nextSetTimestamp", "hasMoreRecords", "hashRecords"}
+    else:
+        assert response.json()["code"] in ("invalid_parameter", "invalid_page_token"), response.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        (f"startTimestamp={stopncii.MAX_TIMESTAMP + 1}", "startTimestamp"),
+        (f"startTimestamp={BIGINT_MAX + 1}", "startTimestamp"),
+        ("startTimestamp=" + "9" * 5000, "startTimestamp"),
+        ("pageSize=0", "pageSize"),
+        ("pageSize=" + "9" * 30, "pageSize"),
+        ("nextPageToken=" + "x" * 5000, "nextPageToken"),
+        ("nextPageToken=%00.%00", "nextPageToken"),
+    ],
+)
+def test_fetch_parameters_out_of_range_are_400_naming_them(platform_a: Caller, query: str, named: str) -> None:
+    problem = refused(stopncii_client(platform_a.token).get(f"{FETCH}?{query}"))
+    assert named in problem["detail"], problem
+
+
+def test_the_last_second_of_the_year_9999_is_a_start_like_any_other(platform_a: Caller) -> None:
+    response = stopncii_client(platform_a.token).get(f"{FETCH}?startTimestamp={stopncii.MAX_TIMESTAMP}")
+    assert response.status_code == 200, response.content
+    assert response.json()["nextSetTimestamp"] == stopncii.MAX_TIMESTAMP
+
+
+@edge_settings
+@given(record=st.dictionaries(st.sampled_from(["hashValue", "signalType", "CSPFeedbacks", "x"]), json_values))
+def test_a_bad_submitted_record_is_refused_alone(clients: dict[str, Any], record: dict[str, Any]) -> None:
+    path = "/compat/stopncii/v1/SubmitHashes"
+    good = {"hashValue": random_pdq(), "signalType": "ImagePDQ", "CSPFeedbacks": [{"tags": ["Nude"]}]}
+    response = answered(post(clients[path], path, as_json({"hashRecords": [record, good]})))
+    if response.status_code == 400:  # the whole body was no text (a lone surrogate)
+        assert "surrogate" in response.json()["detail"]
+        return
+    first, second = response.json()["results"]
+    assert second["status"] == "accepted", second
+    assert first["status"] in ("accepted", "duplicate") or first["error"]["detail"], first
+
+
+@edge_settings
+@given(feedback=st.dictionaries(st.sampled_from(["hashValue", "feedbackValue", "tags", "x"]), json_values))
+def test_a_bad_feedback_is_refused_alone(
+    clients: dict[str, Any], reporter: tuple[Caller, int], feedback: dict[str, Any]
+) -> None:
+    caller, hash_id = reporter
+    value = Hash.objects.get(pk=hash_id).value
+    good = {"hashValue": value, "feedbackValue": next(_feedback_values), "tags": []}
+    response = answered(
+        post(
+            stopncii_client(caller.token),
+            "/compat/stopncii/v1/SubmitFeedback",
+            as_json({"hashFeedbacks": [feedback, good]}),
+        )
+    )
+    if response.status_code == 400:
+        assert "surrogate" in response.json()["detail"]
+        return
+    first, second = response.json()["results"]
+    assert second["status"] in ("accepted", "duplicate"), second
+    assert first["status"] in ("accepted", "duplicate") or first["error"]["detail"], first
+
+
+_feedback_values = itertools.cycle(["Blocked", "PendingReview", "QualityUnknown"])
