@@ -226,8 +226,10 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
 
     Steps: parse each item; resolve hashes and programs (a query each); refuse hashes the
     member was not sent; resolve client_ref repeats (same report: duplicate; different:
-    refused); then in one transaction store the outcomes, record `outcome.reported`,
-    fulfil obligations, and open disputes that reached their program's threshold.
+    refused); then in one transaction, under the ledger lock, resolve repeats again (a
+    concurrent retry may have stored them meanwhile), store the outcomes, record
+    `outcome.reported`, fulfil obligations, and open disputes that reached their
+    program's threshold.
     """
     now = now or timezone.now()
     results = [OutcomeResult(index=i) for i in range(len(items))]
@@ -242,7 +244,10 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
     if fresh:
         _store(member, fresh, now)
     for first, twin in twins:
-        twin.status, twin.outcome_id = "duplicate", first.outcome_id
+        if first.status == "rejected":  # its client_ref was taken by a concurrent, different report
+            twin.error = first.error
+        else:
+            twin.status, twin.outcome_id = "duplicate", first.outcome_id
     return results
 
 
@@ -331,6 +336,14 @@ def _drop_repeats(
 @transaction.atomic
 def _store(member: Member, items: list[_Parsed], now: dt.datetime) -> None:
     ledger.lock()
+    # A request with the same client_refs (a client's retry while this try was running)
+    # may have stored them while this one waited for the lock. Every store of outcomes
+    # holds the lock, so what is read now stays true until commit: its reports are
+    # repeats like any other (duplicate, or client_ref_conflict), not an IntegrityError
+    # that fails the whole request.
+    items, _ = _drop_repeats(member, items)
+    if not items:
+        return
     rows = [
         Outcome(
             member=member,
