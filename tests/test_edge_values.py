@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.api import MAX_REQUEST_JSON_DEPTH
 from core.ledger import Event
 from core.sql import BIGINT_MAX
 from exchange.compat import stopncii
@@ -210,6 +211,39 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_refused_as_no_text(
     problem = refused(post(clients[path], path, as_json(body)))
     assert "surrogate" in problem["detail"], problem
     assert log_size() == before
+
+
+@edge_settings
+@given(depth=st.integers(1, 3000), path=st.sampled_from(BODY_PATHS + FACADE_PATHS))
+def test_any_nesting_is_answered_and_too_deep_is_400(clients: dict[str, Any], path: str, depth: int) -> None:
+    text = '{"outcomes": ' + "[" * depth + "]" * depth + "}"
+    response = answered(post(clients[path], path, text))
+    if depth > MAX_REQUEST_JSON_DEPTH:
+        assert response.status_code == 400 and "nested deeper" in response.json()["detail"]
+
+
+@edge_settings
+@given(
+    key=st.sampled_from(["outcomes", "queries", "envelopes", "hashFeedbacks", "hashRecords", "program", "url"]),
+    first=json_values,
+    second=json_values,
+    path=st.sampled_from(BODY_PATHS + FACADE_PATHS),
+)
+def test_a_key_repeated_in_a_body_is_answered_like_any_other_body(
+    clients: dict[str, Any], key: str, first: Any, second: Any, path: str
+) -> None:
+    text = "{" + f"{json.dumps(key)}: {as_json(first)}, {json.dumps(key)}: {as_json(second)}" + "}"
+    answered(post(clients[path], path, text))
+
+
+@edge_settings
+@given(digits=st.integers(4301, 20000), path=st.sampled_from(BODY_PATHS + FACADE_PATHS))
+def test_a_number_past_pythons_digit_limit_is_400_wherever_it_is(
+    clients: dict[str, Any], path: str, digits: int
+) -> None:
+    text = '{"outcomes": [{"count": ' + "7" * digits + '}], "hashRecords": [], "program": 1}'
+    problem = refused(post(clients[path], path, text))
+    assert "JSON parse error" in problem["detail"]
 
 
 def test_whole_surrogate_pairs_are_characters_like_any_other(platform_a: Caller) -> None:
