@@ -296,6 +296,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's refusals (401, 400, 404…) as problem+json, from core/schema.py.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.add_problem_responses"],
     "ENUM_NAME_OVERRIDES": {
         "MemberKindEnum": "members.models.Member.Kind",
         "MemberStatusEnum": "members.models.Member.Status",

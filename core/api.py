@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from hashexchange_client.encoding import value_depth
+from hashexchange_client.encoding import lone_surrogate, value_depth
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.pagination import LimitOffsetPagination
@@ -25,13 +25,15 @@ MAX_REQUEST_JSON_DEPTH = 64
 
 
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, refusing too-deep nesting and numbers Python will not parse as 400s."""
+    """DRF's JSON parser, refusing too-deep nesting, numbers Python will not parse and lone surrogates as 400s."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = stream.read().decode(encoding)
-        except UnicodeDecodeError as exc:
+        except LookupError:  # a codec that is no text encoding: charset=rot13, base64, zlib
+            raise ParseError(f"JSON parse error - charset={encoding} is not a text encoding; send UTF-8") from None
+        except UnicodeError as exc:  # UnicodeDecodeError, and what codecs such as punycode raise
             raise ParseError(f"JSON parse error - the body is not {encoding}: {exc}") from None
         try:
             # Python's parser gives up on deep nesting with RecursionError (at about 1,000
@@ -46,6 +48,15 @@ class JSONParser(parsers.JSONParser):
             too_deep = value_depth(value) > MAX_REQUEST_JSON_DEPTH
         if too_deep:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_REQUEST_JSON_DEPTH} levels")
+        # A lone surrogate is no character: it would fail later, when a query or the answer
+        # echoing it is encoded as UTF-8 (a 500 before). UTF-8 text has one only by an
+        # escape; another charset the request names (UTF-7) may decode to one.
+        surrogate = lone_surrogate(value) if "\\u" in text or not text.isascii() else None
+        if surrogate is not None:
+            raise ParseError(
+                f"JSON parse error - {surrogate} is half of a UTF-16 surrogate pair, not a character; "
+                "send text as UTF-8 or escape whole pairs"
+            )
         return value
 
 

@@ -18,6 +18,10 @@ from django.db.models.expressions import RawSQL
 
 # Up to this many integer ids are bound one placeholder each; more go as one JSON array.
 SMALL_IN = 20
+# The largest value of a 64-bit integer column (ids, the ledger's sequence numbers). A
+# larger one in a query fails in the driver (SQLite: OverflowError; PostgreSQL: an error
+# or a comparison with numeric), so parsers refuse it first.
+BIGINT_MAX = 2**63 - 1
 
 
 def values_in(values: Collection[int] | Collection[str]) -> list[Any] | RawSQL:

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import batch_response
+from core.problems import PROBLEM_CONTENT_TYPE
 from members.api import member_actor
 from members.models import Scope
 from members.selectors import member_by_slug, program_by_slug
@@ -202,22 +203,36 @@ class ReportCSVRenderer(BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         rows = data.get("members") or data.get("programs") or [] if isinstance(data, dict) else []
+        flat = [flatten(row) for row in rows]
         out = io.StringIO()
         # defusedcsv escapes cells that a spreadsheet would run as a formula (=, +, -, @ ...):
         # members write some of these values (an enrollment's reason, for one).
-        if isinstance(data, dict) and "status" in data and "detail" in data:  # a problem document
-            csv.writer(out).writerow(["error", data["detail"]])
-            return out.getvalue().encode()
-        flat = [flatten(row) for row in rows]
         writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["member", "program"])
         writer.writeheader()
         writer.writerows(flat)
         return out.getvalue().encode()
 
 
+# The period's query parameters as the API reads them (`from`, `to`; PeriodSerializer renames them).
+REPORT_PARAMETERS = [
+    OpenApiParameter(
+        "from", str, description="Start of the period (inclusive): a date or an RFC 3339 time; default `to` - 30 days."
+    ),
+    OpenApiParameter("to", str, description="End of the period (exclusive): a date or an RFC 3339 time; default now."),
+    OpenApiParameter("format", str, enum=["json", "csv"], default="json"),
+]
+
+
 class ReportView(APIView):
     required_scope = Scope.REPORTS
     renderer_classes = [JSONRenderer, ReportCSVRenderer]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # A refusal is a problem document whatever format the report was asked in: its
+        # Content-Type says application/problem+json, so its body must be JSON too.
+        if response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), PROBLEM_CONTENT_TYPE
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def period(self, request: Request) -> Period:
         params = PeriodSerializer(data=request.query_params)
@@ -234,7 +249,7 @@ class ProgramReportView(ReportView):
     """Auditors: for a program and period, each member's feed lag, webhook success, outcomes, time to removal
     against the deadline, withdrawal acknowledgements; and the program's disputes."""
 
-    @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    @extend_schema(parameters=REPORT_PARAMETERS, responses={(200, "application/json"): dict, (200, "text/csv"): str})
     def get(self, request: Request, slug: str) -> Response:
         program = program_by_slug(slug)
         if program is None:
@@ -249,7 +264,7 @@ class ProgramReportView(ReportView):
 class MemberReportView(ReportView):
     """Auditors: one member's figures in each of its programs for a period."""
 
-    @extend_schema(parameters=[PeriodSerializer], responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    @extend_schema(parameters=REPORT_PARAMETERS, responses={(200, "application/json"): dict, (200, "text/csv"): str})
     def get(self, request: Request, slug: str) -> Response:
         member = member_by_slug(slug)
         if member is None:

@@ -29,10 +29,12 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 from hashexchange_client import signal_types
+from hashexchange_client.payloads import PROGRAM_RE
 
 from core import ledger
 from core.ledger import Actor, Event, NewEvent
 from core.problems import Problem
+from core.sql import BIGINT_MAX
 from hashes import services as hash_services
 from hashes.models import Hash, Listing, MatchCount, Submission
 from members.models import Member, Program
@@ -108,8 +110,8 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
     if kind not in Outcome.Kind.values:
         raise Problem("unknown_kind", f"kind must be one of {', '.join(Outcome.Kind.values)}")
     program = item.get("program")
-    if not isinstance(program, str) or not program:
-        raise Problem("malformed", "program (a slug) is required")
+    if not isinstance(program, str) or not PROGRAM_RE.fullmatch(program):
+        raise Problem("malformed", "program (a slug) is required: 1-64 characters of a-z A-Z 0-9 _ -")
     client_ref = item.get("client_ref")
     if not isinstance(client_ref, str) or not _CLIENT_REF.fullmatch(client_ref):
         raise Problem("malformed", "client_ref is required: 1-100 characters of A-Z a-z 0-9 . _ : -")
@@ -122,6 +124,10 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
         raise Problem("malformed", "occurred_at must be an RFC 3339 time with a zone")
     if occurred_at > now + dt.timedelta(seconds=settings.SUBMISSION_CLOCK_SKEW_SECONDS):
         raise Problem("future_time", "occurred_at is in the future; report what has happened")
+    try:
+        occurred_at = occurred_at.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time before the year 1 in UTC
+        raise Problem("malformed", "occurred_at is before the year 1 in UTC") from None
     count = item.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
         raise Problem("malformed", "count must be a whole number from 1 up")
@@ -137,15 +143,16 @@ def _parse(index: int, item: Any, now: dt.datetime) -> _Parsed:
         result=OutcomeResult(index=index),
         program_slug=program,
         kind=kind,
-        occurred_at=occurred_at.astimezone(dt.UTC),
+        occurred_at=occurred_at,
         count=count,
         tags=sorted(set(tags)),
         client_ref=client_ref,
     )
     if "hash_id" in item:
-        if isinstance(item["hash_id"], bool) or not isinstance(item["hash_id"], int):
-            raise Problem("malformed", "hash_id must be an integer")
-        parsed.hash_id = item["hash_id"]
+        hash_id = item["hash_id"]
+        if isinstance(hash_id, bool) or not isinstance(hash_id, int) or not 1 <= hash_id <= BIGINT_MAX:
+            raise Problem("malformed", f"hash_id must be a whole number from 1 to {BIGINT_MAX}")
+        parsed.hash_id = hash_id
     else:
         try:
             kind_ = signal_types.get(item.get("signal_type"))
@@ -166,8 +173,10 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
 
     Steps: parse each item; resolve hashes and programs (a query each); refuse hashes the
     member was not sent; resolve client_ref repeats (same report: duplicate; different:
-    refused); then in one transaction store the outcomes, record `outcome.reported`,
-    fulfil obligations, and open disputes that reached their program's threshold.
+    refused); then in one transaction, under the ledger lock, resolve repeats again (a
+    concurrent retry may have stored them meanwhile), store the outcomes, record
+    `outcome.reported`, fulfil obligations, and open disputes that reached their
+    program's threshold.
     """
     now = now or timezone.now()
     results = [OutcomeResult(index=i) for i in range(len(items))]
@@ -182,7 +191,10 @@ def outcomes_create(*, member: Member, items: Sequence[Any], now: dt.datetime | 
     if fresh:
         _store(member, fresh, now)
     for first, twin in twins:
-        twin.status, twin.outcome_id = "duplicate", first.outcome_id
+        if first.status == "rejected":  # its client_ref was taken by a concurrent, different report
+            twin.error = first.error
+        else:
+            twin.status, twin.outcome_id = "duplicate", first.outcome_id
     return results
 
 
@@ -273,6 +285,14 @@ def _drop_repeats(
 @transaction.atomic
 def _store(member: Member, items: list[_Parsed], now: dt.datetime) -> None:
     ledger.lock()
+    # A request with the same client_refs (a client's retry while this try was running)
+    # may have stored them while this one waited for the lock. Every store of outcomes
+    # holds the lock, so what is read now stays true until commit: its reports are
+    # repeats like any other (duplicate, or client_ref_conflict), not an IntegrityError
+    # that fails the whole request.
+    items, _ = _drop_repeats(member, items)
+    if not items:
+        return
     rows = [
         Outcome(
             member=member,

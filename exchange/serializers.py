@@ -8,6 +8,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.sql import BIGINT_MAX
 from hashes.serializers import HashSerializer
 
 from .feed import FEED_KINDS, MAX_LIMIT
@@ -19,7 +20,9 @@ ITEM_STATUSES = ["accepted", "duplicate", "rejected"]
 
 
 class FeedQuerySerializer(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, default=0, help_text="Sequence number of the last entry you have.")
+    after = serializers.IntegerField(
+        min_value=0, max_value=BIGINT_MAX, default=0, help_text="Sequence number of the last entry you have."
+    )
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=1000)
 
 
@@ -183,7 +186,12 @@ class PeriodSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         end = attrs.get("end") or timezone.now()
-        start = attrs.get("start") or end - dt.timedelta(days=30)
+        try:
+            start = attrs.get("start") or end - dt.timedelta(days=30)
+        except OverflowError:  # `to` in the first 30 days of the year 1
+            raise serializers.ValidationError(
+                {"from": ["`to` leaves no room for the default 30 days before it; give `from` too"]}
+            ) from None
         if start >= end:
             raise serializers.ValidationError({"from": ["`from` must be before `to`"]})
         return {**attrs, "start": start, "end": end}

@@ -47,12 +47,17 @@ __all__ = [
 _NONCE = re.compile(r"[A-Za-z0-9._~-]{16,128}")
 
 
+# A key id is the hex SHA-256 of the raw public key; anything else names no registered
+# key, and is not looked up (PostgreSQL refuses text with NUL in a query: a 500 before).
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def envelope_key_ids(envelope: Any) -> list[str]:
-    """The key ids an envelope claims to be signed by (unverified), for looking keys up."""
+    """The key ids an envelope claims to be signed by (unverified) that could be registered, for looking keys up."""
     if not isinstance(envelope, Mapping) or not isinstance(envelope.get("signatures"), list):
         raise Problem("malformed_envelope", "an envelope is an object with payloadType, payload and signatures")
     ids = [s.get("keyid") for s in envelope["signatures"] if isinstance(s, Mapping)]
-    return [kid for kid in ids if isinstance(kid, str) and kid]
+    return [kid for kid in ids if isinstance(kid, str) and _KEY_ID.fullmatch(kid)]
 
 
 def verify(
@@ -219,8 +224,8 @@ def parse_withdrawal(payload: bytes) -> WithdrawalPayload:
     _check_fields(data, {"program", "signal_type", "value", "created_at", "nonce"}, {"case", "reason"})
     program, signal_type, value, created_at, nonce, case = _common(data)
     reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise Problem("malformed_payload", f"reason must be a string of at most {MAX_REASON} characters")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or "\x00" in reason:
+        raise Problem("malformed_payload", f"reason must be a string of at most {MAX_REASON} characters, without NUL")
     return WithdrawalPayload(
         program=program,
         signal_type=signal_type,

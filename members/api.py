@@ -84,6 +84,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = EnrollmentSerializer
     lookup_field = "program__slug"
     lookup_url_kwarg = "program"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"  # a slug; anything else is a 404 before any query
 
     def get_queryset(self) -> Any:
         return selectors.enrollments_of(member=self.request.user)

@@ -118,7 +118,7 @@ def feedback_submit(
     parsed: list[_Feedback] = []
     for result, item in zip(results, raw_items, strict=True):
         try:
-            value = _value(item)
+            value = stopncii.parse_hash_value(_value(item))
             kind = stopncii.parse_feedback_value(item.get("feedbackValue"))
             tags = stopncii.outcome_tags(stopncii.parse_tags(item.get("tags")))
         except Problem as exc:

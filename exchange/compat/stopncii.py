@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from hashexchange_client import signal_types
+
 from core.problems import Problem
 
 # Signal types ------------------------------------------------------------------------------
@@ -31,6 +33,16 @@ FROM_SIGNAL_TYPE: dict[str, str] = {theirs: ours for ours, theirs in SIGNAL_TYPE
 CLIENT_SIGNAL_TYPES = ("Unknown", "ImagePDQ", "VideoMD5", "VideoTMK", "Text", "URL")
 # The client sends `str(enum)` instead of its value: "StopNCIISignalType.ImagePDQ".
 _ENUM_PREFIX = "StopNCIISignalType."
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def parse_hash_value(value: str) -> str:
+    """A `hashValue` to look up (lowercase, stripped): it must be hex of the length of a type served here."""
+    lengths = sorted({signal_types.get(name).hex_length for name in SIGNAL_TYPES})
+    if len(value) not in lengths or not _HEX.fullmatch(value):
+        digits = " or ".join(map(str, lengths))
+        raise Problem("malformed", f"hashValue must be {digits} hex digits ({', '.join(FROM_SIGNAL_TYPE)})")
+    return value
 
 
 def parse_signal_type(raw: Any) -> str:

@@ -13,6 +13,7 @@ import json
 import string
 
 import pytest
+from hashexchange_client import payloads
 from hashexchange_client.encoding import MAX_JSON_DEPTH, StrictJSONError, loads_strict
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,7 +89,7 @@ def test_request_bodies_nested_too_deep_or_with_unparseable_numbers_are_400(
 # The strict parser itself -------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**18), 10**18) | st.text(),
+    st.none() | st.booleans() | st.integers(-(10**18), 10**18) | st.text(),  # st.text() draws no surrogates
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(string.printable, max_size=8), inner, max_size=4)
     ),
@@ -99,6 +100,45 @@ json_values = st.recursive(
 @given(json_values)
 def test_the_strict_parser_reads_what_json_writes(value: object) -> None:
     assert loads_strict(json.dumps(value).encode()) == value
+
+
+@given(st.integers(0xD800, 0xDFFF), st.sampled_from(['{"reason": "%s"}', '{"%s": 1}', '["a%sb"]']))
+def test_the_strict_parser_refuses_lone_surrogates(code: int, template: str) -> None:
+    with pytest.raises(StrictJSONError, match="surrogate"):
+        loads_strict((template % f"\\u{code:04x}").encode())
+
+
+def test_the_strict_parser_reads_escaped_surrogate_pairs_as_the_one_character_they_are() -> None:
+    assert loads_strict(b'["\\ud83d\\ude00"]') == ["\U0001f600"]
+
+
+@pytest.mark.parametrize("reason", ["\\u0000", "a\\u0000b"])
+def test_a_withdrawal_whose_reason_holds_nul_is_refused(signer_a: Signer, reason: str) -> None:
+    """PostgreSQL stores no NUL in text (a 500 before); C-string readers stop at it."""
+    value = random_pdq()
+    assert signer_a.submit(signer_a.submission(value)).status_code == 200
+    body = json.loads(payloads.withdrawal_payload(program="take-it-down", signal_type="pdq", value=value))
+    text = json.dumps(body)[:-1] + f', "reason": "{reason}"}}'
+    response = signer_a.client.post(
+        "/api/v1/withdrawals", signer_a.raw(text.encode(), payloads.WITHDRAWAL_TYPE), format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "malformed_payload"
+    assert "NUL" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("reason", ["\\ud800", "a\\udc00"])
+def test_a_withdrawal_whose_reason_holds_a_lone_surrogate_is_refused(signer_a: Signer, reason: str) -> None:
+    value = random_pdq()
+    assert signer_a.submit(signer_a.submission(value)).status_code == 200
+    body = json.loads(payloads.withdrawal_payload(program="take-it-down", signal_type="pdq", value=value))
+    text = json.dumps(body)[:-1] + f', "reason": "{reason}"}}'
+    response = signer_a.client.post(
+        "/api/v1/withdrawals", signer_a.raw(text.encode(), payloads.WITHDRAWAL_TYPE), format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "malformed_payload"
+    assert "surrogate" in response.json()["detail"]
 
 
 @given(st.integers(min_value=MAX_JSON_DEPTH + 1, max_value=5000))

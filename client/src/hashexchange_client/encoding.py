@@ -150,13 +150,38 @@ def value_depth(value: object) -> int:
     return deepest
 
 
+def lone_surrogate(value: object) -> str | None:
+    """The first lone UTF-16 surrogate in a parsed JSON value (keys included), as `\\udXXX`, or None.
+
+    JSON can spell half of a surrogate pair on its own (`"\\ud800"`). It is no
+    character: it cannot be written as UTF-8, and readers disagree on it (Python keeps it,
+    others put U+FFFD in its place or refuse the document).
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return f"\\u{ord(item[exc.start]):04x}"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def loads_strict(data: bytes) -> object:
     """Parse signed JSON so that every reader of the same bytes reads the same document.
 
     Refused: bytes that are not UTF-8; a key repeated in one object (parsers disagree on
     which one wins, so two verifiers could read different payloads under one signature);
     NaN and Infinity; integers of more than MAX_INT_DIGITS digits; nesting deeper than
-    MAX_JSON_DEPTH. Raises StrictJSONError (a ValueError) with the reason.
+    MAX_JSON_DEPTH; lone surrogates (`\\ud800`, which readers disagree on too). Raises
+    StrictJSONError (a ValueError) with the reason.
     """
     try:
         text = data.decode("utf-8")
@@ -165,8 +190,12 @@ def loads_strict(data: bytes) -> object:
     if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_strict_int, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_strict_int, parse_constant=_no_constant)
     except StrictJSONError:
         raise
     except (ValueError, RecursionError) as exc:
         raise StrictJSONError(str(exc)) from None
+    surrogate = lone_surrogate(value) if "\\u" in text else None
+    if surrogate is not None:
+        raise StrictJSONError(f"{surrogate} is half of a UTF-16 surrogate pair, not a character")
+    return value

@@ -125,8 +125,8 @@ def withdrawal_payload(
         case=case,
     )
     if reason is not None:
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            raise PayloadError(f"reason must be a string of at most {MAX_REASON} characters")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON or "\x00" in reason:
+            raise PayloadError(f"reason must be a string of at most {MAX_REASON} characters, without NUL")
         fields["reason"] = reason
     return _encode(fields)
 
