@@ -2,7 +2,8 @@
 
 One module, every knob an environment variable with a safe default (listed in
 .env.example and README.md). With nothing set it runs on SQLite and a Redis on
-127.0.0.1:6379, which `make run` brings up by itself.
+127.0.0.1:6379; `make run` writes a port of the checkout's own into .env and brings that
+Redis up by itself.
 """
 
 from __future__ import annotations
