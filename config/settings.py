@@ -15,6 +15,8 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
+from core.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # .env before any setting is read (VAR_DIR too), with python-dotenv, as dev/server.py reads
 # it: comments after values, `export`, quotes and repeated keys (the last wins) mean what
@@ -78,6 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id is on every log line, the 413 below included.
+    "config.middleware.RequestIdMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -332,11 +336,8 @@ PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=
 # The debug page (DEBUG=1 only) shows settings; URLs with credentials are shown without them.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug.CredentialHidingFilter"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# Logs: plain text, or LOG_FORMAT=json for one JSON object per line; every line carries the
+# request id (X-Request-ID) and the Celery task, and API keys, secrets and hash values are
+# redacted whatever the level (core/logs.py). Celery workers and beat use the same setting.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
