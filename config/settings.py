@@ -8,6 +8,7 @@ Redis up by itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import warnings
 from pathlib import Path
@@ -73,6 +74,8 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    # HTTP and database figures for /metrics (config/metrics.py).
+    "django_prometheus",
     "core.apps.CoreConfig",
     "exchange.apps.ExchangeConfig",
     "members.apps.MembersConfig",
@@ -80,7 +83,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: the request id is on every log line, the 413 below included.
+    # First and last: django-prometheus times everything in between.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The request id is on every log line, the 413 below included.
     "config.middleware.RequestIdMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -95,6 +100,7 @@ MIDDLEWARE = [
     "config.middleware.SecurityHeadersMiddleware",
     # Last, as django-axes asks: it turns a lockout into its answer.
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # Admin logins (the API authenticates with keys, not these): django-axes locks a username
@@ -135,7 +141,14 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# django-prometheus's wrappers of the same backends count queries, errors and connections for /metrics.
+_PROMETHEUS_BACKENDS = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+_ENGINE = DATABASES["default"]["ENGINE"]
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_BACKENDS.get(_ENGINE, _ENGINE)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue
     # instead of failing with "database is locked" when a read turns into a write.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -335,6 +348,13 @@ CONTENT_SECURITY_POLICY = env_str(
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 # The debug page (DEBUG=1 only) shows settings; URLs with credentials are shown without them.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug.CredentialHidingFilter"
+
+# /metrics (config/metrics.py): readable with `Authorization: Bearer <METRICS_TOKEN>`, or from
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs, e.g. 10.0.0.0/8), or from loopback when DEBUG.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in env_list("METRICS_ALLOWED_NETWORKS", "")]
+# Migrations are not reported as metrics: that would query the database when the app loads.
+PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # Logs: plain text, or LOG_FORMAT=json for one JSON object per line; every line carries the
 # request id (X-Request-ID) and the Celery task, and API keys, secrets and hash values are

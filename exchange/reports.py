@@ -267,6 +267,19 @@ def _with_position(enrollments: models.QuerySet[Enrollment]) -> models.QuerySet[
     )
 
 
+def feed_lags(*, now: dt.datetime) -> list[tuple[str, str, float]]:
+    """(member, program, seconds) for every receiving enrollment of an active member: how long
+    the oldest event of the program it has not been sent (by feed or webhook) has waited; 0
+    when up to date. One query, for /metrics."""
+    enrollments = Enrollment.objects.filter(
+        state__in=Enrollment.RECEIVING, member__status__in=Member.RECEIVING_STATUSES
+    ).select_related("member", "program")
+    return [
+        (e.member.slug, e.program.slug, round((now - e.unread_since).total_seconds(), 1) if e.unread_since else 0.0)
+        for e in _with_position(enrollments).order_by()
+    ]
+
+
 def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, period: Period) -> list[dict[str, Any]]:
     """One row per enrolled (member, program) pair; `members=None` means every member of the programs."""
     program_ids = {p.pk for p in programs}

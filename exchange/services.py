@@ -32,7 +32,7 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
-from core import ledger
+from core import ledger, metrics
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member
@@ -353,6 +353,7 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
 def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
     """POST a delivery once, log the attempt, and move the cursor or schedule the retry."""
     result = signed_post(endpoint, delivery.message_id, delivery.body.encode())
+    metrics.webhook_delivery("delivered" if result.ok else "gone" if result.status_code == 410 else "failed")
     now = timezone.now()
     schedule = settings.WEBHOOK_RETRY_SCHEDULE
     with transaction.atomic():
