@@ -187,6 +187,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout"
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
+# One beat, guaranteed (config/beat.py): every beat takes a lock in Redis before it sends a
+# periodic task; a second beat stands by and takes over within BEAT_LOCK_SECONDS of the first dying.
+BEAT_LOCK_SECONDS = env_int("BEAT_LOCK_SECONDS", 30)
+CELERY_BEAT_SCHEDULER = "config.beat:LockedScheduler"
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "exchange.tasks.heartbeat", "schedule": 15.0},
     # Finds work whose wake-up call was lost (Redis down) and retries that are due.
