@@ -1,6 +1,7 @@
-# Developer entry points. On a fresh clone `make run` and `make test` need only Python 3.11 (with
-# its venv module) and, for PostgreSQL and as root, apt: they create .venv, install
-# requirements.txt, and start the Redis and PostgreSQL they need (dev/services.py).
+# Developer entry points. On a fresh clone `make run` and `make test` need Python 3.11 (with its
+# venv module and headers), a C and C++ compiler and, for PostgreSQL and as root, apt: they
+# create .venv, install requirements.txt, and start the Redis and PostgreSQL they need
+# (dev/services.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,13 +36,14 @@ $(PY):
 	echo "Creating $(VENV) with $$("$$py" -c 'import sys; print(sys.executable)')"; \
 	"$$py" -m venv $(VENV) || { rm -rf $(VENV); echo "python -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
 
+# dev/install.py first checks for the compilers and Python headers that pdqhash and
+# native/hamming need (and names the packages to install), then shows pip's progress.
 $(STAMP): requirements.txt $(CLIENT) | $(PY)
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements.txt
-	$(if $(CLIENT),$(PY) -m pip install --disable-pip-version-check --progress-bar off -e ./client)
+	$(PY) -m dev.install
 	@touch $@
 
+# dev/server.py creates .env from .env.example when missing, with this checkout's own Redis port.
 run: venv
-	@test -f .env || { cp -n .env.example .env && echo "Created .env from .env.example"; }
 	$(PY) -m dev.server
 
 test: venv

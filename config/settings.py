@@ -2,17 +2,21 @@
 
 One module, every knob an environment variable with a safe default (listed in
 .env.example and README.md). With nothing set it runs on SQLite and a Redis on
-127.0.0.1:6379, which `make run` brings up by itself.
+127.0.0.1:6379; `make run` writes a port of the checkout's own into .env and brings that
+Redis up by itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import warnings
 from pathlib import Path
 
 import dj_database_url
 from dotenv import load_dotenv
+
+from core.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # .env before any setting is read (VAR_DIR too), with python-dotenv, as dev/server.py reads
@@ -70,6 +74,8 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    # HTTP and database figures for /metrics (config/metrics.py).
+    "django_prometheus",
     "core.apps.CoreConfig",
     "exchange.apps.ExchangeConfig",
     "members.apps.MembersConfig",
@@ -77,6 +83,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times everything in between.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The request id is on every log line, the 413 below included.
+    "config.middleware.RequestIdMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,6 +100,7 @@ MIDDLEWARE = [
     "config.middleware.SecurityHeadersMiddleware",
     # Last, as django-axes asks: it turns a lockout into its answer.
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # Admin logins (the API authenticates with keys, not these): django-axes locks a username
@@ -130,7 +141,14 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# django-prometheus's wrappers of the same backends count queries, errors and connections for /metrics.
+_PROMETHEUS_BACKENDS = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+_ENGINE = DATABASES["default"]["ENGINE"]
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_BACKENDS.get(_ENGINE, _ENGINE)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue
     # instead of failing with "database is locked" when a read turns into a write.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -169,6 +187,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout"
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
+# One beat, guaranteed (config/beat.py): every beat takes a lock in Redis before it sends a
+# periodic task; a second beat stands by and takes over within BEAT_LOCK_SECONDS of the first dying.
+BEAT_LOCK_SECONDS = env_int("BEAT_LOCK_SECONDS", 30)
+CELERY_BEAT_SCHEDULER = "config.beat:LockedScheduler"
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "exchange.tasks.heartbeat", "schedule": 15.0},
     # Finds work whose wake-up call was lost (Redis down) and retries that are due.
@@ -334,11 +356,15 @@ PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=
 # The debug page (DEBUG=1 only) shows settings; URLs with credentials are shown without them.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug.CredentialHidingFilter"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# /metrics (config/metrics.py): readable with `Authorization: Bearer <METRICS_TOKEN>`, or from
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs, e.g. 10.0.0.0/8), or from loopback when DEBUG.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in env_list("METRICS_ALLOWED_NETWORKS", "")]
+# Migrations are not reported as metrics: that would query the database when the app loads.
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# Logs: plain text, or LOG_FORMAT=json for one JSON object per line; every line carries the
+# request id (X-Request-ID) and the Celery task, and API keys, secrets and hash values are
+# redacted whatever the level (core/logs.py). Celery workers and beat use the same setting.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))

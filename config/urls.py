@@ -11,7 +11,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from core.problems import problem
 from exchange.dashboard import dashboard
 
-from . import health
+from . import health, metrics
 from .admin_security import install_admin_site
 
 install_admin_site()
@@ -31,6 +31,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),  # operators' scraper only (config/metrics.py)
     path("api/v1/", include(api_v1)),
     path("compat/", include("exchange.compat.urls")),  # StopNCII-shaped API for existing clients
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="admin-dashboard"),

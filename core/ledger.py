@@ -30,6 +30,8 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from . import metrics
+
 LEAF_VERSION = 1
 # Called after a transaction that recorded events commits (the exchange app registers the
 # wake-up of webhook delivery here). A failing hook is logged, never raised: the events
@@ -259,6 +261,8 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
         row.leaf_hash = row.compute_leaf_hash()
         rows.append(row)
     Event.objects.bulk_create(rows)
+    kinds = [row.kind for row in rows]
+    transaction.on_commit(lambda: metrics.events_recorded(kinds), robust=True)  # /metrics, once committed
     pending = {id(entry[1]) for entry in connection.run_on_commit}
     for hook in after_commit_hooks:
         if id(hook) not in pending:  # once per transaction, however many record() calls

@@ -135,7 +135,9 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return problem_response(413, "The request body is larger than the server accepts.", code="request_too_large")
     if isinstance(exc, IntegrityError):
         # Services check what they can; a race between two requests ends here, not in a 500.
-        logger.warning("integrity error answered as 409: %s", exc)
+        # Not the message: PostgreSQL's names the conflicting values (hash values among them).
+        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+        logger.warning("integrity error answered as 409 (constraint %s)", constraint or "unknown")
         return problem_response(409, "The request conflicts with a concurrent change; retry it.", code="conflict")
     if isinstance(exc, DjangoValidationError):
         # Services raise Django's ValidationError keyed by field; answer it like DRF's.

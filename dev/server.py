@@ -10,8 +10,11 @@ rest are stopped and it exits 1 naming the child, because a half-running stack (
 worker) looks healthy while silently doing nothing.
 
 Configuration comes from the environment and .env (real variables win), as in
-config/settings.py: PORT (8000), REDIS_URL (redis://127.0.0.1:6379/0), VAR_DIR (var),
-DEBUG (1 here if unset: the settings refuse the development SECRET_KEY without it).
+config/settings.py: PORT (8000), REDIS_URL, VAR_DIR (var), DEBUG (1 here if unset: the
+settings refuse the development SECRET_KEY without it). A missing .env is copied from
+.env.example; if neither sets REDIS_URL, this checkout's own Redis port
+(dev.services.checkout_ports) is written into .env, so that `manage.py` run by hand
+uses the same Redis and no two checkouts share a Celery queue.
 
 Each child runs in its own process group, so a terminal's Ctrl-C reaches only this
 process, which then stops the children in order: web and Celery first (the worker
@@ -21,6 +24,7 @@ finishes its task and acknowledges it), Redis last.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,13 +39,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values, load_dotenv
 
-from dev.services import ServiceError, ensure_redis, is_loopback, stop_process
+from dev.services import ServiceError, checkout_ports, ensure_redis, is_loopback, redis_dir, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8000
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 HEALTH_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -74,6 +77,48 @@ def load_env_file() -> None:
     runs; the children then inherit the result.
     """
     load_dotenv(os.environ.get("ENV_FILE", ROOT / ".env"), override=False)
+
+
+def prepare_env_file(root: Path = ROOT) -> list[str]:
+    """Create .env from .env.example if missing, and give it this checkout's own REDIS_URL
+    unless one is set (in .env or the environment). Returns what it did, to print.
+
+    Left alone when ENV_FILE names another file: that file is the operator's.
+    """
+    if os.environ.get("ENV_FILE"):
+        return []
+    notes = []
+    path = root / ".env"
+    if not path.exists() and (root / ".env.example").exists():
+        shutil.copyfile(root / ".env.example", path)
+        notes.append(f"created {path} from .env.example")
+    if "REDIS_URL" in os.environ or (path.exists() and dotenv_values(path).get("REDIS_URL")):
+        return notes
+    port = checkout_ports(root).redis
+    with path.open("a") as env_file:
+        env_file.write(
+            "\n# This checkout's own Redis (written by make run; the port is derived from the checkout's path,\n"
+            "# so other checkouts and a system Redis on 6379 are not shared). Change it here if you like.\n"
+            f"REDIS_URL=redis://127.0.0.1:{port}/0\n"
+        )
+    notes.append(f"this checkout's own Redis is on port {port}; REDIS_URL written to {path}")
+    return notes
+
+
+def redis_sharing_note(url: str, own_dir: Path) -> str:
+    """Why a Redis that was already running may not be this checkout's, or "" if it is.
+
+    A Redis that another checkout (or another service) uses shares its Celery queue with
+    this one: tasks queued here would run there, against that checkout's database.
+    """
+    found = redis_dir(url)
+    if found is None or Path(found).resolve() == own_dir.resolve():
+        return ""
+    return (
+        f"WARNING: this Redis keeps its data in {found}, not in {own_dir}: another checkout or service "
+        "uses it, and shares its task queue with this one. Give this checkout its own: set REDIS_URL in .env "
+        f"(e.g. redis://127.0.0.1:{checkout_ports(ROOT).redis}/0)."
+    )
 
 
 @dataclass
@@ -237,7 +282,8 @@ def banner(*, port: int, key: str, redis_note: str, database: str) -> str:
             f"  Redis       {redis_note}",
             f"  Database    {database}",
             "",
-            "  Demo API key (member demo-platform in program take-it-down; earlier keys stay valid):",
+            "  Demo API key (member demo-platform in program take-it-down; kept in var/demo-api-key",
+            "  and reused by every make run; delete that file for a new one, which revokes the old):",
             f"    {key}",
             "  Try it:",
             f'    curl -H "Authorization: Bearer {key}" {base}/api/v1/me',
@@ -269,10 +315,12 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start everything, supervise it, stop it; the exit code says whether it ended cleanly."""
+    for note in prepare_env_file():
+        say(f"devserver: {note}")
     load_env_file()
     os.environ.setdefault("DEBUG", "1")
     port = int(os.environ.get("PORT") or DEFAULT_PORT)
-    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    redis_url = os.environ.get("REDIS_URL") or f"redis://127.0.0.1:{checkout_ports(ROOT).redis}/0"
     var_dir = Path(os.environ.get("VAR_DIR") or ROOT / "var")
     if not var_dir.is_absolute():
         var_dir = ROOT / var_dir
@@ -290,14 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         var_dir.mkdir(parents=True, exist_ok=True)
         redis_proc = ensure_redis(redis_url, var_dir / "redis")
         if redis_proc is not None:
-            redis_note = f"{redact(redis_url)} (started here; log {var_dir / 'redis' / 'redis.log'})"
+            redis_note = f"{redact(redis_url)} (this checkout's, started here; log {var_dir / 'redis' / 'redis.log'})"
         else:
+            sharing = redis_sharing_note(redis_url, var_dir / "redis")
             redis_note = f"{redact(redis_url)} (already running; left alone)"
+            if sharing:
+                say(f"[redis] {sharing}", sys.stderr)
+                redis_note += " SHARED: see the warning above"
+            else:
+                redis_note = f"{redact(redis_url)} (this checkout's, already running; left alone)"
         say(f"[redis] {redis_note}")
         if _stop_requested.is_set():
             raise Interrupted
         run_step("migrate", [python, manage, "migrate", "--noinput"], env)
-        seeded = run_step("seed", [python, manage, "demo_seed"], env, capture_stdout=True)
+        key_file = var_dir / "demo-api-key"
+        seeded = run_step("seed", [python, manage, "demo_seed", "--key-file", str(key_file)], env, capture_stdout=True)
         key = next((line.strip() for line in reversed(seeded) if line.strip()), "")
         if not key.startswith("hxk_"):
             say(f"devserver: warning: demo_seed's last line does not look like an API key: {key!r}", sys.stderr)

@@ -30,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -111,6 +113,32 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait()
 
 
+# Ports of a checkout ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckoutPorts:
+    """The ports of the services that `make run` and `make test` start for one checkout."""
+
+    redis: int
+    test_redis: int
+    test_postgres: int
+
+
+def checkout_ports(root: Path) -> CheckoutPorts:
+    """Ports of this checkout's own: two checkouts (or a system Redis on 6379) never share a
+    Celery queue or a test database by accident.
+
+    Derived from the checkout's path, so they stay the same from run to run: Redis on
+    6400-7198 (even), its test Redis one above, the test PostgreSQL on 55000-55499. Two
+    paths can still land on the same numbers (1 in 400); `make run` notices a Redis that
+    belongs to another checkout and says so (redis_dir).
+    """
+    slot = zlib.crc32(str(Path(root).resolve()).encode())
+    redis_port = 6400 + (slot % 400) * 2
+    return CheckoutPorts(redis=redis_port, test_redis=redis_port + 1, test_postgres=55000 + (slot >> 9) % 500)
+
+
 # Redis ----------------------------------------------------------------------------------------
 
 
@@ -143,6 +171,23 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
     except ValueError:
         return False
     return _ping(client)
+
+
+def redis_dir(url: str, timeout: float = 1.0) -> str | None:
+    """The data directory of the Redis at `url` (CONFIG GET dir), or None if it will not say.
+
+    A Redis that `make run` started keeps its data in that checkout's var/redis, so this
+    tells whose it is.
+    """
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=_NO_RETRY)
+        try:
+            found = client.config_get("dir").get("dir")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    return found.decode() if isinstance(found, bytes) else found
 
 
 def _ping(client: redis.Redis) -> bool:

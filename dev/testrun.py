@@ -9,10 +9,13 @@ database, stops what it started (also on Ctrl-C or SIGTERM), and ends with one l
 
 Environment:
   TEST_DATABASES       sqlite,postgres (default both), or one of them.
-  TEST_REDIS_URL       a Redis to use; otherwise one is started on 127.0.0.1:TEST_REDIS_PORT (6390),
+  TEST_REDIS_URL       a Redis to use; otherwise one is started on 127.0.0.1:TEST_REDIS_PORT,
                        without persistence, data in var/test-redis.
   TEST_POSTGRES_URL    a PostgreSQL (superuser) to use; otherwise a private cluster in
-                       var/test-postgres is started on 127.0.0.1:TEST_POSTGRES_PORT (54329).
+                       var/test-postgres is started on 127.0.0.1:TEST_POSTGRES_PORT.
+The default ports are this checkout's own (dev.services.checkout_ports, derived from its
+path), so that two checkouts testing at once never flush each other's Redis or share a
+test database; the first lines of the output name them.
 
 pytest gets REDIS_URL (db 0 of the test Redis), TEST_REDIS_SERVER (the redis-server binary,
 for tests that stop and restart Redis on ports of their own), and DATABASE_URL for the
@@ -36,7 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from dev.services import ServiceError, ensure_postgres, ensure_redis, find_redis_server, stop_process
+from dev.services import (
+    ServiceError,
+    checkout_ports,
+    ensure_postgres,
+    ensure_redis,
+    find_redis_server,
+    stop_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASES = ("sqlite", "postgres")
@@ -211,14 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     try:
         databases = selected_databases()
-        redis_port = int(os.environ.get("TEST_REDIS_PORT") or 6390)
+        ports = checkout_ports(ROOT)
+        redis_port = int(os.environ.get("TEST_REDIS_PORT") or ports.test_redis)
         redis_url = os.environ.get("TEST_REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
         redis_proc = ensure_redis(redis_url, var_dir / "test-redis", persist=False)
         say(f"testrun: Redis {redis_url} ({'started' if redis_proc else 'already running'})")
         env = pytest_environment(redis_db0(redis_url), find_redis_server())
         postgres_url = ""
         if "postgres" in databases and not STOP.requested:
-            port = int(os.environ.get("TEST_POSTGRES_PORT") or 54329)
+            port = int(os.environ.get("TEST_POSTGRES_PORT") or ports.test_postgres)
             postgres_url, stop_postgres = ensure_postgres(var_dir / "test-postgres", port)
             say(f"testrun: PostgreSQL {postgres_url} ({'started' if stop_postgres else 'already running'})")
         for database in databases:

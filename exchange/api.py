@@ -42,6 +42,7 @@ from .serializers import (
     RotateSecretSerializer,
     ServerKeySerializer,
     TestResultSerializer,
+    WebhookCreateSerializer,
     WebhookSerializer,
     WebhookWithSecretSerializer,
 )
@@ -96,15 +97,16 @@ class WebhookViewSet(
     def get_queryset(self) -> Any:
         return selectors.webhooks_of(member=self.request.user)
 
-    @extend_schema(request=WebhookSerializer, responses={201: WebhookWithSecretSerializer})
+    @extend_schema(request=WebhookCreateSerializer, responses={201: WebhookWithSecretSerializer})
     def create(self, request: Request) -> Response:
-        params = WebhookSerializer(data=request.data)
+        params = WebhookCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         endpoint, secret = services.webhook_create(
             member=request.user,
             url=params.validated_data["url"],
             event_kinds=params.validated_data.get("event_kinds"),
             description=params.validated_data.get("description", ""),
+            after=params.validated_data.get("after"),
             actor=member_actor(request),
         )
         endpoint.secret = secret

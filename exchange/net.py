@@ -202,4 +202,43 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
     except UnsafeUrl as exc:
         return PostResult(None, f"refused: {exc}", 0, "")
     except requests.RequestException as exc:
-        return PostResult(None, f"{exc.__class__.__name__}: {exc}"[:500], int((time.monotonic() - started) * 1000), "")
+        return PostResult(None, describe_failure(exc, url)[:500], int((time.monotonic() - started) * 1000), "")
+
+
+def describe_failure(exc: requests.RequestException, url: str) -> str:
+    """What went wrong, in words that point at the fix, followed by the library's own message.
+
+    A receiver that fails while handling a message (an exception in its handler) usually
+    drops the connection without an answer; "ConnectionError: ('Connection aborted.', …)"
+    alone read like a network fault and sent people looking in the wrong place.
+    """
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{_port(parts)}"
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = (
+            cause.__cause__
+            or cause.__context__
+            or next((arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException)), None)
+        )
+    names = {type(item).__name__ for item in chain}
+    if isinstance(exc, requests.ConnectTimeout):
+        hint = f"no answer to the connection attempt at {where} within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
+    elif isinstance(exc, requests.Timeout):
+        hint = f"the receiver did not answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s (WEBHOOK_TIMEOUT_SECONDS)"
+    elif names & {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "ProtocolError"} and not (
+        names & {"ConnectionRefusedError", "NewConnectionError"}
+    ):
+        hint = (
+            "the receiver accepted the connection but closed it without answering; it probably failed "
+            "while handling the message (see the receiver's own log)"
+        )
+    elif names & {"ConnectionRefusedError", "NewConnectionError"}:
+        hint = f"nothing accepts connections at {where}: is the receiver running, on that port?"
+    elif isinstance(exc, requests.exceptions.SSLError):
+        hint = "the TLS handshake failed (the receiver's certificate is not valid for its name, or expired)"
+    else:
+        hint = "the request failed"
+    return f"{hint} ({exc.__class__.__name__}: {exc})"

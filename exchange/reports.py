@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from core.ledger import Event, format_time
-from hashes.models import Listing
+from hashes.models import Listing, MatchCount
 from members.models import Enrollment, Member, Program
 
 from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
@@ -83,6 +83,24 @@ def _outcome_counts(
             kinds[(member_id, program_id)][kind] = reports
             items[(member_id, program_id)] += total or 0
     return kinds, items
+
+
+def _api_matches(program_ids: set[int], member_ids: set[int], period: Period) -> dict[tuple[int, int], int]:
+    """Per (member, program): how many of the member's match queries (POST /api/v1/match) found a
+    hash of the program, on the days of the period. Counted per day (hashes.MatchCount), so a
+    period that starts or ends inside a day takes that whole day."""
+    rows = (
+        MatchCount.objects.filter(
+            member_id__in=member_ids,
+            hash__listings__program_id__in=program_ids,
+            day__gte=period.start.date(),
+            day__lte=period.end.date(),
+        )
+        .values_list("member_id", "hash__listings__program_id")
+        .annotate(total=models.Sum("count"))
+        .order_by()
+    )
+    return {(member_id, program_id): total or 0 for member_id, program_id, total in rows}
 
 
 def _removals(
@@ -249,6 +267,19 @@ def _with_position(enrollments: models.QuerySet[Enrollment]) -> models.QuerySet[
     )
 
 
+def feed_lags(*, now: dt.datetime) -> list[tuple[str, str, float]]:
+    """(member, program, seconds) for every receiving enrollment of an active member: how long
+    the oldest event of the program it has not been sent (by feed or webhook) has waited; 0
+    when up to date. One query, for /metrics."""
+    enrollments = Enrollment.objects.filter(
+        state__in=Enrollment.RECEIVING, member__status__in=Member.RECEIVING_STATUSES
+    ).select_related("member", "program")
+    return [
+        (e.member.slug, e.program.slug, round((now - e.unread_since).total_seconds(), 1) if e.unread_since else 0.0)
+        for e in _with_position(enrollments).order_by()
+    ]
+
+
 def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, period: Period) -> list[dict[str, Any]]:
     """One row per enrolled (member, program) pair; `members=None` means every member of the programs."""
     program_ids = {p.pk for p in programs}
@@ -270,6 +301,7 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
         )
     }
     kinds, items = _outcome_counts(program_ids, member_ids, period)
+    api_matches = _api_matches(program_ids, member_ids, period)
     removals = _removals(program_ids, member_ids, period, {p.pk: p.removal_deadline_hours for p in programs})
     now = timezone.now()
     withdrawals = _withdrawals(program_ids, member_ids, period, now)
@@ -299,6 +331,8 @@ def rows_for(*, programs: Sequence[Program], members: Iterable[Member] | None, p
                     "success_rate": round(hooks["succeeded"] / hooks["attempts"], 4) if hooks["attempts"] else None,
                 },
                 "outcomes": {**kinds[key], "items": items[key]},
+                # Found through POST /api/v1/match, whether or not the member reported an outcome for them.
+                "match_api": {"matches": api_matches.get(key, 0)},
                 "removals": {
                     "count": removal["count"],
                     "p50_hours": removal["p50_hours"],

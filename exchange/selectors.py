@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -27,7 +27,7 @@ from members.models import Member, Program
 
 from . import reports
 from .feed import FeedPage, feed_page, feedback_by_hash
-from .models import Dispute, Obligation, Outcome, WebhookEndpoint
+from .models import Delivery, Dispute, Obligation, Outcome, WebhookEndpoint
 
 # The pull feed -----------------------------------------------------------------------------
 
@@ -178,3 +178,52 @@ def program_daily_series(*, program: Program, start: dt.datetime, end: dt.dateti
     ):
         series[kind][day] = n
     return series
+
+
+# /metrics (config/metrics.py) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperationsFigures:
+    """What the database says about the health of the exchange right now, for Prometheus.
+
+    Labels are member and program slugs and endpoint ids: never a hash value, key or case.
+    """
+
+    latest_seq: int
+    feed_lag_seconds: list[tuple[str, str, float]]  # member, program, seconds
+    webhook_lag_events: list[tuple[int, str, int]]  # endpoint id, member, events after its cursor
+    webhook_failing_seconds: list[tuple[int, str, float]]  # endpoint id, member, seconds since its last success
+    webhooks_disabled: int
+    obligations_overdue: list[tuple[str, str, int]]  # member, program, count
+    deliveries_pending: int
+
+
+def operations_figures(*, now: dt.datetime) -> OperationsFigures:
+    """A handful of aggregate queries, whatever the size of the log."""
+    latest = Event.objects.aggregate(last=Max("seq"))["last"] or 0
+    endpoints = list(
+        WebhookEndpoint.objects.filter(is_active=True, member__status__in=Member.RECEIVING_STATUSES).values_list(
+            "pk", "member__slug", "cursor_seq", "last_success_at", "last_failure_at", "created_at"
+        )
+    )
+    failing = [
+        (pk, slug, round((now - (success or created)).total_seconds(), 1))
+        for pk, slug, _cursor, success, failure, created in endpoints
+        if failure is not None and (success is None or failure > success)
+    ]
+    overdue = (
+        Obligation.objects.filter(fulfilled_at__isnull=True, due_at__lt=now)
+        .values_list("member__slug", "program__slug")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return OperationsFigures(
+        latest_seq=latest,
+        feed_lag_seconds=reports.feed_lags(now=now),
+        webhook_lag_events=[(pk, slug, max(0, latest - cursor)) for pk, slug, cursor, *_ in endpoints],
+        webhook_failing_seconds=failing,
+        webhooks_disabled=WebhookEndpoint.objects.filter(is_active=False).count(),
+        obligations_overdue=[(member, program, n) for member, program, n in overdue],
+        deliveries_pending=Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+    )

@@ -85,12 +85,30 @@ class WebhookSerializer(serializers.ModelSerializer):
         ]
 
 
-class WebhookWithSecretSerializer(WebhookSerializer):
-    secret = serializers.CharField(read_only=True, help_text="whsec_… — shown once; store it now.")
+class WebhookCreateSerializer(WebhookSerializer):
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Send the events after this sequence number, as the feed's `after`: 0 for every event "
+        "you may see, including those from before the endpoint existed. Omitted: from now on.",
+    )
 
     class Meta(WebhookSerializer.Meta):
-        fields = [*WebhookSerializer.Meta.fields, "secret"]
-        read_only_fields = [*WebhookSerializer.Meta.read_only_fields, "secret"]
+        fields = [*WebhookSerializer.Meta.fields, "after"]
+
+
+class WebhookWithSecretSerializer(WebhookSerializer):
+    secret = serializers.CharField(read_only=True, help_text="whsec_… — shown once; store it now.")
+    starts_after = serializers.IntegerField(
+        source="cursor_seq",
+        read_only=True,
+        help_text="The endpoint receives the events after this sequence number (`after`, or the newest "
+        "event when the endpoint was made); read the feed up to it for anything earlier.",
+    )
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "starts_after", "secret"]
+        read_only_fields = [*WebhookSerializer.Meta.read_only_fields, "starts_after", "secret"]
 
 
 class RotateSecretSerializer(serializers.Serializer):

@@ -33,7 +33,7 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
-from core import ledger
+from core import ledger, metrics
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member
@@ -110,20 +110,29 @@ def _endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 @transaction.atomic
 def webhook_create(
-    *, member: Member, url: str, event_kinds: list[str] | None = None, description: str = "", actor: Actor
+    *,
+    member: Member,
+    url: str,
+    event_kinds: list[str] | None = None,
+    description: str = "",
+    after: int | None = None,
+    actor: Actor,
 ) -> tuple[WebhookEndpoint, str]:
-    """Create an endpoint that receives events from now on. Returns it and its secret (shown once)."""
+    """Create an endpoint that receives the events after `after` (a feed cursor; by default the
+    newest event, so from now on; 0 for everything). Returns it and its secret (shown once)."""
     kinds = _clean_kinds(event_kinds)
     url = _clean_url(url)
     secret = signing.new_secret()
     latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    if after is not None and not 0 <= after <= latest:
+        raise Problem.field("after", f"give a sequence number from 0 to {latest} (the newest event)")
     endpoint = WebhookEndpoint.objects.create(
         member=member,
         url=url,
         event_kinds=kinds,
         description=description,
         secret_encrypted=crypto.encrypt(secret),
-        cursor_seq=latest,
+        cursor_seq=latest if after is None else after,
     )
     ledger.record(
         "webhook.created", actor=actor, subject_type="webhook", subject_id=endpoint.pk, data=_endpoint_data(endpoint)
@@ -345,6 +354,7 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
 def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
     """POST a delivery once, log the attempt, and move the cursor or schedule the retry."""
     result = signed_post(endpoint, delivery.message_id, delivery.body.encode())
+    metrics.webhook_delivery("delivered" if result.ok else "gone" if result.status_code == 410 else "failed")
     now = timezone.now()
     schedule = settings.WEBHOOK_RETRY_SCHEDULE
     with transaction.atomic():

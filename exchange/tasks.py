@@ -10,6 +10,7 @@ next sweep, and a task run twice does no harm (deliveries are claimed in the dat
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -63,7 +64,8 @@ def wake_delivery() -> None:
             _inflight.clear()
             done.set()
 
-    threading.Thread(target=publish, name="hx-wake", daemon=True).start()
+    # In a copy of this context: the request id rides along into the task (config/celery.py).
+    threading.Thread(target=contextvars.copy_context().run, args=(publish,), name="hx-wake", daemon=True).start()
     done.wait(settings.REDIS_TIMEOUT_SECONDS)
 
 

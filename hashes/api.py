@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import metrics
 from core.api import batch_response
 from core.problems import Problem, problem_response
 from members.models import Scope
@@ -159,5 +160,9 @@ class MatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         queries = parse_match_queries(request.data, limit=settings.MATCH_QUERIES_MAX)
-        results = matching.match(member=request.user, queries=queries)
-        return Response({"results": [r.as_dict() for r in results], "matched": sum(1 for r in results if r.matches)})
+        with metrics.MATCH_SECONDS.time():
+            results = matching.match(member=request.user, queries=queries)
+        matched = sum(1 for r in results if r.matches)
+        metrics.MATCH_QUERIES.labels(matched="yes").inc(matched)
+        metrics.MATCH_QUERIES.labels(matched="no").inc(len(results) - matched)
+        return Response({"results": [r.as_dict() for r in results], "matched": matched})

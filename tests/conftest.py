@@ -174,7 +174,7 @@ def celery_command(*args: str, extra_env: dict[str, str] | None = None, log_name
 
 
 def start_worker(
-    *, extra_env: dict[str, str] | None = None, queues: str = "celery", pool: str = "prefork"
+    *, extra_env: dict[str, str] | None = None, queues: str = "celery", pool: str = "prefork", log_name: str = "worker"
 ) -> subprocess.Popen[bytes]:
     return celery_command(
         "worker",
@@ -191,6 +191,7 @@ def start_worker(
         "-n",
         f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
         extra_env=extra_env,
+        log_name=log_name,
     )
 
 

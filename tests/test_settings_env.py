@@ -40,6 +40,7 @@ print(json.dumps({
     "LOG_LEVEL": settings.LOGGING["root"]["level"],
     "VAR_DIR": str(settings.VAR_DIR),
     "DATABASE": str(settings.DATABASES["default"]["NAME"]),
+    "WEBHOOKS_ALLOW_PRIVATE": settings.WEBHOOKS_ALLOW_PRIVATE,
 }))
 """
 
@@ -101,3 +102,10 @@ def test_no_dotenv_leaves_the_defaults(missing: str) -> None:
     assert found["DEBUG"] is False
     assert found["SITE_URL"] == "http://127.0.0.1:8000"
     assert found["VAR_DIR"] == str(ROOT / "var")
+
+
+def test_the_development_env_allows_receivers_on_this_machine_and_the_default_refuses_them() -> None:
+    development = run_probe(SETTINGS_PROBE, ROOT / ".env.example")
+    assert development["DEBUG"] is True
+    assert development["WEBHOOKS_ALLOW_PRIVATE"] is True
+    assert run_probe(SETTINGS_PROBE, os.devnull)["WEBHOOKS_ALLOW_PRIVATE"] is False

@@ -16,6 +16,7 @@ from typing import Any
 from django.utils import timezone
 from hashexchange_client import signal_types
 
+from core import metrics
 from core.problems import Problem
 from core.sql import values_in
 from members.models import Member, Program, SigningKey
@@ -138,6 +139,7 @@ def submissions_create(*, member: Member, items: Sequence[Any], now: dt.datetime
     submissions_store(member=member, items=[_pending(item, member=member, now=now) for item in fresh], now=now)
     for first, twin in twins:
         twin.repeat(first)
+    metrics.submission_results((r.status, r.error.code if r.error else "") for r in results)
     return results
 
 

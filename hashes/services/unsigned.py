@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 from hashexchange_client import signal_types
 
+from core import metrics
 from core.problems import Problem
 from members.models import Member, Program
 from members.selectors import is_submitting
@@ -115,4 +116,5 @@ def unsigned_submissions_create(
             )
         )
     submissions_store(member=member, items=checked, now=now)
+    metrics.submission_results((r.status, r.error.code if r.error else "") for r in results)
     return results

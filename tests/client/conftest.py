@@ -75,6 +75,12 @@ class FakeExchange:
         self.keys: dict[str, bytes] = {}
         self.held: dict[tuple[str, str, str], str] = {}
         self.reject_values: set[str] = set()
+        self.enrollments: dict[str, str] = {"ncii": "opted_in", "paused-one": "paused"}
+        self.programs: dict[str, list[str]] = {
+            "ncii": ["pdq", "phash", "dhash", "md5", "sha256", "video_md5"],
+            "paused-one": ["pdq"],
+            "pdq-only": ["pdq"],
+        }
         self.fail_next: list[tuple[int, dict[str, str]]] = []
         self.pass_first = 0
         self.drop_next = 0
@@ -150,8 +156,19 @@ class FakeExchange:
         return Handler
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        path = path.split("?", 1)[0]
         if (method, path) == ("GET", "/api/v1/me"):
-            return 200, {"slug": "platform-a", "kind": "platform", "keys": sorted(self.keys)}
+            return 200, {
+                "slug": "platform-a",
+                "kind": "platform",
+                "enrollments": [{"program": slug, "state": state} for slug, state in self.enrollments.items()],
+                "signing_keys": [{"key_id": kid, "revoked_at": None} for kid in sorted(self.keys)],
+            }
+        if (method, path) == ("GET", "/api/v1/programs"):
+            return 200, {
+                "count": len(self.programs),
+                "results": [{"slug": slug, "signal_types": types} for slug, types in self.programs.items()],
+            }
         if (method, path) == ("POST", "/api/v1/keys"):
             raw = base64.b64decode(body["public_key"])
             kid = hashlib.sha256(raw).hexdigest()

@@ -192,11 +192,11 @@ def test_submit_journal_skips_confirmed_items(
     assert [line["status"] for line in lines] == ["accepted"] * 3
     capsys.readouterr()
 
-    before = len(server_env.requests)
+    before = len([r for r in server_env.requests if r["method"] == "POST"])
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "skipped: 3 already in journal" in out
-    assert len(server_env.requests) == before  # nothing sent
+    assert len([r for r in server_env.requests if r["method"] == "POST"]) == before  # nothing sent
 
     # A withdrawal recorded in the journal makes the hash eligible again.
     pdq = next(line for line in lines if line["signal_type"] == "pdq")
@@ -277,7 +277,7 @@ def test_failure_midway_shows_what_was_confirmed(
     main(["register-key", "--key", key])
     capsys.readouterr()
     journal = tmp_path / "journal.jsonl"
-    server_env.pass_first = 1  # the first batch goes through, the second is refused
+    server_env.pass_first = 3  # the program check (me, programs) and the first batch go through; the second is refused
     server_env.fail_next = [(400, {})]
     args = ["submit", str(clean_dir), "--program", "ncii", "--key", key, "--batch-size", "1", "--journal", str(journal)]
     assert main([*args, "--jobs", "1"]) == 1
@@ -321,6 +321,54 @@ def test_missing_server_is_a_usage_error(
         main(["submit", str(clean_dir), "--program", "ncii", "--key", str(key_dir / "signing_key.pem")])
     assert exited.value.code == 2
     assert "HASHEXCHANGE_SERVER" in capsys.readouterr().err
+
+
+def test_register_key_again_is_a_success(
+    key_dir: Path, server_env: FakeExchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = str(key_dir / "signing_key.pem")
+    assert main(["register-key", "--key", key]) == 0
+    key_id = capsys.readouterr().out.split()[-1]
+    assert main(["register-key", "--key", key]) == 0
+    assert capsys.readouterr().out.strip() == f"already registered key id: {key_id}"
+    assert [r for r in server_env.requests if r["method"] == "POST"] == [server_env.requests[1]]  # one POST
+
+
+def test_a_program_the_member_cannot_submit_to_is_refused_before_hashing(
+    clean_dir: Path,
+    key_dir: Path,
+    server_env: FakeExchange,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashexchange_client.cli as cli
+
+    def no_hashing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("files were hashed before the program was checked")
+
+    key = str(key_dir / "signing_key.pem")
+    monkeypatch.setattr(cli, "hash_files", no_hashing)
+    assert main(["submit", str(clean_dir), "--program", "take-it-down", "--key", key]) == 1
+    err = capsys.readouterr().err
+    assert "not enrolled in a program 'take-it-down'" in err and "ncii (opted_in)" in err
+    assert main(["submit", str(clean_dir), "--program", "paused-one", "--key", key]) == 1
+    assert "you are paused in program 'paused-one'" in capsys.readouterr().err
+    server_env.enrollments["pdq-only"] = "opted_in"
+    with pytest.raises(SystemExit):
+        main(["submit", str(clean_dir), "--program", "pdq-only", "--types", "pdq,md5", "--key", key])
+    assert "does not take md5; it takes pdq" in capsys.readouterr().err
+
+
+def test_default_types_a_program_does_not_take_are_dropped(
+    clean_dir: Path, key_dir: Path, server_env: FakeExchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = str(key_dir / "signing_key.pem")
+    main(["register-key", "--key", key])
+    server_env.enrollments["pdq-only"] = "opted_in"
+    assert main(["submit", str(clean_dir), "--program", "pdq-only", "--key", key, "--jobs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "does not take video_md5; not computing them" in captured.err
+    assert "accepted: 2, duplicate: 0, rejected: 0" in captured.out
 
 
 def test_me(server_env: FakeExchange, capsys: pytest.CaptureFixture[str]) -> None:

@@ -233,3 +233,22 @@ def test_a_member_written_value_cannot_become_a_spreadsheet_formula_in_csv(
     b = next(row for row in rows if row["member"] == "platform-b")
     assert b["enrollment_reason"] != formula and b["enrollment_reason"].endswith(formula[1:])
     assert not b["enrollment_reason"].startswith(("=", "+", "-", "@"))
+
+
+def test_matches_through_the_match_api_are_reported_per_member_and_program(
+    signer_a: Signer, platform_b: Caller, auditor: Caller
+) -> None:
+    values = [random_pdq(), random_pdq()]
+    signer_a.submit(*[signer_a.submission(value) for value in values])
+    queries = [{"signal_type": "pdq", "value": value} for value in [*values, values[0]]]
+    assert platform_b.client.post("/api/v1/match", {"queries": queries}, format="json").json()["matched"] == 3
+    rows = {row["member"]: row for row in auditor.client.get("/api/v1/reports/programs/take-it-down").json()["members"]}
+    assert rows["platform-b"]["match_api"] == {"matches": 3}
+    assert rows["platform-b"]["outcomes"]["matched"] == 0  # reported outcomes are counted apart
+    assert rows["platform-a"]["match_api"] == {"matches": 0}
+    csv_rows = list(
+        csv.DictReader(
+            io.StringIO(auditor.client.get("/api/v1/reports/programs/take-it-down?format=csv").content.decode())
+        )
+    )
+    assert {row["member"]: row["match_api_matches"] for row in csv_rows}["platform-b"] == "3"

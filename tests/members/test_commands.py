@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import stat
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -91,6 +93,39 @@ def test_demo_seed_is_idempotent_and_each_run_prints_a_working_key() -> None:
         me = client.get("/api/v1/me").json()
         assert me["enrollments"][0]["program"] == "take-it-down"
     assert Event.objects.filter(kind="enrollment.changed").count() == 1
+
+
+def _me_status(token: str) -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.get("/api/v1/me").status_code
+
+
+@pytest.mark.django_db
+def test_demo_seed_with_a_key_file_reuses_one_key(tmp_path: Path) -> None:
+    """`make run` keeps the demo key in var/demo-api-key: every start prints the same working
+    key, and a new one (file deleted, or key revoked) revokes the demo keys before it."""
+    key_file = tmp_path / "var" / "demo-api-key"
+    first = run("demo_seed", "--key-file", str(key_file))[0].strip().splitlines()[-1]
+    assert key_file.read_text().strip() == first
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    second, err = run("demo_seed", "--key-file", str(key_file))
+    assert second.strip().splitlines()[-1] == first
+    assert "reusing the key" in err
+    assert ApiCredential.objects.filter(member__slug="demo-platform").count() == 1
+
+    key_file.unlink()
+    third = run("demo_seed", "--key-file", str(key_file))[0].strip().splitlines()[-1]
+    assert third != first
+    assert (_me_status(first), _me_status(third)) == (401, 200)
+
+    # A kept key that no longer works (revoked by an operator) is replaced, not printed.
+    credential = ApiCredential.objects.get(revoked_at=None)
+    call_command("credential_revoke", credential.prefix, stdout=io.StringIO(), stderr=io.StringIO())
+    fourth = run("demo_seed", "--key-file", str(key_file))[0].strip().splitlines()[-1]
+    assert fourth not in (first, third)
+    assert _me_status(fourth) == 200
+    assert ApiCredential.objects.filter(revoked_at=None).count() == 1
 
 
 @pytest.mark.django_db

@@ -121,6 +121,14 @@ class Client:
         """The calling member, its enrollments and keys: a cheap credentials check."""
         return _object(self._request("GET", "/api/v1/me"), "GET /api/v1/me")
 
+    def programs(self) -> list[dict[str, Any]]:
+        """The programs this member may see, with the signal types each accepts."""
+        body = self._request("GET", "/api/v1/programs?limit=1000")
+        found = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(found, list):
+            raise ApiError("the server's answer to GET /api/v1/programs is not a list of programs")
+        return [_object(item, "GET /api/v1/programs (a program)") for item in found]
+
     def register_key(self, public_key: Ed25519PublicKey | bytes | str) -> str:
         """Register an Ed25519 public key for this member; returns the server's key id."""
         encoded = public_key if isinstance(public_key, str) else public_key_to_b64(public_key)

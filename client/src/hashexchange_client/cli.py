@@ -310,6 +310,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     client = None if args.dry_run else _client(args)
     key = load_private_key(args.key)
+    if client is not None:
+        types = _check_program(client, args.program, types, explicit=args.types != ",".join(DEFAULT_TYPES))
     journal = Journal(args.journal) if args.journal else None
     tally = _SubmitTally()
 
@@ -332,6 +334,40 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise
     _print_submit_summary(tally, dry_run=client is None, signed=len(items))
     return 1 if (tally.failed or tally.rejected) else 0
+
+
+def _check_program(client: Client, program: str, types: tuple[str, ...], *, explicit: bool) -> tuple[str, ...]:
+    """Ask the server, before any file is hashed, whether this member may submit to `program`
+    and which of `types` it takes. Returns the types to hash.
+
+    Default types the program does not take are dropped with a note; types asked for
+    with --types that it does not take are an error, as is a program the member is not
+    opted in to. Hashing a large folder first and then having every hash refused cost
+    minutes for nothing.
+    """
+    states = {e.get("program"): e.get("state") for e in client.me().get("enrollments") or [] if isinstance(e, dict)}
+    if states.get(program) != "opted_in":
+        mine = ", ".join(f"{slug} ({state})" for slug, state in sorted(states.items())) or "none"
+        if program in states:
+            raise ApiError(
+                f"you are {states[program]} in program {program!r}, so cannot submit to it; opt in first "
+                "(POST /api/v1/enrollments). Your programs: " + mine
+            )
+        raise ApiError(f"you are not enrolled in a program {program!r}. Your programs: {mine}")
+    accepted = next((p.get("signal_types") for p in client.programs() if p.get("slug") == program), None)
+    if not isinstance(accepted, list):
+        return types
+    refused = [t for t in types if t not in accepted]
+    if refused and explicit:
+        raise UsageError(
+            f"program {program!r} does not take {', '.join(refused)}; it takes {', '.join(accepted)} (--types)"
+        )
+    kept = tuple(t for t in types if t in accepted)
+    if not kept:
+        raise UsageError(f"program {program!r} takes only {', '.join(accepted)}; choose them with --types")
+    if refused:
+        print(f"note: program {program!r} does not take {', '.join(refused)}; not computing them", file=sys.stderr)
+    return kept
 
 
 def _sign_all(
@@ -504,10 +540,26 @@ def _read_envelopes(text: str) -> list[Any]:
 
 
 def cmd_register_key(args: argparse.Namespace) -> int:
-    """Register the public half of ``--key`` with the server."""
+    """Register the public half of ``--key`` with the server; a key already registered is a success.
+
+    Safe to run again (setup scripts do): the member's keys are read first, and a key
+    that is there and not revoked is reported as such instead of registered twice.
+    """
     client = _client(args)
     key = load_private_key(args.key)
     local_id = key_id(key)
+    known = {k.get("key_id"): k for k in client.me().get("signing_keys") or [] if isinstance(k, dict)}
+    if local_id in known:
+        revoked = known[local_id].get("revoked_at")
+        if revoked:
+            print(
+                f"hashexchange: error: key {local_id} was revoked at {revoked}; "
+                "make a new one (keygen --force) and register that",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"already registered key id: {local_id}")
+        return 0
     server_id = client.register_key(key.public_key())
     print(f"registered key id: {server_id}")
     if server_id != local_id:
