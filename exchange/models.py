@@ -1,4 +1,5 @@
-"""Models of the exchange app: the ledger's Event (in ledger.py), feed cursors, webhooks.
+"""Models of the exchange app: the ledger's Event (core/ledger.py) and the audit log's
+TreeHash (core/tlog.py), feed cursors, webhooks.
 
 Webhook delivery keeps its state in the database, not in Celery: each endpoint has a
 cursor into the event log (the last sequence number it acknowledged), and each POST is
@@ -13,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from core.ledger import Event
+from core.tlog import TreeHash
 from members.models import Member
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Obligation",
     "Outcome",
     "Projection",
+    "TreeHash",
     "WebhookEndpoint",
 ]
 

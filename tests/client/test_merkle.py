@@ -1,6 +1,6 @@
-"""The Merkle tree module against an RFC 6962 implementation written here from the RFC's text.
+"""The Merkle tree module against an RFC 6962 implementation written from the RFC's text.
 
-`Rfc6962` below follows section 2.1 literally: MTH, PATH and PROOF are the recursive
+`tests/rfc6962.py` follows section 2.1 literally: MTH, PATH and PROOF are the recursive
 definitions, and its verifiers walk the same recursion to recompute the roots a proof
 leads to. The module under test builds proofs from ranges of perfect subtrees and
 verifies them with RFC 9162's iterative algorithms, so the two share no code beyond
@@ -9,8 +9,6 @@ tree heads of the Certificate Transparency test leaves pin both to the same numb
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import pytest
 from hashexchange_client import merkle
@@ -37,112 +35,7 @@ from hashexchange_client.merkle import (
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-class Rfc6962:
-    """RFC 6962, section 2.1, over a list of leaf *data* (not hashes), as the text puts it."""
-
-    @staticmethod
-    def k(n: int) -> int:
-        """The largest power of two smaller than n."""
-        k = 1
-        while k * 2 < n:
-            k *= 2
-        return k
-
-    @classmethod
-    def mth(cls, d: list[bytes]) -> bytes:
-        n = len(d)
-        if n == 0:
-            return sha256(b"")
-        if n == 1:
-            return sha256(b"\x00" + d[0])
-        k = cls.k(n)
-        return sha256(b"\x01" + cls.mth(d[:k]) + cls.mth(d[k:]))
-
-    @classmethod
-    def path(cls, m: int, d: list[bytes]) -> list[bytes]:
-        n = len(d)
-        if n == 1:
-            return []
-        k = cls.k(n)
-        if m < k:
-            return cls.path(m, d[:k]) + [cls.mth(d[k:])]
-        return cls.path(m - k, d[k:]) + [cls.mth(d[:k])]
-
-    @classmethod
-    def proof(cls, m: int, d: list[bytes]) -> list[bytes]:
-        return cls.subproof(m, d, True)
-
-    @classmethod
-    def subproof(cls, m: int, d: list[bytes], b: bool) -> list[bytes]:
-        n = len(d)
-        if m == n:
-            return [] if b else [cls.mth(d)]
-        k = cls.k(n)
-        if m <= k:
-            return cls.subproof(m, d[:k], b) + [cls.mth(d[k:])]
-        return cls.subproof(m - k, d[k:], False) + [cls.mth(d[:k])]
-
-    # The verifiers retrace PATH and SUBPROOF: each proof element is consumed from the end
-    # (the last element belongs to the top split), and the roots are rebuilt bottom-up.
-
-    @classmethod
-    def root_from_path(cls, leaf_hash: bytes, m: int, n: int, path: list[bytes]) -> bytes:
-        if n == 1:
-            if path:
-                raise ValueError("path too long")
-            return leaf_hash
-        if not path:
-            raise ValueError("path too short")
-        k = cls.k(n)
-        *rest, last = path
-        if m < k:
-            return sha256(b"\x01" + cls.root_from_path(leaf_hash, m, k, rest) + last)
-        return sha256(b"\x01" + last + cls.root_from_path(leaf_hash, m - k, n - k, rest))
-
-    @classmethod
-    def roots_from_proof(
-        cls, m: int, n: int, proof: list[bytes], old_root: bytes, b: bool = True
-    ) -> tuple[bytes, bytes]:
-        """(the root of the first m leaves, the root of all n) that SUBPROOF(m, D[n], b) implies."""
-        if m == n:
-            if b:
-                if proof:
-                    raise ValueError("proof too long")
-                return old_root, old_root
-            if len(proof) != 1:
-                raise ValueError("proof of the wrong length")
-            return proof[0], proof[0]
-        if not proof:
-            raise ValueError("proof too short")
-        k = cls.k(n)
-        *rest, last = proof
-        if m <= k:
-            old, new = cls.roots_from_proof(m, k, rest, old_root, b)
-            return old, sha256(b"\x01" + new + last)
-        old, new = cls.roots_from_proof(m - k, n - k, rest, old_root, False)
-        return sha256(b"\x01" + last + old), sha256(b"\x01" + last + new)
-
-    @classmethod
-    def inclusion_holds(cls, leaf_hash: bytes, m: int, n: int, path: list[bytes], root: bytes) -> bool:
-        try:
-            return cls.root_from_path(leaf_hash, m, n, path) == root
-        except ValueError:
-            return False
-
-    @classmethod
-    def consistency_holds(cls, m: int, n: int, proof: list[bytes], old_root: bytes, new_root: bytes) -> bool:
-        if m == 0:
-            return not proof
-        try:
-            old, new = cls.roots_from_proof(m, n, proof, old_root)
-        except ValueError:
-            return False
-        return old == old_root and new == new_root
+from tests.rfc6962 import Rfc6962, sha256
 
 
 def leaves(n: int) -> list[bytes]:
@@ -406,6 +299,16 @@ def test_proofs_from_tiles_equal_proofs_from_the_leaves() -> None:
             assert consistency_proof(old, size, source) == consistency_proof(old, size, reference)
         # Each tile is read once per source, and a proof needs few of them.
         assert len(reads) == len(set(reads)) <= 12
+
+
+def test_tile_hashes_of_a_stream_are_the_tiles_above_level_0() -> None:
+    hashes = [sha256(i.to_bytes(4, "big")) for i in range(70_000)]
+    tiles = tiles_of(hashes)
+    streamed = {}
+    for level, index, value in merkle.tile_hashes(iter(hashes)):
+        streamed.setdefault((level, index // 256), []).append(value)
+        assert index % 256 == len(streamed[(level, index // 256)]) - 1
+    assert streamed == {key: value for key, value in tiles.items() if key[0] >= 1}
 
 
 def test_a_node_lies_in_one_tile() -> None:

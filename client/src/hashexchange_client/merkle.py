@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 HASH_SIZE = 32
@@ -389,6 +389,27 @@ def completed_tiles(old_size: int, new_size: int) -> Iterator[tuple[int, int]]:
         for index in range(first, last):
             yield tile_level, index
         tile_level += 1
+
+
+def tile_hashes(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    """(tile level, index, hash) of every entry at tile level 1 and above of the tree over
+    `leaf_hashes`, in order, each as soon as the full tile below it is complete: what a
+    log stores beside its leaf hashes to serve every tile (a rebuild, or a check)."""
+    pending: list[list[bytes]] = [[]]
+    emitted: list[int] = [0]
+    for leaf in leaf_hashes:
+        pending[0].append(leaf)
+        level = 0
+        while len(pending[level]) == TILE_WIDTH:
+            root = perfect_root(pending[level])
+            pending[level] = []
+            if len(pending) == level + 1:
+                pending.append([])
+                emitted.append(0)
+            yield level + 1, emitted[level + 1], root
+            emitted[level + 1] += 1
+            pending[level + 1].append(root)
+            level += 1
 
 
 def split_hashes(data: bytes) -> list[bytes]:
