@@ -1,4 +1,4 @@
-"""Outbound HTTP to members' webhook URLs: address checks and one POST, no redirects."""
+"""Outbound HTTP to members' webhook URLs (and to witnesses): address checks and one POST, no redirects."""
 
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ class PostResult:
     error: str
     duration_ms: int
     excerpt: str
+    content: bytes = b""  # the whole answer (witnesses' cosignatures are read from it)
 
     @property
     def ok(self) -> bool:
@@ -160,7 +161,7 @@ def _session() -> requests.Session:
     return _local.session
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
+def post(url: str, body: bytes, headers: dict[str, str], *, content_type: str = "application/json") -> PostResult:
     """POST once; never follow redirects; never raise for network errors."""
     started = time.monotonic()
     try:
@@ -168,12 +169,12 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
         response = _session().post(
             url,
             data=body,
-            headers={**headers, "content-type": "application/json", "user-agent": "hashexchange-webhooks/1"},
+            headers={**headers, "content-type": content_type, "user-agent": "hashexchange-webhooks/1"},
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,
         )
         excerpt = response.text[:1000] if response.content else ""
-        return PostResult(response.status_code, "", int((time.monotonic() - started) * 1000), excerpt)
+        return PostResult(response.status_code, "", int((time.monotonic() - started) * 1000), excerpt, response.content)
     except UnsafeUrl as exc:
         return PostResult(None, f"refused: {exc}", 0, "")
     except requests.RequestException as exc:
