@@ -229,6 +229,13 @@ class ReportView(APIView):
         params.is_valid(raise_exception=True)
         return Period(params.validated_data["start"], params.validated_data["end"])
 
+    def attested(self, request: Request, report: dict[str, Any]) -> dict[str, Any]:
+        """JSON reports name the audit log's checkpoint and carry the server's signature
+        over both (docs/auditlog.md); CSV has no place for either."""
+        if request.accepted_renderer.format == "csv":
+            return report
+        return auditlog.attest_report(report)
+
     def csv_name(self, request: Request, name: str, period: Period) -> dict[str, str]:
         if request.accepted_renderer.format != "csv":
             return {}
@@ -246,7 +253,7 @@ class ProgramReportView(ReportView):
             raise exceptions.NotFound(f"No program {slug!r}.")
         period = self.period(request)
         return Response(
-            selectors.program_report(program=program, period=period),
+            self.attested(request, selectors.program_report(program=program, period=period)),
             headers=self.csv_name(request, f"program-{slug}", period),
         )
 
@@ -261,7 +268,7 @@ class MemberReportView(ReportView):
             raise exceptions.NotFound(f"No member {slug!r}.")
         period = self.period(request)
         return Response(
-            selectors.member_report(member=member, period=period),
+            self.attested(request, selectors.member_report(member=member, period=period)),
             headers=self.csv_name(request, f"member-{slug}", period),
         )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +29,11 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from hashexchange_client import auditlog as client_auditlog
 from hashexchange_client import merkle, note
 from hashexchange_client.merkle import ProofError
 from hashexchange_client.note import NoteError
+from rest_framework.renderers import JSONRenderer
 
 from core import ledger, tlog
 from core.ledger import Actor, Event
@@ -181,16 +184,21 @@ def can_see_event(*, member: Member, credential: Any, seq: int) -> bool:
 class InclusionProof:
     leaf_index: int
     tree_size: int
-    leaf_hash: bytes
+    leaf_data: bytes
     root_hash: bytes
     proof: list[bytes]
     checkpoint: str | None
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return merkle.leaf_hash(self.leaf_data)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "leaf_index": self.leaf_index,
             "seq": self.leaf_index + 1,
             "tree_size": self.tree_size,
+            "leaf_data": self.leaf_data.decode(),
             "leaf_hash": self.leaf_hash.hex(),
             "root_hash": b64(self.root_hash),
             "proof": [b64(item) for item in self.proof],
@@ -198,13 +206,14 @@ class InclusionProof:
         }
 
     def tlog_proof(self) -> str:
-        """The proof as a C2SP tlog-proof file (needs the checkpoint of its tree size)."""
+        """The proof as a C2SP tlog-proof file (needs the checkpoint of its tree size), with the
+        event's leaf data as its extra data: what a verifier hashes to get the leaf hash."""
         if self.checkpoint is None:
             raise Problem.field(
                 "tree_size",
                 f"no checkpoint was signed at size {self.tree_size}; a .tlog-proof needs one (omit tree_size)",
             )
-        return str(note.TlogProof(self.leaf_index, tuple(self.proof), self.checkpoint))
+        return str(note.TlogProof(self.leaf_index, tuple(self.proof), self.checkpoint, self.leaf_data))
 
 
 def inclusion_proof(
@@ -220,11 +229,11 @@ def inclusion_proof(
         )
     if not can_see_event(member=member, credential=credential, seq=leaf_index + 1):
         raise Problem("not_found", "No event with that leaf index is visible to you.", 404)
-    leaf = Event.objects.values_list("leaf_hash", flat=True).get(seq=leaf_index + 1)
+    event = Event.objects.get(seq=leaf_index + 1)
     return InclusionProof(
         leaf_index=leaf_index,
         tree_size=size,
-        leaf_hash=bytes.fromhex(leaf),
+        leaf_data=event.leaf_data(),
         root_hash=bytes(checkpoint.root_hash) if checkpoint else tlog.root(size),
         proof=tlog.inclusion_proof(leaf_index, size),
         checkpoint=cosigned_note(checkpoint) if checkpoint else None,
@@ -246,6 +255,38 @@ def consistency_proof(*, first: int, second: int | None = None) -> dict[str, Any
         "proof": [b64(item) for item in tlog.consistency_proof(first, size)],
         "checkpoint": cosigned_note(checkpoint) if checkpoint else None,
     }
+
+
+# Reports -----------------------------------------------------------------------------------
+
+
+def attest_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Name the checkpoint a report was computed at, and sign both.
+
+    The checkpoint is the latest one (at most CHECKPOINT_SECONDS old): the report's
+    figures were read when the log had at least its events. Signing a fresh one here
+    would make every report's cost depend on the log's growth, for no more precision: the
+    figures come from the tables the events describe, not from a cut of the log. The
+    report is returned as the JSON it will be sent as, plus `log` (the checkpoint) and
+    `attestation`: a note signed with the log key whose text is the SHA-256 of the report
+    (without the attestation; keys sorted, no white space) and the checkpoint. `hashexchange
+    report verify` checks both with the log key alone (docs/auditlog.md).
+    """
+    checkpoint = latest_checkpoint()
+    if checkpoint is None:
+        return report
+    # As the client will parse it: times as strings, numbers as JSON numbers.
+    body = json.loads(JSONRenderer().render(report))
+    body["log"] = {
+        "origin": checkpoint.origin,
+        "size": checkpoint.size,
+        "root_hash": b64(bytes(checkpoint.root_hash)),
+        "checkpoint": cosigned_note(checkpoint),
+    }
+    head = note.Checkpoint(checkpoint.origin, checkpoint.size, bytes(checkpoint.root_hash))
+    text = client_auditlog.report_text(client_auditlog.report_digest(body), head)
+    body["attestation"] = note.sign_note(text, [signer()])
+    return body
 
 
 # Tiles -------------------------------------------------------------------------------------

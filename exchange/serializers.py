@@ -139,6 +139,9 @@ class InclusionProofSerializer(serializers.Serializer):
     leaf_index = serializers.IntegerField()
     seq = serializers.IntegerField()
     tree_size = serializers.IntegerField()
+    leaf_data = serializers.CharField(
+        help_text="The event's leaf data: the canonical JSON whose RFC 6962 leaf hash is in the tree (docs/ledger.md)."
+    )
     leaf_hash = serializers.CharField(help_text="The event's leaf hash, hex (as in the event log).")
     root_hash = serializers.CharField(help_text="The tree's root, base64 (as in the checkpoint).")
     proof = serializers.ListField(child=serializers.CharField(), help_text="RFC 6962 audit path, base64, leaf first.")

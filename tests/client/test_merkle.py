@@ -182,6 +182,18 @@ def test_an_altered_consistency_proof_fails_both_verifiers(size: int, data: st.D
     assert not Rfc6962.consistency_holds(m, n, path, a, b)
 
 
+@given(st.integers(min_value=0, max_value=600))
+def test_a_compact_range_keeps_the_root_as_leaves_are_appended(size: int) -> None:
+    hashes = hashes_of(leaves(size))
+    compact = merkle.CompactRange()
+    for leaf in hashes:
+        compact.append(leaf)
+    assert compact.root() == root_of(hashes) and compact.size == size
+    resumed = merkle.CompactRange(compact.size, compact.hashes)
+    resumed.append(sha256(b"next"))
+    assert resumed.root() == root_of([*hashes, sha256(b"next")])
+
+
 def test_consistency_edges() -> None:
     hashes = hashes_of(leaves(5))
     root = root_of(hashes)

@@ -136,6 +136,28 @@ def memory_source(leaf_hashes: Sequence[bytes]) -> Source:
     return source
 
 
+class CompactRange:
+    """The perfect subtrees that cover leaves [0, size), largest first: all a verifier needs
+    to keep to go on appending leaves and compute each root, at most 63 hashes."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if len(hashes) != size.bit_count():
+            raise ValueError(f"a compact range of {size} leaves has {size.bit_count()} hashes, not {len(hashes)}")
+        self.size = size
+        self.hashes = list(hashes)
+
+    def append(self, leaf: bytes) -> None:
+        self.hashes.append(leaf)
+        self.size += 1
+        merges = (self.size & -self.size).bit_length() - 1  # a subtree completes per trailing zero bit
+        for _ in range(merges):
+            right = self.hashes.pop()
+            self.hashes[-1] = node_hash(self.hashes[-1], right)
+
+    def root(self) -> bytes:
+        return fold(self.hashes)
+
+
 # Which ranges a proof is made of ---------------------------------------------------------
 
 
