@@ -337,4 +337,3 @@ def verify_report(report: dict[str, Any], policy: Policy) -> tuple[note.Checkpoi
             "report: the attestation does not cover this content and checkpoint (the report was changed)"
         )
     return checkpoint, cosigned
-
