@@ -249,5 +249,10 @@ class WitnessAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # its cosignatures refer to it; deactivate it instead
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "url":
+            kwargs["assume_scheme"] = "https"  # a URL typed without one
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: Witness, form: Any, change: bool) -> None:
         auditlog.witness_save(witness=obj, actor=admin_actor(request))

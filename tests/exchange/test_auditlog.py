@@ -364,3 +364,24 @@ def test_an_unreachable_witness_is_an_error_not_an_alarm(platform_a: Caller, set
     assert row.last_error and row.last_size == 0
     assert not Event.objects.filter(kind=auditlog.SPLIT_VIEW).exists()
     assert tlog.tree_size() == Event.objects.count()
+
+
+@pytest.mark.django_db
+def test_admins_add_a_witness_by_its_verifier_key_and_see_checkpoints(
+    admin_client: Any, witness: TlogWitness, platform_a: Caller
+) -> None:
+    response = admin_client.post(
+        "/admin/exchange/witness/add/",
+        {"name": "", "public_key": witness.cosigner.verifier.vkey(), "url": witness.url, "is_active": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row = Witness.objects.get()
+    assert (row.name, row.public_key) == (witness.name, witness.public_key_b64)
+    configured = Event.objects.get(kind="witness.configured")
+    assert (configured.actor_type, configured.actor_id) == ("admin", "admin")
+    assert configured.data["vkey"] == witness.cosigner.verifier.vkey()
+    tasks.checkpoint_task()
+    page = admin_client.get("/admin/exchange/checkpoint/").content.decode()
+    assert witness.name in page
+    assert admin_client.get(f"/admin/exchange/checkpoint/{Checkpoint.objects.get().pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/exchange/witness/{row.pk}/delete/").status_code == 403
