@@ -348,7 +348,7 @@ class CheckpointView(APIView):
         if checkpoint is None:
             raise exceptions.NotFound("The audit log has no checkpoint yet; one is signed once events are recorded.")
         # Mutable: caches may keep it for a few seconds at most (tlog-tiles).
-        return Response(auditlog.cosigned_note(checkpoint), headers={"Cache-Control": "no-cache, max-age=5"})
+        return Response(auditlog.cosigned_note(checkpoint), headers={"Cache-Control": "private, max-age=5"})
 
 
 class InclusionProofView(APIView):

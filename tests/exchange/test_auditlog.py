@@ -9,6 +9,7 @@ the RFC 6962 reference written in the tests.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -265,6 +266,25 @@ def test_feed_entries_and_the_event_log_carry_the_leaf_index(
     events = auditor.client.get("/api/v1/events?after=0").json()["events"]
     assert events and all(event["leaf_index"] == event["seq"] - 1 for event in events)
     assert Event.objects.order_by("seq").first().seq == 1  # seq starts at 1, so leaf index = seq - 1
+
+
+@pytest.mark.django_db
+def test_webhook_bodies_carry_the_leaf_index_and_it_proves_the_event(
+    platform_a: Caller, platform_b: Caller, receiver: Any
+) -> None:
+    from exchange import services
+
+    endpoint, _ = services.webhook_create(member=platform_b.member, url=receiver.url, actor=Actor.admin("admin"))
+    signer = make_signer(platform_a)
+    signer.submit(signer.submission(), signer.submission())
+    services.deliver_endpoint(endpoint.pk)
+    entries = receiver.entries()
+    assert [entry["kind"] for entry in entries].count("hash.added") == 2
+    assert all(entry["leaf_index"] == entry["seq"] - 1 for entry in entries)
+    auditlog.checkpoint_create()
+    added = next(entry for entry in entries if entry["kind"] == "hash.added")
+    body = platform_b.client.get(f"/api/v1/log/proof/inclusion?leaf_index={added['leaf_index']}").json()
+    assert json.loads(body["leaf_data"])["data"]["hash_id"] == added["hash"]["id"]
 
 
 # Witnesses ---------------------------------------------------------------------------------
