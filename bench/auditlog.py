@@ -7,13 +7,17 @@ submission throughput. This bench measures it end to end, as bench/submissions.p
 (gunicorn on a fresh copy of a prepared database, real signed envelopes posted through
 `POST /api/v1/submissions`, every result checked), serving the same code two ways:
 
-- `tree`: config.wsgi, as deployed;
+- `tree`: config.wsgi, as deployed, with `core.tlog.extend` timed (bench/timedtree_wsgi.py:
+  CPU and wall time of every call, added up per run);
 - `no tree`: bench/notree_wsgi.py, config.wsgi with `core.tlog.extend` replaced by a
   no-op: the reference (the log it writes has no tree; it is dropped after the run).
 
 Runs alternate between the two (tree first in even rounds, no tree first in odd ones)
 so that a machine growing busier does not favour one; the table gives each one's median
-submissions/s and CPU µs per submission, and their ratio. After every `tree` run the
+submissions/s and CPU µs per submission, and their ratio. On a machine others are using,
+that ratio is within the noise of a few per cent, so the tree runs also time the tree
+itself: its CPU per submission as a share of all the CPU the same run spent per
+submission (server, database, client), a ratio that load disturbs much less. After every `tree` run the
 database's tree is checked against its events (core.tlog.check); after every `no tree`
 run, that it really has none.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -59,16 +64,31 @@ from harness import (
 )
 from submissions import Databases, Run, run_one
 
-VARIANTS = {"tree": "config.wsgi:application", "no tree": "notree_wsgi:application"}
+VARIANTS = {"tree": "timedtree_wsgi:application", "no tree": "notree_wsgi:application"}
 DEFAULT_TOTAL, QUICK_TOTAL = 10_000, 1_000
 DEFAULT_EVENTS, QUICK_EVENTS = 100_000, 10_000
 
 
-def _check_tree(variant: str) -> Any:
+def _check_tree(variant: str, stats_dir: Path) -> Any:
     def after(run: Run, env: dict[str, str]) -> None:
         out = run_python([__file__, "_check"], env, what="tree check")
         found = json.loads(out.strip().splitlines()[-1])
         run.verified["tree"] = found
+        if variant == "tree":
+            totals = [json.loads(path.read_text()) for path in stats_dir.glob("*.json")]
+            cpu = sum(t["cpu_s"] for t in totals)
+            wall = sum(t["wall_s"] for t in totals)
+            run.verified["extend"] = {
+                "calls": sum(t["calls"] for t in totals),
+                "events": sum(t["events"] for t in totals),
+                "cpu_us_per_submission": round(cpu / run.total * 1e6, 2),
+                # of all the CPU the run used (gunicorn, database, client) per submission
+                "cpu_share": round(cpu / run.total * 1e6 / run.cpu_us, 4) if run.cpu_us else 0.0,
+                # of the time requests were in flight
+                "wall_share": round(wall / (sum(run.latency_ms) / 1000), 4) if run.latency_ms else 0.0,
+            }
+            if run.verified["extend"]["events"] != run.total:
+                run.problems.append(f"the timed tree saw {run.verified['extend']['events']} events, not {run.total}")
         if variant == "tree" and not (found["ok"] and found["stored"] == found["size"] // 256):
             run.problems.append(f"the tree does not match the events: {found}")
         if variant == "no tree" and found["stored"] != 0:
@@ -226,6 +246,11 @@ def summary(runs: list[Run], kind: str) -> dict[str, Any]:
             "other_cores_max": max(run.cores.get("other", 0.0) for run in mine),
         }
     tree, reference = by_variant["tree"], by_variant["no tree"]
+    timed = [run.verified["extend"] for run in runs if run.database == kind and "extend" in run.verified]
+    tree["extend_cpu_us_per_submission_median"] = statistics.median(t["cpu_us_per_submission"] for t in timed)
+    tree["extend_cpu_share_median"] = statistics.median(t["cpu_share"] for t in timed)
+    tree["extend_cpu_share_all"] = [t["cpu_share"] for t in timed]
+    tree["extend_wall_share_median"] = statistics.median(t["wall_share"] for t in timed)
     return {
         **by_variant,
         "throughput_ratio": round(tree["per_second_median"] / reference["per_second_median"], 4),
@@ -262,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
                 for variant in order:
                     log(f"{kind}, round {round_ + 1}: {variant}: {args.total:,} submissions, batches of {args.batch}")
+                    stats_dir = workdir / f"tree-stats-{kind}-{round_}-{variant.replace(' ', '-')}"
+                    stats_dir.mkdir()
+                    os.environ["BENCH_TREE_STATS_DIR"] = str(stats_dir)  # read by timedtree_wsgi
                     run = run_one(
                         dbs,
                         setup,
@@ -270,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         workers=args.workers,
                         total=args.total,
                         app=VARIANTS[variant],
-                        after=_check_tree(variant),
+                        after=_check_tree(variant, stats_dir),
                     )
                     run.verified["variant"] = variant
                     verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
@@ -293,6 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{kind:10} ratio    tree/no tree: throughput {result['throughput_ratio']:.3f}, "
             f"CPU per submission {result['cpu_ratio']:.3f}"
+        )
+        tree = result["tree"]
+        print(
+            f"{kind:10} the tree in the tree runs: {tree['extend_cpu_us_per_submission_median']:.2f} µs CPU per "
+            f"submission, {tree['extend_cpu_share_median'] * 100:.2f} % of the run's CPU per submission "
+            f"(all runs: {', '.join(f'{x * 100:.2f} %' for x in tree['extend_cpu_share_all'])}), "
+            f"{tree['extend_wall_share_median'] * 100:.2f} % of request time"
         )
     for kind, figures in in_process.items():
         print(f"\n{kind}, in-process, {figures['events']:,} events, {figures['tree_hashes']:,} tree hashes stored:")
