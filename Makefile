@@ -21,7 +21,7 @@ help:
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
 	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
-	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py)"
+	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py, bench/*_wsgi.py)"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -75,7 +75,7 @@ bench: venv
 	@set -e; found=0; \
 	for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
-		case "$$script" in bench/harness.py) continue;; esac; found=1; \
+		case "$$script" in bench/harness.py|bench/*_wsgi.py) continue;; esac; found=1; \
 		echo "== $$script --quick"; $(PY) "$$script" --quick; \
 	done; \
 	[ $$found = 1 ] || echo "No benchmarks yet (bench/*.py)."

@@ -476,16 +476,20 @@ class Client:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], *, workers: int, logfile: Path) -> Iterator[tuple[int, int]]:
-    """gunicorn serving config.wsgi on a spare 127.0.0.1 port; yields (port, master pid) once it answers."""
+def gunicorn(
+    env: dict[str, str], *, workers: int, logfile: Path, app: str = "config.wsgi:application"
+) -> Iterator[tuple[int, int]]:
+    """gunicorn serving config.wsgi (or `app`, a WSGI module in bench/, for a reference run)
+    on a spare 127.0.0.1 port; yields (port, master pid) once it answers."""
     port = spare_port()
     command = [
-        sys.executable, "-m", "gunicorn", "config.wsgi:application",
+        sys.executable, "-m", "gunicorn", app,
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--worker-class", "sync",
         "--timeout", str(int(REQUEST_TIMEOUT)),
         "--log-level", "warning",
+        *(["--pythonpath", str(ROOT / "bench")] if app != "config.wsgi:application" else []),
     ]  # fmt: skip
     with logfile.open("ab") as output:
         proc = subprocess.Popen(

@@ -325,13 +325,25 @@ def check_answers(answers: list[tuple[int, float, int, bytes]], groups: list[lis
     return problems, {"hash_ids": sorted(hash_ids), "submission_ids": sorted(submission_ids)}
 
 
-def run_one(dbs: Databases, setup: Setup, *, batch: int, clients: int, workers: int, total: int) -> Run:
+def run_one(
+    dbs: Databases,
+    setup: Setup,
+    *,
+    batch: int,
+    clients: int,
+    workers: int,
+    total: int,
+    app: str = "config.wsgi:application",
+    after: Any = None,
+) -> Run:
+    """One timed run on a fresh copy of the template. `app` and `after` (called with the
+    run's environment before the copy is dropped) are for benches that compare variants."""
     run = Run(database=dbs.kind, batch=batch, clients=clients, workers=workers, total=total)
     name = dbs.fresh_copy(setup)
     try:
         bodies, groups = signed_bodies(setup.private_key, total, batch)
         env = dbs.env(name)
-        with gunicorn(env, workers=workers, logfile=dbs.workdir / "gunicorn.log") as (port, pid):
+        with gunicorn(env, workers=workers, logfile=dbs.workdir / "gunicorn.log", app=app) as (port, pid):
             warm_up(port, setup.token, workers)
             run.load_before = os.getloadavg()[0]
             with CpuMeter({"gunicorn": pid, "postgres": dbs.postmaster}) as meter:
@@ -349,6 +361,8 @@ def run_one(dbs: Databases, setup: Setup, *, batch: int, clients: int, workers: 
         out = run_python([__file__, "_verify", str(total), str(setup.setup_events), str(ids_file)], env, what="verify")
         run.verified = json.loads(out.strip().splitlines()[-1])
         run.problems += run.verified.pop("problems")
+        if after is not None:
+            after(run, env)
     finally:
         dbs.drop(name)
     return run

@@ -203,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "exchange.tasks.sweep_webhooks",
         "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS") or 15),
     },
+    # Signs a checkpoint of the audit log when it grew, and asks the witnesses to cosign it.
+    "auditlog-checkpoint": {
+        "task": "exchange.tasks.checkpoint",
+        "schedule": float(os.environ.get("CHECKPOINT_SECONDS") or 10),
+    },
     # Merges hashes added since the last matching-index snapshot into a new one (docs/matching.md).
     "match-index-compact": {
         "task": "hashes.tasks.match_index_compact",
@@ -271,6 +276,14 @@ WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 100)
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", max(30, round(3 * WEBHOOK_TIMEOUT_SECONDS)))
 WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "15"))
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
+
+# The audit log (docs/auditlog.md). Its origin names the log in every checkpoint and is the
+# key name of its signatures: set it once, before the first checkpoint, and keep it (a
+# witness takes a new origin for a new log). By default: SITE_URL without its scheme,
+# followed by the path of the log's API, as C2SP tlog-tiles suggests.
+AUDITLOG_ORIGIN = env_str("AUDITLOG_ORIGIN", "") or (SITE_URL.split("://", 1)[-1] + "/api/v1/log")
+# How often beat signs a checkpoint (when the log grew) and sends it to the witnesses.
+CHECKPOINT_SECONDS = float(env_str("CHECKPOINT_SECONDS", "10"))
 
 # Matching (POST /api/v1/match, docs/matching.md).
 MATCH_QUERIES_MAX = env_int("MATCH_QUERIES_MAX", 1000)

@@ -1,4 +1,5 @@
-"""Read-only admin over the ledger: events can be browsed, never edited or deleted."""
+"""Admin of the exchange: webhooks, deliveries, outcomes, disputes (read-only or through
+services), and the audit log: its checkpoints (read-only) and its witnesses."""
 
 from __future__ import annotations
 
@@ -12,8 +13,19 @@ from django.utils import timezone
 from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
 from core.problems import Problem
 
-from . import outcomes, services
-from .models import Delivery, DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
+from . import auditlog, outcomes, services
+from .models import (
+    Checkpoint,
+    Cosignature,
+    Delivery,
+    DeliveryAttempt,
+    Dispute,
+    FeedCursor,
+    Obligation,
+    Outcome,
+    WebhookEndpoint,
+    Witness,
+)
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -195,3 +207,52 @@ class ObligationAdmin(ReadOnlyAdmin):
     list_filter = [ObligationStatusFilter, "program", "member"]
     search_fields = ["=hash__value", "member__slug"]
     list_select_related = ["member", "hash", "program"]
+
+
+# The audit log -----------------------------------------------------------------------------
+
+
+class CosignatureInline(admin.TabularInline):
+    model = Cosignature
+    extra = 0
+    can_delete = False
+    fields = ["witness", "signed_at", "received_at", "line"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdmin):
+    list_display = ["size", "origin", "created_at", "cosigned_by"]
+    list_filter = ["origin"]
+    readonly_fields = ["origin", "size", "created_at", "note"]
+    exclude = ["root_hash"]
+    inlines = [CosignatureInline]
+
+    @admin.display(description="cosigned by")
+    def cosigned_by(self, obj: Checkpoint) -> str:
+        return ", ".join(c.witness.name for c in obj.cosignatures.select_related("witness")) or "-"
+
+
+@admin.register(Witness)
+class WitnessAdmin(admin.ModelAdmin):
+    """Witnesses cosign our checkpoints. Adding or changing one is recorded in the log; a witness
+    that disagrees with our log is an `auditlog.split_view` event (docs/auditlog.md)."""
+
+    list_display = ["name", "url", "is_active", "last_size", "last_success_at", "last_failure_at", "last_error"]
+    list_filter = ["is_active"]
+    fields = ["name", "public_key", "url", "is_active", "last_size", "last_success_at", "last_failure_at", "last_error"]
+    readonly_fields = ["last_size", "last_success_at", "last_failure_at", "last_error"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # its cosignatures refer to it; deactivate it instead
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "url":
+            kwargs["assume_scheme"] = "https"  # a URL typed without one
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Witness, form: Any, change: bool) -> None:
+        auditlog.witness_save(witness=obj, actor=admin_actor(request))

@@ -26,14 +26,18 @@ from members.api import member_actor
 from members.models import Scope
 from members.selectors import member_by_slug, program_by_slug
 
-from . import crypto, outcomes, selectors, services
+from . import auditlog, crypto, outcomes, selectors, services
 from .models import WebhookEndpoint
 from .reports import Period, flatten
 from .serializers import (
+    ConsistencyProofSerializer,
+    ConsistencyQuerySerializer,
     EventPageSerializer,
     FeedPageSerializer,
     FeedQuerySerializer,
     HashDetailSerializer,
+    InclusionProofSerializer,
+    InclusionQuerySerializer,
     ObligationQuerySerializer,
     ObligationSerializer,
     OutcomeBatchResultSerializer,
@@ -82,6 +86,8 @@ class ServerKeyView(APIView):
                 "public_key": crypto.server_public_key_b64(),
                 "whpk": crypto.server_public_key_whpk(),
                 "key_id": crypto.server_key_id(),
+                "log_origin": auditlog.origin(),
+                "log_vkey": auditlog.verifier().vkey(),
             }
         )
 
@@ -241,6 +247,13 @@ class ReportView(APIView):
         params.is_valid(raise_exception=True)
         return Period(params.validated_data["start"], params.validated_data["end"])
 
+    def attested(self, request: Request, report: dict[str, Any]) -> dict[str, Any]:
+        """JSON reports name the audit log's checkpoint and carry the server's signature
+        over both (docs/auditlog.md); CSV has no place for either."""
+        if request.accepted_renderer.format == "csv":
+            return report
+        return auditlog.attest_report(report)
+
     def csv_name(self, request: Request, name: str, period: Period) -> dict[str, str]:
         if request.accepted_renderer.format != "csv":
             return {}
@@ -258,7 +271,7 @@ class ProgramReportView(ReportView):
             raise exceptions.NotFound(f"No program {slug!r}.")
         period = self.period(request)
         return Response(
-            selectors.program_report(program=program, period=period),
+            self.attested(request, selectors.program_report(program=program, period=period)),
             headers=self.csv_name(request, f"program-{slug}", period),
         )
 
@@ -273,7 +286,7 @@ class MemberReportView(ReportView):
             raise exceptions.NotFound(f"No member {slug!r}.")
         period = self.period(request)
         return Response(
-            selectors.member_report(member=member, period=period),
+            self.attested(request, selectors.member_report(member=member, period=period)),
             headers=self.csv_name(request, f"member-{slug}", period),
         )
 
@@ -304,3 +317,103 @@ class HashDetailView(APIView):
         if row is None:
             raise exceptions.NotFound("No hash with that id is visible to you.")
         return Response(HashDetailSerializer(row).data)
+
+
+# The audit log (exchange/auditlog.py, docs/auditlog.md) ------------------------------------
+
+
+class TextRenderer(BaseRenderer):
+    """Signed notes and .tlog-proof files as text; a problem document as its JSON."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, str):
+            return data.encode()
+        return JSONRenderer().render(data)
+
+
+class TlogProofRenderer(TextRenderer):
+    """`?format=tlog-proof`: the inclusion proof as a C2SP tlog-proof file."""
+
+    format = "tlog-proof"
+
+
+class OctetRenderer(BaseRenderer):
+    """Tiles and entry bundles as bytes; a problem document as its JSON."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return JSONRenderer().render(data)
+
+
+class CheckpointView(APIView):
+    """The audit log's latest checkpoint: a C2SP signed note (origin, tree size, root hash),
+    signed with the server key under the log's origin, and any witnesses' cosignatures."""
+
+    renderer_classes = [TextRenderer]
+
+    @extend_schema(responses={(200, "text/plain"): str})
+    def get(self, request: Request) -> Response:
+        checkpoint = auditlog.latest_checkpoint()
+        if checkpoint is None:
+            raise exceptions.NotFound("The audit log has no checkpoint yet; one is signed once events are recorded.")
+        # Mutable: caches may keep it for a few seconds at most (tlog-tiles).
+        return Response(auditlog.cosigned_note(checkpoint), headers={"Cache-Control": "private, max-age=5"})
+
+
+class InclusionProofView(APIView):
+    """An event's inclusion proof in a checkpointed tree: auditors for any event, members for
+    the events of their feed and those they caused. `?format=tlog-proof` answers a C2SP
+    tlog-proof file, verifiable offline with the server key."""
+
+    renderer_classes = [JSONRenderer, TlogProofRenderer]
+
+    @extend_schema(
+        parameters=[InclusionQuerySerializer],
+        responses={(200, "application/json"): InclusionProofSerializer, (200, "text/plain"): str},
+    )
+    def get(self, request: Request) -> Response:
+        query = InclusionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        proof = auditlog.inclusion_proof(
+            member=request.user,
+            credential=request.auth,
+            leaf_index=query.validated_data["leaf_index"],
+            tree_size=query.validated_data.get("tree_size"),
+        )
+        if request.accepted_renderer.format == "tlog-proof":
+            return Response(proof.tlog_proof())
+        return Response(proof.as_dict())
+
+
+class ConsistencyProofView(APIView):
+    """The proof that the log at size `first` is a prefix of the log at a checkpointed size."""
+
+    @extend_schema(parameters=[ConsistencyQuerySerializer], responses=ConsistencyProofSerializer)
+    def get(self, request: Request) -> Response:
+        query = ConsistencyQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(
+            auditlog.consistency_proof(first=query.validated_data["first"], second=query.validated_data.get("second"))
+        )
+
+
+class TileView(APIView):
+    """Auditors: the log as C2SP tlog-tiles, `tile/<L>/<N>[.p/<W>]` and `tile/entries/<N>[.p/<W>]`."""
+
+    required_scope = Scope.REPORTS
+    renderer_classes = [OctetRenderer]
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, path: str) -> Response:
+        data = auditlog.tile(f"tile/{path}")
+        # Immutable once served: a tile's bytes at a width never change (tlog-tiles).
+        return Response(data, headers={"Cache-Control": "private, max-age=31536000, immutable"})

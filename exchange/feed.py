@@ -309,7 +309,8 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
         at = times.get(event.created_at)
         if at is None:
             at = times[event.created_at] = format_time(event.created_at)
-        base = {"seq": event.seq, "kind": event.kind, "program": event.program, "at": at}
+        # leaf_index: the event's position in the audit log's tree (docs/auditlog.md).
+        base = {"seq": event.seq, "leaf_index": event.seq - 1, "kind": event.kind, "program": event.program, "at": at}
         data = event.data
         if event.kind == IMPORTED:
             source = sources.get(data["import_id"])

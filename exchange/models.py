@@ -1,4 +1,5 @@
-"""Models of the exchange app: the ledger's Event (in ledger.py), feed cursors, webhooks.
+"""Models of the exchange app: the ledger's Event (core/ledger.py) and the audit log's
+TreeHash (core/tlog.py), feed cursors, webhooks.
 
 Webhook delivery keeps its state in the database, not in Celery: each endpoint has a
 cursor into the event log (the last sequence number it acknowledged), and each POST is
@@ -9,13 +10,21 @@ sweep, and loses nothing.
 
 from __future__ import annotations
 
+import re
+
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from hashexchange_client import note
+from hashexchange_client.encoding import Base64Error, b64decode, b64encode
 
 from core.ledger import Event
+from core.tlog import TreeHash
 from members.models import Member
 
 __all__ = [
+    "Checkpoint",
+    "Cosignature",
     "Delivery",
     "DeliveryAttempt",
     "Dispute",
@@ -24,7 +33,9 @@ __all__ = [
     "Obligation",
     "Outcome",
     "Projection",
+    "TreeHash",
     "WebhookEndpoint",
+    "Witness",
 ]
 
 
@@ -223,3 +234,98 @@ class Projection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.seq}"
+
+
+# The audit log (exchange/auditlog.py, docs/auditlog.md) ------------------------------------
+
+
+class Checkpoint(models.Model):
+    """A signed tree head of the audit log: a C2SP checkpoint (origin, size, root hash) as a
+    signed note, signed with the server's Ed25519 key. Made every CHECKPOINT_SECONDS when the
+    log grew; each one consistent with the one before, or it is not signed."""
+
+    origin = models.CharField(max_length=200, help_text="The log's name, and the key name of its signature.")
+    size = models.BigIntegerField(help_text="Number of events (leaves) the tree head covers.")
+    root_hash = models.BinaryField(max_length=32)
+    note = models.TextField(help_text="The checkpoint as a signed note, with the server's signature only.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["origin", "size"], name="checkpoint_unique_origin_size")]
+        ordering = ["-size"]
+
+    def __str__(self) -> str:
+        return f"{self.origin} at {self.size}"
+
+
+_VKEY = re.compile(r"[^+\s]+\+[0-9a-fA-F]{8}\+")
+
+
+class Witness(models.Model):
+    """A C2SP tlog-witness that cosigns our checkpoints after checking they are consistent
+    with those it saw before: a second party that would notice if we showed two members
+    two different logs."""
+
+    name = models.CharField(
+        max_length=200,
+        unique=True,
+        blank=True,
+        help_text="The witness's key name, e.g. witness.example/w1 (taken from its verifier key if you give one).",
+    )
+    public_key = models.CharField(
+        max_length=300,
+        help_text="The witness's Ed25519 cosigning key: base64 of 32 bytes, or its verifier key "
+        "(<name>+<key id>+<base64>); stored as base64.",
+    )
+    url = models.URLField(max_length=500, help_text="Its submission prefix: we POST to <url>/add-checkpoint.")
+    is_active = models.BooleanField(default=True)
+    last_size = models.BigIntegerField(default=0, help_text="The size of the last checkpoint it cosigned for us.")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "witnesses"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Take the key as base64 of 32 bytes, or as the witness's verifier key
+        (`<name>+<key id>+<base64>`, as witnesses publish it), which also gives the name."""
+        text = (self.public_key or "").strip()
+        try:
+            if _VKEY.match(text):
+                verifier = note.parse_vkey(text)
+                if verifier.signature_type != note.COSIGNATURE_V1:
+                    raise ValidationError({"public_key": "a witness's verifier key has type 0x04 (cosignature/v1)"})
+                if self.name and self.name != verifier.name:
+                    raise ValidationError({"public_key": f"this verifier key is named {verifier.name!r}"})
+                self.name, text = verifier.name, b64encode(verifier.public_key)
+            elif len(b64decode(text, what="the public key")) != 32:
+                raise ValidationError({"public_key": "an Ed25519 public key is 32 bytes"})
+        except (note.NoteError, Base64Error) as exc:
+            raise ValidationError({"public_key": str(exc)}) from None
+        self.public_key = text
+        if not note.valid_name(self.name):
+            raise ValidationError({"name": "a key name is non-empty, with no spaces or plus signs"})
+
+
+class Cosignature(models.Model):
+    """A witness's cosignature on one of our checkpoints: a signature line to append to it."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="cosignatures")
+    witness = models.ForeignKey(Witness, on_delete=models.PROTECT, related_name="cosignatures")
+    line = models.TextField(help_text="The note signature line, as the witness sent it.")
+    signed_at = models.DateTimeField(help_text="The time the witness states it cosigned.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkpoint", "witness"], name="cosignature_unique_checkpoint_witness")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.witness.name} on {self.checkpoint}"

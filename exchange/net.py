@@ -1,4 +1,4 @@
-"""Outbound HTTP to members' webhook URLs: address checks and one POST, no redirects."""
+"""Outbound HTTP to members' webhook URLs (and to witnesses): address checks and one POST, no redirects."""
 
 from __future__ import annotations
 
@@ -142,6 +142,7 @@ class PostResult:
     excerpt: str
     # Seconds the receiver asked us to wait (its Retry-After header), if it did.
     retry_after: float | None = None
+    content: bytes = b""  # the whole answer (witnesses' cosignatures are read from it)
 
     @property
     def ok(self) -> bool:
@@ -179,7 +180,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
+def post(url: str, body: bytes, headers: dict[str, str], *, content_type: str = "application/json") -> PostResult:
     """POST once; never follow redirects; never raise for network errors."""
     started = time.monotonic()
     try:
@@ -187,7 +188,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
         response = _session().post(
             url,
             data=body,
-            headers={**headers, "content-type": "application/json", "user-agent": "hashexchange-webhooks/1"},
+            headers={**headers, "content-type": content_type, "user-agent": "hashexchange-webhooks/1"},
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,
         )
@@ -198,6 +199,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
             int((time.monotonic() - started) * 1000),
             excerpt,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
+            content=response.content,
         )
     except UnsafeUrl as exc:
         return PostResult(None, f"refused: {exc}", 0, "")

@@ -121,6 +121,7 @@ def event_log_page(*, after: int, limit: int) -> EventPage:
         events=[
             {
                 "seq": e.seq,
+                "leaf_index": e.seq - 1,
                 "kind": e.kind,
                 "program": e.program,
                 "subject": {"type": e.subject_type, "id": e.subject_id},

@@ -28,6 +28,9 @@ class FeedQuerySerializer(serializers.Serializer):
 
 class FeedEntrySerializer(serializers.Serializer):
     seq = serializers.IntegerField()
+    leaf_index = serializers.IntegerField(
+        help_text="The event's position in the audit log's tree (seq - 1): ask /api/v1/log/proof/inclusion for it."
+    )
     kind = serializers.ChoiceField(choices=FEED_KINDS)
     program = serializers.CharField(allow_null=True)
     at = serializers.CharField()
@@ -130,6 +133,59 @@ class ServerKeySerializer(serializers.Serializer):
     public_key = serializers.CharField(help_text="Standard base64 of the raw 32-byte Ed25519 key.")
     whpk = serializers.CharField(help_text="The same key as Standard Webhooks writes it: whpk_ + base64.")
     key_id = serializers.CharField()
+    log_origin = serializers.CharField(help_text="The audit log's origin: the name in its checkpoints.")
+    log_vkey = serializers.CharField(
+        help_text="The key that signs checkpoints, as a signed-note verifier key (<origin>+<key id>+<base64>)."
+    )
+
+
+# The audit log -----------------------------------------------------------------------------
+
+
+class InclusionQuerySerializer(serializers.Serializer):
+    leaf_index = serializers.IntegerField(min_value=0, required=False, help_text="The event's leaf index (seq - 1).")
+    seq = serializers.IntegerField(min_value=1, required=False, help_text="Or the event's sequence number.")
+    tree_size = serializers.IntegerField(
+        min_value=1, required=False, help_text="A checkpointed tree size; the latest checkpoint's by default."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if ("leaf_index" in attrs) == ("seq" in attrs):
+            raise serializers.ValidationError({"leaf_index": ["give the event's leaf_index or its seq (one of them)"]})
+        if "seq" in attrs:
+            attrs["leaf_index"] = attrs.pop("seq") - 1
+        return attrs
+
+
+class InclusionProofSerializer(serializers.Serializer):
+    leaf_index = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    leaf_data = serializers.CharField(
+        help_text="The event's leaf data: the canonical JSON whose RFC 6962 leaf hash is in the tree (docs/ledger.md)."
+    )
+    leaf_hash = serializers.CharField(help_text="The event's leaf hash, hex (as in the event log).")
+    root_hash = serializers.CharField(help_text="The tree's root, base64 (as in the checkpoint).")
+    proof = serializers.ListField(child=serializers.CharField(), help_text="RFC 6962 audit path, base64, leaf first.")
+    checkpoint = serializers.CharField(
+        allow_null=True, help_text="The signed checkpoint of tree_size with its cosignatures (null if none)."
+    )
+
+
+class ConsistencyQuerySerializer(serializers.Serializer):
+    first = serializers.IntegerField(min_value=0, help_text="The smaller tree size (one you hold a checkpoint of).")
+    second = serializers.IntegerField(
+        min_value=1, required=False, help_text="The larger, checkpointed, size; the latest checkpoint's by default."
+    )
+
+
+class ConsistencyProofSerializer(serializers.Serializer):
+    first = serializers.IntegerField()
+    second = serializers.IntegerField()
+    first_root_hash = serializers.CharField()
+    second_root_hash = serializers.CharField()
+    proof = serializers.ListField(child=serializers.CharField(), help_text="RFC 6962 consistency proof, base64.")
+    checkpoint = serializers.CharField(allow_null=True, help_text="The signed checkpoint of `second`.")
 
 
 class OutcomeItemSerializer(serializers.Serializer):
@@ -217,6 +273,7 @@ class PeriodSerializer(serializers.Serializer):
 
 class EventSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
+    leaf_index = serializers.IntegerField(help_text="The event's position in the audit log's tree (seq - 1).")
     kind = serializers.CharField()
     program = serializers.CharField()
     subject = serializers.DictField()

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from core.redis import HEARTBEAT_KEY, redis_client
 
-from . import services
+from . import auditlog, services
 from .outcomes import obligations_project
 from .participation import participation_check
 
@@ -160,3 +160,14 @@ def project_obligations_task() -> int:
 def check_participation_task() -> int:
     """Periodic: lapse members that stopped taking part, restore those that resumed."""
     return len(participation_check())
+
+
+@shared_task(name="exchange.tasks.checkpoint", ignore_result=True)
+def checkpoint_task() -> int:
+    """Periodic: sign a checkpoint of the audit log if it grew; ask the witnesses to cosign
+    the latest one (also when a push failed before and nothing new was recorded since)."""
+    made = auditlog.checkpoint_create()
+    latest = made or auditlog.latest_checkpoint()
+    if latest is not None:
+        auditlog.witnesses_push(latest)
+    return latest.size if latest else 0

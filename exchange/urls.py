@@ -19,5 +19,10 @@ urlpatterns = [
     path("reports/programs/<slug:slug>", api.ProgramReportView.as_view(), name="report-program"),
     path("reports/members/<slug:slug>", api.MemberReportView.as_view(), name="report-member"),
     path("events", api.EventLogView.as_view(), name="events"),
+    # The audit log: its prefix for C2SP tlog-tiles clients is <SITE_URL>/api/v1/log.
+    path("log/checkpoint", api.CheckpointView.as_view(), name="log-checkpoint"),
+    path("log/proof/inclusion", api.InclusionProofView.as_view(), name="log-inclusion"),
+    path("log/proof/consistency", api.ConsistencyProofView.as_view(), name="log-consistency"),
+    path("log/tile/<path:path>", api.TileView.as_view(), name="log-tile"),
     *router.urls,
 ]

@@ -276,6 +276,48 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
+        "audit log checkpoint",
+        "get",
+        "/api/v1/log/checkpoint",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
+    ),
+    (
+        "inclusion proof (A's submission, in take-it-down's feed)",
+        "get",
+        "/api/v1/log/proof/inclusion?seq={seq_a}",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
+    ),
+    (
+        "inclusion proof (A's credential issued: in nobody's feed)",
+        "get",
+        "/api/v1/log/proof/inclusion?seq={seq_private}",
+        None,
+        {"platform_a": 404, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 200, "read_only": 404},
+    ),
+    (
+        "consistency proof",
+        "get",
+        "/api/v1/log/proof/consistency?first=1",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
+    ),
+    (
+        "audit log tile",
+        "get",
+        "/api/v1/log/tile/0/000.p/1",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
+        "audit log entry bundle",
+        "get",
+        "/api/v1/log/tile/entries/000.p/1",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
         "match",
         "post",
         "/api/v1/match",
@@ -410,7 +452,14 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
     from exchange import services as exchange_services
 
     hook_a, _ = exchange_services.webhook_create(member=platform_a.member, url=receiver.url, actor=SETUP)
+    from exchange import auditlog
+
+    seq_a = Event.objects.get(kind="hash.added", subject_id=str(hash_a)).seq
+    seq_private = Event.objects.get(kind="credential.issued", subject_id=platform_a.credential.prefix).seq
+    auditlog.checkpoint_create()
     return {
+        "seq_a": seq_a,
+        "seq_private": seq_private,
         "callers": callers,
         "compat": compat,
         "hook_a": hook_a.pk,
@@ -462,7 +511,7 @@ def _cases() -> list[Any]:
 def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
     compat = path.startswith("/compat/")
     client: APIClient = cast["compat" if compat else "callers"][caller]
-    url = path.format(key_a=cast["key_a"], hash_a=cast["hash_a"], hook_a=cast["hook_a"])
+    url = path.format(**{name: cast[name] for name in SAMPLE_IDS})
     if body == "new_key":
         payload = {"public_key": new_public_key()}
     elif isinstance(body, str):
@@ -494,7 +543,7 @@ def test_every_row_names_every_caller() -> None:
 
 
 # Stand-ins for the cast's ids, so that a row's path resolves without a database.
-SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1}
+SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1, "seq_a": 1, "seq_private": 1}
 ROUTE_PREFIXES = ("api/", "compat/")
 
 

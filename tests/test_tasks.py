@@ -24,6 +24,7 @@ REGISTERED = {
     "exchange.tasks.heartbeat",
     "exchange.tasks.project_obligations",
     "exchange.tasks.check_participation",
+    "exchange.tasks.checkpoint",
     "hashes.tasks.match_index_compact",
     "hashes.tasks.match_index_rebuild",
 }

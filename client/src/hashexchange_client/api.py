@@ -23,6 +23,8 @@ from .keys import public_key_to_b64
 
 MAX_BATCH = 1000
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_PROBLEM = "application/problem+json"
+_TEXT = "text/plain, " + _PROBLEM
 _MAX_DELAY = 60.0
 
 
@@ -199,13 +201,57 @@ class Client:
             )
         return results
 
-    def _request(self, method: str, path: str, payload: Any = None) -> Any:
+    # The audit log (docs/auditlog.md): what `hashexchange log` and `report verify` fetch.
+
+    def server_key(self) -> dict[str, Any]:
+        """The server's public key and the audit log's origin and verifier key."""
+        return _object(self._request("GET", "/api/v1/server-key"), "GET /api/v1/server-key")
+
+    def log_checkpoint(self) -> str:
+        """The audit log's latest checkpoint, a signed note (not yet verified)."""
+        return self._send("GET", "/api/v1/log/checkpoint", accept=_TEXT).content.decode("utf-8")
+
+    def log_inclusion_proof(self, leaf_index: int, tree_size: int | None = None) -> str:
+        """An event's inclusion proof as a C2SP tlog-proof file (not yet verified)."""
+        params: dict[str, Any] = {"leaf_index": leaf_index, "format": "tlog-proof"}
+        if tree_size is not None:
+            params["tree_size"] = tree_size
+        response = self._send("GET", "/api/v1/log/proof/inclusion", params=params, accept=_TEXT)
+        return response.content.decode("utf-8")
+
+    def log_consistency_proof(self, first: int, second: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"first": first} if second is None else {"first": first, "second": second}
+        return _object(
+            self._request("GET", "/api/v1/log/proof/consistency", params=params), "GET /api/v1/log/proof/consistency"
+        )
+
+    def log_tile(self, path: str) -> bytes:
+        """A tile or entry bundle by its tlog-tiles path, e.g. ``tile/entries/x001/234`` (auditors)."""
+        return self._send("GET", f"/api/v1/log/{path}", accept="application/octet-stream, " + _PROBLEM).content
+
+    def _request(self, method: str, path: str, payload: Any = None, params: Any = None) -> Any:
         """One API call with retries; returns the decoded JSON body."""
+        response = self._send(method, path, payload, params=params)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                f"the server's answer to {method} {path} is not JSON",
+                status=response.status_code,
+            ) from exc
+
+    def _send(
+        self, method: str, path: str, payload: Any = None, *, params: Any = None, accept: str | None = None
+    ) -> requests.Response:
+        """One API call with retries; returns the successful response."""
         url = self.base_url + path
+        headers = {"Accept": accept} if accept else None
         attempt = 0
         while True:
             try:
-                response = self.session.request(method, url, json=payload, timeout=self.timeout)
+                response = self.session.request(
+                    method, url, json=payload, params=params, headers=headers, timeout=self.timeout
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt >= self.retries:
                     raise ApiError(f"cannot reach {url}: {exc}") from exc
@@ -218,13 +264,7 @@ class Client:
                 continue
             if response.status_code >= 400:
                 raise _problem(response)
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise ApiError(
-                    f"the server's answer to {method} {path} is not JSON",
-                    status=response.status_code,
-                ) from exc
+            return response
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.strip().isdigit():

@@ -1,4 +1,5 @@
-"""The ``hashexchange`` command: keygen, hash, submit, withdraw, verify, register-key, me.
+"""The ``hashexchange`` command: keygen, hash, submit, withdraw, verify, register-key, me;
+and ``log verify|prove|audit`` and ``report verify`` (in logcli.py, with exit codes of their own).
 
 Each subcommand is a thin layer over the library modules, so everything it does can
 also be done from Python. Files are only ever read locally; what is sent is the signed
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, logcli
 from .api import ApiError, Client, SubmissionResult
 from .dsse import EnvelopeError, keyring, open_envelope, sign_envelope
 from .hashing import (
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code rather than exiting, for tests."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "log_handler", None):  # log and report: exit codes of their own (logcli.py)
+        return logcli.run(args.log_handler, args, parser)
     try:
         return int(args.handler(args))
     except UsageError as exc:
@@ -164,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     me = commands.add_parser("me", help="show the member this API key belongs to")
     _add_server_options(me)
     me.set_defaults(handler=cmd_me)
+
+    logcli.add_commands(commands, _add_server_options)
     return parser
 
 

@@ -1,0 +1,11 @@
+"""config.wsgi with the audit log's tree switched off: the reference that bench/auditlog.py
+measures the tree's cost against. Never serve with it: the log it writes has no tree."""
+
+from __future__ import annotations
+
+from config.wsgi import application
+from core import tlog
+
+tlog.extend = lambda rows: 0  # record_many looks it up on every call
+
+__all__ = ["application"]

@@ -1,0 +1,233 @@
+"""The audit log's Merkle tree, stored as tiles beside the event log it is made of.
+
+The tree is RFC 6962's over the events: leaf i is the event with seq i + 1, and its leaf
+hash is the event's `leaf_hash` (docs/ledger.md). Its tiles are those of C2SP
+tlog-tiles (docs/auditlog.md):
+
+- tile level 0 holds leaf hashes, which the event log already stores: nothing more is
+  kept for them;
+- tile level t >= 1 holds, for every full tile of level t - 1, the hash of its 256
+  entries (the root of 256**t leaves). Those are the `TreeHash` rows: one per 256 events,
+  one more per 65,536, and so on.
+
+`extend()` runs inside `record_many()`, under the ledger's lock and in the transaction
+of the events it covers, so the stored tree always has exactly the committed events: a
+reader that sees event n sees every tree hash the first n events imply. Appending is
+O(1) amortised and O(log n) at worst: nothing happens until a tile fills; a full level-0
+tile costs one read of at most 255 earlier leaf hashes and 255 SHA-256s, and only then
+may the tile above fill. The right edge of the tree (partial tiles) is never stored;
+roots and proofs hash it from the entries when asked, at most 255 hashes per level.
+
+Tree hashes are append-only like events: the ORM refuses to change them and the database
+refuses UPDATE (and on PostgreSQL DELETE) by trigger. They are derived data, so `check()`
+recomputes them from the events' leaf hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, models
+from hashexchange_client import merkle
+from hashexchange_client.merkle import TILE_WIDTH, Tile, TileSource
+
+from core.ledger import Event, LedgerError
+
+
+class TreeHashQuerySet(models.QuerySet["TreeHash"]):
+    def update(self, **kwargs: Any) -> int:
+        raise LedgerError("tree hashes are append-only: they cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise LedgerError("tree hashes are append-only: they cannot be deleted")
+
+
+class TreeHash(models.Model):
+    """Entry `position` of tile level `level` (1 and up) of the audit log's tree: the Merkle
+    tree hash of the 256**level leaves from position * 256**level. Written by `extend()` in
+    the transaction of the event that completes them; never changed."""
+
+    level = models.PositiveSmallIntegerField(help_text="Tile level, 1 and up (level 0 is the events' leaf hashes).")
+    position = models.BigIntegerField(help_text="Position within the level (the entry's index).")
+    hash = models.BinaryField(max_length=32)
+
+    objects = TreeHashQuerySet.as_manager()
+
+    class Meta:
+        # Beside the Event model it is computed from, and for the same reason (docs/decisions.md).
+        app_label = "exchange"
+        constraints = [models.UniqueConstraint(fields=["level", "position"], name="treehash_unique_level_position")]
+        verbose_name = "tree hash"
+
+    def __str__(self) -> str:
+        return f"tile level {self.level} entry {self.position}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerError("tree hashes are append-only: they cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise LedgerError("tree hashes are append-only: they cannot be deleted")
+
+
+# Appending ---------------------------------------------------------------------------------
+
+
+def extend(rows: Sequence[Event]) -> int:
+    """Store the tree hashes that the new events `rows` (consecutive, just inserted) complete.
+
+    Called by `record_many()` under the ledger lock; returns how many it stored.
+    """
+    if not rows:
+        return 0
+    old_size, new_size = rows[0].seq - 1, rows[-1].seq
+    completed = list(merkle.completed_tiles(old_size, new_size))
+    if not completed:
+        return 0
+    fresh: dict[tuple[int, int], bytes] = {(0, row.seq - 1): bytes.fromhex(row.leaf_hash) for row in rows}
+    created = []
+    for tile_level, tile_index in completed:
+        entries = _tile_entries(tile_level, tile_index, fresh)
+        value = merkle.perfect_root(entries)
+        fresh[(tile_level + 1, tile_index)] = value
+        created.append(TreeHash(level=tile_level + 1, position=tile_index, hash=value))
+    TreeHash.objects.bulk_create(created)
+    return len(created)
+
+
+def _tile_entries(tile_level: int, tile_index: int, fresh: dict[tuple[int, int], bytes]) -> list[bytes]:
+    """The 256 entries of a full tile: those computed in this call, the rest read once."""
+    first = tile_index * TILE_WIDTH
+    stored_until = first
+    while stored_until < first + TILE_WIDTH and (tile_level, stored_until) not in fresh:
+        stored_until += 1
+    entries = _read_entries(tile_level, first, stored_until) if stored_until > first else []
+    entries += [fresh[(tile_level, position)] for position in range(stored_until, first + TILE_WIDTH)]
+    return entries
+
+
+def _read_entries(tile_level: int, start: int, end: int) -> list[bytes]:
+    """Entries [start, end) of a tile level, from the database; LedgerError if any is missing.
+
+    Plain SQL: this runs inside every transaction that fills a tile, and the ORM spent
+    three times as long as the query building 255 rows.
+    """
+    with connection.cursor() as cursor:
+        if tile_level == 0:
+            cursor.execute(
+                f"SELECT leaf_hash FROM {Event._meta.db_table} WHERE seq > %s AND seq <= %s ORDER BY seq", [start, end]
+            )
+            values = [bytes.fromhex(row[0]) for row in cursor.fetchall()]
+        else:
+            cursor.execute(
+                f"SELECT hash FROM {TreeHash._meta.db_table} WHERE level = %s AND position >= %s AND position < %s "
+                "ORDER BY position",
+                [tile_level, start, end],
+            )
+            values = [bytes(row[0]) for row in cursor.fetchall()]
+    if len(values) != end - start:
+        raise LedgerError(
+            f"the audit log's tree is missing entries {start}..{end - 1} of tile level {tile_level}: "
+            "run `manage.py auditlog_check --repair`"
+        )
+    return values
+
+
+# Reading -----------------------------------------------------------------------------------
+
+
+def tree_size() -> int:
+    """The number of leaves: the number of committed events (seq is gap-free from 1)."""
+    return Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
+
+
+def read_tile(tile: Tile) -> bytes:
+    """A tile's bytes as tlog-tiles serves them: `width` concatenated 32-byte hashes.
+
+    The caller checks that the tree is large enough to hold the tile (tile_width).
+    """
+    start = tile.index * TILE_WIDTH
+    return b"".join(_read_entries(tile.level, start, start + tile.width))
+
+
+def read_entry_bundle(tile: Tile) -> bytes:
+    """An entry bundle: each event's leaf data, prefixed by its length as a big-endian uint16."""
+    start = tile.index * TILE_WIDTH
+    events = list(Event.objects.filter(seq__gt=start, seq__lte=start + tile.width).order_by("seq"))
+    if len(events) != tile.width:
+        raise LedgerError(f"events {start + 1}..{start + tile.width} are not all in the log")
+    parts = []
+    for event in events:
+        data = event.leaf_data()
+        parts.append(len(data).to_bytes(2, "big") + data)
+    return b"".join(parts)
+
+
+def source(size: int) -> TileSource:
+    """A proof source over the first `size` leaves, reading each tile it needs once."""
+    return TileSource(size, read_tile)
+
+
+def root(size: int) -> bytes:
+    return merkle.tree_root(size, source(size))
+
+
+def inclusion_proof(index: int, size: int) -> list[bytes]:
+    return merkle.inclusion_proof(index, size, source(size))
+
+
+def consistency_proof(old_size: int, new_size: int) -> list[bytes]:
+    return merkle.consistency_proof(old_size, new_size, source(new_size))
+
+
+# Checking and rebuilding -------------------------------------------------------------------
+
+
+def _leaf_hashes(chunk: int = 5000) -> Iterator[bytes]:
+    for value in Event.objects.order_by("seq").values_list("leaf_hash", flat=True).iterator(chunk_size=chunk):
+        yield bytes.fromhex(value)
+
+
+@dataclass
+class CheckResult:
+    size: int
+    checked: int
+    wrong: list[tuple[int, int]]
+    missing: list[tuple[int, int]]
+    extra: list[tuple[int, int]]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.wrong or self.missing or self.extra)
+
+
+def check(*, repair: bool = False) -> CheckResult:
+    """Recompute every stored tree hash from the events' leaf hashes and compare.
+
+    Missing ones are stored when `repair` is set (a database restored from a dump that
+    lacked them, or a log from before the tree); wrong ones never are: a stored tree
+    hash that differs means events or hashes were changed, which is for a person to look
+    into (docs/auditlog.md). The caller holds the ledger lock if it repairs.
+    """
+    stored = {
+        (level, index): bytes(value)
+        for level, index, value in TreeHash.objects.values_list("level", "position", "hash")
+    }
+    size = tree_size()
+    wrong, missing, checked = [], [], 0
+    to_create = []
+    for level, index, value in merkle.tile_hashes(_leaf_hashes()):
+        checked += 1
+        found = stored.pop((level, index), None)
+        if found is None:
+            missing.append((level, index))
+            to_create.append(TreeHash(level=level, position=index, hash=value))
+        elif found != value:
+            wrong.append((level, index))
+    if repair and to_create:
+        TreeHash.objects.bulk_create(to_create, batch_size=1000)
+    return CheckResult(size=size, checked=checked, wrong=wrong, missing=missing, extra=sorted(stored))

@@ -1,0 +1,113 @@
+"""The client's audit log checks that need no server (hashexchange_client.auditlog)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hashexchange_client import merkle, note
+from hashexchange_client.auditlog import (
+    LogVerificationError,
+    Policy,
+    State,
+    check_extends,
+    check_leaf,
+    load_state,
+    parse_log_key,
+    report_digest,
+    report_text,
+    save_state,
+    split_bundle,
+    verify_report,
+)
+
+LEAF = (
+    b'{"actor":{"id":"member_create","type":"operator"},"at":"2026-11-21T06:00:00.123456Z",'
+    b'"data":{"kind":"platform","slug":"acme","status":"active"},"kind":"member.created","program":"","seq":1,'
+    b'"subject":{"id":"acme","type":"member"},"v":1}'
+)
+
+
+def test_the_ledger_docs_worked_example_is_a_canonical_leaf() -> None:
+    assert check_leaf(LEAF, 0)["kind"] == "member.created"
+    assert merkle.leaf_hash(LEAF).hex() == "7af40282b2200f349084ba7840afb5ef80da7843e62eb4f4d940586b1edf4679"
+
+
+@pytest.mark.parametrize(
+    ("data", "index", "reason"),
+    [
+        (LEAF, 1, "holds event seq 1, not 2"),
+        (LEAF.replace(b'"v":1', b'"v":2'), 0, "version 1"),
+        (LEAF.replace(b",", b", ", 1), 0, "canonical"),
+        (LEAF.replace(b'"program":""', b'"program":"","program":""'), 0, "not an event"),
+        (LEAF.replace(b'"slug":"acme"', b'"slug":1.5'), 0, "canonical"),
+        (b"\xff", 0, "not an event"),
+        (b"[]", 0, "version 1"),
+    ],
+)
+def test_a_leaf_that_is_not_a_canonical_event_is_refused(data: bytes, index: int, reason: str) -> None:
+    with pytest.raises(LogVerificationError, match=reason):
+        check_leaf(data, index)
+
+
+def test_entry_bundles_split_and_truncated_ones_are_refused() -> None:
+    assert split_bundle(b"\x00\x01a\x00\x00\x00\x02bc") == [b"a", b"", b"bc"]
+    for broken in (b"\x00", b"\x00\x05abc"):
+        with pytest.raises(LogVerificationError):
+            split_bundle(broken)
+
+
+def test_log_keys_are_vkeys_or_a_key_with_its_origin() -> None:
+    signer = note.Signer("example.org/log", Ed25519PrivateKey.generate())
+    assert parse_log_key(signer.verifier.vkey()) == signer.verifier
+    raw = base64.b64encode(signer.verifier.public_key).decode()
+    assert parse_log_key(raw, "example.org/log") == signer.verifier
+    with pytest.raises(ValueError, match="origin"):
+        parse_log_key(raw)
+    cosigner = note.Cosigner("w", Ed25519PrivateKey.generate())
+    with pytest.raises(ValueError, match="0x01"):
+        parse_log_key(cosigner.verifier.vkey())
+
+
+def test_state_files_round_trip_and_belong_to_one_log(tmp_path: Path) -> None:
+    compact = merkle.CompactRange()
+    for i in range(5):
+        compact.append(merkle.leaf_hash(bytes([i])))
+    state = State("example.org/log", 5, compact.root(), "note", compact)
+    path = tmp_path / "s" / "state.json"
+    save_state(path, state)
+    loaded = load_state(path, "example.org/log")
+    assert loaded.to_json() == state.to_json()
+    with pytest.raises(ValueError, match="another|not"):
+        load_state(path, "example.org/other")
+    assert load_state(tmp_path / "none.json", "x").size == 0
+
+
+def test_a_checkpoint_that_does_not_extend_the_state_is_a_fork() -> None:
+    hashes = [merkle.leaf_hash(bytes([i])) for i in range(9)]
+    state = State("o", 5, merkle.root_of(hashes[:5]))
+    good = note.Checkpoint("o", 9, merkle.root_of(hashes))
+    check_extends(state, good, merkle.consistency_proof(5, 9, merkle.memory_source(hashes)))
+    other = [*hashes[:4], merkle.leaf_hash(b"x"), *hashes[5:]]
+    forked = note.Checkpoint("o", 9, merkle.root_of(other))
+    with pytest.raises(LogVerificationError, match="fork"):
+        check_extends(state, forked, merkle.consistency_proof(5, 9, merkle.memory_source(other)))
+
+
+def test_a_report_verifies_only_as_signed() -> None:
+    log = note.Signer("example.org/log", Ed25519PrivateKey.generate())
+    head = note.Checkpoint("example.org/log", 3, merkle.leaf_hash(b"r"))
+    report = {"program": "ncii", "members": [{"member": "acme", "rate": 0.25}]}
+    report["log"] = {"checkpoint": note.sign_note(head.text(), [log])}
+    report["attestation"] = note.sign_note(report_text(report_digest(report), head), [log])
+    report = json.loads(json.dumps(report))  # as saved and read back
+    policy = Policy(log.verifier)
+    assert verify_report(report, policy)[0] == head
+    report["members"][0]["rate"] = 0.26
+    with pytest.raises(LogVerificationError, match="changed"):
+        verify_report(report, policy)
+    with pytest.raises(LogVerificationError, match="no checkpoint"):
+        verify_report({"program": "ncii"}, policy)
