@@ -19,7 +19,7 @@ help:
 	@echo "make run            start the exchange on 127.0.0.1:\$$PORT (8000) with Redis, a worker and beat"
 	@echo "make test           the test suite on SQLite and PostgreSQL (ARGS=... for pytest)"
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
-	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
+	@echo "make lint / fmt     ruff check, format check, the import layers, makemigrations --check / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
 	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py)"
 	@echo "make prod-check     the production topology of deploy/ on this machine: smoke flow, backup drill, stop"
@@ -56,11 +56,13 @@ test-sqlite: venv
 test-postgres: venv
 	TEST_DATABASES=postgres $(PY) -m dev.testrun $(ARGS)
 
+# Also: every model change has its migration (an upgrade must never need makemigrations).
 lint: venv
 	@status=0; \
 	$(RUFF) check . || status=1; \
 	$(RUFF) format --check . || status=1; \
 	$(VENV)/bin/lint-imports --no-cache || status=1; \
+	ENV_FILE=/dev/null DEBUG=1 $(PY) manage.py makemigrations --check --dry-run || status=1; \
 	exit $$status
 
 fmt: venv
