@@ -164,3 +164,20 @@ def test_the_dashboard_and_the_alerts_ask_for_metrics_that_exist(signer_a: Signe
     missing = {name for name in wanted - sometimes_empty if name not in exposed}
     assert missing == set(), f"not in /metrics: {sorted(missing)}"
     assert {"hashexchange_feed_lag_seconds", "hashexchange_webhook_deliveries_total"} <= wanted
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """`systemd-analyze verify` on the units, pointed at this checkout instead of /opt/hashexchange."""
+    for unit in (DEPLOY / "systemd").iterdir():
+        text = unit.read_text().replace(UNIT_ROOT.rstrip("/"), str(ROOT))
+        text = text.replace("EnvironmentFile=/etc/", "EnvironmentFile=-/etc/")  # may be absent here
+        (tmp_path / unit.name).write_text(text)
+        if "@" in unit.name:
+            for queue in ("celery", "webhooks"):
+                (tmp_path / unit.name.replace("@", f"@{queue}")).write_text(text)
+    names = [p.name for p in tmp_path.iterdir() if not p.name.endswith("@.service")]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
