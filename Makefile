@@ -13,15 +13,16 @@ CLIENT := $(wildcard client/pyproject.toml)
 # Extra pytest arguments, e.g. `make test ARGS="-k ledger -x"`.
 ARGS ?=
 
-.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench clean distclean
+.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench prod-check clean distclean
 
 help:
 	@echo "make run            start the exchange on 127.0.0.1:\$$PORT (8000) with Redis, a worker and beat"
 	@echo "make test           the test suite on SQLite and PostgreSQL (ARGS=... for pytest)"
 	@echo "make test-sqlite    only on SQLite;  make test-postgres: only on PostgreSQL"
-	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
+	@echo "make lint / fmt     ruff check, format check, the import layers, makemigrations --check / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
 	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py, bench/*_wsgi.py)"
+	@echo "make prod-check     the production topology of deploy/ on this machine: smoke flow, backup drill, stop"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -55,11 +56,13 @@ test-sqlite: venv
 test-postgres: venv
 	TEST_DATABASES=postgres $(PY) -m dev.testrun $(ARGS)
 
+# Also: every model change has its migration (an upgrade must never need makemigrations).
 lint: venv
 	@status=0; \
 	$(RUFF) check . || status=1; \
 	$(RUFF) format --check . || status=1; \
 	$(VENV)/bin/lint-imports --no-cache || status=1; \
+	ENV_FILE=/dev/null DEBUG=1 $(PY) manage.py makemigrations --check --dry-run || status=1; \
 	exit $$status
 
 fmt: venv
@@ -80,12 +83,17 @@ bench: venv
 	done; \
 	[ $$found = 1 ] || echo "No benchmarks yet (bench/*.py)."
 
+# deploy/'s topology started from deploy/Procfile (the units' commands), a smoke flow through
+# nginx, Prometheus scraping, a stray beat, and the backup drill; then everything is stopped.
+prod-check: venv
+	$(PY) -m dev.prodcheck $(ARGS)
+
 clean:
 	@if [ -f var/test-postgres/data/postmaster.pid ]; then \
 		echo "The test PostgreSQL in var/test-postgres is running; stop it first:" \
 			"$(PY) -m dev.services postgres --stop" >&2; exit 1; fi
 	rm -rf .pytest_cache .ruff_cache .hypothesis staticfiles
-	rm -rf var/test.sqlite3* var/test-redis var/test-postgres var/test-worker.log var/openapi.yaml
+	rm -rf var/test.sqlite3* var/test-redis var/test-postgres var/test-worker.log var/openapi.yaml var/prod-check
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 distclean: clean

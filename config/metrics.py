@@ -120,6 +120,7 @@ class ExchangeCollector(Collector):
         errors = _gauge(
             "hashexchange_metrics_collect_errors", "1 for each part of the scrape that failed just now.", ["part"]
         )
+        self.latest_seq: int | None = None
         for part, collect in (
             ("database", self._database),
             ("redis", self._redis),
@@ -137,6 +138,7 @@ class ExchangeCollector(Collector):
         from exchange.selectors import operations_figures
 
         figures = operations_figures(now=timezone.now())
+        self.latest_seq = figures.latest_seq
         last = _gauge("hashexchange_ledger_last_seq", "Sequence number of the newest event in the ledger.")
         last.add_metric([], figures.latest_seq)
         feed = _gauge(
@@ -197,9 +199,11 @@ class ExchangeCollector(Collector):
         return [depth, age]
 
     def _index(self) -> list[Metric]:
+        """The index of the process that answers, as it is: a scrape neither loads nor refreshes
+        it (a process that has not loaded its index yet would spend seconds doing so, holding a
+        web worker, at every scrape). Its lag is the ledger's head less what the index has read."""
         from hashes.matching import registry
 
-        registry.refresh()
         status: dict[str, Any] = registry.status()
         size = _gauge("hashexchange_index_hashes", "Hashes in this process's matching index.", ["signal_type"])
         tail = _gauge(
@@ -216,7 +220,8 @@ class ExchangeCollector(Collector):
                 continue
             size.add_metric([name], figures["size"])
             tail.add_metric([name], figures["tail_size"])
-            lag.add_metric([name], figures["lag_events"])
+            head = self.latest_seq if self.latest_seq is not None else figures["seq"] + figures["lag_events"]
+            lag.add_metric([name], max(0, head - figures["seq"]))
             if figures.get("snapshot_age_seconds") is not None:
                 age.add_metric([name], figures["snapshot_age_seconds"])
         return [size, tail, lag, age]

@@ -123,6 +123,7 @@ class CheckoutPorts:
     redis: int
     test_redis: int
     test_postgres: int
+    prod_check: int  # the first of ten ports `make prod-check` uses
 
 
 def checkout_ports(root: Path) -> CheckoutPorts:
@@ -130,13 +131,19 @@ def checkout_ports(root: Path) -> CheckoutPorts:
     Celery queue or a test database by accident.
 
     Derived from the checkout's path, so they stay the same from run to run: Redis on
-    6400-7198 (even), its test Redis one above, the test PostgreSQL on 55000-55499. Two
+    6400-7198 (even), its test Redis one above, the test PostgreSQL on 55000-55499, and
+    `make prod-check`'s ten ports from 20000-29990 (dev/prodcheck.py). Two
     paths can still land on the same numbers (1 in 400); `make run` notices a Redis that
     belongs to another checkout and says so (redis_dir).
     """
     slot = zlib.crc32(str(Path(root).resolve()).encode())
     redis_port = 6400 + (slot % 400) * 2
-    return CheckoutPorts(redis=redis_port, test_redis=redis_port + 1, test_postgres=55000 + (slot >> 9) % 500)
+    return CheckoutPorts(
+        redis=redis_port,
+        test_redis=redis_port + 1,
+        test_postgres=55000 + (slot >> 9) % 500,
+        prod_check=20000 + ((slot >> 18) % 1000) * 10,
+    )
 
 
 # Redis ----------------------------------------------------------------------------------------
