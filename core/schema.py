@@ -11,6 +11,8 @@ operation, from what the operation has:
 - path parameters: 404 (no such object, or not yours);
 - a write: 409 (a concurrent change; the handler answers a database race so).
 
+A view whose refusals these rules cannot see (a 404 with no path parameter: nothing to
+show yet) names them with `extend_schema(extensions={"x-problems": [404]})`.
 Responses a view documents itself are left as they are.
 """
 
@@ -56,6 +58,7 @@ def problem_statuses(operation: dict[str, Any], method: str) -> list[int]:
         statuses.add(404)
     if method in WRITES:
         statuses.add(409)
+    statuses |= set(operation.pop("x-problems", ()))
     return sorted(statuses)
 
 

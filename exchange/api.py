@@ -360,7 +360,7 @@ class CheckpointView(APIView):
 
     renderer_classes = [TextRenderer]
 
-    @extend_schema(responses={(200, "text/plain"): str})
+    @extend_schema(extensions={"x-problems": [404]}, responses={(200, "text/plain"): str})
     def get(self, request: Request) -> Response:
         checkpoint = auditlog.latest_checkpoint()
         if checkpoint is None:
@@ -377,6 +377,7 @@ class InclusionProofView(APIView):
     renderer_classes = [JSONRenderer, TlogProofRenderer]
 
     @extend_schema(
+        extensions={"x-problems": [400, 404]},
         parameters=[InclusionQuerySerializer],
         responses={(200, "application/json"): InclusionProofSerializer, (200, "text/plain"): str},
     )
@@ -397,7 +398,11 @@ class InclusionProofView(APIView):
 class ConsistencyProofView(APIView):
     """The proof that the log at size `first` is a prefix of the log at a checkpointed size."""
 
-    @extend_schema(parameters=[ConsistencyQuerySerializer], responses=ConsistencyProofSerializer)
+    @extend_schema(
+        extensions={"x-problems": [400, 404]},
+        parameters=[ConsistencyQuerySerializer],
+        responses=ConsistencyProofSerializer,
+    )
     def get(self, request: Request) -> Response:
         query = ConsistencyQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -412,7 +417,7 @@ class TileView(APIView):
     required_scope = Scope.REPORTS
     renderer_classes = [OctetRenderer]
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(extensions={"x-problems": [400, 404]}, responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, path: str) -> Response:
         data = auditlog.tile(f"tile/{path}")
         # Immutable once served: a tile's bytes at a width never change (tlog-tiles).
