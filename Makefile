@@ -12,7 +12,7 @@ CLIENT := $(wildcard client/pyproject.toml)
 # Extra pytest arguments, e.g. `make test ARGS="-k ledger -x"`.
 ARGS ?=
 
-.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench clean distclean
+.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench reliability clean distclean
 
 help:
 	@echo "make run            start the exchange on 127.0.0.1:\$$PORT (8000) with Redis, a worker and beat"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint / fmt     ruff check, format check and the import layers / fix and format"
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
 	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py)"
+	@echo "make reliability    10 minutes of load and injected faults on a private stack (ARGS=--quick: 2 minutes)"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -77,6 +78,9 @@ bench: venv
 		echo "== $$script --quick"; $(PY) "$$script" --quick; \
 	done; \
 	[ $$found = 1 ] || echo "No benchmarks yet (bench/*.py)."
+
+reliability: venv
+	$(PY) -m dev.reliability $(ARGS)
 
 clean:
 	@if [ -f var/test-postgres/data/postmaster.pid ]; then \
