@@ -678,7 +678,7 @@ def log_errors(logs: Path) -> dict[str, Any]:
                 task, error, message = match.groups()
                 key = f"{task} {error}: {WHERE_TO.sub('', message)[:70]}"
             else:
-                key = line[line.index("ERROR") :][:110]
+                key = line[max(0, line.find(" ERROR"), line.find("CRITICAL")) :].strip()[:110]
             group = groups.setdefault(key, {"count": 0, "first": line[:30], "example": line[:400]})
             group["count"] += 1
             group["last"] = line[:30]
@@ -788,6 +788,7 @@ def run(args: argparse.Namespace, stack: Stack, exits: contextlib.ExitStack, inf
     drained = drain(receivers, accepted, args.drain)
     log(f"drain: {drained}; reading every member's feed from 0")
     members = submitters + receiving
+    verify_started = now()
     with ThreadPoolExecutor(3) as pool:
         feeds = dict(
             zip([m.slug for m in members], pool.map(lambda m: read_feed(stack.web_port, m), members), strict=True)
@@ -795,6 +796,7 @@ def run(args: argparse.Namespace, stack: Stack, exits: contextlib.ExitStack, inf
     seq_of = feeds[receiving[0].slug]
     expected = VAR / "expected.json"
     expected.write_text(json.dumps({"seq_of_hash": {str(h): seq_of.get(h, -1) for h in accepted}}))
+    drained["feeds_read_seconds"] = round(now() - verify_started, 1)
     hooks = receivers.ask(f"report {expected}")
     endpoints_state = []
     for member in receiving:
@@ -1024,6 +1026,8 @@ def print_results(results: dict[str, Any]) -> None:
         if e["duplicate_messages"] or e["duplicate_entries"]:
             print(f"  receiver #{e['index']}: {e['duplicate_messages']} repeated webhook-ids, "
                   f"{e['duplicate_entries']} repeated seqs, {e['posts']} POSTs {e['statuses']}")  # fmt: skip
+    disabled = [e for e in results["webhook_endpoints_state"] if not e.get("is_active", False)]
+    print(f"webhook endpoints disabled at the end: {len(disabled)} {[e.get('disabled_reason') for e in disabled]}")
     print("\nfaults (seconds from the fault; 'resumed' = every unimpaired receiver got a POST again):")
     for row in results["faults"]:
         r = row["recovery"]
