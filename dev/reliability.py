@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from hashexchange_client import keys
 
 from dev import services
@@ -75,21 +76,11 @@ SUBMIT_THREADS = 6
 READERS = (0, 1, 2)  # also report outcomes on what they read
 MATCHERS = (3, 4)
 RETRY_SCHEDULE = "2,5,10,20,30,45,60,60,60,60,60,60,60,60"
+# dev/server.py's worker (both queues, a thread pool of 8); -n names each of the two.
 WORKER_COMMAND = [
-    "-m",
-    "celery",
-    "-A",
-    "config",
-    "worker",
-    "-l",
-    "info",
-    "-Q",
-    "celery,webhooks",
-    "--pool",
-    "threads",
-    "--concurrency",
-    "8",
-]  # fmt: skip  (dev/server.py's worker; -n names each of the two)
+    "-m", "celery", "-A", "config", "worker", "-l", "info",
+    "-Q", "celery,webhooks", "--pool", "threads", "--concurrency", "8",
+]  # fmt: skip
 GUNICORN_WORKERS = 3
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
@@ -98,7 +89,8 @@ INFRASTRUCTURE = ("Redis restarted", "Celery worker SIGKILLed mid-delivery", "Po
 FLOWING_SECONDS = 15.0
 MIN_RATE = 100.0  # signed submissions per second the load must sustain
 LOAD_GRACE = 60.0  # a request still failing this long after the load ends is given up on
-HEARTBEAT_KEY_NOTE = "worker_heartbeat_age_seconds"  # what /readyz reports of beat + a worker
+READYZ_HEARTBEAT = "worker_heartbeat_age_seconds"  # /readyz: age of the heartbeat beat sends, a worker runs
+QUEUES = ("celery", "webhooks")  # Celery's Redis lists (config/settings.py routes delivery to webhooks)
 # "Task exchange.tasks.fanout[…] raised unexpected: OperationalError('deadlock detected…"
 ERROR_SHAPE = re.compile(r"Task ([\w.]+)\[[^]]*\] raised unexpected: (\w+)\('?([^\\'\n]{0,160})")
 WHERE_TO = re.compile(r'connection to server at "[^"]+", port \d+ failed: ')
@@ -319,14 +311,16 @@ def onboard(stack: Stack, receivers: Receivers) -> tuple[list[Member], list[Memb
 
 
 class Monitor:
-    """Polls /readyz once a second: database, Redis and the age of the beat heartbeat.
+    """Polls /readyz once a second (database, Redis, the age of the beat heartbeat) and the
+    length of the Celery queues in Redis (the tasks waiting for a worker).
 
     /readyz answering 503 while a dependency is down is its job, so these samples are
     kept apart from the API's answers.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, redis_port: int) -> None:
         self.url = f"http://127.0.0.1:{port}/readyz"
+        self.redis = redis.Redis(port=redis_port, socket_timeout=1, socket_connect_timeout=1)
         self.samples: list[dict[str, Any]] = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="readyz", daemon=True)
@@ -349,8 +343,18 @@ class Monitor:
             except (OSError, ValueError) as exc:
                 status, body = 0, {"error": type(exc).__name__}
             checks = body.get("checks") or {}
+            try:
+                queued = {queue: int(self.redis.llen(queue)) for queue in QUEUES}
+            except redis.RedisError:
+                queued = {}
             self.samples.append(
-                {"at": at, "status": status, "heartbeat_age": checks.get(HEARTBEAT_KEY_NOTE), "checks": checks}
+                {
+                    "at": at,
+                    "status": status,
+                    "heartbeat_age": checks.get(READYZ_HEARTBEAT),
+                    "checks": checks,
+                    "queued": queued,
+                }
             )
 
     def last(self) -> dict[str, Any]:
@@ -607,6 +611,8 @@ def recovery(
     result["next_heartbeat_after_restored_s"] = since(min(fresh) if fresh else None, back)
     during = [s["heartbeat_age"] for s in samples if base <= s["at"] <= back + 60 and s.get("heartbeat_age")]
     result["max_heartbeat_age_s"] = max(during) if during else None
+    queued = [s["queued"] for s in samples if back <= s["at"] and s.get("queued")]
+    result["queued_when_restored"] = queued[0] if queued else None
     return result
 
 
@@ -679,7 +685,7 @@ def log_errors(logs: Path) -> dict[str, Any]:
                 key = f"{task} {error}: {WHERE_TO.sub('', message)[:70]}"
             else:
                 key = line[max(0, line.find(" ERROR"), line.find("CRITICAL")) :].strip()[:110]
-            group = groups.setdefault(key, {"count": 0, "first": line[:30], "example": line[:400]})
+            group = groups.setdefault(key, {"count": 0, "first": line[:30], "example": line[:700]})
             group["count"] += 1
             group["last"] = line[:30]
         if groups:
@@ -737,7 +743,7 @@ def run(args: argparse.Namespace, stack: Stack, exits: contextlib.ExitStack, inf
     stack.start_worker(1)
     stack.start_worker(2)
     stack.start_beat()
-    monitor = Monitor(stack.web_port)
+    monitor = Monitor(stack.web_port, stack.redis_port)
     monitor.start()
     exits.callback(monitor.stop)
 
@@ -803,7 +809,8 @@ def run(args: argparse.Namespace, stack: Stack, exits: contextlib.ExitStack, inf
         status, body = Api(stack.web_port, member.token, Recorder(), stop).call(
             "verify", "GET", "/api/v1/webhooks", give_up_at=now() + 60
         )
-        endpoints_state += body if status == 200 and isinstance(body, list) else [{"member": member.slug}]
+        listed = body.get("results") if isinstance(body, dict) else body  # paginated, or a plain list
+        endpoints_state += listed if status == 200 and isinstance(listed, list) else [{"member": member.slug}]
     stop.set()
     results = assemble(
         args=args,
@@ -980,6 +987,7 @@ def assemble(**run: Any) -> dict[str, Any]:
         "feeds": feeds,
         "webhooks": endpoints,
         "webhook_endpoints_state": run["endpoints_state"],
+        "queues": queue_summary(samples, plan.start),
         "readyz_not_ok": [
             {"at": iso(s["at"]), "status": s["status"], "checks": s.get("checks")}
             for s in samples
@@ -988,6 +996,21 @@ def assemble(**run: Any) -> dict[str, Any]:
         "log_errors": log_errors(run["logs"]),
         "guarantees": guarantees,
     }
+
+
+def queue_summary(samples: list[dict[str, Any]], start: float) -> dict[str, Any]:
+    """The longest each Celery queue got, when, and its length every 30 s (seconds from the load's start)."""
+    summary: dict[str, Any] = {}
+    for queue in QUEUES:
+        points = [(s["at"], s["queued"][queue]) for s in samples if queue in s.get("queued", {})]
+        if not points:
+            continue
+        at, longest = max(points, key=lambda point: point[1])
+        every: dict[int, int] = {}
+        for t, n in points:
+            every.setdefault(int((t - start) // 30 * 30), n)  # the first sample of each 30 s
+        summary[queue] = {"max": longest, "max_at_s": round(at - start, 1), "every_30_s": every}
+    return summary
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -1042,10 +1065,14 @@ def print_results(results: dict[str, Any]) -> None:
             print(f"      receivers stalled over {RECOVERY_LIMIT:.0f} s after it was back (s from the fault): "
                   f"{r['stalled_endpoints']}")  # fmt: skip
         if row["name"] == "beat SIGKILLed":
-            print(f"      heartbeat {r['next_heartbeat_after_restored_s']} s after restart; "
-                  f"max age {r['max_heartbeat_age_s']} s")  # fmt: skip
+            print(
+                f"      heartbeat {r['next_heartbeat_after_restored_s']} s after restart; max age "
+                f"{r['max_heartbeat_age_s']} s; tasks queued at restart {r['queued_when_restored']}"
+            )
         if row["details"]:
             print(f"      {row['details']}")
+    for queue, row in results["queues"].items():
+        print(f"Celery queue {queue!r}: longest {row['max']} tasks at t+{row['max_at_s']:.0f} s")
     errors = results["errors"]
     print(
         f"\nerrors: {errors['5xx_total']} 5xx ({errors['5xx_inside_postgres_window']} inside the PostgreSQL window "
