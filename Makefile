@@ -13,7 +13,7 @@ CLIENT := $(wildcard client/pyproject.toml)
 # Extra pytest arguments, e.g. `make test ARGS="-k ledger -x"`.
 ARGS ?=
 
-.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench prod-check clean distclean
+.PHONY: help venv run test test-sqlite test-postgres lint fmt schema bench prod-check reliability clean distclean
 
 help:
 	@echo "make run            start the exchange on 127.0.0.1:\$$PORT (8000) with Redis, a worker and beat"
@@ -23,6 +23,7 @@ help:
 	@echo "make schema         validate the OpenAPI schema into var/openapi.yaml"
 	@echo "make bench          run every bench/*.py with --quick (not bench/harness.py, bench/*_wsgi.py)"
 	@echo "make prod-check     the production topology of deploy/ on this machine: smoke flow, backup drill, stop"
+	@echo "make reliability    10 minutes of load and injected faults on a private stack (ARGS=--quick: 2 minutes)"
 	@echo "make clean          caches and test state;  make distclean: also .venv and var/"
 
 venv: $(STAMP)
@@ -87,6 +88,9 @@ bench: venv
 # nginx, Prometheus scraping, a stray beat, and the backup drill; then everything is stopped.
 prod-check: venv
 	$(PY) -m dev.prodcheck $(ARGS)
+
+reliability: venv
+	$(PY) -m dev.reliability $(ARGS)
 
 clean:
 	@if [ -f var/test-postgres/data/postmaster.pid ]; then \
