@@ -10,7 +10,6 @@ next sweep, and a task run twice does no harm (deliveries are claimed in the dat
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 import time
@@ -34,39 +33,16 @@ _quiet = {"until": 0.0}
 _quiet_lock = threading.Lock()
 
 
-# Set while a publish is under way in this process. A commit that finds one under way
-# needs no publish of its own: that message is queued after this commit, so the worker
-# that takes it reads this commit's events too.
-_inflight = threading.Event()
-
-
 def wake_delivery() -> None:
-    """Runs after a commit that recorded events: ask a worker to fan them out.
-
-    The request that committed waits for the publish at most REDIS_TIMEOUT_SECONDS: a
-    Redis that hangs (stopped, or behind a dropped route) would otherwise hold it for the
-    broker's socket timeout. The publish goes on in its thread and, if it fails, quietens
-    wake-ups for a few seconds; the sweep delivers what it would have woken.
-    """
-    if time.monotonic() < _quiet["until"] or _inflight.is_set():
+    """Runs after a commit that recorded events: ask a worker to fan them out."""
+    if time.monotonic() < _quiet["until"]:
         return
-    _inflight.set()
-    done = threading.Event()
-
-    def publish() -> None:
-        try:
-            current_app.send_task("exchange.tasks.fanout", retry=False, ignore_result=True)
-        except Exception as exc:  # noqa: BLE001 - the events are committed; the sweep delivers them later
-            with _quiet_lock:
-                _quiet["until"] = time.monotonic() + _QUIET_SECONDS
-            logger.warning("could not queue webhook fan-out (%s); the periodic sweep will deliver", type(exc).__name__)
-        finally:
-            _inflight.clear()
-            done.set()
-
-    # In a copy of this context: the request id rides along into the task (config/celery.py).
-    threading.Thread(target=contextvars.copy_context().run, args=(publish,), name="hx-wake", daemon=True).start()
-    done.wait(settings.REDIS_TIMEOUT_SECONDS)
+    try:
+        current_app.send_task("exchange.tasks.fanout", retry=False, ignore_result=True)
+    except Exception as exc:  # noqa: BLE001 - the events are committed; the sweep delivers them later
+        with _quiet_lock:
+            _quiet["until"] = time.monotonic() + _QUIET_SECONDS
+        logger.warning("could not queue webhook fan-out (%s); the periodic sweep will deliver", type(exc).__name__)
 
 
 # Every commit wakes every free endpoint, and an endpoint is free until its queued task

@@ -54,7 +54,11 @@ def test_the_debug_page_shows_service_urls_without_their_passwords() -> None:
 
 def test_the_deploy_check_is_clean_with_production_settings(tmp_path: Path) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECURE_COOKIES", "SECURE_HSTS_SECONDS")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DEBUG", "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "DJANGO_ALLOW_ASYNC_UNSAFE")
+        },
         "ENV_FILE": str(tmp_path / "none.env"),
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
