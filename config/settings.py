@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import warnings
 from pathlib import Path
 
@@ -185,6 +186,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
+# kombu's Redis transport, except that a worker survives losing Redis with a task in
+# flight (config/broker.py says why). A rediss:// URL gets TLS with the certificate
+# checked, where kombu's own default would not check it.
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+if CELERY_BROKER_URL.startswith("rediss://"):
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
 # One beat, guaranteed (config/beat.py): every beat takes a lock in Redis before it sends a

@@ -7,6 +7,9 @@ string it was registered under, so renaming a function must not rename its task.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 from celery import Task
@@ -57,3 +60,24 @@ def test_the_beat_schedule_names_registered_tasks(entry: str) -> None:
 
 def test_task_routes_name_registered_tasks() -> None:
     assert set(settings.CELERY_TASK_ROUTES) <= REGISTERED
+
+
+@pytest.mark.parametrize(
+    ("url", "ssl_options"),
+    [
+        ("redis://127.0.0.1:6379/0", "False"),
+        # kombu's own default for rediss:// would not check the certificate.
+        ("rediss://redis.example:6380/0", "{'ssl_cert_reqs': <VerifyMode.CERT_REQUIRED: 2>}"),
+    ],
+)
+def test_the_broker_connection_uses_our_transport_and_checks_tls_certificates(url: str, ssl_options: str) -> None:
+    script = (
+        "import django; django.setup()\n"
+        "from config.celery import app\n"
+        "c = app.connection_for_write()\n"
+        "print(c.transport_cls, c.ssl, c.hostname)\n"
+    )
+    env = {**os.environ, "CELERY_BROKER_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split(" ", 1)[0] == "config.broker:Transport"
+    assert ssl_options in out and url.split("//")[1].split(":")[0] in out

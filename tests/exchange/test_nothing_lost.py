@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,12 +127,6 @@ def assert_everything_arrived(receiver: Receiver, caller: Caller) -> None:
     assert [e["seq"] for e in entries if e["kind"] != "key.registered"] == expected
 
 
-@pytest.mark.xfail(
-    reason="KNOWN DEFECT, under investigation: since 2026-12-01 the deliveries after a Redis restart "
-    "stall in full-suite runs (the later entries never reach the receiver within 3 minutes); it passed "
-    "alone twice. docs/reliability.md and the closing note name it; fix before relying on this guarantee.",
-    strict=False,
-)
 def test_submissions_succeed_while_redis_is_down_and_are_delivered_when_it_returns(
     async_stack: dict, own_redis: OwnRedis, receiver: Receiver, signer_a: Signer, platform_b: Caller
 ) -> None:
@@ -145,6 +140,25 @@ def test_submissions_succeed_while_redis_is_down_and_are_delivered_when_it_retur
     own_redis.start()
     assert_everything_arrived(receiver, platform_b)
     assert len(visible_seqs()) == 10
+
+
+def test_a_worker_survives_redis_going_away_while_a_delivery_is_in_flight(
+    async_stack: dict, own_redis: OwnRedis, receiver: Receiver, signer_a: Signer, platform_b: Caller
+) -> None:
+    # The delivery task is acknowledged late, so it is still unacknowledged when Redis
+    # stops; a worker that crashed on the lost connection would leave nobody to deliver.
+    make_hook(platform_b, receiver)
+    receiver.delay = 3.0
+    signer_a.submit(signer_a.submission())
+    wait_for(lambda: len(receiver.received) == 1, timeout=60, what="the delivery to start")
+    own_redis.stop()
+    time.sleep(5)  # the worker notices the lost connection and tries to reconnect
+    assert async_stack["worker"].poll() is None, "the worker exited when Redis went away"
+    receiver.delay = 0.0
+    signer_a.submit(signer_a.submission())
+    own_redis.start()
+    assert_everything_arrived(receiver, platform_b)
+    assert async_stack["worker"].poll() is None
 
 
 def test_a_worker_killed_mid_delivery_is_replaced_and_the_delivery_retried(
