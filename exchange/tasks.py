@@ -34,11 +34,23 @@ _quiet_lock = threading.Lock()
 
 
 def wake_delivery() -> None:
-    """Runs after a commit that recorded events: ask a worker to fan them out."""
+    """Runs after a commit that recorded events: ask a worker to fan them out.
+
+    One fan-out task queued is enough: it reads the database when it starts, so it sees
+    every event committed before then. A mark in Redis says one is queued (set here,
+    cleared when the task starts); while it stands, commits queue nothing more. Under a
+    stream of submissions this keeps the queue to a task or two instead of one per commit.
+    """
     if time.monotonic() < _quiet["until"]:
         return
     try:
-        current_app.send_task("exchange.tasks.fanout", retry=False, ignore_result=True)
+        if not _mark_queued(_FANOUT_QUEUED_KEY):
+            return
+        try:
+            current_app.send_task("exchange.tasks.fanout", retry=False, ignore_result=True)
+        except Exception:
+            _unmark(_FANOUT_QUEUED_KEY)
+            raise
     except Exception as exc:  # noqa: BLE001 - the events are committed; the sweep delivers them later
         with _quiet_lock:
             _quiet["until"] = time.monotonic() + _QUIET_SECONDS
@@ -51,17 +63,25 @@ def wake_delivery() -> None:
 # deliveries. A mark in Redis says a task is queued: it is set when one is, and cleared
 # when it starts (a task that starts later sees every event committed before it). A mark
 # whose task was lost (a publish lost while Redis restarts) lives one sweep interval, so
-# such a loss costs at most one more sweep.
+# such a loss costs at most one more sweep. The fan-out and the obligations projection
+# are queued once the same way.
 _QUEUED_KEY = "hx:webhooks:queued:{}"
+_FANOUT_QUEUED_KEY = "hx:fanout:queued"
+_OBLIGATIONS_QUEUED_KEY = "hx:obligations:queued"
 
 
 def _queued_seconds() -> int:
     return max(1, round(settings.WEBHOOK_SWEEP_SECONDS))
 
 
-def _unmark(endpoint_id: int) -> None:
+def _mark_queued(key: str) -> bool:
+    """Set the mark; False when it was already set (a task is queued). Raises RedisError."""
+    return bool(redis_client().set(key, 1, nx=True, ex=_queued_seconds()))
+
+
+def _unmark(key: str) -> None:
     try:
-        redis_client().delete(_QUEUED_KEY.format(endpoint_id))
+        redis_client().delete(key)
     except redis.RedisError:
         pass  # the mark expires by itself
 
@@ -82,14 +102,20 @@ def _dispatch(endpoint_ids: list[int]) -> None:
         try:
             deliver_endpoint_task.apply_async(args=[endpoint_id], retry=False)
         except Exception:
-            _unmark(endpoint_id)
+            _unmark(_QUEUED_KEY.format(endpoint_id))
             raise
 
 
 @shared_task(name="exchange.tasks.fanout", ignore_result=True)
 def fanout_task() -> int:
     """New events committed: project obligations, wake every endpoint that has something to send."""
-    project_obligations_task.apply_async(retry=False)
+    _unmark(_FANOUT_QUEUED_KEY)
+    try:
+        queue_obligations = _mark_queued(_OBLIGATIONS_QUEUED_KEY)
+    except redis.RedisError:
+        queue_obligations = True  # publishing will tell whether Redis is really gone
+    if queue_obligations:
+        project_obligations_task.apply_async(retry=False)
     endpoint_ids = services.endpoints_to_wake()
     _dispatch(endpoint_ids)
     return len(endpoint_ids)
@@ -98,7 +124,7 @@ def fanout_task() -> int:
 @shared_task(name="exchange.tasks.deliver_endpoint", ignore_result=True, acks_late=True)
 def deliver_endpoint_task(endpoint_id: int) -> int:
     """Drain one endpoint; requeue itself if its time budget ran out with work left."""
-    _unmark(endpoint_id)
+    _unmark(_QUEUED_KEY.format(endpoint_id))
     result = services.deliver_endpoint(endpoint_id)
     if result.more:
         _dispatch([endpoint_id])
@@ -124,6 +150,7 @@ def heartbeat_task() -> float:
 @shared_task(name="exchange.tasks.project_obligations", ignore_result=True)
 def project_obligations_task() -> int:
     """Create the withdrawal acknowledgements owed for withdrawals recorded since the last run."""
+    _unmark(_OBLIGATIONS_QUEUED_KEY)
     created = 0
     while True:
         made = obligations_project()

@@ -24,7 +24,9 @@ from django.test import override_settings
 
 from core.logs import ContextFilter, JsonFormatter, PlainFormatter, redact, request_id
 from core.problems import problem_exception_handler
+from core.redis import redis_client
 from exchange import services as exchange_services
+from exchange import tasks as exchange_tasks
 from tests.conftest import ROOT, Caller, Receiver, make_caller, start_worker, stop_process, wait_for
 from tests.signing import Signer, random_pdq
 
@@ -132,6 +134,9 @@ def test_no_hash_value_key_secret_or_case_id_reaches_a_log_line(
     values = [random_pdq() for _ in range(3)]
     md5 = uuid.uuid4().hex
     sensitive += [case, md5, *values]
+    # The fixtures' commits queued one fan-out, and commits queue no other until a worker
+    # starts it; wait for that, so that the request below queues one that carries its id.
+    wait_for(lambda: not redis_client().exists(exchange_tasks._FANOUT_QUEUED_KEY), timeout=60, what="the worker")
     connection.force_debug_cursor = True  # SQL with parameters is what DEBUG logs first
     try:
         with captured() as buffer, override_settings(WEBHOOKS_ALLOW_PRIVATE=True):
