@@ -153,7 +153,9 @@ class Stack:
             proc = subprocess.Popen(
                 [sys.executable, *args],
                 cwd=ROOT,
-                env=self.env,
+                # INFO: the worker's " ready." line (and the tasks it ran) are INFO, and
+                # Celery logs through the project's LOGGING, which LOG_LEVEL sets.
+                env={**self.env, "LOG_LEVEL": "INFO"},
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
