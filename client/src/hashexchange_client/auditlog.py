@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle, note
-from .encoding import Base64Error, StrictJSONError, b64decode, b64encode, loads_strict
+from .encoding import (
+    MAX_JSON_DEPTH,
+    Base64Error,
+    StrictJSONError,
+    b64decode,
+    b64encode,
+    json_depth,
+    loads_strict,
+    strict_int,
+)
 from .merkle import ProofError, Tile
 from .note import NoteError
 
@@ -189,9 +198,40 @@ def _has_float(value: Any) -> bool:
     return False
 
 
+def _refuse_float(text: str) -> float:
+    raise StrictJSONError(f"{text}: a number with a fraction or an exponent")
+
+
+_LEAF_DECODER = json.JSONDecoder(parse_int=strict_int, parse_float=_refuse_float, parse_constant=_refuse_float)
+_LEAF_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical_event(data: bytes) -> Any:
+    """The value `data` encodes if it is its own canonical encoding, else None: the quick
+    path of `check_leaf`, a third of its cost (docs/benchmarks/auditlog.md).
+
+    It accepts exactly what the strict reading below accepts. A repeated key, a lone
+    surrogate or any escape or space that is not canonical makes the re-encoding differ;
+    a float or a NaN is refused while parsing; integers and nesting have the strict
+    reader's limits."""
+    try:
+        text = data.decode("utf-8")
+        if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return None
+        value = _LEAF_DECODER.decode(text)
+        canonical = _LEAF_ENCODER.encode(value).encode()
+    except (ValueError, RecursionError):  # UnicodeDecodeError, UnicodeEncodeError, StrictJSONError among them
+        return None
+    return value if canonical == data else None
+
+
 def check_leaf(data: bytes, index: int) -> dict[str, Any]:
     """The event that `data`, the leaf at `index`, encodes; LogVerificationError unless it is
     the one canonical encoding (docs/ledger.md) of a version 1 event numbered index + 1."""
+    event = _canonical_event(data)
+    if isinstance(event, dict) and event.get("v") == 1 and event.get("seq") == index + 1:
+        return event
+    # Something is wrong: read it again strictly, to say what.
     try:
         event = loads_strict(data)
     except (StrictJSONError, UnicodeDecodeError) as exc:
