@@ -436,53 +436,59 @@ def step_large_refs(size: int, samples: int) -> None:
     print(json.dumps({"refs": refs, "service": breakdown}))
 
 
-def _measure_api(port: int, token: str, size: int, samples: int, root_b64: str) -> dict[str, Any]:
+def _measure_api(ports: dict[str, int], token: str, size: int, samples: int, root_b64: str) -> dict[str, Any]:
     """Proofs through the API, interleaved with the reference request (the latest checkpoint,
-    the cheapest authenticated request the log has); every proof is verified."""
+    the cheapest authenticated request of the log) and between the servers in `ports` (the
+    code as it is, and the same without the node cache); every proof is verified."""
     import base64
     import random
 
-    from harness import Client, percentile
+    from harness import percentile
     from hashexchange_client import merkle
 
     root = base64.b64decode(root_b64)
     rng = random.Random(5)
-    client = Client(port, token)
-    kinds = {"checkpoint": [], "inclusion": [], "consistency": []}
+    clients = {name: Client(port, token) for name, port in ports.items()}
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"checkpoint": [], "inclusion": [], "consistency": []} for name in ports
+    }
     for number in range(samples + 10):
-        for kind in kinds:
-            if kind == "checkpoint":
-                path = "/api/v1/log/checkpoint"
-            elif kind == "inclusion":
-                index = rng.randrange(size)
-                path = f"/api/v1/log/proof/inclusion?leaf_index={index}"
-            else:
-                first = rng.randrange(1, size)
-                path = f"/api/v1/log/proof/consistency?first={first}"
-            started = time.perf_counter()
-            status, body = client.request("GET", path)
-            elapsed = time.perf_counter() - started
-            if status != 200:
-                raise BenchError(f"GET {path}: HTTP {status}: {body[:300]!r}")
-            if kind == "inclusion":
-                answer = json.loads(body)
-                merkle.verify_inclusion(
-                    merkle.leaf_hash(answer["leaf_data"].encode()), index, size,
-                    [base64.b64decode(item) for item in answer["proof"]], root,
-                )  # fmt: skip
-            elif kind == "consistency":
-                answer = json.loads(body)
-                merkle.verify_consistency(
-                    first, size, base64.b64decode(answer["first_root_hash"]), root,
-                    [base64.b64decode(item) for item in answer["proof"]],
-                )  # fmt: skip
-            if number >= 10:  # the first ten warm the worker up
-                kinds[kind].append(elapsed * 1000)
-    client.close()
+        index, first = rng.randrange(size), rng.randrange(1, size)
+        paths = {
+            "checkpoint": "/api/v1/log/checkpoint",
+            "inclusion": f"/api/v1/log/proof/inclusion?leaf_index={index}",
+            "consistency": f"/api/v1/log/proof/consistency?first={first}",
+        }
+        for kind, path in paths.items():
+            for name, client in clients.items():
+                started = time.perf_counter()
+                status, body = client.request("GET", path)
+                elapsed = time.perf_counter() - started
+                if status != 200:
+                    raise BenchError(f"{name}: GET {path}: HTTP {status}: {body[:300]!r}")
+                if kind == "inclusion":
+                    answer = json.loads(body)
+                    merkle.verify_inclusion(
+                        merkle.leaf_hash(answer["leaf_data"].encode()), index, size,
+                        [base64.b64decode(item) for item in answer["proof"]], root,
+                    )  # fmt: skip
+                elif kind == "consistency":
+                    answer = json.loads(body)
+                    merkle.verify_consistency(
+                        first, size, base64.b64decode(answer["first_root_hash"]), root,
+                        [base64.b64decode(item) for item in answer["proof"]],
+                    )  # fmt: skip
+                if number >= 10:  # the first ten warm the workers up
+                    times[name][kind].append(elapsed * 1000)
+    for client in clients.values():
+        client.close()
     return {
-        kind: {"p50_ms": round(statistics.median(v), 3), "p90_ms": round(percentile(v, 0.9), 3),
-               "p99_ms": round(percentile(v, 0.99), 3), "n": len(v)}
-        for kind, v in kinds.items()
+        name: {
+            kind: {"p50_ms": round(statistics.median(v), 3), "p90_ms": round(percentile(v, 0.9), 3),
+                   "p99_ms": round(percentile(v, 0.99), 3), "n": len(v)}
+            for kind, v in by_kind.items()
+        }
+        for name, by_kind in times.items()
     }  # fmt: skip
 
 
@@ -523,11 +529,15 @@ def print_large(kind: str, size: int, row: dict[str, Any]) -> None:
     print(f"  SELECT of one tile of leaf hashes {refs['select_leaf_tile_us']} µs")
     reference = api["checkpoint"]["p50_ms"]
     for what in ("checkpoint", "inclusion", "consistency"):
-        figures = api[what]
+        figures, without = api[what], row["api_without_cache"][what]
         print(
             f"  API {what:12} p50 {figures['p50_ms']:7.2f} ms  p90 {figures['p90_ms']:7.2f}  "
             f"p99 {figures['p99_ms']:7.2f}  = {figures['p50_ms'] / reference:5.2f} x the checkpoint request, "
             f"{figures['p50_ms'] * 1000 / one_row:6.1f} x a one-row SELECT"
+        )
+        print(
+            f"      without the node cache: p50 {without['p50_ms']:7.2f} ms = "
+            f"{without['p50_ms'] / row['api_without_cache']['checkpoint']['p50_ms']:5.2f} x its checkpoint request"
         )
     for what, figures in row["service"].items():
         print(
@@ -601,11 +611,20 @@ def run_large(args: argparse.Namespace, info: dict[str, Any]) -> int:
                     .strip().splitlines()[-1]
                 )  # fmt: skip
                 row: dict[str, Any] = {"grown": grown, **refs, "load_before": load_average(), "cpu": cpu_model()}
-                with gunicorn(env, workers=1, logfile=workdir / "gunicorn.log") as (port, pid):
+                with (
+                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log") as (port, pid),
+                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log", app="nocache_wsgi:application") as (
+                        reference_port,
+                        _,
+                    ),
+                ):
                     checkpoint = Client(port, state["token"]).request("GET", "/api/v1/log/checkpoint")[1].decode()
                     root_b64 = checkpoint.split("\n")[2]
-                    row["api"] = _measure_api(port, state["token"], size, args.samples, root_b64)
-                    log(f"{kind} at {size:,}: through the API: {row['api']}")
+                    measured = _measure_api(
+                        {"api": port, "api_without_cache": reference_port}, state["token"], size, args.samples, root_b64
+                    )
+                    row.update(measured)
+                    log(f"{kind} at {size:,}: through the API: {measured}")
                     if size <= args.audit_max:
                         server_before = tree_cpu_seconds(pid)
                         row["audit"] = _run_audit(port, state["token"], state["log_vkey"], env, workdir)
