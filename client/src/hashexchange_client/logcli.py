@@ -297,7 +297,10 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
     if args.state:
         save_state(args.state, state)
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result.kinds.items())) or "none new"
-    print(f"audited events {result.audited_from + 1}..{checkpoint.size}: {kinds}")
+    if result.audited_from == checkpoint.size:
+        print(f"no new events: all {checkpoint.size} were audited before")
+    else:
+        print(f"audited events {result.audited_from + 1}..{checkpoint.size}: {kinds}")
     print(f"verified: every entry hashes to the signed root of {_describe(checkpoint, witnesses)}")
     return EXIT_OK
 
