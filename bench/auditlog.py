@@ -26,10 +26,23 @@ event for batches of 1, 100 and 1,000 events, as a share of `record_many`; and, 
 log holds --events events, the time and queries of a checkpoint, an inclusion proof, a
 consistency proof and a full `auditlog_check`.
 
+With --large SIZES, instead: proofs and audits of large logs. Each log is grown to each
+size in turn by bulk insert (events shaped like `hash.added`, their tree hashes, a signed
+checkpoint: what the ledger would have written, checked against a compact range over the
+leaves), never through the API. At each size: the references (one SHA-256 of a leaf, a
+bare SELECT of one tree hash, a SELECT of one tile of leaf hashes) and, in process, the
+time, SQL time and queries of the proof services with a profile; then, through the API
+(gunicorn, one sync worker, one client, requests interleaved), the latest checkpoint (the
+reference request), inclusion and consistency proofs, each also from a second server
+without the proofs' node cache (bench/nocache_wsgi.py); up to --audit-max events, a timed
+`hashexchange log audit` of the whole log. --keep DIR keeps the logs for the next run
+(a 10-million-event log takes half an hour to build on a busy 2-core machine).
+
 Usage:
     python bench/auditlog.py                         # SQLite and PostgreSQL, 10,000 submissions, 3 rounds
     python bench/auditlog.py --database postgres --rounds 5
     python bench/auditlog.py --quick                 # SQLite, 1,000 submissions, 1 round (CI)
+    python bench/auditlog.py --large 1000000,10000000 --keep /var/tmp/hxlogs --postgres-url postgres://...
 
 Figures: docs/benchmarks/auditlog.md. Results: bench/results/auditlog-*.json.
 """
@@ -433,7 +446,55 @@ def step_large_refs(size: int, samples: int) -> None:
         }
         log(f"{connection.vendor} at {size:,}: {name} in process: " + json.dumps(
             {k: v for k, v in breakdown[name].items() if k != "profile_top"}))  # fmt: skip
-    print(json.dumps({"refs": refs, "service": breakdown}))
+    print(json.dumps({"refs": refs, "service": breakdown, "audit_paths": _audit_paths(size)}))
+
+
+def _audit_paths(size: int) -> dict[str, float]:
+    """The CPU per event of serving an entry bundle and of an auditor's check of a leaf, the
+    quick paths against the ones they replaced (kept here as the reference), alternating
+    on the same bundles; and of one SHA-256 of a leaf, in the same loop."""
+    import hashlib
+
+    from hashexchange_client import auditlog as client_auditlog
+    from hashexchange_client.encoding import loads_strict
+    from hashexchange_client.merkle import ENTRIES, Tile
+
+    from core import tlog
+    from core.ledger import Event
+
+    def bundle_before(tile: Tile) -> bytes:
+        start = tile.index * 256
+        events = Event.objects.filter(seq__gt=start, seq__lte=start + tile.width).order_by("seq")
+        return b"".join(len(data).to_bytes(2, "big") + data for data in (event.leaf_data() for event in events))
+
+    def check_before(data: bytes, index: int) -> None:
+        event = loads_strict(data)
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if canonical != data or client_auditlog._has_float(event) or event["seq"] != index + 1:
+            raise BenchError(f"leaf {index} is not canonical")
+
+    spent: dict[str, list[float]] = {name: [] for name in ("bundle_before", "bundle", "check_before", "check", "sha")}
+
+    def timed(name: str, call: Any, per: int) -> Any:
+        started = time.process_time()
+        value = call()
+        spent[name].append((time.process_time() - started) / per)
+        return value
+
+    for number in range(30):
+        tile = Tile(ENTRIES, (number * 37) % (size // 256))
+        before = timed("bundle_before", lambda: bundle_before(tile), 256)  # noqa: B023
+        data = timed("bundle", lambda: tlog.read_entry_bundle(tile), 256)  # noqa: B023
+        if data != before:
+            raise BenchError(f"entry bundle {tile.index}: the quick path serves other bytes")
+        entries = client_auditlog.split_bundle(data)
+        first = tile.index * 256
+        timed("check_before", lambda: [check_before(e, first + i) for i, e in enumerate(entries)], 256)  # noqa: B023
+        timed("check", lambda: [client_auditlog.check_leaf(e, first + i) for i, e in enumerate(entries)], 256)  # noqa: B023
+        timed("sha", lambda: [hashlib.sha256(b"\x00" + e).digest() for e in entries], 256)  # noqa: B023
+    figures = {f"{name}_us_per_event": round(statistics.median(v) * 1e6, 2) for name, v in spent.items()}
+    log(f"entry bundles and leaf checks at {size:,}: {figures}")
+    return figures
 
 
 def _measure_api(ports: dict[str, int], token: str, size: int, samples: int, root_b64: str) -> dict[str, Any]:
@@ -543,6 +604,14 @@ def print_large(kind: str, size: int, row: dict[str, Any]) -> None:
         print(
             f"  in process, {what}: {figures['service_ms_median']} ms, of which SQL {figures['sql_ms_median']} ms "
             f"in {figures['queries_median']:g} queries"
+        )
+    paths = row.get("audit_paths")
+    if paths:
+        bundle, check = paths["bundle_us_per_event"], paths["check_us_per_event"]
+        print(
+            f"  CPU per event: serving an entry bundle {bundle} µs ({bundle / paths['bundle_before_us_per_event']:.2f}"
+            f" x before), an auditor's check {check} µs ({check / paths['check_before_us_per_event']:.2f} x before); "
+            f"SHA-256 of a leaf {paths['sha_us_per_event']} µs"
         )
     if "audit" in row:
         audit = row["audit"]
