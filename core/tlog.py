@@ -168,8 +168,8 @@ def read_entry_bundle(tile: Tile) -> bytes:
     parts = []
     for row in rows:
         # Rows as tuples, and their data not checked again (it was when recorded; a value
-        # changed since to one a leaf cannot hold is refused by the auditor's check): half
-        # the time of building events and calling leaf_data().
+        # changed since to one a leaf cannot hold is refused by the auditor's check): 0.7
+        # of the CPU of building events and calling leaf_data() (docs/benchmarks/auditlog.md).
         data = ledger.leaf_bytes(**dict(zip(LEAF_FIELDS, row, strict=True)), check=False)
         parts.append(len(data).to_bytes(2, "big") + data)
     return b"".join(parts)
@@ -190,7 +190,7 @@ class NodeCache:
     grows. So every proof can reuse the subtrees an earlier one hashed: the large ones near
     the root, which every proof of a size needs, and the tiles at the right edge. What is
     left to read is, for an inclusion proof, the one tile of leaf hashes around its leaf
-    (docs/benchmarks/auditlog.md, "Proofs at 1M and 10M events").
+    (docs/benchmarks/auditlog.md, "Proofs and audits at 1M and 10M events").
 
     Only `verified_*` below use it, and only to answer proofs that are checked against a
     signed root before they are served: should the database ever hold a different log
