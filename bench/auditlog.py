@@ -26,10 +26,23 @@ event for batches of 1, 100 and 1,000 events, as a share of `record_many`; and, 
 log holds --events events, the time and queries of a checkpoint, an inclusion proof, a
 consistency proof and a full `auditlog_check`.
 
+With --large SIZES, instead: proofs and audits of large logs. Each log is grown to each
+size in turn by bulk insert (events shaped like `hash.added`, their tree hashes, a signed
+checkpoint: what the ledger would have written, checked against a compact range over the
+leaves), never through the API. At each size: the references (one SHA-256 of a leaf, a
+bare SELECT of one tree hash, a SELECT of one tile of leaf hashes) and, in process, the
+time, SQL time and queries of the proof services with a profile; then, through the API
+(gunicorn, one sync worker, one client, requests interleaved), the latest checkpoint (the
+reference request), inclusion and consistency proofs, each also from a second server
+without the proofs' node cache (bench/nocache_wsgi.py); up to --audit-max events, a timed
+`hashexchange log audit` of the whole log. --keep DIR keeps the logs for the next run
+(a 10-million-event log takes half an hour to build on a busy 2-core machine).
+
 Usage:
     python bench/auditlog.py                         # SQLite and PostgreSQL, 10,000 submissions, 3 rounds
     python bench/auditlog.py --database postgres --rounds 5
     python bench/auditlog.py --quick                 # SQLite, 1,000 submissions, 1 round (CI)
+    python bench/auditlog.py --large 1000000,10000000 --keep /var/tmp/hxlogs --postgres-url postgres://...
 
 Figures: docs/benchmarks/auditlog.md. Results: bench/results/auditlog-*.json.
 """
@@ -52,6 +65,7 @@ from typing import Any
 from harness import (
     ROOT,
     BenchError,
+    Client,
     log,
     machine_info,
     parse_settings,
@@ -204,7 +218,506 @@ def step_tree(events: int) -> None:
     print(json.dumps(figures))
 
 
-INTERNAL_STEPS = {"_check": lambda argv: step_check(), "_tree": lambda argv: step_tree(int(argv[0]))}
+# Large logs (--large): proofs through the API and `log audit`, on logs built in bulk ------------
+
+LARGE_CHUNK = 100_000
+AUDITOR = "bench-auditor"
+
+
+def step_large_prepare() -> None:
+    """Migrate, then create the program and an auditor's API key (the `reports` scope)."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from core.ledger import Actor
+    from exchange import auditlog
+    from members import services
+    from members.models import Member, Scope
+
+    call_command("migrate", verbosity=0, interactive=False)
+    actor = Actor.operator("bench")
+    services.program_create(slug="bench", name="Benchmark", signal_types_=["pdq"], actor=actor)
+    member = services.member_create(slug=AUDITOR, kind=Member.Kind.AUDITOR, status=Member.Status.ACTIVE, actor=actor)
+    _credential, token = services.credential_issue(member=member, name="bench", scopes=[Scope.REPORTS], actor=actor)
+    print(json.dumps({"token": token, "log_vkey": auditlog.verifier().vkey()}))
+
+
+def _bulk_leaf(seq: int, at: str) -> tuple[bytes, dict[str, Any]]:
+    """The leaf data of a bulk event shaped like `hash.added` (about 330 bytes, as real ones)."""
+    import hashlib
+
+    value = hashlib.sha256(seq.to_bytes(8, "big")).hexdigest()
+    data = {"hash_id": seq, "signal_type": "pdq", "submission_id": seq, "submitter": "bench-platform", "value": value}
+    leaf = (
+        '{"actor":{"id":"bench-platform","type":"member"},"at":"' + at + '","data":{"hash_id":' + str(seq)
+        + ',"signal_type":"pdq","submission_id":' + str(seq) + ',"submitter":"bench-platform","value":"' + value
+        + '"},"kind":"hash.added","program":"bench","seq":' + str(seq) + ',"subject":{"id":"' + str(seq)
+        + '","type":"hash"},"v":1}'
+    ).encode()  # fmt: skip
+    return leaf, data
+
+
+def step_large_grow(target: int) -> None:
+    """Grow the log to `target` events by bulk insert (events, then their tree hashes), as the
+    ledger would have written them, and sign a checkpoint; print what was built (JSON).
+
+    Every leaf is built from a template; the first of each chunk is compared with
+    `core.ledger.leaf_bytes`, so the log is one `log audit` accepts. The stored tree is
+    checked against a compact range over every leaf (an independent way to the root)."""
+    import datetime as dt
+
+    import django
+
+    django.setup()
+    from django.db import connection, transaction
+    from hashexchange_client import merkle
+
+    from core import ledger, tlog
+    from core.ledger import Event
+    from core.tlog import TreeHash
+    from exchange import auditlog
+
+    current = tlog.tree_size()
+    started = time.perf_counter()
+    if current < target:
+        compact = merkle.CompactRange()
+        existing = {key: None for key in TreeHash.objects.values_list("level", "position")}
+        columns = "seq, kind, program, subject_type, subject_id, actor_type, actor_id, data, created_at, leaf_hash"
+        table = Event._meta.db_table
+
+        def leaves() -> Any:
+            yield from tlog._leaf_hashes()
+            for first in range(current + 1, target + 1, LARGE_CHUNK):
+                last = min(target, first + LARGE_CHUNK - 1)
+                when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=first // 100)
+                at = ledger.format_time(when)
+                rows, hashes = [], []
+                for seq in range(first, last + 1):
+                    leaf, data = _bulk_leaf(seq, at)
+                    if seq == first:
+                        expected = ledger.leaf_bytes(
+                            seq=seq, kind="hash.added", program="bench", subject_type="hash", subject_id=str(seq),
+                            actor_type="member", actor_id="bench-platform", data=data, created_at=when,
+                        )  # fmt: skip
+                        if leaf != expected:
+                            raise BenchError(f"bulk leaf template differs from leaf_bytes: {leaf!r} != {expected!r}")
+                    digest = merkle.leaf_hash(leaf)
+                    hashes.append(digest)
+                    rows.append((seq, "hash.added", "bench", "hash", str(seq), "member", "bench-platform",
+                                 json.dumps(data), when, digest.hex()))  # fmt: skip
+                with transaction.atomic():
+                    if connection.vendor == "postgresql":
+                        with connection.connection.cursor() as cursor:
+                            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                                for row in rows:
+                                    copy.write_row(row)
+                    else:
+                        stored = connection.ops.adapt_datetimefield_value(when)
+                        with connection.cursor() as cursor:
+                            cursor.executemany(
+                                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                [(*row[:8], stored, row[9]) for row in rows],
+                            )
+                log(f"{connection.vendor}: {last:,} events ({time.perf_counter() - started:.0f} s)")
+                yield from hashes
+
+        def counted() -> Any:
+            for leaf in leaves():
+                compact.append(leaf)
+                yield leaf
+
+        created = []
+        for level, index, value in merkle.tile_hashes(counted()):
+            if (level, index) not in existing:
+                created.append(TreeHash(level=level, position=index, hash=value))
+        TreeHash.objects.bulk_create(created, batch_size=5000)
+        if compact.root() != tlog.root(target):
+            raise BenchError("the stored tree's root differs from the root of the leaves")
+    built_s = time.perf_counter() - started
+    checkpoint = auditlog.checkpoint_create() or auditlog.latest_checkpoint()
+    assert checkpoint is not None and checkpoint.size == target, checkpoint
+    print(json.dumps({"size": target, "grown_from": current, "build_s": round(built_s, 1),
+                      "tree_hashes": TreeHash.objects.count()}))  # fmt: skip
+
+
+def step_large_refs(size: int, samples: int) -> None:
+    """In-process, on the log of `size` events: the references (one SHA-256 of a leaf, a bare
+    SELECT of one stored tree hash, a bare SELECT of one tile of leaf hashes) and where a
+    proof's time goes (its queries and their time, and a profile of the service calls)."""
+    import cProfile
+    import hashlib
+    import io
+    import pstats
+    import random
+
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from core.ledger import Event
+    from core.tlog import TreeHash
+    from exchange import auditlog
+    from members.models import ApiCredential
+
+    rng = random.Random(11)
+    leaf = _bulk_leaf(size, "2026-01-01T00:00:00.000000Z")[0]
+
+    def median_us(call: Any, repeat: int) -> float:
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return round(statistics.median(times) * 1e6, 2)
+
+    def sha() -> None:
+        for _ in range(100):
+            hashlib.sha256(b"\x00" + leaf).digest()
+
+    positions = TreeHash.objects.filter(level=1).count()
+
+    def one_row() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT hash FROM {TreeHash._meta.db_table} WHERE level = %s AND position = %s",
+                [1, rng.randrange(positions)],
+            )
+            cursor.fetchall()
+
+    def one_tile() -> None:
+        start = rng.randrange(size // 256) * 256
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT leaf_hash FROM {Event._meta.db_table} WHERE seq > %s AND seq <= %s", [start, start + 256]
+            )
+            cursor.fetchall()
+
+    refs = {
+        "sha256_leaf_us": round(median_us(sha, 50) / 100, 3),
+        "select_tree_hash_row_us": median_us(one_row, samples),
+        "select_leaf_tile_us": median_us(one_tile, samples),
+    }
+    credential = ApiCredential.objects.select_related("member").get(member__slug=AUDITOR)
+    member = credential.member
+
+    def inclusion() -> None:
+        auditlog.inclusion_proof(member=member, credential=credential, leaf_index=rng.randrange(size))
+
+    def consistency() -> None:
+        auditlog.consistency_proof(first=rng.randrange(1, size))
+
+    breakdown = {}
+    spent = {"sql": 0.0, "queries": 0}
+    for name, call in (("inclusion", inclusion), ("consistency", consistency)):
+        total, sql, queries = [], [], []
+
+        def timed_sql(execute: Any, sql_: str, params: Any, many: bool, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return execute(sql_, params, many, context)
+            finally:
+                spent["sql"] += time.perf_counter() - started
+                spent["queries"] += 1
+
+        with connection.execute_wrapper(timed_sql):
+            for _ in range(samples):
+                spent["sql"], spent["queries"] = 0.0, 0
+                started = time.perf_counter()
+                call()
+                total.append(time.perf_counter() - started)
+                queries.append(spent["queries"])
+                sql.append(spent["sql"])
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(samples):
+            call()
+        profile.disable()
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
+        breakdown[name] = {
+            "service_ms_median": round(statistics.median(total) * 1000, 3),
+            "sql_ms_median": round(statistics.median(sql) * 1000, 3),
+            "queries_median": statistics.median(queries),
+            "queries_max": max(queries),
+            "profile_top": out.getvalue()[-6000:],
+        }
+        log(f"{connection.vendor} at {size:,}: {name} in process: " + json.dumps(
+            {k: v for k, v in breakdown[name].items() if k != "profile_top"}))  # fmt: skip
+    print(json.dumps({"refs": refs, "service": breakdown, "audit_paths": _audit_paths(size)}))
+
+
+def _audit_paths(size: int) -> dict[str, float]:
+    """The CPU per event of serving an entry bundle and of an auditor's check of a leaf, the
+    quick paths against the ones they replaced (kept here as the reference), alternating
+    on the same bundles; and of one SHA-256 of a leaf, in the same loop."""
+    import hashlib
+
+    from hashexchange_client import auditlog as client_auditlog
+    from hashexchange_client.encoding import loads_strict
+    from hashexchange_client.merkle import ENTRIES, Tile
+
+    from core import tlog
+    from core.ledger import Event
+
+    def bundle_before(tile: Tile) -> bytes:
+        start = tile.index * 256
+        events = Event.objects.filter(seq__gt=start, seq__lte=start + tile.width).order_by("seq")
+        return b"".join(len(data).to_bytes(2, "big") + data for data in (event.leaf_data() for event in events))
+
+    def check_before(data: bytes, index: int) -> None:
+        event = loads_strict(data)
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if canonical != data or client_auditlog._has_float(event) or event["seq"] != index + 1:
+            raise BenchError(f"leaf {index} is not canonical")
+
+    spent: dict[str, list[float]] = {name: [] for name in ("bundle_before", "bundle", "check_before", "check", "sha")}
+
+    def timed(name: str, call: Any, per: int) -> Any:
+        started = time.process_time()
+        value = call()
+        spent[name].append((time.process_time() - started) / per)
+        return value
+
+    for number in range(30):
+        tile = Tile(ENTRIES, (number * 37) % (size // 256))
+        before = timed("bundle_before", lambda: bundle_before(tile), 256)  # noqa: B023
+        data = timed("bundle", lambda: tlog.read_entry_bundle(tile), 256)  # noqa: B023
+        if data != before:
+            raise BenchError(f"entry bundle {tile.index}: the quick path serves other bytes")
+        entries = client_auditlog.split_bundle(data)
+        first = tile.index * 256
+        timed("check_before", lambda: [check_before(e, first + i) for i, e in enumerate(entries)], 256)  # noqa: B023
+        timed("check", lambda: [client_auditlog.check_leaf(e, first + i) for i, e in enumerate(entries)], 256)  # noqa: B023
+        timed("sha", lambda: [hashlib.sha256(b"\x00" + e).digest() for e in entries], 256)  # noqa: B023
+    figures = {f"{name}_us_per_event": round(statistics.median(v) * 1e6, 2) for name, v in spent.items()}
+    log(f"entry bundles and leaf checks at {size:,}: {figures}")
+    return figures
+
+
+def _measure_api(ports: dict[str, int], token: str, size: int, samples: int, root_b64: str) -> dict[str, Any]:
+    """Proofs through the API, interleaved with the reference request (the latest checkpoint,
+    the cheapest authenticated request of the log) and between the servers in `ports` (the
+    code as it is, and the same without the node cache); every proof is verified."""
+    import base64
+    import random
+
+    from harness import percentile
+    from hashexchange_client import merkle
+
+    root = base64.b64decode(root_b64)
+    rng = random.Random(5)
+    clients = {name: Client(port, token) for name, port in ports.items()}
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"checkpoint": [], "inclusion": [], "consistency": []} for name in ports
+    }
+    for number in range(samples + 10):
+        index, first = rng.randrange(size), rng.randrange(1, size)
+        paths = {
+            "checkpoint": "/api/v1/log/checkpoint",
+            "inclusion": f"/api/v1/log/proof/inclusion?leaf_index={index}",
+            "consistency": f"/api/v1/log/proof/consistency?first={first}",
+        }
+        for kind, path in paths.items():
+            for name, client in clients.items():
+                started = time.perf_counter()
+                status, body = client.request("GET", path)
+                elapsed = time.perf_counter() - started
+                if status != 200:
+                    raise BenchError(f"{name}: GET {path}: HTTP {status}: {body[:300]!r}")
+                if kind == "inclusion":
+                    answer = json.loads(body)
+                    merkle.verify_inclusion(
+                        merkle.leaf_hash(answer["leaf_data"].encode()), index, size,
+                        [base64.b64decode(item) for item in answer["proof"]], root,
+                    )  # fmt: skip
+                elif kind == "consistency":
+                    answer = json.loads(body)
+                    merkle.verify_consistency(
+                        first, size, base64.b64decode(answer["first_root_hash"]), root,
+                        [base64.b64decode(item) for item in answer["proof"]],
+                    )  # fmt: skip
+                if number >= 10:  # the first ten warm the workers up
+                    times[name][kind].append(elapsed * 1000)
+    for client in clients.values():
+        client.close()
+    return {
+        name: {
+            kind: {"p50_ms": round(statistics.median(v), 3), "p90_ms": round(percentile(v, 0.9), 3),
+                   "p99_ms": round(percentile(v, 0.99), 3), "n": len(v)}
+            for kind, v in by_kind.items()
+        }
+        for name, by_kind in times.items()
+    }  # fmt: skip
+
+
+def _run_audit(port: int, token: str, log_vkey: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """`hashexchange log audit` of the whole log, as an auditor runs it, timed."""
+    import subprocess
+
+    state = workdir / "audit-state.json"
+    state.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "hashexchange_client", "log", "audit", "--server", f"http://127.0.0.1:{port}",
+        "--api-key", token, "--log-key", log_vkey, "--state", str(state), "--no-progress",
+    ]  # fmt: skip
+    before = os.times()
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = os.times()
+    if result.returncode != 0:
+        raise BenchError(f"log audit failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return {
+        "wall_s": round(wall, 2),
+        "client_cpu_s": round(
+            after.children_user + after.children_system - before.children_user - before.children_system, 2
+        ),
+        "output": result.stdout.strip().splitlines(),
+    }
+
+
+def print_large(kind: str, size: int, row: dict[str, Any]) -> None:
+    from harness import format_load
+
+    refs, api = row["refs"], row["api"]
+    sha, one_row = refs["sha256_leaf_us"], refs["select_tree_hash_row_us"]
+    print(f"\n{kind}, {size:,} events ({row['grown']['tree_hashes']:,} tree hashes); CPU {row['cpu']}; load average")
+    print(f"  {format_load(row['load_before'])} before, {format_load(row['load_after'])} after")
+    print(f"  references: SHA-256 of a leaf {sha} µs; SELECT of one tree hash {one_row} µs;")
+    print(f"  SELECT of one tile of leaf hashes {refs['select_leaf_tile_us']} µs")
+    reference = api["checkpoint"]["p50_ms"]
+    for what in ("checkpoint", "inclusion", "consistency"):
+        figures, without = api[what], row["api_without_cache"][what]
+        print(
+            f"  API {what:12} p50 {figures['p50_ms']:7.2f} ms  p90 {figures['p90_ms']:7.2f}  "
+            f"p99 {figures['p99_ms']:7.2f}  = {figures['p50_ms'] / reference:5.2f} x the checkpoint request, "
+            f"{figures['p50_ms'] * 1000 / one_row:6.1f} x a one-row SELECT"
+        )
+        print(
+            f"      without the node cache: p50 {without['p50_ms']:7.2f} ms = "
+            f"{without['p50_ms'] / row['api_without_cache']['checkpoint']['p50_ms']:5.2f} x its checkpoint request"
+        )
+    for what, figures in row["service"].items():
+        print(
+            f"  in process, {what}: {figures['service_ms_median']} ms, of which SQL {figures['sql_ms_median']} ms "
+            f"in {figures['queries_median']:g} queries"
+        )
+    paths = row.get("audit_paths")
+    if paths:
+        bundle, check = paths["bundle_us_per_event"], paths["check_us_per_event"]
+        print(
+            f"  CPU per event: serving an entry bundle {bundle} µs ({bundle / paths['bundle_before_us_per_event']:.2f}"
+            f" x before), an auditor's check {check} µs ({check / paths['check_before_us_per_event']:.2f} x before); "
+            f"SHA-256 of a leaf {paths['sha_us_per_event']} µs"
+        )
+    if "audit" in row:
+        audit = row["audit"]
+        per_event = audit["wall_s"] / size * 1e6
+        print(
+            f"  log audit: {audit['wall_s']} s ({per_event:.1f} µs/event = {per_event / sha:.0f} x a leaf's "
+            f"SHA-256); CPU: client {audit['client_cpu_s']} s, server {audit['server_cpu_s']} s"
+        )
+
+
+def run_large(args: argparse.Namespace, info: dict[str, Any]) -> int:
+    """--large: for each database, grow one log through the sizes asked for (each size built
+    once, by bulk insert), and at each size measure proofs through the API (gunicorn, one
+    sync worker, one client) and, up to --audit-max events, a full `log audit`."""
+    from harness import cpu_model, gunicorn, load_average, tree_cpu_seconds
+
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hxbench-auditlog-large-")))
+        keep = Path(args.keep) if args.keep else None
+        if keep:
+            keep.mkdir(parents=True, exist_ok=True)
+        redis_url = stack.enter_context(private_redis(workdir))
+        pg = None
+        if "postgres" in args.databases:
+            if keep and not args.postgres_url:
+                raise BenchError("--keep with PostgreSQL needs --postgres-url (a server that outlives the bench)")
+            pg = stack.enter_context(
+                postgres_server(
+                    args.postgres_url, unsafe=args.postgres_unsafe, settings=parse_settings(args.postgres_setting)
+                )
+            )
+            info["postgres"] = pg.settings
+        for kind in args.databases:
+            dbs = Databases(kind, workdir, pg, redis_url)
+            state_file = (keep / f"large-{kind}.json") if keep else None
+            if state_file and state_file.exists():
+                state = json.loads(state_file.read_text())
+                dbs.secrets = tuple(state["secrets"])
+                log(f"{kind}: reusing the log kept in {state['db']}")
+            else:
+                name = str((keep or workdir) / "large.sqlite3") if kind == "sqlite" else "hxbench_large"
+                if kind == "postgres":
+                    assert pg is not None
+                    pg.create_database(name)
+                    if not keep:
+                        dbs.created.append(name)
+                out = run_python([__file__, "_large_prepare"], dbs.env(name), what="preparing the large log")
+                state = {"db": name, "secrets": list(dbs.secrets), **json.loads(out.strip().splitlines()[-1])}
+                if state_file:
+                    state_file.write_text(json.dumps(state))
+            if not keep:
+                stack.callback(dbs.drop_all)
+            env = dbs.env(state["db"])
+            results[kind] = {}
+            for size in args.large:
+                log(f"{kind}: the log at {size:,} events")
+                grown = json.loads(
+                    run_python([__file__, "_large_grow", str(size)], env, what="growing the log")
+                    .strip()
+                    .splitlines()[-1]
+                )
+                log(f"{kind}: {grown}")
+                refs = json.loads(
+                    run_python([__file__, "_large_refs", str(size), str(args.samples)], env, what="references")
+                    .strip().splitlines()[-1]
+                )  # fmt: skip
+                row: dict[str, Any] = {"grown": grown, **refs, "load_before": load_average(), "cpu": cpu_model()}
+                with (
+                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log") as (port, pid),
+                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log", app="nocache_wsgi:application") as (
+                        reference_port,
+                        _,
+                    ),
+                ):
+                    checkpoint = Client(port, state["token"]).request("GET", "/api/v1/log/checkpoint")[1].decode()
+                    root_b64 = checkpoint.split("\n")[2]
+                    measured = _measure_api(
+                        {"api": port, "api_without_cache": reference_port}, state["token"], size, args.samples, root_b64
+                    )
+                    row.update(measured)
+                    log(f"{kind} at {size:,}: through the API: {measured}")
+                    if size <= args.audit_max:
+                        server_before = tree_cpu_seconds(pid)
+                        row["audit"] = _run_audit(port, state["token"], state["log_vkey"], env, workdir)
+                        row["audit"]["server_cpu_s"] = round(tree_cpu_seconds(pid) - server_before, 2)
+                        log(f"{kind} at {size:,}: log audit: {row['audit']}")
+                row["load_after"] = load_average()
+                results[kind][str(size)] = row
+    print()
+    print_machine()
+    for kind, by_size in results.items():
+        for size, row in by_size.items():
+            print_large(kind, int(size), row)
+    path = write_results("auditlog-large", {"machine": info, "args": vars(args), "results": results})
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    return 0
+
+
+INTERNAL_STEPS = {
+    "_check": lambda argv: step_check(),
+    "_tree": lambda argv: step_tree(int(argv[0])),
+    "_large_prepare": lambda argv: step_large_prepare(),
+    "_large_grow": lambda argv: step_large_grow(int(argv[0])),
+    "_large_refs": lambda argv: step_large_refs(int(argv[0]), int(argv[1])),
+}
 
 
 # The run -----------------------------------------------------------------------------------
@@ -224,6 +737,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=None, help=f"log size for the in-process figures "
                         f"(default {DEFAULT_EVENTS:,})")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="SQLite, 1,000 submissions, one round, 10,000 events")
+    parser.add_argument(
+        "--large",
+        default=None,
+        metavar="SIZES",
+        help="instead: proof latency through the API and "
+        "`log audit` on logs of these sizes, e.g. 1000000,10000000 (built once each, by bulk insert)",
+    )
+    parser.add_argument("--samples", type=int, default=200, help="--large: requests of each kind (default 200)")
+    parser.add_argument("--audit-max", type=int, default=1_000_000, help="--large: run `log audit` up to this size")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        metavar="DIR",
+        help="--large: keep the logs (SQLite files and their "
+        "keys in DIR; PostgreSQL's database hxbench_large, with --postgres-url) and reuse them",
+    )
     args = parser.parse_args(argv)
     args.databases = [d.strip() for d in (args.database or ("sqlite" if args.quick else "sqlite,postgres")).split(",")]
     if not set(args.databases) <= {"sqlite", "postgres"}:
@@ -231,6 +760,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.total = args.total or (QUICK_TOTAL if args.quick else DEFAULT_TOTAL)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    args.large = sorted(int(size.replace("_", "")) for size in args.large.split(",")) if args.large else []
     return args
 
 
@@ -266,6 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_machine()
     stop_on_signals()
     info = machine_info()
+    if args.large:
+        return run_large(args, info)
     runs: list[Run] = []
     in_process: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:

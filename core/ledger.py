@@ -99,9 +99,13 @@ def format_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no white space, UTF-8, no floats: equal values give equal bytes."""
-    _check_json(value)
+def canonical_json(value: Any, *, check: bool = True) -> bytes:
+    """Sorted keys, no white space, UTF-8, no floats: equal values give equal bytes.
+
+    `check=False` skips refusing floats and non-JSON values, for values read back from the
+    log (checked when they were recorded)."""
+    if check:
+        _check_json(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -116,6 +120,7 @@ def leaf_bytes(
     actor_id: str,
     data: Mapping[str, Any],
     created_at: dt.datetime,
+    check: bool = True,
 ) -> bytes:
     """The leaf data of an event: the canonical JSON of all its fields (docs/ledger.md)."""
     return canonical_json(
@@ -128,7 +133,8 @@ def leaf_bytes(
             "actor": {"type": actor_type, "id": actor_id},
             "data": dict(data),
             "at": format_time(created_at),
-        }
+        },
+        check=check,
     )
 
 

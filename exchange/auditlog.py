@@ -129,8 +129,8 @@ def checkpoint_create() -> Checkpoint | None:
 def cosigned_note(checkpoint: Checkpoint) -> str:
     """The checkpoint with the witnesses' cosignatures after the server's signature."""
     lines = [
-        c.line if c.line.endswith("\n") else c.line + "\n"
-        for c in checkpoint.cosignatures.select_related("witness").order_by("witness__name")
+        line if line.endswith("\n") else line + "\n"
+        for line in checkpoint.cosignatures.order_by("witness__name").values_list("line", flat=True)
     ]
     return checkpoint.note + "".join(lines)
 
@@ -229,13 +229,18 @@ def inclusion_proof(
         )
     if not can_see_event(member=member, credential=credential, seq=leaf_index + 1):
         raise Problem("not_found", "No event with that leaf index is visible to you.", 404)
-    event = Event.objects.get(seq=leaf_index + 1)
+    leaf_data = Event.objects.get(seq=leaf_index + 1).leaf_data()
+    if checkpoint is not None:  # the usual case: fast, from cached subtrees, checked against the signed root
+        root_hash = bytes(checkpoint.root_hash)
+        proof = tlog.verified_inclusion_proof(leaf_index, size, merkle.leaf_hash(leaf_data), root_hash)
+    else:
+        root_hash, proof = tlog.root(size), tlog.inclusion_proof(leaf_index, size)
     return InclusionProof(
         leaf_index=leaf_index,
         tree_size=size,
-        leaf_data=event.leaf_data(),
-        root_hash=bytes(checkpoint.root_hash) if checkpoint else tlog.root(size),
-        proof=tlog.inclusion_proof(leaf_index, size),
+        leaf_data=leaf_data,
+        root_hash=root_hash,
+        proof=proof,
         checkpoint=cosigned_note(checkpoint) if checkpoint else None,
     )
 
@@ -247,12 +252,17 @@ def consistency_proof(*, first: int, second: int | None = None) -> dict[str, Any
         raise Problem.field("first", f"{first} is larger than second ({size}); a log only grows")
     if first < 0:
         raise Problem.field("first", "a tree size is 0 or more")
+    if checkpoint is not None:  # as for inclusion proofs
+        second_root = bytes(checkpoint.root_hash)
+        first_root, proof = tlog.verified_consistency_proof(first, size, second_root)
+    else:
+        first_root, second_root, proof = tlog.root(first), tlog.root(size), tlog.consistency_proof(first, size)
     return {
         "first": first,
         "second": size,
-        "first_root_hash": b64(tlog.root(first)),
-        "second_root_hash": b64(bytes(checkpoint.root_hash) if checkpoint else tlog.root(size)),
-        "proof": [b64(item) for item in tlog.consistency_proof(first, size)],
+        "first_root_hash": b64(first_root),
+        "second_root_hash": b64(second_root),
+        "proof": [b64(item) for item in proof],
         "checkpoint": cosigned_note(checkpoint) if checkpoint else None,
     }
 

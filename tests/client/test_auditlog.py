@@ -46,6 +46,10 @@ def test_the_ledger_docs_worked_example_is_a_canonical_leaf() -> None:
         (LEAF.replace(b'"slug":"acme"', b'"slug":1.5'), 0, "canonical"),
         (b"\xff", 0, "not an event"),
         (b"[]", 0, "version 1"),
+        (LEAF.replace(b'"acme"', b'"\\ud800"', 1), 0, "not an event"),
+        (LEAF.replace(b'"v":1', b'"v":1,"w":12345678901234567890'), 0, "not an event"),
+        (LEAF.replace(b'"v":1', b'"v":1,"w":' + b"[" * 40 + b"]" * 40), 0, "not an event"),
+        (LEAF.replace(b'"v":1', b'"v":1,"w":NaN'), 0, "not an event"),
     ],
 )
 def test_a_leaf_that_is_not_a_canonical_event_is_refused(data: bytes, index: int, reason: str) -> None:

@@ -169,6 +169,38 @@ def test_an_inclusion_proof_as_a_tlog_proof_file_verifies_offline(
 
 
 @pytest.mark.django_db
+def test_proofs_from_cached_subtrees_are_right_even_when_the_cache_is_not(auditor: Caller) -> None:
+    """Proofs reuse the subtree hashes earlier proofs computed (core.tlog.node_cache). A cache
+    that no longer matches the database (a restored database, a rolled-back test) must not
+    change a single answer: every proof is checked against the signed root first."""
+    with transaction.atomic():
+        record_many([NewEvent("t.e", "t", str(i)) for i in range(700)], actor=Actor.system("t"))
+    checkpoint = auditlog.checkpoint_create()
+    data = leaf_data()
+    size = checkpoint.size
+    first = 300
+
+    def answers() -> tuple[list[list[bytes]], dict[str, Any]]:
+        paths = []
+        for index in (0, 255, 256, 511, size - 1):
+            body = auditor.client.get(f"/api/v1/log/proof/inclusion?leaf_index={index}").json()
+            paths.append([b64d(item) for item in body["proof"]])
+        return paths, auditor.client.get(f"/api/v1/log/proof/consistency?first={first}").json()
+
+    expected = [Rfc6962.path(index, data) for index in (0, 255, 256, 511, size - 1)]
+    paths, consistency = answers()  # computed from the tiles, and cached
+    assert paths == expected
+    assert tlog.node_cache.hashes
+    for key in tlog.node_cache.hashes:  # every cached subtree now says something else
+        tlog.node_cache.hashes[key] = bytes(32)
+    paths, consistency_again = answers()
+    assert paths == expected
+    assert consistency_again == consistency
+    assert [b64d(item) for item in consistency["proof"]] == Rfc6962.proof(first, data)
+    assert b64d(consistency["first_root_hash"]) == Rfc6962.mth(data[:first])
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("query", "parameter"),
     [

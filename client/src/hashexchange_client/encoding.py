@@ -93,7 +93,8 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return found
 
 
-def _strict_int(text: str) -> int:
+def strict_int(text: str) -> int:
+    """An integer of at most MAX_INT_DIGITS digits (json.loads' parse_int)."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise StrictJSONError(f"an integer of {len(text.lstrip('-'))} digits is too large (at most {MAX_INT_DIGITS})")
     return int(text)
@@ -190,7 +191,7 @@ def loads_strict(data: bytes) -> object:
     if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_strict_int, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=strict_int, parse_constant=_no_constant)
     except StrictJSONError:
         raise
     except (ValueError, RecursionError) as exc:

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,13 @@ def add_commands(commands: Any, add_server_options: Any) -> None:
     _add_state_option(audit_)
     audit_.add_argument("--no-progress", action="store_true", help="no progress bar")
     audit_.add_argument("--events", type=Path, help="also write every audited event here, as JSON Lines")
+    audit_.add_argument(
+        "--read-ahead",
+        type=int,
+        default=2,
+        metavar="N",
+        help="download up to N entry bundles ahead while checking one (default 2; 0: one at a time)",
+    )
     add_server_options(audit_)
     audit_.set_defaults(log_handler=cmd_log_audit)
 
@@ -154,6 +162,19 @@ def _client(args: argparse.Namespace) -> Client:
     if not server or not api_key:
         raise _Usage(f"give --server and --api-key (or set {ENV_SERVER} and {ENV_API_KEY})")
     return Client(server, api_key)
+
+
+class _per_thread:  # noqa: N801 (used like a function)
+    """The API calls of `--read-ahead` threads, each thread with its own client (and session)."""
+
+    def __init__(self, args: argparse.Namespace, first: Client) -> None:
+        self.args, self.local = args, threading.local()
+        self.local.client = first
+
+    def log_tile(self, path: str) -> bytes:
+        if not hasattr(self.local, "client"):
+            self.local.client = _client(self.args)
+        return self.local.client.log_tile(path)
 
 
 def run(handler: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -259,13 +280,14 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
     )
     try:
         result = audit(
-            client.log_tile,
+            _per_thread(args, client).log_tile if args.read_ahead > 0 else client.log_tile,
             checkpoint,
             state,
             progress=bar.update,
             on_event=(lambda event: events_file.write(json.dumps(event, ensure_ascii=False) + "\n"))
             if events_file
             else (lambda event: None),
+            read_ahead=max(0, args.read_ahead),
         )
     finally:
         bar.close()
@@ -275,7 +297,10 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
     if args.state:
         save_state(args.state, state)
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result.kinds.items())) or "none new"
-    print(f"audited events {result.audited_from + 1}..{checkpoint.size}: {kinds}")
+    if result.audited_from == checkpoint.size:
+        print(f"no new events: all {checkpoint.size} were audited before")
+    else:
+        print(f"audited events {result.audited_from + 1}..{checkpoint.size}: {kinds}")
     print(f"verified: every entry hashes to the signed root of {_describe(checkpoint, witnesses)}")
     return EXIT_OK
 
