@@ -115,6 +115,7 @@ class Import:
 class Run:
     database: str
     size: int
+    reference: dict[str, float] = field(default_factory=dict)
     first: Import | None = None
     second: Import | None = None
     database_bytes: int = 0
@@ -224,6 +225,56 @@ class Database:
             self.pg.drop_database(self.name)
 
 
+def copy_reference(path: Path, db: Database) -> dict[str, float]:
+    """The reference for PostgreSQL: a bare COPY of the same rows into equivalent tables.
+
+    Tables made `LIKE hashes_hash INCLUDING ALL` and `LIKE hashes_listing INCLUDING ALL`
+    (same columns, defaults, unique and other indexes; no foreign keys, no events, no
+    lock), filled by psycopg's COPY from this process reading the same file: the hash rows
+    the import would write, then a listing row per hash. Timed like the import (wall, and
+    the CPU of this process and of PostgreSQL); dropped afterwards.
+    """
+    import psycopg
+
+    now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
+    assert db.pg is not None
+    url = db.url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_ref_hash, bench_ref_listing")
+        conn.execute("CREATE TABLE bench_ref_hash (LIKE hashes_hash INCLUDING ALL)")
+        conn.execute("CREATE TABLE bench_ref_listing (LIKE hashes_listing INCLUDING ALL)")
+        wal_before = db.wal_counters()
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        with CpuMeter({"postgres": db.postmaster}) as meter, conn.transaction(), conn.cursor() as cursor:
+            columns = "signal_type, value, status, status_reason, created_at, status_changed_at"
+            with cursor.copy(f"COPY bench_ref_hash ({columns}) FROM STDIN") as copy, path.open() as handle:
+                count = 0
+                while True:
+                    lines = handle.readlines(1 << 22)
+                    if not lines:
+                        break
+                    count += len(lines)
+                    copy.write("".join(f"pdq\t{line[:64]}\tactive\t\t{now}\t{now}\n" for line in lines))
+            columns = "hash_id, program_id, status, created_at, changed_at"
+            with cursor.copy(f"COPY bench_ref_listing ({columns}) FROM STDIN") as copy:
+                for start in range(1, count + 1, 500_000):
+                    stop = min(count + 1, start + 500_000)
+                    copy.write("".join(f"{i}\t1\tactive\t{now}\t{now}\n" for i in range(start, stop)))
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        wal_after = db.wal_counters()
+        conn.execute("DROP TABLE bench_ref_hash, bench_ref_listing")
+        conn.execute("CHECKPOINT")
+    return {
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds),
+        "client_cpu_seconds": round(cpu, 2),
+        "postgres_cores": meter.cores.get("postgres", 0.0),
+        "wal_bytes": wal_after.get("bytes", 0) - wal_before.get("bytes", 0),
+    }
+
+
 def run_one(
     kind: str, size: int, path: Path, workdir: Path, pg: PostgresServer | None, redis_url: str, chunk_size: int | None
 ) -> Run:
@@ -231,6 +282,10 @@ def run_one(
     db = Database(kind, workdir, pg, redis_url, tag=str(size))
     try:
         db.prepare()
+        if kind == "postgres":
+            log(f"{kind}: reference, a bare COPY of the same {size:,} rows into equivalent tables")
+            run.reference = copy_reference(path, db)
+            log(f"{kind}: reference {run.reference}")
         log(f"{kind}: importing {size:,} hashes")
         run.first = timed_import(path, db, chunk_size)
         log(f"{kind}: {run.first.per_second:,} hashes/s ({run.first.seconds:.1f} s), cores {run.first.cores}")
@@ -465,6 +520,13 @@ def print_table(runs: list[Run]) -> None:
                 f"{imp.wal.get('full_page_images', 0) / 1000:>6.0f}         {imp.cores.get('children', 0):>6.2f} "
                 f"{imp.cores.get('postgres', 0):>4.2f} {imp.cores.get('other', 0):>5.2f}  "
                 f"{'ok' if run.ok else 'WRONG'}"
+            )
+        if run.reference and run.first is not None:
+            ref = run.reference
+            print(
+                f"{run.database:9} {run.size:>11,} {'COPY':6} {ref['seconds']:>8.1f} {ref['per_second']:>9,} "
+                f"{'':>7} {'':>11} {ref['wal_bytes'] / 1e9:>6.1f}   reference (bare COPY into equivalent tables); "
+                f"import / COPY speed = {ref['seconds'] / run.first.seconds:.2f}"
             )
 
 
