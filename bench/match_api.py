@@ -25,7 +25,7 @@ statements each request issues.
     .venv/bin/python bench/match_api.py                        # 200k hashes, private PostgreSQL
     .venv/bin/python bench/match_api.py --profile --requests 2000
     .venv/bin/python bench/match_api.py --postgres-url postgres://postgres@127.0.0.1:54406/postgres
-    .venv/bin/python bench/match_api.py --database sqlite --quick
+    .venv/bin/python bench/match_api.py --quick                # 20,000 hashes, SQLite (make bench)
 
 Figures: docs/benchmarks/match-api.md.
 """
@@ -124,17 +124,20 @@ def _environ(method: str, path: str, token: str | None, body: bytes = b"") -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument(
+        "--database", choices=["postgres", "sqlite"], default=None, help="default postgres (quick: sqlite)"
+    )
     parser.add_argument("--postgres-url", default="", help="a superuser URL; default: a private server")
     parser.add_argument("--hashes", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=1000, help="requests per kind (after 200 warm-up)")
     parser.add_argument("--added", type=int, default=100, help="add-then-match rounds")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="20k hashes, 300 requests")
+    parser.add_argument("--quick", action="store_true", help="20k hashes, 300 requests, SQLite unless --database")
     parser.add_argument("--seed", type=int, default=20261202)
     args = parser.parse_args()
     if args.quick:
         args.hashes, args.requests, args.added = 20_000, 300, 30
+    args.database = args.database or ("sqlite" if args.quick else "postgres")
     print_machine()
     stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="hx-match-api-"))
