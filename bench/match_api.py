@@ -19,7 +19,7 @@ Redis; no socket) and measures CPU per request with `time.thread_time()` for:
 The database's own CPU (the PostgreSQL backend serving this process) is measured from
 /proc when the server runs on this machine and reported beside it. Each figure is also
 given as a ratio to `noop` and to `healthz` of the same run. `--profile` adds a cProfile
-of `match-miss` and `match-hit` (top functions by cumulative and by own time) and the SQL
+of `noop`, `match-miss` and `match-hit` (top functions by cumulative and by own time) and the SQL
 statements each request issues.
 
     .venv/bin/python bench/match_api.py                        # 200k hashes, private PostgreSQL
@@ -271,7 +271,7 @@ def measure(args: argparse.Namespace, token: str, values: list[str]) -> dict[str
         import cProfile
         import pstats
 
-        for kind in ("match-miss", "match-hit"):
+        for kind in ("noop", "match-miss", "match-hit"):
             profiler = cProfile.Profile(time.thread_time)  # CPU, not wall: the machine is shared
             profiler.enable()
             for i in range(args.requests):
