@@ -115,6 +115,7 @@ class Import:
 class Run:
     database: str
     size: int
+    references: list[dict[str, Any]] = field(default_factory=list)
     first: Import | None = None
     second: Import | None = None
     database_bytes: int = 0
@@ -224,6 +225,83 @@ class Database:
             self.pg.drop_database(self.name)
 
 
+def copy_reference(path: Path, db: Database, *, foreign_keys: bool) -> dict[str, float]:
+    """The reference for PostgreSQL: a bare COPY of the same rows into equivalent tables.
+
+    Tables made `LIKE hashes_hash INCLUDING ALL` and `LIKE hashes_listing INCLUDING ALL`
+    (same columns, defaults, unique and other indexes; no events, no lock), filled by
+    psycopg's COPY from this process reading the same file, in one transaction: the hash
+    rows the import would write, then a listing row per hash. With `foreign_keys`, the
+    listing table gets the real one's foreign keys too (to the reference hash table, the
+    program and an import batch), deferred to the commit as Django declares them: what
+    the import's listings cost PostgreSQL at its commits. Timed like the import (wall,
+    and the CPU of this process and of PostgreSQL); dropped afterwards.
+    """
+    import psycopg
+
+    now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
+    assert db.pg is not None
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_ref_listing, bench_ref_hash")
+        conn.execute("CREATE TABLE bench_ref_hash (LIKE hashes_hash INCLUDING ALL)")
+        conn.execute("CREATE TABLE bench_ref_listing (LIKE hashes_listing INCLUDING ALL)")
+        program = conn.execute("SELECT id FROM members_program WHERE slug = %s", [PROGRAM]).fetchone()[0]  # type: ignore[index]
+        batch = None
+        if foreign_keys:
+            batch = conn.execute(
+                "INSERT INTO hashes_importbatch (program_id, source, file_name, started_at, lines_read, "
+                "lines_invalid, hashes_listed) VALUES (%s, 'reference', '', now(), 0, 0, 0) RETURNING id",
+                [program],
+            ).fetchone()[0]  # type: ignore[index]
+            definitions = conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'hashes_listing'::regclass "
+                "AND contype = 'f'"
+            ).fetchall()
+            for (definition,) in definitions:
+                conn.execute(
+                    "ALTER TABLE bench_ref_listing ADD "
+                    + definition.replace("REFERENCES hashes_hash(", "REFERENCES bench_ref_hash(")
+                )
+        wal_before = db.wal_counters()
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        with CpuMeter({"postgres": db.postmaster}) as meter:
+            with conn.transaction(), conn.cursor() as cursor:
+                columns = "signal_type, value, status, status_reason, created_at, status_changed_at"
+                with cursor.copy(f"COPY bench_ref_hash ({columns}) FROM STDIN") as copy, path.open() as handle:
+                    count = 0
+                    while True:
+                        lines = handle.readlines(1 << 22)
+                        if not lines:
+                            break
+                        count += len(lines)
+                        copy.write("".join(f"pdq\t{line[:64]}\tactive\t\t{now}\t{now}\n" for line in lines))
+                columns = "hash_id, program_id, status, import_batch_id, created_at, changed_at"
+                batch_text = str(batch) if batch is not None else "\\N"
+                with cursor.copy(f"COPY bench_ref_listing ({columns}) FROM STDIN") as copy:
+                    for start in range(1, count + 1, 500_000):
+                        stop = min(count + 1, start + 500_000)
+                        copy.write(
+                            "".join(f"{i}\t{program}\tactive\t{batch_text}\t{now}\t{now}\n" for i in range(start, stop))
+                        )
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        wal_after = db.wal_counters()
+        conn.execute("DROP TABLE bench_ref_listing, bench_ref_hash")
+        if batch is not None:
+            conn.execute("DELETE FROM hashes_importbatch WHERE id = %s", [batch])
+        conn.execute("CHECKPOINT")
+    return {
+        "foreign_keys": foreign_keys,
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds),
+        "client_cpu_seconds": round(cpu, 2),
+        "postgres_cores": meter.cores.get("postgres", 0.0),
+        "other_cores": meter.cores.get("other", 0.0),
+        "wal_bytes": wal_after.get("bytes", 0) - wal_before.get("bytes", 0),
+    }
+
+
 def run_one(
     kind: str, size: int, path: Path, workdir: Path, pg: PostgresServer | None, redis_url: str, chunk_size: int | None
 ) -> Run:
@@ -231,6 +309,11 @@ def run_one(
     db = Database(kind, workdir, pg, redis_url, tag=str(size))
     try:
         db.prepare()
+        if kind == "postgres":
+            log(f"{kind}: reference, a bare COPY of the same {size:,} rows into equivalent tables")
+            for foreign_keys in (False, True):
+                run.references.append(copy_reference(path, db, foreign_keys=foreign_keys))
+                log(f"{kind}: reference {run.references[-1]}")
         log(f"{kind}: importing {size:,} hashes")
         run.first = timed_import(path, db, chunk_size)
         log(f"{kind}: {run.first.per_second:,} hashes/s ({run.first.seconds:.1f} s), cores {run.first.cores}")
@@ -465,6 +548,18 @@ def print_table(runs: list[Run]) -> None:
                 f"{imp.wal.get('full_page_images', 0) / 1000:>6.0f}         {imp.cores.get('children', 0):>6.2f} "
                 f"{imp.cores.get('postgres', 0):>4.2f} {imp.cores.get('other', 0):>5.2f}  "
                 f"{'ok' if run.ok else 'WRONG'}"
+            )
+        for ref in run.references if run.first is not None else []:
+            assert run.first is not None
+            cores = run.first.cores
+            import_cpu = (cores.get("children", 0) + cores.get("postgres", 0)) * run.first.seconds
+            ref_cpu = ref["client_cpu_seconds"] + ref["postgres_cores"] * ref["seconds"]
+            what = "COPY+FK" if ref["foreign_keys"] else "COPY"
+            print(
+                f"{run.database:9} {run.size:>11,} {what:7} {ref['seconds']:>7.1f} {ref['per_second']:>9,} "
+                f"{'':>7} {'':>11} {ref['wal_bytes'] / 1e9:>6.1f}   reference; import speed / COPY speed = "
+                f"{ref['seconds'] / run.first.seconds:.2f}; CPU (client + PostgreSQL) COPY {ref_cpu:.1f} s, "
+                f"import {import_cpu:.1f} s: {ref_cpu / import_cpu:.2f}"
             )
 
 

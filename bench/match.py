@@ -629,9 +629,22 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
                 want = (codes[target].tobytes().hex(), int(distance))
                 errors += (want in found) != (distance <= THRESHOLD)
         server_cpu = sum(process_cpu_seconds(pid) for pid in _worker_pids(master)) - cpu_before
+        # The framework's floor in the same run: server CPU of a GET /healthz (every
+        # middleware, no authentication, no database), over as many requests.
+        import http.client
+
+        cpu_before = sum(process_cpu_seconds(pid) for pid in _worker_pids(master))
+        for _ in single:
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            probe.request("GET", "/healthz")
+            probe.getresponse().read()
+            probe.close()
+        floor_cpu = sum(process_cpu_seconds(pid) for pid in _worker_pids(master)) - cpu_before
         result: dict[str, Any] = {
             "n": n,
             "server_cpu_ms_per_request": server_cpu / len(single) * 1000,
+            "healthz_server_cpu_ms_per_request": floor_cpu / len(single) * 1000,
+            "ratio_to_healthz": server_cpu / floor_cpu if floor_cpu else None,
             "import_seconds": imported,
             "snapshot_from_db_seconds": built,
             "single_p50_ms": float(np.percentile(latencies, 50) * 1000),
@@ -661,7 +674,8 @@ def run_api(args: argparse.Namespace, n: int) -> dict[str, Any]:
         result["worker_memory"] = [_proc_memory(pid) for pid in _worker_pids(master)]
     print(
         f"   single query: p50 {result['single_p50_ms']:.2f} ms p99 {result['single_p99_ms']:.2f} ms "
-        f"(server CPU {result['server_cpu_ms_per_request']:.2f} ms per request); "
+        f"(server CPU {result['server_cpu_ms_per_request']:.2f} ms per request, "
+        f"{result['ratio_to_healthz'] or 0:.2f}x /healthz's {result['healthz_server_cpu_ms_per_request']:.2f} ms); "
         f"{result['single_rps_c2']:.0f} req/s at 2 clients, {result['single_rps_c8']:.0f} at 8; "
         f"100-query batch p50 {result['batch100_p50_ms']:.1f} ms ({result['batch100_queries_per_s_c1']:.0f} q/s); "
         f"worker PSS {[m['pss_kb'] // 1024 for m in result['worker_memory']]} MiB; planted errors {errors}",

@@ -78,6 +78,14 @@ class CredentialRateThrottle(SimpleRateThrottle):
     exchange refusing submissions (nothing is lost by a Redis outage). After a failure
     the limit is skipped for REDIS_QUIET_SECONDS in this process, so that a Redis that
     hangs costs one request one REDIS_TIMEOUT_SECONDS, not every request.
+
+    With the cache in Redis (as configured), the limit is a sliding-window counter: one
+    round trip (INCR this window's counter, read the previous one), the previous window
+    weighted by how much of it still overlaps the last `duration` seconds. DRF's own
+    throttle keeps a list of every request's time, read and rewritten whole on each
+    request (two round trips and a pickle of up to `num_requests` floats), and Django's
+    cache builds a new Redis client for each call; that was a fifth of an API request's
+    CPU (docs/benchmarks/match-api.md). Another cache backend gets DRF's throttle.
     """
 
     scope = "credential"
@@ -94,13 +102,66 @@ class CredentialRateThrottle(SimpleRateThrottle):
         if time.monotonic() < CredentialRateThrottle.quiet_until:
             return True
         try:
-            return super().allow_request(request, view)
+            client = _cache_redis()
+            if client is None or self.rate is None:
+                return super().allow_request(request, view)
+            key = self.get_cache_key(request, view)
+            if key is None:
+                return True
+            return self._count(client, key)
         except Exception as exc:  # noqa: BLE001 - any cache failure must not block the API
             CredentialRateThrottle.quiet_until = time.monotonic() + settings.REDIS_QUIET_SECONDS
             logger.warning(
                 "rate limit skipped for %s s, cache unavailable: %s", settings.REDIS_QUIET_SECONDS, type(exc).__name__
             )
             return True
+
+    def _count(self, client: Any, key: str) -> bool:
+        now = self.timer()
+        window, elapsed = divmod(now, self.duration)
+        current = f"{_cache_prefix()}:{key}:{int(window)}"
+        previous = f"{_cache_prefix()}:{key}:{int(window) - 1}"
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(current)
+        pipe.expire(current, int(self.duration) * 2)
+        pipe.get(previous)
+        count, _, before = pipe.execute()
+        estimate = int(before or 0) * (1 - elapsed / self.duration) + int(count)
+        self._wait = self.duration - elapsed
+        return estimate <= self.num_requests
+
+    def wait(self) -> float | None:
+        if hasattr(self, "_wait"):
+            return self._wait
+        return super().wait()
+
+
+# One Redis client per process for the cache's server (Django's RedisCache makes a new
+# client, with its ~170 response callbacks, for every call).
+_REDIS_CLIENTS: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+_DJANGO_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+
+
+def _cache_redis() -> Any:
+    """A redis.Redis for the default cache's server, or None if that cache is not Redis."""
+    config = settings.CACHES["default"]
+    if config.get("BACKEND") != _DJANGO_REDIS_CACHE or not isinstance(config.get("LOCATION"), str):
+        return None
+    options = tuple(sorted((k, v) for k, v in config.get("OPTIONS", {}).items() if k in _REDIS_OPTIONS))
+    key = (config["LOCATION"], options)
+    client = _REDIS_CLIENTS.get(key)
+    if client is None:
+        import redis
+
+        client = _REDIS_CLIENTS[key] = redis.Redis.from_url(config["LOCATION"], **dict(options))
+    return client
+
+
+_REDIS_OPTIONS = {"socket_connect_timeout", "socket_timeout", "health_check_interval", "retry_on_timeout"}
+
+
+def _cache_prefix() -> str:
+    return "hx:throttle:" + settings.CACHES["default"].get("KEY_PREFIX", "")
 
 
 def batch_response(results: Sequence[Any]) -> Response:

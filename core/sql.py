@@ -2,7 +2,9 @@
 
 Both serve PostgreSQL and SQLite and fall back to the plain ORM form elsewhere:
 - `values_in()`: the right-hand side of `field__in` for many values, as one JSON parameter;
-- `insert_rows()`: a multi-row INSERT of field values, returning chosen columns.
+- `insert_rows()`: a multi-row INSERT of field values, returning chosen columns;
+- `columns()` and `instances()`: a hand-written SELECT of whole rows of one or more
+  models (a join), read back into model instances as the ORM would (same converters).
 """
 
 from __future__ import annotations
@@ -99,6 +101,48 @@ def insert_rows(
             if returning:
                 answer.extend(cursor.fetchall())
         return answer
+
+
+def columns(model: type[Model], alias: str) -> str:
+    """Every concrete column of `model` for a SELECT list, table alias `alias`, in field order."""
+    quote = connection.ops.quote_name
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+def instances(row: Sequence[Any], models: Sequence[type[Model]]) -> list[Model]:
+    """Model instances from a row that holds `columns()` of each model, one after another.
+
+    For requests where compiling the ORM's query costs more than the database's answer (the
+    API key lookup runs on every request): each value goes through the converters the ORM
+    applies (dates on SQLite, JSON on both), then `Model.from_db`, as a queryset would.
+    """
+    made, start = [], 0
+    for model in models:
+        fields = model._meta.concrete_fields
+        values = list(row[start : start + len(fields)])
+        for i, converters in _converters(model):
+            expression = fields[i].get_col(model._meta.db_table)
+            for convert in converters:
+                values[i] = convert(values[i], expression, connection)
+        made.append(model.from_db(connection.alias, [f.attname for f in fields], values))
+        start += len(fields)
+    return made
+
+
+_CONVERTERS: dict[tuple[str, type[Model]], list[tuple[int, list[Callable[..., Any]]]]] = {}
+
+
+def _converters(model: type[Model]) -> list[tuple[int, list[Callable[..., Any]]]]:
+    key = (connection.vendor, model)
+    if key not in _CONVERTERS:
+        found = []
+        for i, field in enumerate(model._meta.concrete_fields):
+            col = field.get_col(model._meta.db_table)
+            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if converters:
+                found.append((i, converters))
+        _CONVERTERS[key] = found
+    return _CONVERTERS[key]
 
 
 def json_default(value: Any) -> str:

@@ -31,6 +31,7 @@ from a backup, a test's rollback) the index is dropped and loaded again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -51,7 +52,7 @@ from hashexchange_client import signal_types
 
 from core.ledger import Event
 from members.models import Member, Program
-from members.selectors import submitting_programs
+from members.selectors import submitting_programs_list
 
 from . import index as hx
 from .models import Hash, Listing, MatchCount
@@ -88,8 +89,23 @@ class QueryResult:
 
 
 def _latest_event() -> tuple[int, str]:
-    row = Event.objects.order_by("-seq").values_list("seq", "leaf_hash").first()
+    """(seq, leaf hash) of the newest event. Asked before every match request, so written
+    by hand: the ORM's compilation of this one-row lookup cost more than the database."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_SQL.get(connection.vendor) or _latest_sql())
+        row = cursor.fetchone()
     return (int(row[0]), str(row[1])) if row else (0, "")
+
+
+_LATEST_SQL: dict[str, str] = {}
+
+
+def _latest_sql() -> str:
+    quote = connection.ops.quote_name
+    table, seq = quote(Event._meta.db_table), quote("seq")
+    sql = f"SELECT {seq}, {quote('leaf_hash')} FROM {table} ORDER BY {seq} DESC LIMIT 1"
+    _LATEST_SQL[connection.vendor] = sql
+    return sql
 
 
 def _leaf_at(seq: int) -> str | None:
@@ -369,13 +385,15 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
 
     Steps:
     1. The programs the member is opted in to, with their thresholds (1 query).
+       (Steps 1-4 use hand-written SQL: for a single query the ORM's compilation cost
+       more CPU than the database and the index together; docs/benchmarks/match-api.md.)
     2. Candidates: perceptual types from the indexes (refreshed first), within the
        largest threshold of those programs for the type; exact types from the database.
     3. Filter the candidates in one query: hash active, listing active, program one of
        the member's; keep a program only if the distance is within its own threshold.
     4. Count a match per hash, member and day (no query value is stored).
     """
-    programs = {p.pk: p for p in submitting_programs(member=member).only("id", "slug", "thresholds", "signal_types")}
+    programs = {p.pk: p for p in submitting_programs_list(member=member)}
     results = [QueryResult(index=i) for i in range(len(queries))]
     if not programs or not queries:
         return results
@@ -439,15 +457,21 @@ def _visible(ids: list[int], programs: dict[int, Program]) -> dict[int, tuple[st
     """{hash id: (signal type, value, [program ids])} for the active hashes actively listed in
     the member's programs."""
     visible: dict[int, tuple[str, str, list[int]]] = {}
-    for start in range(0, len(ids), _ID_CHUNK):
-        rows = Listing.objects.filter(
-            hash_id__in=ids[start : start + _ID_CHUNK],
-            status=Listing.Status.ACTIVE,
-            program_id__in=list(programs),
-            hash__status=Hash.Status.ACTIVE,
-        ).values_list("hash_id", "hash__signal_type", "hash__value", "program_id")
-        for pk, signal_type, value, program_id in rows:
-            visible.setdefault(pk, (signal_type, value, []))[2].append(program_id)
+    quote = connection.ops.quote_name
+    program_ids = list(programs)
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            cursor.execute(
+                f"SELECT l.{quote('hash_id')}, h.{quote('signal_type')}, h.{quote('value')}, l.{quote('program_id')} "
+                f"FROM {quote(Listing._meta.db_table)} l JOIN {quote(Hash._meta.db_table)} h "
+                f"ON h.{quote('id')} = l.{quote('hash_id')} "
+                f"WHERE l.{quote('hash_id')} IN ({', '.join(['%s'] * len(chunk))}) AND l.{quote('status')} = %s "
+                f"AND l.{quote('program_id')} IN ({', '.join(['%s'] * len(program_ids))}) AND h.{quote('status')} = %s",
+                [*chunk, Listing.Status.ACTIVE.value, *program_ids, Hash.Status.ACTIVE.value],
+            )
+            for pk, signal_type, value, program_id in cursor.fetchall():
+                visible.setdefault(pk, (signal_type, value, []))[2].append(program_id)
     return visible
 
 
@@ -456,7 +480,9 @@ def _count_matches(*, member: Member, counts: dict[int, int]) -> None:
     day = timezone.now().date()
     table = connection.ops.quote_name(MatchCount._meta.db_table)
     rows = [(pk, member.pk, day, n) for pk, n in counts.items()]
-    with transaction.atomic(), connection.cursor() as cursor:
+    # One statement is atomic by itself: no BEGIN and COMMIT round trips for the usual case.
+    atomic = transaction.atomic() if len(rows) > 200 else contextlib.nullcontext()
+    with atomic, connection.cursor() as cursor:
         for start in range(0, len(rows), 200):
             chunk = rows[start : start + 200]
             values = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import Prefetch, Q, QuerySet
 
-from .models import Enrollment, Member, Program, SigningKey
+from core import sql
+
+from .models import ApiCredential, Enrollment, Member, Program, SigningKey
 
 
 def programs_visible(*, member: Member) -> QuerySet[Program]:
@@ -28,6 +31,45 @@ def enrollments_of(*, member: Member) -> QuerySet[Enrollment]:
 
 def signing_keys_of(*, member: Member) -> QuerySet[SigningKey]:
     return SigningKey.objects.filter(member=member).order_by("-valid_from", "-pk")
+
+
+def credential_by_prefix(prefix: str) -> ApiCredential | None:
+    """The credential with this public prefix and its member, in one hand-written query.
+
+    Every API request asks this first; the ORM's compilation of the same join cost more
+    CPU than the database's answer (docs/benchmarks/match-api.md).
+    """
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {sql.columns(ApiCredential, 'c')}, {sql.columns(Member, 'm')} "
+            f"FROM {quote(ApiCredential._meta.db_table)} c JOIN {quote(Member._meta.db_table)} m "
+            f"ON m.{quote('id')} = c.{quote('member_id')} WHERE c.{quote('prefix')} = %s",
+            [prefix],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    credential, member = sql.instances(row, [ApiCredential, Member])
+    credential.member = member  # type: ignore[attr-defined]
+    return credential  # type: ignore[return-value]
+
+
+def submitting_programs_list(*, member: Member) -> list[Program]:
+    """`submitting_programs` as a list, in one hand-written query (the match path's first)."""
+    if not member.is_active:
+        return []
+    quote = connection.ops.quote_name
+    states = list(Enrollment.SUBMITTING)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {sql.columns(Program, 'p')} FROM {quote(Program._meta.db_table)} p "
+            f"JOIN {quote(Enrollment._meta.db_table)} e ON e.{quote('program_id')} = p.{quote('id')} "
+            f"WHERE e.{quote('member_id')} = %s AND e.{quote('state')} IN ({', '.join(['%s'] * len(states))})",
+            [member.pk, *states],
+        )
+        rows = cursor.fetchall()
+    return [sql.instances(row, [Program])[0] for row in rows]  # type: ignore[misc]
 
 
 def receiving_program_ids(*, member: Member) -> set[int]:

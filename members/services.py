@@ -24,6 +24,7 @@ from core.ledger import Actor, record
 from core.problems import Problem
 
 from .models import DEFAULT_SCOPES, WRITE_SCOPES, ApiCredential, Enrollment, Member, Program, Scope, SigningKey
+from .selectors import credential_by_prefix
 
 API_KEY_PREFIX = "hxk"
 
@@ -333,7 +334,7 @@ def credential_authenticate(token: str) -> ApiCredential | None:
     prefix = parse_token(token)
     if prefix is None:
         return None
-    credential = ApiCredential.objects.select_related("member").filter(prefix=prefix).first()
+    credential = credential_by_prefix(prefix)
     if credential is None or not hmac.compare_digest(credential.digest, credential_digest(token)):
         return None
     now = timezone.now()

@@ -129,3 +129,34 @@ def test_bad_import_arguments_are_clear_errors(tmp_path, program: Program, args,
     with pytest.raises(CommandError, match="no such file"):
         run_import(str(tmp_path / "missing.txt"), "--program", "take-it-down", "--source", "s")
     assert not Event.objects.filter(kind__startswith="import").exists()
+
+
+def test_a_failure_while_writing_stops_the_import_and_its_reader(
+    tmp_path, program: Program, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """The next chunk is read in a thread while one is written: a write that fails ends the
+    command with that error, the chunks written before stay, and no reader is left running."""
+    import threading
+
+    values = sorted(random_pdq() for _ in range(9))
+    (tmp_path / "list.txt").write_text("\n".join(values) + "\n")
+    written = imports._import_chunk
+    calls = []
+
+    def fail_second(chunk, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return written(chunk, **kwargs)
+
+    monkeypatch.setattr(imports, "_import_chunk", fail_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_import(
+            str(tmp_path / "list.txt"), "--program", "take-it-down", "--source", "x", "--signal-type", "pdq",
+            "--chunk-size", "3",
+        )  # fmt: skip
+    assert calls == [3, 3]
+    assert (
+        sorted(Hash.objects.filter(listings__import_batch__isnull=False).values_list("value", flat=True)) == values[:3]
+    )
+    assert not [t for t in threading.enumerate() if t.name.startswith("import-read")]
