@@ -211,8 +211,11 @@ def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
         if item.signal:
             signals[item.signal[0]].add(item.signal[1])
     for signal_type, values in signals.items():
-        for row in Hash.objects.filter(signal_type=signal_type, value__in=values):
-            by_value[(row.signal_type, row.value)] = row
+        # A long value (vPDQ, TMK+PDQF) is stored under its digest.
+        kind_ = signal_types.get(signal_type)
+        keys = {kind_.storage_key(value): value for value in values}
+        for row in Hash.objects.filter(signal_type=signal_type, value__in=list(keys)):
+            by_value[(row.signal_type, keys[row.value])] = row
     kept = []
     for item in items:
         item.program = programs.get(item.program_slug)

@@ -187,3 +187,25 @@ class MatchCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hash} matched {self.count}x for {self.member.slug} on {self.day}"
+
+
+class HashBody(models.Model):
+    """The whole value of a hash too long to key by: a vPDQ frame list, TMK+PDQF features.
+
+    The Hash row of such a value keys it by its SHA-256 (`SignalType.storage_key`), so the
+    (signal type, value) index stays small on every database; this row keeps the value
+    itself, which the feed, webhooks, match answers and the index read.
+    """
+
+    hash = models.OneToOneField(Hash, on_delete=models.PROTECT, primary_key=True, related_name="body")
+    value = models.TextField(help_text="The normalised value (for vPDQ, python-threatexchange's serialisation).")
+    frames = models.PositiveIntegerField(default=0, help_text="vPDQ: how many frames the value lists.")
+    match_frames = models.PositiveIntegerField(
+        default=0, help_text="vPDQ: how many of them take part in matching (distinct, quality 50 or more)."
+    )
+
+    class Meta:
+        verbose_name_plural = "hash bodies"
+
+    def __str__(self) -> str:
+        return f"body of {self.hash}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from hashexchange_client import signal_types
 
 from core import ledger
 from core.ledger import Actor, NewEvent
@@ -28,7 +29,7 @@ from core.problems import Problem
 from core.sql import insert_rows, values_in
 from members.models import Member, Program
 
-from ..models import Hash, Listing, Submission
+from ..models import Hash, HashBody, Listing, Submission
 
 
 @dataclass
@@ -260,9 +261,13 @@ def hashes_for(
     listing yet.
     """
     wanted = list(dict.fromkeys(pairs))  # batch order, so new ids follow the order of the items
-    by_type: dict[str, list[str]] = defaultdict(list)
+    # A long value (vPDQ, TMK+PDQF) is keyed by its digest; `keys` maps back to the value.
+    keys: dict[tuple[str, str], str] = {}
     for signal_type, value in wanted:
-        by_type[signal_type].append(value)
+        keys[(signal_type, signal_types.get(signal_type).storage_key(value))] = value
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for signal_type, key in keys:
+        by_type[signal_type].append(key)
     found: dict[tuple[str, str], tuple[int, str]] = {}
     for signal_type, values in by_type.items():
         for chunk_start in range(0, len(values), 500):
@@ -270,20 +275,34 @@ def hashes_for(
             rows = Hash.objects.filter(signal_type=signal_type, value__in=values_in(chunk)).values_list(
                 "id", "value", "status"
             )
-            for pk, value, status in rows:
-                found[(signal_type, value)] = (pk, status)
-    missing = [pair for pair in wanted if pair not in found]
+            for pk, key, status in rows:
+                found[(signal_type, keys[(signal_type, key)])] = (pk, status)
+    missing = [(signal_type, key) for signal_type, key in keys if (signal_type, keys[(signal_type, key)]) not in found]
     if not missing:
         return found, set()
-    rows = [(signal_type, value, Hash.Status.ACTIVE, "", now, now) for signal_type, value in missing]
+    rows = [(signal_type, key, Hash.Status.ACTIVE, "", now, now) for signal_type, key in missing]
     inserted = insert_rows(Hash, HASH_COLUMNS, rows, returning=("id", "signal_type", "value"))
     if inserted is None:  # a backend that does not return rows: read the new ones back
         inserted = []
-        for signal_type, value in missing:
-            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=value)
-            inserted.append((pk, signal_type, value))
+        for signal_type, key in missing:
+            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=key)
+            inserted.append((pk, signal_type, key))
     created = set()
-    for pk, signal_type, value in inserted:
+    bodies: list[HashBody] = []
+    for pk, signal_type, key in inserted:
+        value = keys[(signal_type, key)]
         found[(signal_type, value)] = (pk, Hash.Status.ACTIVE)
         created.add(pk)
+        if value != key:
+            frames = signal_types.parse_vpdq(value) if signal_types.get(signal_type).layout == "frames" else []
+            bodies.append(
+                HashBody(
+                    hash_id=pk,
+                    value=value,
+                    frames=len(frames),
+                    match_frames=len(signal_types.vpdq_match_frames(frames)),
+                )
+            )
+    if bodies:
+        HashBody.objects.bulk_create(bodies)
     return found, created
