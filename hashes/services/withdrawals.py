@@ -56,8 +56,8 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
     program = Program.objects.filter(slug=payload.program).first()
     if program is None:
         raise Problem("unknown_program", f"unknown program {payload.program!r}")
-    key = signal_types.get(payload.signal_type).storage_key(payload.value)
-    row = Hash.objects.filter(signal_type=payload.signal_type, value=key).first()
+    stored_as = signal_types.get(payload.signal_type).storage_key(payload.value)
+    row = Hash.objects.filter(signal_type=payload.signal_type, value=stored_as).first()
     if row is None:
         raise Problem("unknown_hash", "no such hash has been submitted", status=404)
     return _store_withdrawal(
