@@ -41,7 +41,9 @@ def flip(value: str, bits: int, rng: random.Random) -> str:
 def video(pdqs: list[str], quality: int | list[int] = 100, step: float = 1.0) -> str:
     """A value as python-threatexchange serialises it."""
     qualities = quality if isinstance(quality, list) else [quality] * len(pdqs)
-    return vpdq_to_json([VpdqCompactFeature(h, q, i * step) for i, (h, q) in enumerate(zip(pdqs, qualities))])
+    return vpdq_to_json(
+        [VpdqCompactFeature(h, q, i * step) for i, (h, q) in enumerate(zip(pdqs, qualities, strict=True))]
+    )
 
 
 # The value format -----------------------------------------------------------------------------

@@ -195,8 +195,8 @@ def vpdq_hash(path: Path, *, seconds_per_hash: float = VPDQ_SECONDS_PER_HASH) ->
             downsample_height=int(height * scale) if scale < 1 else 0,
             thread_count=1,
         )
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise HashingError(f"{path}: cannot decode the video: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - vpdq raises a bare Exception for a file it cannot decode
+        raise HashingError(f"{path}: cannot decode the video: {str(exc).strip()}") from None
     if not features:
         raise HashingError(f"{path}: no frames could be decoded")
     frames = [signal_types.VpdqFrame(f.hex, int(f.quality), float(f.timestamp)) for f in features]
