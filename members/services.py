@@ -108,6 +108,10 @@ def _program_data(program: Program) -> dict[str, object]:
         "share_feedback": program.share_feedback,
         "dispute_threshold": program.dispute_threshold,
         "lapse_after_days": program.lapse_after_days,
+        "refuse_benign": program.refuse_benign,
+        "anomaly_multiple": program.anomaly_multiple,
+        "anomaly_window_days": program.anomaly_window_days,
+        "anomaly_min_matches": program.anomaly_min_matches,
         "unsigned_submitters": sorted(program.unsigned_submitters.values_list("slug", flat=True)) if program.pk else [],
     }
 

@@ -30,6 +30,7 @@ from core.sql import insert_rows, values_in
 from members.models import Member, Program
 
 from ..models import Hash, HashBody, Listing, Submission
+from .floods import benign_hits, benign_refusal, refusal_event
 
 
 @dataclass
@@ -151,7 +152,9 @@ def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datet
 
 def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
     ledger.lock()
-    hashes, created = hashes_for(((i.signal_type, i.value) for i in items), now)
+    # Items near a benign entry are refused before any row is written for them.
+    benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
+    hashes, created = hashes_for(((i.signal_type, i.value) for p, i in enumerate(items) if p not in benign), now)
     known = {pk for pk, _status in hashes.values()} - created
     program_ids = {i.program.pk for i in items}
     mine: dict[tuple[int, int], int] = {}
@@ -172,7 +175,23 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
     accepted: list[Pending] = []
     first_in_batch: dict[tuple[int, int], ItemResult] = {}
     repeats: list[tuple[ItemResult, ItemResult]] = []
-    for item in items:
+    refusals: list[NewEvent] = []
+    for position, item in enumerate(items):
+        if position in benign:
+            entry, distance = benign[position]
+            item.result.error = benign_refusal(
+                program=item.program, signal_type=item.signal_type, entry=entry, distance=distance
+            )
+            refusals.append(
+                refusal_event(
+                    program=item.program,
+                    signal_type=item.signal_type,
+                    entry=entry,
+                    distance=distance,
+                    submitter=member.slug,
+                )
+            )
+            continue
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
         place = (item.program.pk, hash_id)
         if place in mine:
@@ -229,7 +248,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         Hash.objects.filter(pk__in=reactivated_hashes).update(
             status=Hash.Status.ACTIVE, status_changed_at=now, status_reason=""
         )
-    ledger.record_many(events, actor=Actor.member(member.slug))
+    ledger.record_many(events + refusals, actor=Actor.member(member.slug))
     for first, repeat in repeats:
         repeat.repeat(first)
 
