@@ -548,6 +548,17 @@ def _video_candidates(
         totals.update(
             HashBody.objects.filter(pk__in=ids[start : start + _ID_CHUNK]).values_list("hash_id", "match_frames")
         )
+    return score_videos(pairs, sizes, totals, thresholds)
+
+
+def score_videos(
+    pairs: dict[tuple[int, int], list[tuple[int, int, int]]],
+    sizes: dict[int, int],
+    totals: dict[int, int],
+    thresholds: list[int],
+) -> dict[tuple[int, int], dict[int, VideoScore]]:
+    """The scores of (query, video) pairs from their frame pairs (query frame, video frame
+    position, distance), the query's frame count and each video's; pure, for the benchmark too."""
     found_videos: dict[tuple[int, int], dict[int, VideoScore]] = {}
     for (qi, pk), found_pairs in pairs.items():
         total = totals.get(pk)
