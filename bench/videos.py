@@ -154,7 +154,7 @@ def bench_matching(videos: int, frames: int, queries: int, reference_sample: int
     }
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video-seconds", type=int, default=60)
     parser.add_argument("--videos", type=int, default=100_000)
@@ -163,7 +163,10 @@ def main() -> None:
     parser.add_argument("--reference-sample", type=int, default=20)
     parser.add_argument("--skip-hashing", action="store_true")
     parser.add_argument("--skip-matching", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: a 5 s video, 2,000 videos, 10 queries")
     args = parser.parse_args()
+    if args.quick:
+        args.video_seconds, args.videos, args.queries, args.reference_sample = 5, 2000, 10, 4
     import django
 
     django.setup()
@@ -175,8 +178,12 @@ def main() -> None:
     if not args.skip_matching:
         results["matching"] = bench_matching(args.videos, args.frames, args.queries, args.reference_sample)
         print(json.dumps(results["matching"]), flush=True)
+        if not results["matching"]["same_answers_on_sample"]:  # type: ignore[index]
+            print("vPDQ answers differ from python-threatexchange's VPDQIndex", file=sys.stderr)
+            return 1
     harness.print_machine("after: ")
     print(harness.write_results("videos", results))
+    return 0
 
 
 if __name__ == "__main__":
