@@ -77,6 +77,7 @@ class SupportingSubmissionSerializer(serializers.ModelSerializer):
 
 
 class HashSerializer(serializers.ModelSerializer):
+    value = serializers.CharField(source="full_value", read_only=True, help_text="The normalised value.")
     programs = ListingSerializer(source="visible_listings", many=True, read_only=True)
     submissions = SupportingSubmissionSerializer(source="visible_submissions", many=True, read_only=True)
 

@@ -113,6 +113,7 @@ def test_a_vpdq_submission_is_stored_by_digest_and_distributed_whole(signer_a: S
     feed = platform_b.client.get("/api/v1/feed?after=0").json()
     added = [e for e in feed["entries"] if e["kind"] == "hash.added"]
     assert added[0]["hash"] == {"id": row.pk, "signal_type": "vpdq", "value": value}
+    assert platform_b.client.get(f"/api/v1/hashes/{row.pk}").json()["value"] == value
     # The same video again is a duplicate; its withdrawal names the value and finds it.
     again = signer_a.submit(signer_a.submission(value, signal_type="vpdq")).json()
     assert again["results"][0]["status"] == "duplicate"
