@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from hashexchange_client import signal_types
 from hashexchange_client.signal_types import SignalValueError
+from hypothesis import given
+from hypothesis import strategies as st
 from threatexchange.extensions.vpdq.vpdq import VPDQSignal
 from threatexchange.extensions.vpdq.vpdq_brute_matcher import match_VPDQ_hash_brute
 from threatexchange.extensions.vpdq.vpdq_util import VpdqCompactFeature, json_to_vpdq, vpdq_to_json
@@ -80,6 +82,9 @@ def test_equal_timestamps_from_rounding_are_accepted() -> None:
         (json.dumps(["z" * 64 + ",100,0"]), "64 hex digits"),
         (json.dumps([random_pdq() + ",101,0"]), "quality must be an integer from 0 to 100"),
         (json.dumps([random_pdq() + ",-1,0"]), "quality must be an integer"),
+        (json.dumps([random_pdq() + ",\u00b2,0"]), "quality must be an integer"),
+        (json.dumps([random_pdq() + ",100,inf"]), "timestamp"),
+        ("[" * 100_000, "JSON list"),
         (json.dumps([random_pdq() + ",100,nan"]), "timestamp"),
         (json.dumps([random_pdq() + ",100,-1"]), "timestamp"),
         (json.dumps([random_pdq() + ",100,2.0", random_pdq() + ",100,1.0"]), "frame 1: timestamps must not decrease"),
@@ -227,3 +232,26 @@ def test_snapshots_carry_the_frame_index(signer_a: Signer, platform_b: Caller) -
     assert built.count == 6
     matching.registry.reset()
     assert ask(platform_b, value)[0]["matches"][0]["full_match"] is True
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**256 - 1),
+            st.integers(0, 100),
+            st.floats(0, 100_000, allow_nan=False, allow_infinity=False),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_normalising_is_idempotent_and_python_threatexchange_reads_the_result(
+    frames: list[tuple[int, int, float]],
+) -> None:
+    balanced = int("5a" * 32, 16)
+    rows = [VpdqCompactFeature(f"{h ^ balanced:064x}", q, t) for h, q, t in sorted(frames, key=lambda f: f[2])]
+    rows[0] = VpdqCompactFeature(f"{balanced:064x}", 100, rows[0].timestamp)  # one usable frame
+    value = json.dumps([f"{r.pdq_hex.upper()},{r.quality},{r.timestamp!r}" for r in rows])
+    normalised = signal_types.validate("vpdq", value)
+    assert signal_types.validate("vpdq", normalised) == normalised
+    assert [(f.pdq_hex, f.quality) for f in json_to_vpdq(normalised)] == [(r.pdq_hex, r.quality) for r in rows]

@@ -172,6 +172,7 @@ VPDQ_FULL_MATCH_PERCENT = 80.0
 VPDQ_MAX_FRAMES = 3600
 VPDQ_TIMESTAMP_PRECISION = 3
 _VPDQ_MAX_TIMESTAMP = 7 * 24 * 3600.0
+_QUALITY = re.compile(r"[0-9]{1,3}")  # ASCII only: str.isdigit() takes "²", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def parse_vpdq(value: object) -> list[VpdqFrame]:
         pdq = pdq.lower()
         if len(pdq) != 64 or not _HEX.fullmatch(pdq):
             raise SignalValueError(f"{where}: the PDQ hash must be 64 hex digits, got {len(pdq)} characters")
-        if not quality_text.isdigit() or not 0 <= int(quality_text) <= 100:
+        if not _QUALITY.fullmatch(quality_text) or not 0 <= int(quality_text) <= 100:
             raise SignalValueError(f"{where}: quality must be an integer from 0 to 100")
         try:
             timestamp = float(time_text)
