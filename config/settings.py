@@ -220,6 +220,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hashes.tasks.match_index_compact",
         "schedule": float(os.environ.get("MATCH_INDEX_COMPACT_SECONDS") or 60),
     },
+    # Quarantines hashes matched far more than their program's usual rate (docs/floods.md).
+    "match-anomalies": {
+        "task": "exchange.tasks.scan_match_anomalies",
+        "schedule": 900.0,
+    },
     # Rebuilds the snapshots from the database, dropping retired hashes.
     "match-index-rebuild": {
         "task": "hashes.tasks.match_index_rebuild",

@@ -27,10 +27,11 @@ from typing import Any, NamedTuple
 
 from django.db import models
 from django.db.models import Count, Q
+from hashexchange_client import signal_types
 
 from core.ledger import Event, format_time
 from core.sql import values_in
-from hashes.models import Hash, ImportBatch, Listing, Submission, Withdrawal
+from hashes.models import Hash, HashBody, ImportBatch, Listing, Submission, Withdrawal
 from members.models import Member, Program
 from members.selectors import receiving_program_slugs, tombstone_programs
 
@@ -41,6 +42,8 @@ KEY_KINDS = ("key.registered", "key.revoked")
 FEED_KINDS = HASH_KINDS + KEY_KINDS
 # Recorded per group of imported hashes; shown as one hash.added entry per hash.
 IMPORTED = "hashes.imported"
+# Signal types whose values the hash table keys by their digest (hashes.models.HashBody).
+LONG_TYPES = frozenset(name for name, kind in signal_types.SIGNAL_TYPES.items() if kind.long_values)
 MAX_LIMIT = 5000
 EVENT_SLICE = 1000
 
@@ -344,7 +347,23 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["reason"] = data.get("reason", "")
             by_event[event.seq] = [entry]
+    _add_long_values(by_event)
     return by_event
+
+
+def _add_long_values(by_event: Mapping[int, list[dict[str, Any]]]) -> None:
+    """Show long values (vPDQ, TMK+PDQF) whole: an event may name them by their digest only."""
+    short = [
+        entry["hash"]
+        for entries in by_event.values()
+        for entry in entries
+        if "hash" in entry and entry["hash"]["signal_type"] in LONG_TYPES and len(entry["hash"]["value"]) == 64
+    ]
+    if not short:
+        return
+    bodies = dict(HashBody.objects.filter(pk__in=values_in({h["id"] for h in short})).values_list("pk", "value"))
+    for item in short:
+        item["value"] = bodies.get(item["id"], item["value"])
 
 
 def _add_feedback(entries: list[dict[str, Any]]) -> None:

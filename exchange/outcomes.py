@@ -36,7 +36,7 @@ from core.ledger import Actor, Event, NewEvent
 from core.problems import Problem
 from core.sql import BIGINT_MAX
 from hashes import services as hash_services
-from hashes.models import Hash, Listing, MatchCount, Submission
+from hashes.models import BenignHash, Hash, Listing, MatchCount, Submission
 from members.models import Member, Program
 from members.selectors import sent_through_by_program, sent_through_of
 
@@ -211,8 +211,11 @@ def _resolve(member: Member, items: list[_Parsed]) -> list[_Parsed]:
         if item.signal:
             signals[item.signal[0]].add(item.signal[1])
     for signal_type, values in signals.items():
-        for row in Hash.objects.filter(signal_type=signal_type, value__in=values):
-            by_value[(row.signal_type, row.value)] = row
+        # A long value (vPDQ, TMK+PDQF) is stored under its digest.
+        kind_ = signal_types.get(signal_type)
+        keys = {kind_.storage_key(value): value for value in values}
+        for row in Hash.objects.filter(signal_type=signal_type, value__in=list(keys)):
+            by_value[(row.signal_type, keys[row.value])] = row
     kept = []
     for item in items:
         item.program = programs.get(item.program_slug)
@@ -428,6 +431,10 @@ def dispute_decide(*, dispute: Dispute, decision: str, reason: str, actor: Actor
     row = dispute.hash
     if decision == Dispute.Status.RETIRED:
         hash_services.hash_set_status(hash_=row, status=Hash.Status.RETIRED, reason=reason, actor=actor)
+        # Not violating, by members' reports and an admin's decision: refuse it from now on.
+        hash_services.benign_add_hash(
+            hash_=row, program=dispute.program, reason=reason, actor=actor, source=BenignHash.Source.DISPUTE
+        )
         return dispute
     row.status, row.status_changed_at, row.status_reason = Hash.Status.ACTIVE, now, ""
     row.save(update_fields=["status", "status_changed_at", "status_reason"])

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from core.redis import HEARTBEAT_KEY, redis_client
 
-from . import auditlog, services
+from . import auditlog, floods, services
 from .outcomes import obligations_project
 from .participation import participation_check
 
@@ -174,3 +174,9 @@ def checkpoint_task() -> int:
     if latest is not None:
         auditlog.witnesses_push(latest)
     return latest.size if latest else 0
+
+
+@shared_task(name="exchange.tasks.scan_match_anomalies", ignore_result=True)
+def scan_match_anomalies_task() -> int:
+    """Periodic: quarantine hashes matched far more than their program's usual (docs/floods.md)."""
+    return len(floods.match_anomalies_scan())

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
+from hashexchange_client import signal_types
 
-from core.admin import ReadOnlyAdmin, admin_actor, ask_reason
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
 from core.problems import Problem
 
 from . import services
-from .models import Hash, Listing, Submission, Withdrawal
+from .models import BenignHash, Hash, HashBody, Listing, MatchAnomaly, Submission, Withdrawal
 
 
 def pretty_envelope(envelope: dict[str, Any]) -> str:
@@ -135,3 +137,125 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     @admin.display(description="envelope (as signed)")
     def envelope_pretty(self, obj: Withdrawal) -> str:
         return pretty_envelope(obj.envelope)
+
+
+@admin.register(HashBody)
+class HashBodyAdmin(ReadOnlyAdmin):
+    list_display = ["hash", "frames", "match_frames"]
+    search_fields = ["=hash__id"]
+
+
+class BenignHashForm(forms.ModelForm):
+    """Adding an entry: program, signal type, value (any spelling the API takes) and why."""
+
+    signal_type = forms.ChoiceField(choices=[(n, n) for n in signal_types.SIGNAL_TYPE_NAMES])
+    value = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="The value as members submit it.")
+
+    class Meta:
+        model = BenignHash
+        fields = ["program", "signal_type", "value", "reason"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            signal_types.validate(data.get("signal_type", ""), data.get("value", ""))
+        except signal_types.SignalValueError as exc:
+            self.add_error("value", str(exc))
+        return data
+
+
+@admin.register(BenignHash)
+class BenignHashAdmin(admin.ModelAdmin):
+    """The benign list: added by hand or by a dispute decided as not violating; removal is
+    the reversal. Both go through hashes/services/floods.py, which records the event."""
+
+    form = BenignHashForm
+    list_display = ["id", "program", "signal_type", "value", "status", "source", "reason", "added_by", "added_at"]
+    list_filter = ["status", "source", "program", "signal_type"]
+    search_fields = ["=value"]
+    list_select_related = ["program"]
+    actions = ["remove"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: BenignHash | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return [f.name for f in BenignHash._meta.fields]
+
+    def get_fields(self, request: HttpRequest, obj: BenignHash | None = None) -> list[str]:
+        return ["program", "signal_type", "value", "reason"] if obj is None else super().get_fields(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: BenignHash, form: Any, change: bool) -> None:
+        if change:
+            return
+        created = services.benign_add(
+            program=form.cleaned_data["program"],
+            signal_type=form.cleaned_data["signal_type"],
+            value=form.cleaned_data["value"],
+            reason=form.cleaned_data["reason"],
+            actor=admin_actor(request),
+        )
+        obj.pk = created.pk
+
+    @admin.action(description="Remove from the benign list (submissions near it are taken again)")
+    def remove(self, request: HttpRequest, queryset: QuerySet[BenignHash]) -> HttpResponse | None:
+        reason = request.POST.get("reason", "").strip()
+        if "apply" not in request.POST or not reason:
+            return ask_reason(
+                self,
+                request,
+                summary="These entries will be removed from the benign list.",
+                lines=[f"{b.signal_type} {b.value} in {b.program.slug}: {b.reason}" for b in queryset],
+                selected=[b.pk for b in queryset],
+                button="Remove",
+            )
+        for entry in queryset:
+            try:
+                services.benign_remove(benign=entry, reason=reason, actor=admin_actor(request))
+            except Problem as exc:
+                self.message_user(request, f"{entry}: {'; '.join(exc.messages)}", level=messages.ERROR)
+        self.message_user(request, "Removed from the benign list; the removal is recorded in the log.")
+        return None
+
+
+@admin.register(MatchAnomaly)
+class MatchAnomalyAdmin(NoAddDeleteAdmin):
+    """Hashes quarantined for their match rate, waiting for a decision."""
+
+    list_display = ["id", "hash", "program", "status", "day", "matches", "limit", "baseline", "opened_at"]
+    list_filter = ["status", "program"]
+    list_select_related = ["hash", "program"]
+    readonly_fields = [f.name for f in MatchAnomaly._meta.fields]
+    actions = ["restore", "retire"]
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly], decision: str) -> HttpResponse | None:
+        reason = request.POST.get("reason", "").strip()
+        if "apply" not in request.POST or not reason:
+            return ask_reason(
+                self,
+                request,
+                summary=f"Decision: {decision}.",
+                lines=[
+                    f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
+                    for a in queryset
+                ],
+                selected=[a.pk for a in queryset],
+                button=str(decision).capitalize(),
+            )
+        for anomaly in queryset:
+            try:
+                services.anomaly_decide(anomaly=anomaly, decision=decision, reason=reason, actor=admin_actor(request))
+            except Problem as exc:
+                self.message_user(request, f"{anomaly}: {'; '.join(exc.messages)}", level=messages.ERROR)
+        self.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
+        return None
+
+    @admin.action(description="Restore: the hash is distributed again")
+    def restore(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:
+        return self._decide(request, queryset, MatchAnomaly.Status.RESTORED)
+
+    @admin.action(description="Retire: the hash is withdrawn for good")
+    def retire(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:
+        return self._decide(request, queryset, MatchAnomaly.Status.RETIRED)

@@ -60,6 +60,8 @@ def parse_lines(
     the first few are kept with their line numbers for the operator.
     """
     default = signal_types.get(default_signal_type) if default_signal_type else None
+    if default is not None and default.long_values:
+        raise signal_types.SignalValueError(f"{default.name} hashes cannot be imported from a list; submit them")
     # The usual line is a bare value of the default type. One compiled regex recognises it
     # and it skips the general path below (splitting, normalising, a call per line), which
     # costs several times more; any other line takes the general path, so results and
@@ -93,6 +95,9 @@ def parse_lines(
                     if default is None
                     else f"unknown signal type {name.strip()!r}"
                 )
+            if kind.long_values:
+                # Import lines are split at commas and stored by value; these come signed.
+                raise signal_types.SignalValueError(f"{kind.name} hashes cannot be imported from a list; submit them")
             yield kind.name, kind.validate(value)
         except signal_types.SignalValueError as exc:
             batch.lines_invalid += 1

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import CharField, Value
 from django.utils import timezone
 from hashexchange_client import signal_types
 
@@ -55,11 +56,24 @@ from members.models import Member, Program
 from members.selectors import submitting_programs_list
 
 from . import index as hx
-from .models import Hash, Listing, MatchCount
+from .models import Hash, HashBody, Listing, MatchCount
 
 logger = logging.getLogger(__name__)
 
 HAMMING_TYPES: dict[str, signal_types.SignalType] = {n: t for n, t in signal_types.SIGNAL_TYPES.items() if t.hamming}
+# Frame-list types (vPDQ): their frames' PDQ hashes live in an index of their own, each frame
+# under the id `hash id << FRAME_BITS | position` among the video's matching frames.
+FRAME_TYPES: dict[str, signal_types.SignalType] = {
+    n: t for n, t in signal_types.SIGNAL_TYPES.items() if t.layout == "frames"
+}
+# Every index a process keeps, and the bits of one code in it.
+INDEXED: dict[str, int] = {
+    **{n: t.bits for n, t in HAMMING_TYPES.items()},
+    **{n: t.bits for n, t in FRAME_TYPES.items()},
+}
+FRAME_BITS = 16  # more than VPDQ_MAX_FRAMES positions
+# Types stored by their digest, whose whole value a match answer reads from HashBody.
+LONG_TYPES = frozenset(n for n, t in signal_types.SIGNAL_TYPES.items() if t.long_values)
 # Event kinds that bring hashes into the clearinghouse; the index follows only these.
 ADDING_KINDS = ("hash.added", "hashes.imported")
 _ID_CHUNK = 900  # below SQLite's default limit on query parameters
@@ -121,9 +135,7 @@ def _leaf_at(seq: int) -> str | None:
 def _hash_rows(ids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
     for start in range(0, len(ids), _ID_CHUNK):
         chunk = ids[start : start + _ID_CHUNK]
-        yield from Hash.objects.filter(pk__in=chunk, signal_type__in=HAMMING_TYPES).values_list(
-            "id", "signal_type", "value"
-        )
+        yield from Hash.objects.filter(pk__in=chunk, signal_type__in=INDEXED).values_list("id", "signal_type", "value")
 
 
 def _add_rows(indexes: dict[str, hx.HammingIndex], rows: Iterator[tuple[int, str, str]], seq: int) -> int:
@@ -135,11 +147,16 @@ def _add_rows(indexes: dict[str, hx.HammingIndex], rows: Iterator[tuple[int, str
         if not block:
             return 0
         ids = np.fromiter((pk for pk, _ in block), np.int64, count=len(block))
-        codes = hx.codes_from_hex([value for _, value in block], HAMMING_TYPES[signal_type].bits)
+        codes = hx.codes_from_hex([value for _, value in block], INDEXED[signal_type])
         return indexes[signal_type].add(ids, codes)
 
     for pk, signal_type, value in rows:
-        if signal_type in indexes:
+        if signal_type in FRAME_TYPES and signal_type in indexes:
+            frames = signal_types.vpdq_match_frames(signal_types.parse_vpdq(value))
+            pending[signal_type].extend((pk << FRAME_BITS | i, pdq) for i, pdq in enumerate(frames))
+            if len(pending[signal_type]) >= 50_000:
+                added += flush(signal_type)
+        elif signal_type in indexes:
             pending[signal_type].append((pk, value))
             if len(pending[signal_type]) >= 50_000:
                 added += flush(signal_type)
@@ -167,6 +184,15 @@ def load_events(indexes: dict[str, hx.HammingIndex], *, after: int, upto: int) -
 
 def _all_rows(signal_type: str) -> Iterator[tuple[int, str, str]]:
     """Every hash of a type that could ever match again (retired ones cannot)."""
+    if signal_type in FRAME_TYPES:
+        bodies = (
+            HashBody.objects.filter(hash__signal_type=signal_type)
+            .exclude(hash__status=Hash.Status.RETIRED)
+            .order_by("hash_id")
+            .annotate(kind=Value(signal_type, output_field=CharField()))
+            .values_list("hash_id", "kind", "value")
+        )
+        return bodies.iterator(chunk_size=2_000)
     rows = (
         Hash.objects.filter(signal_type=signal_type)
         .exclude(status=Hash.Status.RETIRED)
@@ -231,14 +257,14 @@ def index_build(*, signal_type: str, full: bool = False, min_tail: int | None = 
     3. Write the merged set (the kernel builds the chunk tables in the file), publish it,
        and delete older files (processes still mapping them keep them until they switch).
     """
-    kind = HAMMING_TYPES[signal_type]
+    bits = INDEXED[signal_type]
     store = _store()
     min_tail = settings.MATCH_INDEX_COMPACT_MIN if min_tail is None else min_tail
     with _build_lock(store):
         seq, leaf = _latest_event()
         current = None if full else _open_valid(store.current_path(signal_type))
         if current is not None:
-            merged = hx.HammingIndex(kind.bits, current)
+            merged = hx.HammingIndex(bits, current)
             load_events({signal_type: merged}, after=current.seq, upto=seq)
             age = time.time() - current.created_at
             if merged.tail_size < max(min_tail, 1) and (
@@ -250,7 +276,7 @@ def index_build(*, signal_type: str, full: bool = False, min_tail: int | None = 
             codes = np.concatenate([current.codes, tail_codes])
             reason = f"merged {len(tail_ids)} new"
         else:
-            fresh = hx.HammingIndex(kind.bits)
+            fresh = hx.HammingIndex(bits)
             _add_rows({signal_type: fresh}, _all_rows(signal_type), seq)
             ids, codes = fresh.tail()
             reason = "full rebuild"
@@ -324,14 +350,14 @@ class Registry:
             logger.info("reloading the matching index (ledger or index directory changed)")
         store = _store()
         indexes: dict[str, hx.HammingIndex] = {}
-        for name, kind in HAMMING_TYPES.items():
+        for name, bits in INDEXED.items():
             snapshot = _open_valid(store.current_path(name))
             if snapshot is None:
                 count = Hash.objects.filter(signal_type=name).count()
                 if count > settings.MATCH_INDEX_BOOTSTRAP_MAX:
                     index_build(signal_type=name, full=True)
                     snapshot = _open_valid(store.current_path(name))
-            idx = hx.HammingIndex(kind.bits, snapshot)
+            idx = hx.HammingIndex(bits, snapshot)
             if snapshot is None:
                 _add_rows({name: idx}, _all_rows(name), latest)
             indexes[name] = idx
@@ -419,11 +445,26 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
                     found.query.tolist(), found.ids.tolist(), found.distances.tolist(), strict=True
                 )
             ]
-    for name in by_type.keys() - HAMMING_TYPES.keys():
+    videos: dict[tuple[int, int], dict[int, VideoScore]] = {}
+    frame_types = [name for name in by_type if name in FRAME_TYPES]
+    if frame_types:
+        indexes = registry.indexes()
+        for name in frame_types:
+            thresholds = sorted(
+                {p.threshold(name) for p in programs.values() if name in (p.signal_types or ())}, reverse=True
+            )
+            found_videos = _video_candidates(indexes[name], queries, by_type[name], thresholds)
+            videos.update(found_videos)
+            candidates += [
+                (qi, pk, max(scores.values(), key=lambda v: v.threshold).distance)
+                for (qi, pk), scores in found_videos.items()
+            ]
+    for name in by_type.keys() - HAMMING_TYPES.keys() - FRAME_TYPES.keys():
         positions = by_type[name]
         wanted = defaultdict(list)
+        key = signal_types.get(name).storage_key
         for i in positions:
-            wanted[queries[i].value].append(i)
+            wanted[key(queries[i].value)].append(i)
         values = list(wanted)
         for start in range(0, len(values), _ID_CHUNK):
             rows = Hash.objects.filter(signal_type=name, value__in=values[start : start + _ID_CHUNK])
@@ -437,7 +478,23 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
         if pk not in visible:
             continue
         signal_type, value, program_ids = visible[pk]
-        slugs = sorted(programs[p].slug for p in program_ids if distance <= programs[p].threshold(signal_type))
+        extra: dict[str, Any] = {}
+        if signal_type in FRAME_TYPES:
+            scores = videos[(qi, pk)]
+            slugs = sorted(programs[p].slug for p in program_ids if programs[p].threshold(signal_type) in scores)
+            if slugs:
+                best = max(
+                    (
+                        scores[programs[p].threshold(signal_type)]
+                        for p in program_ids
+                        if programs[p].threshold(signal_type) in scores
+                    ),
+                    key=lambda v: v.threshold,
+                )
+                distance = best.distance
+                extra = best.as_dict()
+        else:
+            slugs = sorted(programs[p].slug for p in program_ids if distance <= programs[p].threshold(signal_type))
         if not slugs:
             continue
         result = results[qi]
@@ -445,12 +502,100 @@ def match(*, member: Member, queries: Sequence[Query]) -> list[QueryResult]:
             result.truncated = True
             continue
         result.matches.append(
-            {"hash_id": pk, "signal_type": signal_type, "value": value, "distance": distance, "programs": slugs}
+            {
+                "hash_id": pk,
+                "signal_type": signal_type,
+                "value": value,
+                "distance": distance,
+                "programs": slugs,
+                **extra,
+            }
         )
         counted[pk] += 1
     if counted:
         _count_matches(member=member, counts=counted)
     return results
+
+
+@dataclass(frozen=True)
+class VideoScore:
+    """How a query video compares with an indexed one at one frame threshold."""
+
+    threshold: int
+    query_match_percent: float  # of the query's matching frames, how many match one of the video's
+    compared_match_percent: float  # of the video's matching frames, how many match one of the query's
+    distance: int  # the largest distance from a matched query frame to its nearest frame of the video
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query_match_percent": round(self.query_match_percent, 2),
+            "compared_match_percent": round(self.compared_match_percent, 2),
+            "full_match": self.compared_match_percent >= signal_types.VPDQ_FULL_MATCH_PERCENT,
+        }
+
+
+def _video_candidates(
+    index: hx.HammingIndex, queries: Sequence[Query], positions: list[int], thresholds: list[int]
+) -> dict[tuple[int, int], dict[int, VideoScore]]:
+    """{(query, video hash id): {threshold: score}} for the videos each query matches.
+
+    python-threatexchange's rule, exactly: the index returns every (query frame, indexed
+    frame) pair within the largest threshold, which is all a brute-force comparison of the
+    two frame lists would find; the percentages are counted from those pairs, and a video
+    matches at a threshold when at least VPDQ_QUERY_MATCH_PERCENT of the query's frames
+    found a frame of it.
+    """
+    if not thresholds:
+        return {}
+    mask = (1 << FRAME_BITS) - 1
+    pairs: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    sizes: dict[int, int] = {}
+    for qi in positions:
+        frames = signal_types.vpdq_match_frames(signal_types.parse_vpdq(queries[qi].value))
+        sizes[qi] = len(frames)
+        if not frames:
+            continue
+        found = index.search(hx.codes_from_hex(frames, INDEXED[queries[qi].signal_type]), thresholds[0])
+        for j, frame_id, d in zip(found.query.tolist(), found.ids.tolist(), found.distances.tolist(), strict=True):
+            pairs[(qi, frame_id >> FRAME_BITS)].append((j, frame_id & mask, d))
+    if not pairs:
+        return {}
+    ids = sorted({pk for _, pk in pairs})
+    totals: dict[int, int] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        totals.update(
+            HashBody.objects.filter(pk__in=ids[start : start + _ID_CHUNK]).values_list("hash_id", "match_frames")
+        )
+    return score_videos(pairs, sizes, totals, thresholds)
+
+
+def score_videos(
+    pairs: dict[tuple[int, int], list[tuple[int, int, int]]],
+    sizes: dict[int, int],
+    totals: dict[int, int],
+    thresholds: list[int],
+) -> dict[tuple[int, int], dict[int, VideoScore]]:
+    """The scores of (query, video) pairs from their frame pairs (query frame, video frame
+    position, distance), the query's frame count and each video's; pure, for the benchmark too."""
+    found_videos: dict[tuple[int, int], dict[int, VideoScore]] = {}
+    for (qi, pk), found_pairs in pairs.items():
+        total = totals.get(pk)
+        if not total:
+            continue
+        scores: dict[int, VideoScore] = {}
+        for t in thresholds:
+            nearest: dict[int, int] = {}
+            theirs: set[int] = set()
+            for j, position, d in found_pairs:
+                if d <= t:
+                    nearest[j] = min(d, nearest.get(j, d))
+                    theirs.add(position)
+            query_percent = len(nearest) * 100 / sizes[qi]
+            if query_percent >= signal_types.VPDQ_QUERY_MATCH_PERCENT:
+                scores[t] = VideoScore(t, query_percent, len(theirs) * 100 / total, max(nearest.values()))
+        if scores:
+            found_videos[(qi, pk)] = scores
+    return found_videos
 
 
 def _visible(ids: list[int], programs: dict[int, Program]) -> dict[int, tuple[str, str, list[int]]]:
@@ -472,6 +617,12 @@ def _visible(ids: list[int], programs: dict[int, Program]) -> dict[int, tuple[st
             )
             for pk, signal_type, value, program_id in cursor.fetchall():
                 visible.setdefault(pk, (signal_type, value, []))[2].append(program_id)
+    long_ids = [pk for pk, (signal_type, _, _) in visible.items() if signal_type in LONG_TYPES]
+    for start in range(0, len(long_ids), _ID_CHUNK):
+        bodies = HashBody.objects.filter(pk__in=long_ids[start : start + _ID_CHUNK]).values_list("hash_id", "value")
+        for pk, value in bodies:
+            signal_type, _, listed_in = visible[pk]
+            visible[pk] = (signal_type, value, listed_in)
     return visible
 
 

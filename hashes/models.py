@@ -187,3 +187,97 @@ class MatchCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hash} matched {self.count}x for {self.member.slug} on {self.day}"
+
+
+class HashBody(models.Model):
+    """The whole value of a hash too long to key by: a vPDQ frame list, TMK+PDQF features.
+
+    The Hash row of such a value keys it by its SHA-256 (`SignalType.storage_key`), so the
+    (signal type, value) index stays small on every database; this row keeps the value
+    itself, which the feed, webhooks, match answers and the index read.
+    """
+
+    hash = models.OneToOneField(Hash, on_delete=models.PROTECT, primary_key=True, related_name="body")
+    value = models.TextField(help_text="The normalised value (for vPDQ, python-threatexchange's serialisation).")
+    frames = models.PositiveIntegerField(default=0, help_text="vPDQ: how many frames the value lists.")
+    match_frames = models.PositiveIntegerField(
+        default=0, help_text="vPDQ: how many of them take part in matching (distinct, quality 50 or more)."
+    )
+
+    class Meta:
+        verbose_name_plural = "hash bodies"
+
+    def __str__(self) -> str:
+        return f"body of {self.hash}"
+
+
+class BenignHash(models.Model):
+    """A value a program's admins (or a decided dispute) say is not violating: a common image,
+    a meme, a logo. Submissions within the program's threshold of it are refused, so the
+    mistake is not distributed again (docs/floods.md)."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active (submissions near it are refused)"
+        REMOVED = "removed", "Removed by an admin"
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "Added by an admin"
+        DISPUTE = "dispute", "A dispute decided as not violating"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="benign_hashes")
+    signal_type = models.CharField(max_length=16)
+    value = models.CharField(max_length=64, help_text="Normalised hex (a long value's SHA-256).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ADMIN)
+    reason = models.CharField(max_length=500)
+    added_by = models.CharField(max_length=150)
+    added_at = models.DateTimeField(default=timezone.now)
+    removed_by = models.CharField(max_length=150, blank=True, default="")
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removal_reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "signal_type", "value"],
+                condition=Q(status="active"),
+                name="benign_one_active_per_program_value",
+            )
+        ]
+        indexes = [models.Index(fields=["program", "signal_type", "status"])]
+
+    def __str__(self) -> str:
+        return f"benign {self.signal_type}:{self.value[:16]}… in {self.program.slug}"
+
+
+class MatchAnomaly(models.Model):
+    """A hash quarantined because members matched it far more than the program's usual rate.
+
+    Either it went viral or it hits innocent images; an admin looks and restores or retires it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open (hash quarantined)"
+        RESTORED = "restored", "Restored by an admin"
+        RETIRED = "retired", "Retired by an admin"
+
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="match_anomalies")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="match_anomalies")
+    day = models.DateField(help_text="The day whose matches were counted.")
+    matches = models.PositiveBigIntegerField(help_text="Matches that day (match API and matched outcomes).")
+    baseline = models.FloatField(help_text="The program's median daily matches per matched hash over the window.")
+    limit = models.FloatField(help_text="The count that quarantines: the larger of multiple x baseline and the floor.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, default="")
+    decision_reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        verbose_name_plural = "match anomalies"
+        constraints = [
+            models.UniqueConstraint(fields=["hash"], condition=Q(status="open"), name="anomaly_one_open_per_hash")
+        ]
+
+    def __str__(self) -> str:
+        return f"match anomaly on hash {self.hash_id} ({self.status})"

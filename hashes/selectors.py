@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, Q
+from hashexchange_client import signal_types
 
 from members.models import Member
 from members.selectors import receiving_program_ids
 
-from .models import Hash, Listing, Submission
+from .models import Hash, HashBody, Listing, Submission
 
 
 def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
@@ -34,6 +35,10 @@ def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
     )
     if row is None:
         return None
+    # A long value (vPDQ, TMK+PDQF) is keyed by its digest; members see the value itself.
+    row.full_value = row.value
+    if signal_types.get(row.signal_type).long_values:
+        row.full_value = HashBody.objects.filter(pk=row.pk).values_list("value", flat=True).first() or row.value
     submissions = list(row.submissions.all())
     own_programs = {s.program_id for s in submissions if s.submitter_id == member.pk}
     shown_programs = programs | own_programs

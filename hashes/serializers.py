@@ -77,6 +77,7 @@ class SupportingSubmissionSerializer(serializers.ModelSerializer):
 
 
 class HashSerializer(serializers.ModelSerializer):
+    value = serializers.CharField(source="full_value", read_only=True, help_text="The normalised value.")
     programs = ListingSerializer(source="visible_listings", many=True, read_only=True)
     submissions = SupportingSubmissionSerializer(source="visible_submissions", many=True, read_only=True)
 
@@ -91,7 +92,10 @@ class HashSerializer(serializers.ModelSerializer):
 
 class MatchQuerySerializer(serializers.Serializer):
     signal_type = serializers.ChoiceField(choices=list(SIGNAL_TYPE_NAMES))
-    value = serializers.CharField(help_text="Hex; PDQ 64 digits, pHash/dHash 16, MD5 32, SHA-256 64.")
+    value = serializers.CharField(
+        help_text="Hex; PDQ 64 digits, pHash/dHash 16, MD5 32, SHA-256 64; vPDQ python-threatexchange's JSON "
+        "list of 'pdq_hex,quality,timestamp' frames; TMK+PDQF the feature file's hex."
+    )
 
 
 class MatchRequestSerializer(serializers.Serializer):
@@ -102,9 +106,21 @@ class MatchSerializer(serializers.Serializer):
     hash_id = serializers.IntegerField()
     signal_type = serializers.CharField()
     value = serializers.CharField()
-    distance = serializers.IntegerField(help_text="Hamming distance (0 for exact types).")
+    distance = serializers.IntegerField(
+        help_text="Hamming distance (0 for exact types; vPDQ: the largest distance from a matched query frame "
+        "to its nearest frame of the video)."
+    )
     programs = serializers.ListField(
         child=serializers.CharField(), help_text="Your programs that list it, within their thresholds."
+    )
+    query_match_percent = serializers.FloatField(
+        required=False, help_text="vPDQ only: the share of the query's frames that match one of the video's."
+    )
+    compared_match_percent = serializers.FloatField(
+        required=False, help_text="vPDQ only: the share of the video's frames that match one of the query's."
+    )
+    full_match = serializers.BooleanField(
+        required=False, help_text="vPDQ only: compared_match_percent is 80 or more as well."
     )
 
 

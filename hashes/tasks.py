@@ -13,9 +13,7 @@ from . import matching
 @shared_task(name="hashes.tasks.match_index_compact", ignore_result=True)
 def match_index_compact_task() -> list[str]:
     """Merge the hashes added since the last snapshot into a new one, when enough were."""
-    return [
-        f"{r.signal_type}: {r.reason}" for r in (matching.index_build(signal_type=t) for t in matching.HAMMING_TYPES)
-    ]
+    return [f"{r.signal_type}: {r.reason}" for r in (matching.index_build(signal_type=t) for t in matching.INDEXED)]
 
 
 @shared_task(name="hashes.tasks.match_index_rebuild", ignore_result=True)
@@ -23,5 +21,5 @@ def match_index_rebuild_task() -> list[str]:
     """Rebuild every snapshot from the database (drops retired hashes, repairs anything)."""
     return [
         f"{r.signal_type}: {r.reason}"
-        for r in (matching.index_build(signal_type=t, full=True) for t in matching.HAMMING_TYPES)
+        for r in (matching.index_build(signal_type=t, full=True) for t in matching.INDEXED)
     ]

@@ -104,6 +104,7 @@ class ProgramAdmin(admin.ModelAdmin):
             thresholds=obj.thresholds,
             submitter_kinds=obj.submitter_kinds,
             removal_deadline_hours=obj.removal_deadline_hours,
+            protection={field: getattr(obj, field) for field in services.PROTECTION_FIELDS},
             actor=admin_actor(request),
         )
         obj.pk = created.pk

@@ -139,6 +139,21 @@ class Program(models.Model):
     lapse_after_days = models.PositiveSmallIntegerField(
         default=7, help_text="Days without a feed read or acknowledged webhook after which an enrollment lapses."
     )
+    # Flood and false-positive protection (docs/floods.md); each decision is an event.
+    refuse_benign = models.BooleanField(
+        default=True,
+        help_text="Refuse submissions within this program's match threshold of a hash on its benign list.",
+    )
+    anomaly_multiple = models.PositiveSmallIntegerField(
+        default=10,
+        help_text="Quarantine a hash matched this many times the usual daily rate (0: off).",
+    )
+    anomaly_window_days = models.PositiveSmallIntegerField(
+        default=14, help_text="Days before the day checked that the baseline match rate is taken from."
+    )
+    anomaly_min_matches = models.PositiveIntegerField(
+        default=50, help_text="A hash is never quarantined for its match rate below this many matches in a day."
+    )
     unsigned_submitters = models.ManyToManyField(
         "Member",
         blank=True,

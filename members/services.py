@@ -67,12 +67,20 @@ def program_create(
     thresholds: dict[str, int] | None = None,
     submitter_kinds: list[str] | None = None,
     removal_deadline_hours: int = 48,
+    protection: dict[str, object] | None = None,
     actor: Actor,
 ) -> Program:
-    """Create a program; defaults accept every signal type with the standard thresholds."""
+    """Create a program; defaults accept every signal type with the standard thresholds.
+
+    `protection` sets flood and false-positive settings (docs/floods.md) other than their defaults.
+    """
     program = Program(
         slug=slug, name=name or slug, description=description, removal_deadline_hours=removal_deadline_hours
     )
+    for field, value in (protection or {}).items():
+        if field not in PROTECTION_FIELDS:
+            raise Problem.field(field, f"not a protection setting; they are {', '.join(PROTECTION_FIELDS)}")
+        setattr(program, field, value)
     if signal_types_ is not None:
         program.signal_types = list(signal_types_)
     if thresholds is not None:
@@ -97,6 +105,10 @@ def program_create(
     return program
 
 
+# The flood and false-positive settings of a program (docs/floods.md).
+PROTECTION_FIELDS = ("refuse_benign", "anomaly_multiple", "anomaly_window_days", "anomaly_min_matches")
+
+
 def _program_data(program: Program) -> dict[str, object]:
     return {
         "slug": program.slug,
@@ -109,6 +121,10 @@ def _program_data(program: Program) -> dict[str, object]:
         "share_feedback": program.share_feedback,
         "dispute_threshold": program.dispute_threshold,
         "lapse_after_days": program.lapse_after_days,
+        "refuse_benign": program.refuse_benign,
+        "anomaly_multiple": program.anomaly_multiple,
+        "anomaly_window_days": program.anomaly_window_days,
+        "anomaly_min_matches": program.anomaly_min_matches,
         "unsigned_submitters": sorted(program.unsigned_submitters.values_list("slug", flat=True)) if program.pk else [],
     }
 

@@ -30,6 +30,7 @@ REGISTERED = {
     "exchange.tasks.checkpoint",
     "hashes.tasks.match_index_compact",
     "hashes.tasks.match_index_rebuild",
+    "exchange.tasks.scan_match_anomalies",
 }
 
 

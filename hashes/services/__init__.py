@@ -4,11 +4,13 @@
 - `submissions`: signed submission envelopes, checked item by item;
 - `unsigned`: a facade's unsigned hashes, for the members a program names;
 - `withdrawals`: signed withdrawals, and admins' decisions to withdraw or retire;
-- `signed`: the checks every signed envelope passes first.
+- `signed`: the checks every signed envelope passes first;
+- `floods`: the benign list and match-rate quarantines (docs/floods.md).
 """
 
 from __future__ import annotations
 
+from .floods import anomaly_decide, anomaly_quarantine, benign_add, benign_add_hash, benign_remove
 from .signed import check_signed_time, verify_signed
 from .store import ItemResult
 from .submissions import submissions_create
@@ -17,6 +19,11 @@ from .withdrawals import WithdrawalResult, hash_set_status, withdrawal_create
 
 __all__ = [
     "ItemResult",
+    "anomaly_decide",
+    "anomaly_quarantine",
+    "benign_add",
+    "benign_add_hash",
+    "benign_remove",
     "UnsignedItem",
     "WithdrawalResult",
     "check_signed_time",

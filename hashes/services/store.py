@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from hashexchange_client import signal_types
 
 from core import ledger
 from core.ledger import Actor, NewEvent
@@ -28,7 +29,8 @@ from core.problems import Problem
 from core.sql import insert_rows, values_in
 from members.models import Member, Program
 
-from ..models import Hash, Listing, Submission
+from ..models import Hash, HashBody, Listing, Submission
+from .floods import benign_hits, benign_refusal, refusal_event
 
 
 @dataclass
@@ -150,7 +152,9 @@ def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datet
 
 def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
     ledger.lock()
-    hashes, created = hashes_for(((i.signal_type, i.value) for i in items), now)
+    # Items near a benign entry are refused before any row is written for them.
+    benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
+    hashes, created = hashes_for(((i.signal_type, i.value) for p, i in enumerate(items) if p not in benign), now)
     known = {pk for pk, _status in hashes.values()} - created
     program_ids = {i.program.pk for i in items}
     mine: dict[tuple[int, int], int] = {}
@@ -171,7 +175,23 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
     accepted: list[Pending] = []
     first_in_batch: dict[tuple[int, int], ItemResult] = {}
     repeats: list[tuple[ItemResult, ItemResult]] = []
-    for item in items:
+    refusals: list[NewEvent] = []
+    for position, item in enumerate(items):
+        if position in benign:
+            entry, distance = benign[position]
+            item.result.error = benign_refusal(
+                program=item.program, signal_type=item.signal_type, entry=entry, distance=distance
+            )
+            refusals.append(
+                refusal_event(
+                    program=item.program,
+                    signal_type=item.signal_type,
+                    entry=entry,
+                    distance=distance,
+                    submitter=member.slug,
+                )
+            )
+            continue
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
         place = (item.program.pk, hash_id)
         if place in mine:
@@ -228,7 +248,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         Hash.objects.filter(pk__in=reactivated_hashes).update(
             status=Hash.Status.ACTIVE, status_changed_at=now, status_reason=""
         )
-    ledger.record_many(events, actor=Actor.member(member.slug))
+    ledger.record_many(events + refusals, actor=Actor.member(member.slug))
     for first, repeat in repeats:
         repeat.repeat(first)
 
@@ -260,9 +280,13 @@ def hashes_for(
     listing yet.
     """
     wanted = list(dict.fromkeys(pairs))  # batch order, so new ids follow the order of the items
-    by_type: dict[str, list[str]] = defaultdict(list)
+    # A long value (vPDQ, TMK+PDQF) is keyed by its digest; `keys` maps back to the value.
+    keys: dict[tuple[str, str], str] = {}
     for signal_type, value in wanted:
-        by_type[signal_type].append(value)
+        keys[(signal_type, signal_types.get(signal_type).storage_key(value))] = value
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for signal_type, key in keys:
+        by_type[signal_type].append(key)
     found: dict[tuple[str, str], tuple[int, str]] = {}
     for signal_type, values in by_type.items():
         for chunk_start in range(0, len(values), 500):
@@ -270,20 +294,34 @@ def hashes_for(
             rows = Hash.objects.filter(signal_type=signal_type, value__in=values_in(chunk)).values_list(
                 "id", "value", "status"
             )
-            for pk, value, status in rows:
-                found[(signal_type, value)] = (pk, status)
-    missing = [pair for pair in wanted if pair not in found]
+            for pk, key, status in rows:
+                found[(signal_type, keys[(signal_type, key)])] = (pk, status)
+    missing = [(signal_type, key) for signal_type, key in keys if (signal_type, keys[(signal_type, key)]) not in found]
     if not missing:
         return found, set()
-    rows = [(signal_type, value, Hash.Status.ACTIVE, "", now, now) for signal_type, value in missing]
+    rows = [(signal_type, key, Hash.Status.ACTIVE, "", now, now) for signal_type, key in missing]
     inserted = insert_rows(Hash, HASH_COLUMNS, rows, returning=("id", "signal_type", "value"))
     if inserted is None:  # a backend that does not return rows: read the new ones back
         inserted = []
-        for signal_type, value in missing:
-            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=value)
-            inserted.append((pk, signal_type, value))
+        for signal_type, key in missing:
+            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=key)
+            inserted.append((pk, signal_type, key))
     created = set()
-    for pk, signal_type, value in inserted:
+    bodies: list[HashBody] = []
+    for pk, signal_type, key in inserted:
+        value = keys[(signal_type, key)]
         found[(signal_type, value)] = (pk, Hash.Status.ACTIVE)
         created.add(pk)
+        if value != key:
+            frames = signal_types.parse_vpdq(value) if signal_types.get(signal_type).layout == "frames" else []
+            bodies.append(
+                HashBody(
+                    hash_id=pk,
+                    value=value,
+                    frames=len(frames),
+                    match_frames=len(signal_types.vpdq_match_frames(frames)),
+                )
+            )
+    if bodies:
+        HashBody.objects.bulk_create(bodies)
     return found, created

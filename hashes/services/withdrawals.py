@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from hashexchange_client import signal_types
 
 from core import ledger
 from core.ledger import Actor, NewEvent
@@ -55,7 +56,8 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
     program = Program.objects.filter(slug=payload.program).first()
     if program is None:
         raise Problem("unknown_program", f"unknown program {payload.program!r}")
-    row = Hash.objects.filter(signal_type=payload.signal_type, value=payload.value).first()
+    stored_as = signal_types.get(payload.signal_type).storage_key(payload.value)
+    row = Hash.objects.filter(signal_type=payload.signal_type, value=stored_as).first()
     if row is None:
         raise Problem("unknown_hash", "no such hash has been submitted", status=404)
     return _store_withdrawal(

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from core.ledger import Event
-from members.models import ApiCredential, Member, SigningKey
+from members.models import ApiCredential, Member, Program, SigningKey
 from tests.conftest import SETUP, Caller
 from tests.test_permissions import new_public_key
 
@@ -92,9 +92,14 @@ def test_creating_a_member_and_a_program_in_the_admin_records_events(admin_clien
             "dispute_threshold": 3,
             "lapse_after_days": 7,
             "is_active": "on",
+            "refuse_benign": "on",
+            "anomaly_multiple": 8,
+            "anomaly_window_days": 14,
+            "anomaly_min_matches": 50,
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
+    assert Program.objects.get(slug="ncii").anomaly_multiple == 8
     response = admin_client.post(
         "/admin/members/member/add/",
         {

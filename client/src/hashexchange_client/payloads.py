@@ -21,8 +21,11 @@ from .encoding import StrictJSONError, loads_strict
 SUBMISSION_TYPE = "application/vnd.hashexchange.submission+json"
 WITHDRAWAL_TYPE = "application/vnd.hashexchange.withdrawal+json"
 
-# Hex digits of each signal type's value (from the one table); the server refuses any other length.
-HEX_LENGTHS: dict[str, int] = {name: kind.hex_length for name, kind in signal_types.SIGNAL_TYPES.items()}
+# Hex digits of each fixed-length signal type's value (from the one table); the server refuses
+# any other length. vPDQ (a frame list) and TMK+PDQF (variable length) are checked by the table.
+HEX_LENGTHS: dict[str, int] = {
+    name: kind.hex_length for name, kind in signal_types.SIGNAL_TYPES.items() if not kind.long_values
+}
 SIGNAL_TYPES: tuple[str, ...] = signal_types.SIGNAL_TYPE_NAMES
 
 # The limits the server enforces (hashes/envelopes.py), public so that one definition
@@ -46,8 +49,13 @@ def normalise_value(signal_type: str, value: str) -> str:
     Upper case and surrounding white space are forgiven because people paste hashes
     from other tools; anything else is an error, not a guess.
     """
-    if signal_type not in HEX_LENGTHS:
+    if signal_type not in SIGNAL_TYPES:
         raise PayloadError(f"unknown signal type {signal_type!r}; known: {', '.join(SIGNAL_TYPES)}")
+    if signal_type not in HEX_LENGTHS:
+        try:
+            return signal_types.validate(signal_type, value)
+        except signal_types.SignalValueError as exc:
+            raise PayloadError(str(exc)) from None
     if not isinstance(value, str):
         raise PayloadError("value must be a string of hex digits")
     value = value.strip().lower()

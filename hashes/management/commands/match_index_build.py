@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="Write a snapshot even if few hashes are new.")
 
     def handle(self, *args: Any, full: bool, force: bool, **options: Any) -> None:
-        for signal_type in matching.HAMMING_TYPES:
+        for signal_type in matching.INDEXED:
             result = matching.index_build(signal_type=signal_type, full=full, min_tail=1 if force else None)
             where = result.path.name if result.path else "unchanged"
             self.stdout.write(f"{signal_type}: {result.count} hashes to event {result.seq} ({result.reason}) {where}")
