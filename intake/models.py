@@ -50,7 +50,7 @@ class CaseHash(models.Model):
         null=True,
         blank=True,
         related_name="+",
-        help_text="This case's stored envelope; empty when another case had already submitted the hash.",
+        help_text="This case's own envelope; empty when another case had submitted the hash first.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     added_at = models.DateTimeField(default=timezone.now)

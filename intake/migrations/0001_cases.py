@@ -78,7 +78,7 @@ class Migration(migrations.Migration):
                     "submission",
                     models.ForeignKey(
                         blank=True,
-                        help_text="This case's stored envelope; empty when another case had already submitted the hash.",
+                        help_text="This case's own envelope; empty when another case had submitted the hash first.",
                         null=True,
                         on_delete=django.db.models.deletion.PROTECT,
                         related_name="+",

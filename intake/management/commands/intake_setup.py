@@ -42,5 +42,6 @@ class Command(BaseCommand):
             )
             services.enrollment_set(member=member, program=program, state=Enrollment.State.OPTED_IN, actor=actor)
         self.stderr.write(
-            f"intake: member {member.slug} opted in to {settings.INTAKE_PROGRAM_MINOR} and {settings.INTAKE_PROGRAM_ADULT}"
+            f"intake: member {member.slug} opted in to "
+            f"{settings.INTAKE_PROGRAM_MINOR} and {settings.INTAKE_PROGRAM_ADULT}"
         )
