@@ -215,7 +215,8 @@ def test_the_case_key_and_its_envelopes_verify_with_cryptography(secure_page: An
             const secret = Uint8Array.from(secretHex.match(/../g).map(h => parseInt(h, 16)));
             const key = await HXCase.deriveKey(secret);
             const env = await HXCase.sign(key, HXCase.SUBMISSION, {program: "ncii", signal_type: "md5",
-                value: "0123456789abcdef0123456789abcdef", labels: [], created_at: HXCase.now(), nonce: HXCase.nonce()});
+                value: "0123456789abcdef0123456789abcdef", labels: [],
+                created_at: HXCase.now(), nonce: HXCase.nonce()});
             return {publicKey: key.publicKey, keyId: key.keyId, envelope: env};
         }""",
         secret.hex(),
