@@ -63,9 +63,11 @@
   function addFile(file) {
     var it = { file: file, kind: kindOf(file), state: "new", hashes: {} };
     var row = document.createElement("li");
-    var thumb = document.createElement(it.kind === "image" ? "img" : "div");
+    var showThumb = it.kind === "image" && file.size > 0;
+    var thumb = document.createElement(showThumb ? "img" : "div");
     thumb.className = "thumb";
-    if (it.kind === "image") {
+    thumb.setAttribute("aria-hidden", "true");
+    if (showThumb) {
       it.url = URL.createObjectURL(file);
       thumb.src = it.url;
       thumb.alt = "";
@@ -121,6 +123,7 @@
         } catch (e) {
           it.bar.value = 100;
           busy--;
+          it.row.querySelector(".thumb").removeAttribute("src");
           return setState(it, "error", msg.corrupt);
         }
       }
