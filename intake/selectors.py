@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Min
 
 from core.ledger import Event
 from exchange.models import Outcome
-from members.models import Enrollment, Member
+from members.models import Enrollment, Member, Program
 
 from .models import Case, CaseHash
 
@@ -81,6 +82,25 @@ def program_members(*, program_slug: str) -> list[str]:
         .order_by("member__name")
         .values_list("member__name", flat=True)
     )
+
+
+def program_info(*, slug: str) -> dict[str, Any]:
+    """What the page says about a program: open or not, what it takes, who takes part."""
+    from .services import CASE_SIGNAL_TYPES
+
+    program = Program.objects.filter(slug=slug).first()
+    if program is None:
+        return {"slug": slug, "open": False}
+    members = program_members(program_slug=slug)
+    return {
+        "slug": slug,
+        "open": program.is_active,
+        "name": program.name,
+        "signal_types": [t for t in program.signal_types if t in CASE_SIGNAL_TYPES],
+        "min_pdq_quality": program.min_pdq_quality,
+        "member_count": len(members),
+        "member_names": members if slug in settings.INTAKE_NAMED_PROGRAMS else [],
+    }
 
 
 def intake_figures() -> dict[str, int]:

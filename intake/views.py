@@ -20,7 +20,6 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from core.problems import PROBLEM_CONTENT_TYPE, Problem, problem
-from members.models import Program
 
 from . import abuse, selectors, services
 from .words import WORDS
@@ -75,28 +74,12 @@ def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpR
     return response
 
 
-def _program_info(slug: str) -> dict[str, Any]:
-    program = Program.objects.filter(slug=slug).first()
-    if program is None:
-        return {"slug": slug, "open": False}
-    members = selectors.program_members(program_slug=slug)
-    return {
-        "slug": slug,
-        "open": program.is_active,
-        "name": program.name,
-        "signal_types": [t for t in program.signal_types if t in services.CASE_SIGNAL_TYPES],
-        "min_pdq_quality": program.min_pdq_quality,
-        "member_count": len(members),
-        "member_names": members if slug in settings.INTAKE_NAMED_PROGRAMS else [],
-    }
-
-
 @require_GET
 @ensure_csrf_cookie
 def intake_page(request: HttpRequest) -> HttpResponse:
     config = {
-        "minor": _program_info(settings.INTAKE_PROGRAM_MINOR),
-        "adult": _program_info(settings.INTAKE_PROGRAM_ADULT),
+        "minor": selectors.program_info(slug=settings.INTAKE_PROGRAM_MINOR),
+        "adult": selectors.program_info(slug=settings.INTAKE_PROGRAM_ADULT),
         "words": list(WORDS),
         "max_files": settings.INTAKE_MAX_HASHES_PER_CASE // 3,
     }
