@@ -14,7 +14,7 @@
     this.bytes = 0;
     this.le = littleEndian;
     this.compress = compress;
-    this.w = new Uint32Array(blockWords);
+    this.w = new Int32Array(blockWords);
   }
   Block.prototype.update = function (data) {
     var i = 0, n = data.length;

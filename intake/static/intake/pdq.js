@@ -43,11 +43,38 @@
     for (i = 0; i < p4; i++) { sum = f(sum - src[li]); n--; dst[oi] = sum / n; li += stride; oi += stride; }
   }
 
+  // The same filter down the columns, done a row at a time with one running sum per
+  // column: the very same float operations in the same order per column as box1D with a
+  // stride, but reading memory in order, which is several times faster on large images.
+  // The sums live in a Float32Array, so each += rounds to a float as the reference does.
+  function boxColumns(src, dst, rows, cols, full) {
+    var half = Math.floor((full + 2) / 2);
+    var p1 = half - 1, p2 = full - half + 1, p3 = rows - full, p4 = half - 1;
+    var sums = new Float32Array(cols), ri = 0, li = 0, oi = 0, n = 0, i, j, r, l, o;
+    for (i = 0; i < p1; i++, ri++) {
+      r = ri * cols;
+      for (j = 0; j < cols; j++) sums[j] += src[r + j];
+      n++;
+    }
+    for (i = 0; i < p2; i++, ri++, oi++) {
+      r = ri * cols; o = oi * cols; n++;
+      for (j = 0; j < cols; j++) { sums[j] += src[r + j]; dst[o + j] = sums[j] / n; }
+    }
+    for (i = 0; i < p3; i++, ri++, li++, oi++) {
+      r = ri * cols; l = li * cols; o = oi * cols;
+      for (j = 0; j < cols; j++) { sums[j] += src[r + j]; sums[j] -= src[l + j]; dst[o + j] = sums[j] / n; }
+    }
+    for (i = 0; i < p4; i++, li++, oi++) {
+      l = li * cols; o = oi * cols; n--;
+      for (j = 0; j < cols; j++) { sums[j] -= src[l + j]; dst[o + j] = sums[j] / n; }
+    }
+  }
+
   function jarosz(buf, tmp, rows, cols) {
-    var wr = windowSize(cols, 64), wc = windowSize(rows, 64), r, c;
+    var wr = windowSize(cols, 64), wc = windowSize(rows, 64), r;
     for (var pass = 0; pass < PASSES; pass++) {
       for (r = 0; r < rows; r++) box1D(buf, tmp, r * cols, cols, 1, wr);
-      for (c = 0; c < cols; c++) box1D(tmp, buf, c, rows, cols, wc);
+      boxColumns(tmp, buf, rows, cols, wc);
     }
   }
 
