@@ -106,11 +106,13 @@ def main() -> None:
     ref_bytes = reference_bytes(args.video_mb)
     print(f"load average after: {format_load(load_average())}")
     print(
-        f"12 MP photo, PDQ (decode + hash):      {pdq_rate:6.2f} photos/s   reference Pillow+pdqhash {ref_photo:6.2f}/s   ratio {pdq_rate / ref_photo:.2f}"
+        f"12 MP photo, PDQ (decode + hash):      {pdq_rate:6.2f} photos/s   "
+        f"reference Pillow+pdqhash {ref_photo:6.2f}/s   ratio {pdq_rate / ref_photo:.2f}"
     )
     print(f"12 MP photo, PDQ + MD5 + SHA-256:      {page_rate:6.2f} photos/s")
     print(
-        f"video bytes, MD5 + SHA-256 (streamed): {video_rate:6.1f} MB/s      reference hashlib {ref_bytes:6.1f} MB/s   ratio {video_rate / ref_bytes:.2f}"
+        f"video bytes, MD5 + SHA-256 (streamed): {video_rate:6.1f} MB/s      "
+        f"reference hashlib {ref_bytes:6.1f} MB/s   ratio {video_rate / ref_bytes:.2f}"
     )
 
 
