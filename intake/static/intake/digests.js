@@ -8,7 +8,7 @@
   "use strict";
 
   function Block(blockWords, littleEndian, compress, state) {
-    this.h = state.slice();
+    this.h = Int32Array.from(state);
     this.buf = new Uint8Array(64);
     this.used = 0;
     this.bytes = 0;
@@ -51,24 +51,34 @@
   };
 
   // MD5
-  var S = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+  var S = new Int32Array([7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21]);
   var K = new Int32Array(64);
   for (var i = 0; i < 64; i++) K[i] = Math.floor(Math.abs(Math.sin(i + 1)) * 4294967296) | 0;
   function md5Compress(h, d, o, x) {
     for (var t = 0; t < 16; t++) {
       x[t] = d[o + 4 * t] | (d[o + 4 * t + 1] << 8) | (d[o + 4 * t + 2] << 16) | (d[o + 4 * t + 3] << 24);
     }
-    var a = h[0], b = h[1], c = h[2], e = h[3];
-    for (var r = 0; r < 64; r++) {
-      var fn, g, round = r >> 4;
-      if (round === 0) { fn = (b & c) | (~b & e); g = r; }
-      else if (round === 1) { fn = (e & b) | (~e & c); g = (5 * r + 1) & 15; }
-      else if (round === 2) { fn = b ^ c ^ e; g = (3 * r + 5) & 15; }
-      else { fn = c ^ (b | ~e); g = (7 * r) & 15; }
-      var s = S[round * 4 + (r & 3)];
-      var sum = (a + fn + K[r] + x[g]) | 0;
-      a = e; e = c; c = b;
-      b = (b + ((sum << s) | (sum >>> (32 - s)))) | 0;
+    var a = h[0], b = h[1], c = h[2], e = h[3], r, sum, tmp;
+    // One loop per round, so that no step branches on which round it is in.
+    for (r = 0; r < 16; r++) {
+      sum = (a + ((b & c) | (~b & e)) + K[r] + x[r]) | 0;
+      tmp = e; e = c; c = b; a = tmp;
+      b = (b + ((sum << S[r & 3]) | (sum >>> (32 - S[r & 3])))) | 0;
+    }
+    for (r = 16; r < 32; r++) {
+      sum = (a + ((e & b) | (~e & c)) + K[r] + x[(5 * r + 1) & 15]) | 0;
+      tmp = e; e = c; c = b; a = tmp;
+      b = (b + ((sum << S[4 + (r & 3)]) | (sum >>> (32 - S[4 + (r & 3)])))) | 0;
+    }
+    for (r = 32; r < 48; r++) {
+      sum = (a + (b ^ c ^ e) + K[r] + x[(3 * r + 5) & 15]) | 0;
+      tmp = e; e = c; c = b; a = tmp;
+      b = (b + ((sum << S[8 + (r & 3)]) | (sum >>> (32 - S[8 + (r & 3)])))) | 0;
+    }
+    for (r = 48; r < 64; r++) {
+      sum = (a + (c ^ (b | ~e)) + K[r] + x[(7 * r) & 15]) | 0;
+      tmp = e; e = c; c = b; a = tmp;
+      b = (b + ((sum << S[12 + (r & 3)]) | (sum >>> (32 - S[12 + (r & 3)])))) | 0;
     }
     h[0] = (h[0] + a) | 0; h[1] = (h[1] + b) | 0; h[2] = (h[2] + c) | 0; h[3] = (h[3] + e) | 0;
   }
