@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
@@ -82,6 +83,7 @@ def intake_page(request: HttpRequest) -> HttpResponse:
         "adult": selectors.program_info(slug=settings.INTAKE_PROGRAM_ADULT),
         "words": list(WORDS),
         "max_files": settings.INTAKE_MAX_HASHES_PER_CASE // 3,
+        "scripts": {name: static(f"intake/{name}.js") for name in ("hasher", "digests", "pdq")},
     }
     return _page(request, "intake/intake.html", {"config": config})
 

@@ -129,6 +129,8 @@ def test_a_person_opens_a_case_sees_what_happened_and_takes_it_back(
     assert "empty" in statuses["empty.jpg"]
     assert "could not open" in statuses["broken.jpg"]
     assert page.locator("img.thumb").first.get_attribute("src").startswith("blob:")
+    # The files were hashed by the page's workers, which load our own scripts only.
+    assert any(url.endswith("/static/intake/hasher.js") for _, url, _ in sent)
     page.get_by_role("button", name="Remove: extra.jpg").click()
     assert items.count() == 5
     page.screenshot(path=str(ARTIFACTS / "intake-chosen-phone.png"), full_page=True)

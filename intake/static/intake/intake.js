@@ -90,6 +90,8 @@
     remove.setAttribute("aria-label", msg.remove + ": " + file.name);
     remove.addEventListener("click", function () {
       items = items.filter(function (x) { return x !== it; });
+      if (queue.indexOf(it) >= 0) { queue.splice(queue.indexOf(it), 1); busy--; }
+      it.state = "removed";
       if (it.url) URL.revokeObjectURL(it.url);
       row.remove();
       refresh();
@@ -104,37 +106,91 @@
     hashItem(it);
   }
 
-  async function hashItem(it) {
+  // Hashing runs in workers (hasher.js), one per core up to four; without workers it
+  // runs here, one file at a time.
+  var pool = [], queue = [], jobs = {}, nextId = 1;
+
+  function startWorkers() {
+    if (pool.length || typeof Worker === "undefined") return;
+    var n = Math.max(1, Math.min(4, navigator.hardwareConcurrency || 2));
+    for (var i = 0; i < n; i++) {
+      try {
+        var w = new Worker(cfg.scripts.hasher);
+        w.busy = false;
+        w.onmessage = onWorkerMessage;
+        w.postMessage({ scripts: [cfg.scripts.digests, cfg.scripts.pdq] });
+        pool.push(w);
+      } catch (e) {
+        break;
+      }
+    }
+  }
+
+  function onWorkerMessage(event) {
+    var m = event.data, it = jobs[m.id];
+    if (m.type === "progress") {
+      if (it) it.bar.value = m.value;
+      return;
+    }
+    this.busy = false;
+    delete jobs[m.id];
+    if (it) finish(it, m);
+    pump();
+  }
+
+  function pump() {
+    pool.forEach(function (w) {
+      if (w.busy || !queue.length) return;
+      var it = queue.shift(), id = nextId++;
+      jobs[id] = it;
+      w.busy = true;
+      w.postMessage({ id: id, file: it.file, kind: it.kind });
+    });
+  }
+
+  function finish(it, m) {
+    busy--;
+    it.bar.value = 100;
+    if (m.type === "error") {
+      it.row.querySelector(".thumb").removeAttribute("src");
+      return setState(it, "error", msg.corrupt);
+    }
+    it.hashes.md5 = m.md5;
+    it.hashes.sha256 = m.sha256;
+    if (it.kind === "image") {
+      it.hashes.pdq = m.pdq;
+      it.quality = m.quality;
+    }
+    setState(it, "ready", msg.ready);
+    checkQuality(it);
+  }
+
+  async function hashHere(it) {
+    try {
+      var d = await window.HXDigest.digestBlob(it.file, function (done, total) {
+        it.bar.value = Math.round((done / total) * (it.kind === "image" ? 50 : 100));
+      });
+      var m = { type: "done", md5: d.md5, sha256: d.sha256 };
+      if (it.kind === "image") {
+        var pdq = await window.HXPdq.hashBlob(it.file);
+        m.pdq = pdq.hash;
+        m.quality = pdq.quality;
+      }
+      finish(it, m);
+    } catch (e) {
+      finish(it, { type: "error" });
+    }
+  }
+
+  function hashItem(it) {
     if (!it.kind) return setState(it, "error", msg.not_media);
     if (it.file.size === 0) return setState(it, "error", msg.empty);
     busy++;
     setState(it, "hashing", msg.hashing);
-    try {
-      var digests = await window.HXDigest.digestBlob(it.file, function (done, total) {
-        it.bar.value = Math.round((done / total) * (it.kind === "image" ? 50 : 100));
-      });
-      it.hashes.md5 = digests.md5;
-      it.hashes.sha256 = digests.sha256;
-      if (it.kind === "image") {
-        try {
-          var pdq = await window.HXPdq.hashBlob(it.file);
-          it.hashes.pdq = pdq.hash;
-          it.quality = pdq.quality;
-        } catch (e) {
-          it.bar.value = 100;
-          busy--;
-          it.row.querySelector(".thumb").removeAttribute("src");
-          return setState(it, "error", msg.corrupt);
-        }
-      }
-      it.bar.value = 100;
-      busy--;
-      setState(it, "ready", msg.ready);
-      checkQuality(it);
-    } catch (e) {
-      busy--;
-      setState(it, "error", msg.corrupt);
-    }
+    startWorkers();
+    if (!pool.length) return hashHere(it);
+    queue.push(it);
+    pump();
   }
 
   function signals(it, p) {
