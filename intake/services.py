@@ -246,7 +246,13 @@ def case_withdraw(*, case: Case, items: Sequence[Any], now: dt.datetime | None =
             )
             with transaction.atomic():
                 if not others:
-                    withdrawal_create(member=member, envelope=envelope, now=now)
+                    try:
+                        withdrawal_create(member=member, envelope=envelope, now=now)
+                    except Problem as refusal:
+                        # Already not distributed (an admin withdrew or retired it): the
+                        # person's wish is met; anything else is a real refusal.
+                        if refusal.code != "nothing_to_withdraw":
+                            raise
                 link.status, link.withdrawn_at = CaseHash.Status.WITHDRAWN, now
                 link.save(update_fields=["status", "withdrawn_at"])
             outcomes[index].status = "accepted"
