@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
+from . import selectors
 from .models import Case
 
 
@@ -19,6 +20,7 @@ class CaseAdmin(admin.ModelAdmin):
     fields = ("program", "status", "created_at", "withdrawn_at", "active_hashes", "withdrawn_hashes")
     readonly_fields = fields
     ordering = ("-created_at",)
+    change_list_template = "admin/intake/case/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Case]:
         return (
@@ -38,6 +40,10 @@ class CaseAdmin(admin.ModelAdmin):
     @admin.display(description="withdrawn hashes")
     def withdrawn_hashes(self, obj: Any) -> int:
         return obj.n_withdrawn
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # The intake's figures above the list: cases and hashes, active and withdrawn.
+        return super().changelist_view(request, {**(extra_context or {}), "intake": selectors.intake_figures()})
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -277,3 +277,43 @@ def test_bad_bodies_get_problems_not_errors(programs: dict, client: Client) -> N
     assert refused.status_code == 400
     refused = open_case(client, person, [{"payload": 1}], age="teen")
     assert refused.status_code == 400 and refused.json()["errors"] == {"age": [refused.json()["errors"]["age"][0]]}
+
+
+def test_a_hash_an_admin_already_withdrew_can_still_be_taken_back(programs: dict, client: Client) -> None:
+    from core.ledger import Actor
+    from hashes.models import Hash
+    from hashes.services import hash_set_status
+
+    person = Person()
+    value = random_pdq()
+    assert open_case(client, person, [person.submission(value, program="take-it-down")]).status_code == 200
+    hash_set_status(hash_=Hash.objects.get(value=value), status="withdrawn", reason="test", actor=Actor.admin("root"))
+    answer = post(
+        client,
+        "withdraw",
+        {
+            "code": person.code,
+            "request": person.proof(),
+            "envelopes": [person.withdrawal(value, program="take-it-down")],
+        },
+    )
+    assert answer.json()["results"][0]["status"] == "accepted", answer.json()
+    assert Case.objects.get(code=person.code).status == "withdrawn"
+
+
+def test_intake_setup_is_idempotent_and_the_admin_lists_cases_with_counts_only(
+    db: None, client: Client, admin_client: Any
+) -> None:
+    from django.core.management import call_command
+
+    call_command("intake_setup")
+    call_command("intake_setup")
+    intake = Member.objects.get(slug="intake-web")
+    assert sorted(intake.enrollments.values_list("program__slug", flat=True)) == ["ncii", "take-it-down"]
+    person = Person()
+    open_case(client, person, [person.submission(random_pdq(), program="ncii")], age="adult")
+    page = admin_client.get("/admin/intake/case/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Cases: 1 active, 0 withdrawn." in text
+    assert person.code not in text and person.public_key not in text
