@@ -22,6 +22,7 @@ import time
 
 import redis
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from core.problems import Problem
 from core.redis import redis_client
@@ -58,7 +59,7 @@ def leading_zero_bits(digest: bytes) -> int:
 def challenge_check(*, challenge: object, nonce: object, now: float | None = None) -> None:
     """Refuse a missing, forged, stale, reused or unsolved challenge."""
     refused = Problem(
-        "work_missing", "The page's safety check did not finish. Reload the page and try again.", status=400
+        "work_missing", _("The page's safety check did not finish. Reload the page and try again."), status=400
     )
     if not isinstance(challenge, str) or not isinstance(nonce, str) or len(challenge) > 200 or len(nonce) > 32:
         raise refused
@@ -70,7 +71,7 @@ def challenge_check(*, challenge: object, nonce: object, now: float | None = Non
         raise refused
     age = (now if now is not None else time.time()) - int(parts[0])
     if age > CHALLENGE_SECONDS or age < -60:
-        raise Problem("work_expired", "The page waited too long. Reload the page and try again.", status=400)
+        raise Problem("work_expired", _("The page waited too long. Reload the page and try again."), status=400)
     digest = hashlib.sha256(f"{challenge}:{nonce}".encode()).digest()
     if leading_zero_bits(digest) < settings.INTAKE_POW_BITS:
         raise refused
@@ -112,7 +113,8 @@ def case_budget_spend(address: str) -> None:
         minutes = max(1, settings.INTAKE_ADDRESS_WINDOW_SECONDS // 60)
         raise Problem(
             "too_many_cases",
-            f"Many cases were opened from your network just now. Please wait about {minutes} minutes and try again.",
+            _("Many cases were opened from your network just now. Please wait about %(minutes)d minutes and try again.")
+            % {"minutes": minutes},
             status=429,
         )
 
@@ -123,7 +125,8 @@ def tries_check(address: str) -> None:
         minutes = max(1, settings.INTAKE_ADDRESS_WINDOW_SECONDS // 60)
         raise Problem(
             "too_many_tries",
-            f"Too many tries from your network. Please wait about {minutes} minutes and try again.",
+            _("Too many tries from your network. Please wait about %(minutes)d minutes and try again.")
+            % {"minutes": minutes},
             status=429,
         )
 

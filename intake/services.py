@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from core import ledger
 from core.ledger import Actor
@@ -38,7 +39,10 @@ STATUS_TYPE = "application/vnd.hashexchange.intake-status+json"
 # What a case may put in the exchange: what the page computes.
 CASE_SIGNAL_TYPES = ("pdq", "md5", "sha256", "video_md5")
 
-WRONG_CASE = Problem("case_not_found", "That code and secret do not open a case. Check both and try again.", status=404)
+
+def _wrong_case() -> Problem:
+    """One refusal for a wrong code and a wrong secret alike, so neither is confirmed."""
+    return Problem("case_not_found", _("That code and secret do not open a case. Check both and try again."), 404)
 
 
 def code_new() -> str:
@@ -57,7 +61,7 @@ def intake_member() -> Member:
     member = Member.objects.filter(slug=settings.INTAKE_MEMBER, kind=Member.Kind.INTAKE).first()
     if member is None or not member.is_active:
         raise Problem(
-            "intake_closed", "This service is not taking new cases right now. Please try again later.", status=503
+            "intake_closed", _("This service is not taking new cases right now. Please try again later."), status=503
         )
     return member
 
@@ -69,7 +73,7 @@ def program_for(age: object) -> Program:
         raise Problem.field("age", "answer whether you were under 18 in the images")
     program = Program.objects.filter(slug=slug, is_active=True).first()
     if program is None:
-        raise Problem("intake_closed", "This part of the service is not open right now.", status=503)
+        raise Problem("intake_closed", _("This part of the service is not open right now."), status=503)
     return program
 
 
@@ -116,12 +120,12 @@ def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.
     """
     now = now or timezone.now()
     if not isinstance(items, list) or not items:
-        raise Problem.field("envelopes", "choose at least one photo or video")
+        raise Problem.field("envelopes", _("choose at least one photo or video"))
     if len(items) > settings.INTAKE_MAX_HASHES_PER_CASE:
         raise Problem(
             "too_many_hashes",
-            f"One case can hold {settings.INTAKE_MAX_HASHES_PER_CASE} hashes. Send fewer files, "
-            "then open another case for the rest.",
+            _("One case can hold %(n)d hashes. Send fewer files, then open another case for the rest.")
+            % {"n": settings.INTAKE_MAX_HASHES_PER_CASE},
         )
     if not isinstance(public_key, str):
         raise Problem.field("public_key", "missing")
@@ -142,8 +146,8 @@ def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.
             results[index].error = refusal
             continue
         passing.append((index, envelope))
-    stored = submissions_create(member=member, items=[e for _, e in passing], now=now) if passing else []
-    for (index, _), result in zip(passing, stored, strict=True):
+    stored = submissions_create(member=member, items=[e for _i, e in passing], now=now) if passing else []
+    for (index, _envelope), result in zip(passing, stored, strict=True):
         result.index = index
         results[index] = result
     _link(case, [r for r in results if r.status in ("accepted", "duplicate")], now=now)
@@ -192,16 +196,16 @@ def case_authenticate(*, code: object, request: Any, now: dt.datetime | None = N
     normal = code_normalise(code)
     case = Case.objects.select_related("signing_key", "program").filter(code=normal).first() if normal else None
     if case is None:
-        raise WRONG_CASE
+        raise _wrong_case()
     key = case.signing_key
     try:
         verified = envelopes.verify(request, {key.key_id: bytes(key.public_key)}, STATUS_TYPE)
         body = json.loads(verified.payload)
         created = dt.datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except (Problem, ValueError, KeyError, TypeError):
-        raise WRONG_CASE from None
+        raise _wrong_case() from None
     if not isinstance(body, dict) or body.get("case") != normal:
-        raise WRONG_CASE
+        raise _wrong_case()
     check_signed_time(key=key, created_at=created, now=now)
     return case
 
