@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "exchange.apps.ExchangeConfig",
     "members.apps.MembersConfig",
     "hashes.apps.HashesConfig",
+    "intake.apps.IntakeConfig",
 ]
 
 MIDDLEWARE = [
@@ -393,3 +394,19 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 # redacted whatever the level (core/logs.py). Celery workers and beat use the same setting.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+
+# The intake (/intake/): people open anonymous cases from their own browser (docs/intake.md).
+# The member whose keys the cases' keys become, and the program each answer to "were you
+# under 18 in the images?" routes to.
+INTAKE_MEMBER = env_str("INTAKE_MEMBER", "intake-web")
+INTAKE_PROGRAM_MINOR = env_str("INTAKE_PROGRAM_MINOR", "take-it-down")
+INTAKE_PROGRAM_ADULT = env_str("INTAKE_PROGRAM_ADULT", "ncii")
+# Programs whose participating platforms the page may name; elsewhere it gives a count.
+INTAKE_NAMED_PROGRAMS = env_list("INTAKE_NAMED_PROGRAMS", "")
+# Abuse controls: proof-of-work bits for opening a case, cases per network address per
+# window (kept in Redis as keyed hashes that expire), hashes per case, wrong-secret tries.
+INTAKE_POW_BITS = env_int("INTAKE_POW_BITS", 16)
+INTAKE_CASES_PER_ADDRESS = env_int("INTAKE_CASES_PER_ADDRESS", 10)
+INTAKE_ADDRESS_WINDOW_SECONDS = env_int("INTAKE_ADDRESS_WINDOW_SECONDS", 3600)
+INTAKE_MAX_HASHES_PER_CASE = env_int("INTAKE_MAX_HASHES_PER_CASE", 300)
+INTAKE_STATUS_TRIES_PER_ADDRESS = env_int("INTAKE_STATUS_TRIES_PER_ADDRESS", 20)

@@ -34,6 +34,7 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),  # operators' scraper only (config/metrics.py)
     path("api/v1/", include(api_v1)),
     path("compat/", include("exchange.compat.urls")),  # StopNCII-shaped API for existing clients
+    path("intake/", include("intake.urls")),  # people's own cases, hashed in their browser
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]

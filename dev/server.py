@@ -275,6 +275,7 @@ def banner(*, port: int, key: str, redis_note: str, database: str) -> str:
             rule,
             "  Hash exchange is running (development mode: DEBUG on, not for production)",
             "",
+            f"  intake      {base}/intake/  (people hash their own images; status at /intake/status/)",
             f"  API docs    {base}/api/v1/docs/",
             f"  Admin       {base}/admin/",
             f"  Liveness    {base}/healthz",
@@ -356,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = next((line.strip() for line in reversed(seeded) if line.strip()), "")
         if not key.startswith("hxk_"):
             say(f"devserver: warning: demo_seed's last line does not look like an API key: {key!r}", sys.stderr)
+        # The intake (/intake/): its member and its two programs, idempotent.
+        run_step("intake", [python, manage, "intake_setup"], env)
 
         children.append(
             spawn("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"], env)

@@ -14,6 +14,7 @@ VIEW_MODULES = (
     "exchange/api.py",
     "exchange/compat/views.py",
     "exchange/dashboard.py",
+    "intake/views.py",
 )
 
 
