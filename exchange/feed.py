@@ -34,6 +34,7 @@ from hashes.models import Hash, ImportBatch, Listing, Submission, Withdrawal
 from members.models import Member, Program
 from members.selectors import receiving_program_slugs, tombstone_programs
 
+from . import crypto, provenance
 from .models import Outcome
 
 HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
@@ -298,8 +299,16 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
     withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
     imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
     import_ids = {e.data["import_id"] for e in events if e.kind == IMPORTED}
-    envelopes = dict(Submission.objects.filter(pk__in=values_in(submission_ids)).values_list("pk", "envelope"))
-    withdrawals = dict(Withdrawal.objects.filter(pk__in=values_in(withdrawal_ids)).values_list("pk", "envelope"))
+    signed_columns = ("pk", "envelope", *ORIGIN_COLUMNS)
+    envelopes = {
+        row[0]: row[1:]
+        for row in Submission.objects.filter(pk__in=values_in(submission_ids)).values_list(*signed_columns)
+    }
+    withdrawals = {
+        row[0]: row[1:]
+        for row in Withdrawal.objects.filter(pk__in=values_in(withdrawal_ids)).values_list(*signed_columns)
+    }
+    here = _this_server()
     imported_rows = Hash.objects.filter(pk__in=values_in(imported_ids)).values_list("pk", "signal_type", "value")
     imported = {pk: (signal_type, value) for pk, signal_type, value in imported_rows}
     sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
@@ -335,16 +344,55 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
                 "hash": {"id": data["hash_id"], "signal_type": data["signal_type"], "value": data["value"]},
             }
             if event.kind == "hash.added":
-                envelope = envelopes.get(data.get("submission_id"))
+                signed = envelopes.get(data.get("submission_id"))
+                envelope = signed[0] if signed else None
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["signed"] = envelope is not None
                 entry["imported_from"] = None
             else:
-                envelope = withdrawals.get(data.get("withdrawal_id"))
+                signed = withdrawals.get(data.get("withdrawal_id"))
+                envelope = signed[0] if signed else None
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["reason"] = data.get("reason", "")
+            entry["origin"] = _origin(data, signed, here)
             by_event[event.seq] = [entry]
     return by_event
+
+
+# Who signed an envelope, for its origin: (submitter, program, key id, key, valid from).
+ORIGIN_COLUMNS = (
+    "submitter__slug",
+    "program__slug",
+    "signing_key__key_id",
+    "signing_key__public_key",
+    "signing_key__valid_from",
+)
+
+
+def _this_server() -> tuple[str, str]:
+    return crypto.server_key_id(), crypto.server_public_key_b64()
+
+
+def _origin(data: Mapping[str, Any], signed: tuple[Any, ...] | None, here: tuple[str, str]) -> dict[str, Any] | None:
+    """Where a signed hash or withdrawal came from (exchange/provenance.py); None when unsigned.
+
+    Imported from a peer: the origin it came with, this server added to its path. Signed
+    by a member here: this server's attested binding of the member's key.
+    """
+    if data.get("origin"):
+        return provenance.relayed_origin(data["origin"], server=here[0])
+    if not signed or signed[0] is None or signed[3] is None:
+        return None
+    _envelope, member, program, key_id, public_key, valid_from = signed
+    return provenance.local_origin(
+        server=here[0],
+        server_public_key=here[1],
+        member=member,
+        program=program,
+        key_id=key_id,
+        public_key=bytes(public_key),
+        valid_from=valid_from,
+    )
 
 
 def _add_feedback(entries: list[dict[str, Any]]) -> None:

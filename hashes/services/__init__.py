@@ -13,7 +13,7 @@ from .signed import check_signed_time, verify_signed
 from .store import ItemResult
 from .submissions import submissions_create
 from .unsigned import UnsignedItem, unsigned_check_program, unsigned_submissions_create
-from .withdrawals import WithdrawalResult, hash_set_status, withdrawal_create
+from .withdrawals import WithdrawalResult, hash_set_status, withdrawal_create, withdrawal_store_relayed
 
 __all__ = [
     "ItemResult",
@@ -26,4 +26,5 @@ __all__ = [
     "unsigned_submissions_create",
     "verify_signed",
     "withdrawal_create",
+    "withdrawal_store_relayed",
 ]

@@ -7,6 +7,7 @@ for members, and an obligation to acknowledge for those that were sent it).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,42 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
     )
 
 
+def withdrawal_store_relayed(
+    *,
+    member: Member,
+    key: SigningKey,
+    envelope: Any,
+    payload_bytes: bytes,
+    program: Program,
+    row: Hash,
+    event_data: Mapping[str, Any],
+    now: dt.datetime,
+) -> WithdrawalResult:
+    """Store a withdrawal a peer relayed, whose signature federation already checked.
+
+    The same store path as a member's own withdrawal, without the freshness check (it
+    was signed at the origin, maybe long ago); `event_data` (its origin) is added to the
+    events, so it travels on. The same envelope again returns the first result.
+    """
+    digest = envelopes.payload_digest(payload_bytes)
+    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    if previous is not None:
+        listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
+        return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+    payload = envelopes.parse_withdrawal(payload_bytes)
+    return _store_withdrawal(
+        member=member,
+        key=key,
+        envelope=envelope,
+        digest=digest,
+        payload=payload,
+        program=program,
+        row=row,
+        now=now,
+        event_data=event_data,
+    )
+
+
 @transaction.atomic
 def _store_withdrawal(
     *,
@@ -74,6 +111,7 @@ def _store_withdrawal(
     program: Program,
     row: Hash,
     now: dt.datetime,
+    event_data: Mapping[str, Any] | None = None,
 ) -> WithdrawalResult:
     ledger.lock()
     targets = Submission.objects.select_for_update().filter(
@@ -106,7 +144,7 @@ def _store_withdrawal(
         status=Submission.Status.WITHDRAWN, withdrawn_at=now, withdrawal=withdrawal
     )
     actor = Actor.member(member.slug)
-    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value}
+    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value, **(event_data or {})}
     events = [
         NewEvent(
             "submission.withdrawn",
