@@ -6,53 +6,140 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('members', '0004_enrollment_sent_through'),
+        ("members", "0004_enrollment_sent_through"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Peer',
+            name="Peer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(help_text="Our name for the peer; also its member's slug.", max_length=64, unique=True)),
-                ('base_url', models.URLField(help_text="The peer's base URL; its API is under /api/v1/.", max_length=500)),
-                ('server_key_id', models.CharField(help_text="Key id of the peer's server key, pinned at setup.", max_length=64)),
-                ('server_public_key', models.CharField(help_text="The peer's server public key (base64), pinned.", max_length=64)),
-                ('api_key_encrypted', models.TextField(help_text='Our API key at the peer, encrypted with SECRETS_ENCRYPTION_KEY.')),
-                ('programs', models.JSONField(default=list, help_text='What flows: [{"theirs": slug, "ours": slug, "hop_limit": n}], their program slugs mapped to ours.')),
-                ('status', models.CharField(choices=[('active', 'Active'), ('paused', 'Paused by an admin (not called)'), ('key_changed', 'Its server key changed since it was pinned (not called until re-pinned)')], default='active', max_length=16)),
-                ('cursor', models.BigIntegerField(default=0, help_text="The last sequence number of the peer's feed we stored.")),
-                ('behind', models.BooleanField(default=False, help_text="The last sync stopped before the end of the peer's feed.")),
-                ('last_error', models.CharField(blank=True, default='', max_length=1000)),
-                ('last_sync_at', models.DateTimeField(blank=True, null=True)),
-                ('failures', models.PositiveIntegerField(default=0, help_text='Failed syncs in a row (the backoff grows with them).')),
-                ('next_sync_at', models.DateTimeField(default=django.utils.timezone.now, help_text='Not synced by the schedule before this.')),
-                ('claimed_until', models.DateTimeField(blank=True, help_text='A worker is syncing it until then.', null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('member', models.OneToOneField(help_text="How the peer's server authenticates with us.", on_delete=django.db.models.deletion.PROTECT, related_name='peer', to='members.member')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Our name for the peer; also its member's slug.", max_length=64, unique=True
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.URLField(help_text="The peer's base URL; its API is under /api/v1/.", max_length=500),
+                ),
+                (
+                    "server_key_id",
+                    models.CharField(help_text="Key id of the peer's server key, pinned at setup.", max_length=64),
+                ),
+                (
+                    "server_public_key",
+                    models.CharField(help_text="The peer's server public key (base64), pinned.", max_length=64),
+                ),
+                (
+                    "api_key_encrypted",
+                    models.TextField(help_text="Our API key at the peer, encrypted with SECRETS_ENCRYPTION_KEY."),
+                ),
+                (
+                    "programs",
+                    models.JSONField(
+                        default=list,
+                        help_text='What flows: a list of {"theirs", "ours", "hop_limit"}, their programs mapped to ours.',
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("paused", "Paused by an admin (not called)"),
+                            ("key_changed", "Its server key changed since it was pinned (not called until re-pinned)"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "cursor",
+                    models.BigIntegerField(
+                        default=0, help_text="The last sequence number of the peer's feed we stored."
+                    ),
+                ),
+                (
+                    "behind",
+                    models.BooleanField(
+                        default=False, help_text="The last sync stopped before the end of the peer's feed."
+                    ),
+                ),
+                ("last_error", models.CharField(blank=True, default="", max_length=1000)),
+                ("last_sync_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "failures",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Failed syncs in a row (the backoff grows with them)."
+                    ),
+                ),
+                (
+                    "next_sync_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, help_text="Not synced by the schedule before this."
+                    ),
+                ),
+                (
+                    "claimed_until",
+                    models.DateTimeField(blank=True, help_text="A worker is syncing it until then.", null=True),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "member",
+                    models.OneToOneField(
+                        help_text="How the peer's server authenticates with us.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="peer",
+                        to="members.member",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Refusal',
+            name="Refusal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(help_text="The entry's sequence number in the peer's feed.")),
-                ('kind', models.CharField(max_length=32)),
-                ('reason', models.CharField(choices=[('bad_envelope', 'Forged or altered envelope'), ('binding_not_attested', 'Key binding not attested by the origin server'), ('program_not_agreed', 'Program not agreed with this peer'), ('loop', 'Its path already contains this server'), ('hop_limit', "Past the program's hop limit"), ('path_mismatch', 'Its path does not end at the peer'), ('unsigned', 'No signed envelope or origin'), ('envelope_mismatch', 'The envelope does not say what the entry says'), ('refused_here', "Refused by this server's own rules")], max_length=32)),
-                ('detail', models.CharField(max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('peer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refusals', to='federation.peer')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.BigIntegerField(help_text="The entry's sequence number in the peer's feed.")),
+                ("kind", models.CharField(max_length=32)),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[
+                            ("bad_envelope", "Forged or altered envelope"),
+                            ("binding_not_attested", "Key binding not attested by the origin server"),
+                            ("program_not_agreed", "Program not agreed with this peer"),
+                            ("loop", "Its path already contains this server"),
+                            ("hop_limit", "Past the program's hop limit"),
+                            ("path_mismatch", "Its path does not end at the peer"),
+                            ("unsigned", "No signed envelope or origin"),
+                            ("envelope_mismatch", "The envelope does not say what the entry says"),
+                            ("refused_here", "Refused by this server's own rules"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("detail", models.CharField(max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "peer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="refusals", to="federation.peer"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-pk'],
-                'constraints': [models.UniqueConstraint(fields=('peer', 'seq', 'kind'), name='refusal_unique_peer_seq')],
+                "ordering": ["-pk"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("peer", "seq", "kind"), name="refusal_unique_peer_seq")
+                ],
             },
         ),
     ]
