@@ -33,7 +33,7 @@ class Peer(models.Model):
     api_key_encrypted = models.TextField(help_text="Our API key at the peer, encrypted with SECRETS_ENCRYPTION_KEY.")
     programs = models.JSONField(
         default=list,
-        help_text='What flows: a list of {"theirs", "ours", "hop_limit"}, their programs mapped to ours.',
+        help_text='Their programs mapped to ours: {"theirs", "ours", "hop_limit"} each.',
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     cursor = models.BigIntegerField(default=0, help_text="The last sequence number of the peer's feed we stored.")

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
                     "programs",
                     models.JSONField(
                         default=list,
-                        help_text='What flows: a list of {"theirs", "ours", "hop_limit"}, their programs mapped to ours.',
+                        help_text='Their programs mapped to ours: {"theirs", "ours", "hop_limit"} each.',
                     ),
                 ),
                 (
