@@ -151,7 +151,9 @@ def test_our_feed_passes_the_origin_on_and_a_member_verifies_it_with_the_origin_
     assert got[0]["origin"]["path"] == [origin.server_id, crypto.server_key_id()]
     # The member knows only the origin server's public key:
     binding = dsse.verify_envelope(
-        got[0]["origin"]["key_binding"], {origin.server_id: keys.public_key_from_b64(origin.server_public_key)}, provenance.KEY_BINDING_TYPE
+        got[0]["origin"]["key_binding"],
+        {origin.server_id: keys.public_key_from_b64(origin.server_public_key)},
+        provenance.KEY_BINDING_TYPE,
     )
     bound = json.loads(binding)
     assert bound["member"] == origin.member
