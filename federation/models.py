@@ -37,6 +37,12 @@ class Peer(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     cursor = models.BigIntegerField(default=0, help_text="The last sequence number of the peer's feed we stored.")
+    outcomes_cursor = models.BigIntegerField(
+        default=0, help_text="The last event of ours whose outcomes were sent back to the peer."
+    )
+    outcomes_sending_through = models.BigIntegerField(
+        default=0, help_text="The end of the batch of outcomes being sent (resent as is after a failure)."
+    )
     behind = models.BooleanField(default=False, help_text="The last sync stopped before the end of the peer's feed.")
     last_error = models.CharField(max_length=1000, blank=True, default="")
     last_sync_at = models.DateTimeField(null=True, blank=True)

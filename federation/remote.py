@@ -39,13 +39,21 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _get(url: str, *, api_key: str | None = None) -> Any:
+def _get(url: str, *, api_key: str | None = None, body: Any = None) -> Any:
+    """GET (or POST `body` as JSON) and return the JSON answer; PeerError otherwise."""
     headers = {"accept": "application/json", "user-agent": "hashexchange-federation/1"}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     try:
         net.check_url(url, resolve=False)
-        answer = net._session().get(url, headers=headers, timeout=settings.PEER_TIMEOUT_SECONDS, allow_redirects=False)
+        if body is None:
+            answer = net._session().get(
+                url, headers=headers, timeout=settings.PEER_TIMEOUT_SECONDS, allow_redirects=False
+            )
+        else:
+            answer = net._session().post(
+                url, json=body, headers=headers, timeout=settings.PEER_TIMEOUT_SECONDS, allow_redirects=False
+            )
     except net.UnsafeUrl as exc:
         raise PeerError(f"refused: {exc}", retryable=False) from None
     except requests.RequestException as exc:
@@ -58,8 +66,9 @@ def _get(url: str, *, api_key: str | None = None) -> Any:
             "kind peer, enrolled in the programs that flow",
             retryable=False,
         )
-    if answer.status_code != 200:
-        raise PeerError(f"the peer answered {answer.status_code} to GET {urlsplit(url).path}", retryable=False)
+    if answer.status_code not in (200, 201, 207):
+        method = "GET" if body is None else "POST"
+        raise PeerError(f"the peer answered {answer.status_code} to {method} {urlsplit(url).path}", retryable=False)
     try:
         return answer.json()
     except ValueError:
@@ -86,4 +95,12 @@ def feed_page(base_url: str, *, api_key: str, after: int, limit: int) -> dict[st
     data = _get(f"{base_url}/api/v1/feed?{urlencode({'after': after, 'limit': limit})}", api_key=api_key)
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list) or not isinstance(data.get("next"), int):
         raise PeerError("the peer's feed page is malformed", retryable=False)
+    return data
+
+
+def post_outcomes(base_url: str, *, api_key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """POST outcomes to the peer (as our peer member there); its per-item results."""
+    data = _get(f"{base_url}/api/v1/outcomes", api_key=api_key, body={"outcomes": items})
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise PeerError("the peer's answer to our outcomes is malformed", retryable=False)
     return data

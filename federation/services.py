@@ -25,7 +25,7 @@ from exchange import crypto
 from members import services as member_services
 from members.models import Member, Program
 
-from . import imports, remote
+from . import imports, outcomes, remote
 from .models import Peer
 
 logger = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ class SyncResult:
     duplicates: int = 0
     refused: int = 0
     skipped: int = 0
+    outcomes_sent: int = 0
+    outcomes_rejected: int = 0
     cursor: int = 0
     error: str = ""
     refusals: dict[str, int] = field(default_factory=dict)
@@ -208,7 +210,8 @@ class SyncResult:
     def summary(self) -> str:
         text = (
             f"{self.pages} page(s), {self.entries} entries: {self.imported} imported, {self.withdrawn} withdrawn, "
-            f"{self.duplicates} already held, {self.refused} refused, {self.skipped} skipped; cursor {self.cursor}"
+            f"{self.duplicates} already held, {self.refused} refused, {self.skipped} skipped; cursor {self.cursor}; "
+            f"{self.outcomes_sent} outcome(s) sent back ({self.outcomes_rejected} refused by the peer)"
         )
         if self.refusals:
             text += " (refused: " + ", ".join(f"{k} {v}" for k, v in sorted(self.refusals.items())) + ")"
@@ -237,7 +240,8 @@ def _fail(peer: Peer, message: str, *, retryable: bool, key_changed: bool = Fals
 
 
 def peer_sync(*, peer: Peer, max_pages: int | None = None) -> SyncResult:
-    """One full sync now: check the pinned key, then pull pages until the peer has no more.
+    """One full sync now: check the pinned key, pull pages until the peer has no more, then
+    send back what our members reported on hashes from the peer (federation/outcomes.py).
 
     A paused peer, or one whose key changed, is not called. Failures are kept in
     `last_error` with a backoff (`next_sync_at`); nothing of a failed page is stored.
@@ -274,6 +278,13 @@ def peer_sync(*, peer: Peer, max_pages: int | None = None) -> SyncResult:
         peer.cursor = result.cursor = stored.cursor
         if not page.get("has_more"):
             break
+    try:
+        pushed = outcomes.outcomes_push(peer=peer, api_key=api_key)
+    except remote.PeerError as exc:
+        _fail(peer, f"sending outcomes back: {exc}", retryable=exc.retryable)
+        result.error = str(exc)
+        return result
+    result.outcomes_sent, result.outcomes_rejected = pushed.sent, pushed.rejected
     Peer.objects.filter(pk=peer.pk).update(
         last_sync_at=timezone.now(), failures=0, last_error="", next_sync_at=timezone.now()
     )

@@ -104,6 +104,7 @@ class PeerServer:
         self.entries: list[dict[str, Any]] = []
         self.fail_with: int | None = None
         self.requests: list[tuple[str, str]] = []
+        self.outcomes: list[dict[str, Any]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -124,6 +125,21 @@ class PeerServer:
                         {"entries": page, "next": page[-1]["seq"] if page else after, "has_more": len(rest) > limit},
                     )
                 return self._send(404, {})
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.requests.append((self.path, self.headers.get("authorization", "")))
+                if self.path != "/api/v1/outcomes":
+                    return self._send(404, {})
+                fresh = [
+                    i for i in body["outcomes"] if i["client_ref"] not in {o["client_ref"] for o in outer.outcomes}
+                ]
+                outer.outcomes.extend(fresh)
+                results = [{"status": "accepted" if i in fresh else "duplicate"} for i in body["outcomes"]]
+                n = len(fresh)
+                return self._send(
+                    200, {"results": results, "accepted": n, "duplicates": len(results) - n, "rejected": 0}
+                )
 
             def _send(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()

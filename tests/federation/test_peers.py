@@ -241,3 +241,69 @@ def test_one_sync_at_a_time_per_peer(peer: Peer) -> None:
     assert services.peer_sync_claimed(peer.pk) is None
     services.peer_release(peer.pk)
     assert services.peer_claim(peer.pk)
+
+
+def test_outcomes_on_imported_hashes_go_back_aggregated_and_once(
+    peer: Peer, remote: PeerServer, origin: Origin, ncii: Program
+) -> None:
+    entries = [origin.added(1), origin.added(2)]
+    remote.entries = entries
+    sync(peer)
+    platforms = [make_caller(make_member(slug, Member.Kind.PLATFORM, ncii)) for slug in ("p1", "p2")]
+    for caller in platforms:
+        caller.client.get("/api/v1/feed?after=0")
+    value = entries[0]["hash"]["value"]
+    for n, caller in enumerate(platforms):
+        answer = caller.client.post(
+            "/api/v1/outcomes",
+            {
+                "outcomes": [
+                    {
+                        "signal_type": "pdq",
+                        "value": value,
+                        "program": "ncii",
+                        "kind": "removed",
+                        "occurred_at": f"2026-12-01T10:0{n}:00Z",
+                        "count": 2,
+                        "client_ref": f"r{n}",
+                    }
+                ]
+            },
+            format="json",
+        )
+        assert answer.status_code == 200, answer.json()
+    result = sync(peer)
+    assert result.outcomes_sent == 1
+    [sent] = remote.outcomes
+    assert {k: sent[k] for k in ("value", "program", "kind", "count", "occurred_at")} == {
+        "value": value,
+        "program": "ncii",
+        "kind": "removed",
+        "count": 4,
+        "occurred_at": "2026-12-01T10:01:00.000000Z",
+    }
+    assert ("/api/v1/outcomes", "Bearer hxk_theirs_secret") in remote.requests
+    assert "p1" not in json.dumps(sent) and "p2" not in json.dumps(sent)
+    assert sync(peer).outcomes_sent == 0
+    # Sent, but the cursor did not move (the worker died before it could): sent again, a repeat.
+    Peer.objects.filter(pk=peer.pk).update(
+        outcomes_cursor=0, outcomes_sending_through=Peer.objects.get(pk=peer.pk).outcomes_cursor
+    )
+    assert sync(peer).outcomes_sent == 1
+    assert len(remote.outcomes) == 1
+
+
+def test_a_peer_member_receives_only_the_programs_shared_with_it(
+    signer_a: Signer, peer_caller: Caller, other_program: Program, platform_a: Caller
+) -> None:
+    from members import services as member_services
+
+    member_services.enrollment_set(member=platform_a.member, program=other_program, state="opted_in", actor=SETUP)
+    shared, unshared = signer_a.submission(), signer_a.submission(program="ncii")
+    signer_a.submit(shared, unshared)
+    got = [
+        e["envelopes"]
+        for e in peer_caller.client.get("/api/v1/feed?after=0").json()["entries"]
+        if e["kind"] == "hash.added"
+    ]
+    assert got == [[shared]]
