@@ -153,6 +153,31 @@ class Server:
         finally:
             conn.close()
 
+    def commands(self, *calls: tuple[str, ...]) -> list[str]:
+        """Several management commands in one process (each Django start costs seconds); their outputs."""
+        code = (
+            "import io, json\n"
+            "from django.core.management import call_command\n"
+            "outs = []\n"
+            f"for args in {json.dumps([list(c) for c in calls])}:\n"
+            "    out = io.StringIO()\n"
+            "    call_command(*args, stdout=out, stderr=io.StringIO())\n"
+            "    outs.append(out.getvalue())\n"
+            "print(json.dumps(outs))\n"
+        )
+        return json.loads(self.shell(code).splitlines()[-1])
+
+    def members(self, *specs: tuple[str, str, str]) -> list[str]:
+        """Create active members (slug, kind, program) in one process; their new API keys."""
+        calls: list[tuple[str, ...]] = []
+        for slug, kind, program in specs:
+            calls += [
+                ("member_create", slug, "--kind", kind, *(("--program", program) if program else ())),
+                ("credential_issue", slug),
+            ]
+        outs = self.commands(*calls)
+        return [outs[i].strip().splitlines()[-1].strip() for i in range(1, len(outs), 2)]
+
     def manage_popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self._start("manage", "manage.py", *args, env=env)
 
@@ -172,12 +197,6 @@ class Server:
                 return answer.status, json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
-
-    def member(self, slug: str, kind: str, *programs: str) -> str:
-        """Create an active member enrolled in `programs`; its new API key."""
-        args = [arg for program in programs for arg in ("--program", program)]
-        self.manage("member_create", slug, "--kind", kind, *args)
-        return self.manage("credential_issue", slug).strip().splitlines()[-1].strip()
 
     def start_celery(self, *extra: str) -> None:
         self._start("worker", "-m", "celery", "-A", "config", "worker", "-l", "info", "--pool", "solo", "-Q", "celery")

@@ -11,6 +11,7 @@ listed once on each server; a sync killed mid-way, run again, stores everything 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import signal
 import time
@@ -69,6 +70,7 @@ class Trio:
     c: Server
     alice: Alice
     carol: str  # a platform's key at C
+    auditor: str  # an auditor's key at A
 
     def feed(self, server: Server, token: str) -> list[dict[str, Any]]:
         status, body = server.api("GET", "/api/v1/feed?after=0&limit=5000", token)
@@ -84,10 +86,11 @@ def trio(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django
         with django_db_blocker.unblock():
             for index, name in enumerate("abc"):
                 servers.append(Server(name, tmp, redis_db=11 + index))
+                servers[-1].manage("program_create", "ncii")
         a, b, c = servers
-        for server in servers:
-            server.manage("program_create", "ncii")
-        alice_token = a.member("alice", "platform", "ncii")
+        alice_token, b_at_a, auditor = a.members(
+            ("alice", "platform", "ncii"), ("b", "peer", "ncii"), ("auditor", "auditor", "")
+        )
         alice_key = keys.generate_private_key()
         status, body = a.api(
             "POST",
@@ -97,13 +100,18 @@ def trio(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django
         )
         assert status == 201, body
         # B pulls from A with the key of its peer member at A; C pulls from B likewise.
-        b.manage("peer_add", "a", "--url", a.url, "--key", a.member("b", "peer", "ncii"), "--program", "ncii")
-        c.manage("peer_add", "b", "--url", b.url, "--key", b.member("c", "peer", "ncii"), "--program", "ncii")
-        carol = c.member("carol", "platform", "ncii")
-        yield Trio(a, b, c, Alice(a, alice_token, alice_key), carol)
+        [c_at_b] = b.members(("c", "peer", "ncii"))
+        [carol] = c.members(("carol", "platform", "ncii"))
+        b.manage("peer_add", "a", "--url", a.url, "--key", b_at_a, "--program", "ncii")
+        c.manage("peer_add", "b", "--url", b.url, "--key", c_at_b, "--program", "ncii")
+        yield Trio(a, b, c, Alice(a, alice_token, alice_key), carol, auditor)
     finally:
         for server in servers:
             server.stop()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def sync(server: Server, peer: str) -> str:
@@ -143,6 +151,45 @@ def test_a_signed_submission_at_a_reaches_c_byte_for_byte_and_verifies_with_a_ke
     rows = owed["results"] if isinstance(owed, dict) else owed
     assert [row["kind"] for row in rows if row["value"] == value] == ["deleted_after_withdrawal"], rows
 
+    # What C's member did comes back to A, counted under A's peer member b.
+    trio.a.shell("from exchange.outcomes import obligations_project; obligations_project()")
+    removed = random_pdq()
+    trio.alice.submit(removed)
+    sync(trio.b, "a")
+    sync(trio.c, "b")
+    trio.feed(trio.c, trio.carol)
+    status, body = trio.c.api(
+        "POST",
+        "/api/v1/outcomes",
+        trio.carol,
+        {
+            "outcomes": [
+                {
+                    "signal_type": "pdq",
+                    "value": v,
+                    "program": "ncii",
+                    "kind": kind,
+                    "occurred_at": now(),
+                    "client_ref": ref,
+                }
+                for v, kind, ref in ((value, "deleted_after_withdrawal", "ack-1"), (removed, "removed", "rm-1"))
+            ]
+        },
+    )
+    assert status == 200 and body["accepted"] == 2, body
+    assert "2 outcome(s) sent back" in sync(trio.c, "b")
+    assert "2 outcome(s) sent back" in sync(trio.b, "a")
+    status, report = trio.a.api("GET", "/api/v1/reports/programs/ncii", trio.auditor)
+    assert status == 200, report
+    [row] = [r for r in report["members"] if r["member"] == "b"]
+    assert row["outcomes"]["removed"] == 1 and row["outcomes"]["deleted_after_withdrawal"] == 1, row
+    fulfilled = trio.a.query(
+        "SELECT o.fulfilled_at FROM exchange_obligation o JOIN members_member m ON m.id = o.member_id "
+        "JOIN hashes_hash h ON h.id = o.hash_id WHERE m.slug = 'b' AND h.value = ?",
+        value,
+    )
+    assert len(fulfilled) == 1 and fulfilled[0][0] is not None
+
 
 def test_an_envelope_b_altered_is_refused_by_c_and_the_rest_still_arrives(trio: Trio) -> None:
     tampered, intact = random_pdq(), random_pdq()
@@ -171,16 +218,14 @@ def count_listings(server: Server, value: str) -> int:
 
 
 def test_a_triangle_ends_with_one_listing_of_each_hash_on_each_server(trio: Trio) -> None:
-    trio.a.manage(
-        "peer_add", "c", "--url", trio.c.url, "--key", trio.c.member("a", "peer", "ncii"), "--program", "ncii"
-    )
+    [a_at_c] = trio.c.members(("a", "peer", "ncii"))
+    trio.a.manage("peer_add", "c", "--url", trio.c.url, "--key", a_at_c, "--program", "ncii")
     value = random_pdq()
     trio.alice.submit(value)
-    for _round in range(2):
-        sync(trio.b, "a")
-        sync(trio.c, "b")
-        out = sync(trio.a, "c")
-    assert "0 imported" in out
+    assert "1 imported" in sync(trio.b, "a")
+    assert "1 imported" in sync(trio.c, "b")
+    assert ": 0 imported" in sync(trio.a, "c")  # back at its origin: refused as a loop
+    assert ": 0 imported" in sync(trio.b, "a")  # and nothing comes round again
     for server in (trio.a, trio.b, trio.c):
         assert count_listings(server, value) == 1, server.name
         submissions = server.query(
