@@ -27,7 +27,7 @@ from core.problems import Problem
 from exchange import provenance
 from hashes import envelopes
 from hashes.models import Hash, Submission
-from hashes.services import ItemResult, withdrawal_store_relayed
+from hashes.services import ItemResult, submissions_withdraw_relayed, withdrawal_store_relayed
 from hashes.services.store import Pending, submission_row, submissions_store
 from members.models import Program, SigningKey
 
@@ -113,8 +113,12 @@ def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> 
 
     for entry in entries:
         kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind == "hash.quarantined" or (kind == "hash.withdrawn" and not entry.get("envelopes")):
+            flush()
+            _store_unsigned_tombstone(peer=peer, entry=entry, programs=programs, result=result)
+            continue
         if kind not in ("hash.added", "hash.withdrawn"):
-            result.skipped += 1  # key events, quarantines and restorations stay with their server
+            result.skipped += 1  # key events and restorations stay with their server
             continue
         try:
             checked = _check(peer=peer, entry=entry, here=here, programs=programs, kind=kind)
@@ -311,3 +315,27 @@ def _store_withdrawal(*, peer: Peer, entry: dict[str, Any], checked: _Checked, r
         _refuse(peer=peer, entry=entry, reason=Refusal.Reason.REFUSED_HERE, detail=exc.detail, result=result)
         return
     result.withdrawn += 1
+
+
+def _store_unsigned_tombstone(
+    *, peer: Peer, entry: dict[str, Any], programs: dict[str, Program], result: PageResult
+) -> None:
+    """A withdrawal or quarantine the peer decided (no member signature): the peer takes back
+    what it brought us of that hash in that program, and nothing else."""
+    mapped = peer.mapped(str(entry.get("program")))
+    hash_ = entry.get("hash") or {}
+    row = Hash.objects.filter(signal_type=str(hash_.get("signal_type")), value=str(hash_.get("value"))).first()
+    if mapped is None or mapped["ours"] not in programs or row is None:
+        result.skipped += 1
+        return
+    withdrawn = submissions_withdraw_relayed(
+        member=peer.member,
+        hash_=row,
+        program=programs[mapped["ours"]],
+        reason=f"{entry.get('kind')} at peer {peer.slug}",
+        event_data={"peer": peer.slug},
+    )
+    if withdrawn:
+        result.withdrawn += 1
+    else:
+        result.skipped += 1

@@ -217,3 +217,54 @@ def hash_set_status(*, hash_: Hash, status: str, reason: str, actor: Actor) -> H
         row.save(update_fields=["status", "status_changed_at", "status_reason"])
     ledger.record_many(events, actor=actor)
     return row
+
+
+@transaction.atomic
+def submissions_withdraw_relayed(
+    *, member: Member, hash_: Hash, program: Program, reason: str, event_data: Mapping[str, Any]
+) -> int:
+    """End a peer's support of a hash in a program because that peer no longer distributes it.
+
+    For tombstones a peer relays without a member's signature (its admin withdrew,
+    retired or quarantined the hash): only what that peer itself brought is withdrawn,
+    never other members' submissions, so a peer can take back its own word and no more.
+    Records `submission.withdrawn`, and `hash.withdrawn` when no support is left.
+    Returns how many submissions were withdrawn.
+    """
+    ledger.lock()
+    now = timezone.now()
+    targets = list(
+        Submission.objects.select_for_update().filter(
+            submitter=member, program=program, hash=hash_, status=Submission.Status.ACTIVE
+        )
+    )
+    if not targets:
+        return 0
+    Submission.objects.filter(pk__in=[s.pk for s in targets]).update(
+        status=Submission.Status.WITHDRAWN, withdrawn_at=now
+    )
+    base = {"hash_id": hash_.pk, "signal_type": hash_.signal_type, "value": hash_.value, **event_data}
+    events = [
+        NewEvent(
+            "submission.withdrawn",
+            "hash",
+            str(hash_.pk),
+            program=program.slug,
+            data={**base, "submission_id": s.pk, "submitter": member.slug, "reason": reason},
+        )
+        for s in targets
+    ]
+    listing = Listing.objects.select_for_update().get(hash=hash_, program=program)
+    still_supported = (
+        listing.import_batch_id is not None
+        or Submission.objects.filter(hash=hash_, program=program, status=Submission.Status.ACTIVE).exists()
+    )
+    if not still_supported and listing.status == Listing.Status.ACTIVE:
+        listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
+        listing.save(update_fields=["status", "changed_at"])
+        events.append(
+            NewEvent("hash.withdrawn", "hash", str(hash_.pk), program=program.slug, data={**base, "reason": reason})
+        )
+        _refresh_hash_status(hash_, now=now)
+    ledger.record_many(events, actor=Actor.member(member.slug))
+    return len(targets)

@@ -24,7 +24,7 @@ from hashes.models import Listing, Submission
 from members.models import Member, Program
 from tests.conftest import SETUP, Caller, make_caller, make_member
 from tests.federation.remote import Origin, PeerServer, altered
-from tests.signing import Signer
+from tests.signing import Signer, make_signer
 
 
 @pytest.fixture
@@ -307,3 +307,26 @@ def test_a_peer_member_receives_only_the_programs_shared_with_it(
         if e["kind"] == "hash.added"
     ]
     assert got == [[shared]]
+
+
+def test_a_peers_own_withdrawal_or_quarantine_takes_back_only_what_it_brought(
+    peer: Peer, remote: PeerServer, origin: Origin, ncii: Program
+) -> None:
+    first, second = origin.added(1), origin.added(2)
+    remote.entries = [first, second]
+    sync(peer)
+    # A platform here submitted the second hash too: it stays listed on that platform's word.
+    local = make_caller(make_member("local", Member.Kind.PLATFORM, ncii))
+    signer = make_signer(local)
+    assert signer.submit(signer.submission(second["hash"]["value"], program="ncii")).json()["accepted"] == 1
+    unsigned = {"envelopes": [], "origin": None, "reason": "withdrawn by an admin"}
+    remote.entries += [
+        {**first, **unsigned, "seq": 3, "kind": "hash.withdrawn"},
+        {**second, **unsigned, "seq": 4, "kind": "hash.quarantined"},
+    ]
+    result = sync(peer)
+    assert result.withdrawn == 2
+    statuses = dict(Listing.objects.values_list("hash__value", "status"))
+    assert statuses == {first["hash"]["value"]: "withdrawn", second["hash"]["value"]: "active"}
+    assert not Submission.objects.filter(submitter=peer.member, status="active").exists()
+    assert Submission.objects.filter(submitter=local.member, status="active").count() == 1
