@@ -224,7 +224,7 @@ CELERY_BEAT_SCHEDULE = {
     # Pulls every due peer's feed (docs/federation.md); each peer is claimed in the database.
     "peers-sync": {
         "task": "federation.tasks.peers_sync",
-        "schedule": float(os.environ.get("PEER_SYNC_SECONDS") or 5),
+        "schedule": float(os.environ.get("PEER_SYNC_SECONDS") or 2),
     },
     # Rebuilds the snapshots from the database, dropping retired hashes.
     "match-index-rebuild": {
@@ -291,7 +291,7 @@ WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "15"))
 # Federation (docs/federation.md): how often beat pulls peers' feeds, how long a peer has
 # to answer, entries per page, how long a worker holds a peer, and the longest backoff
 # after failures. Peer URLs must be https unless DEBUG or PEERS_ALLOW_HTTP.
-PEER_SYNC_SECONDS = float(env_str("PEER_SYNC_SECONDS", "5"))
+PEER_SYNC_SECONDS = float(env_str("PEER_SYNC_SECONDS", "2"))
 PEER_TIMEOUT_SECONDS = float(env_str("PEER_TIMEOUT_SECONDS", "30"))
 PEER_PAGE_SIZE = env_int("PEER_PAGE_SIZE", 1000)
 PEER_CLAIM_SECONDS = env_int("PEER_CLAIM_SECONDS", 300)
