@@ -14,6 +14,8 @@ the peer answered, a resync, a hash that reached us by two paths) stores nothing
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +60,7 @@ class _Checked:
     stored_origin: dict[str, Any]
     envelope: dict[str, Any]
     payload: bytes
+    parsed: Any
 
 
 class Refused(Exception):
@@ -104,11 +107,13 @@ def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
 def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> None:
     programs = {p.slug: p for p in Program.objects.filter(slug__in=[m["ours"] for m in peer.programs])}
     now = timezone.now()
+    bindings: dict[str, provenance.CheckedOrigin] = {}
+    keys: dict[str, SigningKey] = {}
     pending: list[tuple[dict[str, Any], _Checked]] = []
     seen: set[str] = set()
 
     def flush() -> None:
-        _store_added(peer=peer, items=pending, result=result, now=now)
+        _store_added(peer=peer, items=pending, result=result, now=now, keys=keys)
         pending.clear()
 
     for entry in entries:
@@ -121,7 +126,7 @@ def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> 
             result.skipped += 1  # key events and restorations stay with their server
             continue
         try:
-            checked = _check(peer=peer, entry=entry, here=here, programs=programs, kind=kind)
+            checked = _check(peer=peer, entry=entry, here=here, programs=programs, kind=kind, bindings=bindings)
         except Refused as exc:
             _refuse(peer=peer, entry=entry, reason=exc.reason, detail=exc.detail, result=result)
             continue
@@ -138,7 +143,15 @@ def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> 
     flush()
 
 
-def _check(*, peer: Peer, entry: dict[str, Any], here: str, programs: dict[str, Program], kind: str) -> _Checked:
+def _check(
+    *,
+    peer: Peer,
+    entry: dict[str, Any],
+    here: str,
+    programs: dict[str, Program],
+    kind: str,
+    bindings: dict[str, provenance.CheckedOrigin],
+) -> _Checked:
     mapped = peer.mapped(str(entry.get("program")))
     if mapped is None or mapped["ours"] not in programs:
         raise Refused(
@@ -149,7 +162,7 @@ def _check(*, peer: Peer, entry: dict[str, Any], here: str, programs: dict[str, 
     if not origin or not raw_envelopes:
         raise Refused(Refusal.Reason.UNSIGNED, "the entry has no signed envelope and origin")
     try:
-        checked = provenance.check_origin(origin)
+        checked = _check_origin(origin, bindings)
     except Problem as exc:
         raise Refused(Refusal.Reason.BINDING_NOT_ATTESTED, exc.detail) from None
     if here in checked.path:
@@ -183,7 +196,29 @@ def _check(*, peer: Peer, entry: dict[str, Any], here: str, programs: dict[str, 
     if parsed.signal_type not in program.signal_types:
         raise Refused(Refusal.Reason.REFUSED_HERE, f"program {program.slug!r} does not take {parsed.signal_type}")
     stored = {name: origin[name] for name in ORIGIN_FIELDS}
-    return _Checked(program=program, origin=checked, stored_origin=stored, envelope=canonical, payload=payload)
+    return _Checked(
+        program=program, origin=checked, stored_origin=stored, envelope=canonical, payload=payload, parsed=parsed
+    )
+
+
+def _check_origin(origin: Any, bindings: dict[str, provenance.CheckedOrigin]) -> provenance.CheckedOrigin:
+    """check_origin, with each distinct binding verified once per page (a member's entries share one)."""
+    if not isinstance(origin, dict):
+        return provenance.check_origin(origin)
+    cache_key = json.dumps(
+        [origin.get(name) for name in ("server", "server_public_key", "member", "key_binding")], sort_keys=True
+    )
+    found = bindings.get(cache_key)
+    if found is None:
+        found = bindings[cache_key] = provenance.check_origin(origin)
+    try:
+        path = tuple(str(p) for p in origin["path"])
+        program = str(origin["program"])
+    except (KeyError, TypeError) as exc:
+        raise Problem("malformed_origin", f"the entry's origin is incomplete: {exc}") from None
+    if not path or path[0] != found.server:
+        raise Problem("malformed_origin", "the origin's path must start at the origin server")
+    return dataclasses.replace(found, path=path, program=program)
 
 
 def _refuse(*, peer: Peer, entry: Any, reason: str, detail: str, result: PageResult) -> None:
@@ -203,10 +238,11 @@ def _refuse(*, peer: Peer, entry: Any, reason: str, detail: str, result: PageRes
         )
 
 
-def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any) -> SigningKey:
+def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any, keys: dict[str, SigningKey]) -> SigningKey:
     """The origin member's key, registered here under the peer that first brought it."""
-    key = SigningKey.objects.filter(key_id=origin.key_id).first()
+    key = keys.get(origin.key_id) or SigningKey.objects.filter(key_id=origin.key_id).first()
     if key is not None:
+        keys[origin.key_id] = key
         return key
     key = SigningKey.objects.create(
         member=peer.member,
@@ -215,6 +251,7 @@ def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any) -> Signi
         label=f"origin {origin.member} at {origin.server[:16]}",
         valid_from=now,
     )
+    keys[origin.key_id] = key
     ledger.record(
         "peer.key_imported",
         actor=Actor.system("federation"),
@@ -230,7 +267,14 @@ def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any) -> Signi
     return key
 
 
-def _store_added(*, peer: Peer, items: list[tuple[dict[str, Any], _Checked]], result: PageResult, now: Any) -> None:
+def _store_added(
+    *,
+    peer: Peer,
+    items: list[tuple[dict[str, Any], _Checked]],
+    result: PageResult,
+    now: Any,
+    keys: dict[str, SigningKey],
+) -> None:
     if not items:
         return
     digests = [envelopes.payload_digest(checked.payload) for _, checked in items]
@@ -241,8 +285,8 @@ def _store_added(*, peer: Peer, items: list[tuple[dict[str, Any], _Checked]], re
         if digest in held:
             result.duplicates += 1
             continue
-        parsed = envelopes.parse_submission(checked.payload)
-        key = _key_for(peer=peer, origin=checked.origin, now=now)
+        parsed = checked.parsed
+        key = _key_for(peer=peer, origin=checked.origin, now=now, keys=keys)
         row = submission_row(
             program=checked.program,
             member=peer.member,
@@ -285,7 +329,7 @@ def _store_added(*, peer: Peer, items: list[tuple[dict[str, Any], _Checked]], re
 
 
 def _store_withdrawal(*, peer: Peer, entry: dict[str, Any], checked: _Checked, result: PageResult, now: Any) -> None:
-    parsed = envelopes.parse_withdrawal(checked.payload)
+    parsed = checked.parsed
     row = Hash.objects.filter(signal_type=parsed.signal_type, value=parsed.value).first()
     key = SigningKey.objects.filter(key_id=checked.origin.key_id).first()
     if row is None or key is None:
