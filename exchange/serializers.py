@@ -44,6 +44,12 @@ class FeedEntrySerializer(serializers.Serializer):
         required=False, help_text="hash.added: false for imports and facades' unsigned submissions (no envelope)."
     )
     imported_from = serializers.CharField(required=False, allow_null=True)
+    origin = serializers.DictField(
+        required=False,
+        allow_null=True,
+        help_text="Signed hashes and withdrawals: origin server (key id and public key), origin member and program, "
+        "the path of servers (origin first), and the origin server's signed key binding (docs/federation.md).",
+    )
     reason = serializers.CharField(required=False)
     key = serializers.DictField(required=False, help_text="key_id, member, algorithm, public_key (key entries)")
 
