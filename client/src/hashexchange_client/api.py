@@ -201,6 +201,54 @@ class Client:
             )
         return results
 
+    # Receiving: the feed, matching and outcomes (what a platform does with what it is sent).
+
+    def feed_page(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """One page of ``GET /api/v1/feed``: ``{"entries", "next", "has_more"}``.
+
+        ``after`` is a sequence number: store ``next`` once the page is processed and pass
+        it back; it never expires and never skips.
+        """
+        body = _object(
+            self._request("GET", "/api/v1/feed", params={"after": after, "limit": limit}), "GET /api/v1/feed"
+        )
+        if not isinstance(body.get("entries"), list) or not isinstance(body.get("next"), int):
+            raise ApiError("the server's answer to GET /api/v1/feed has no entries list or no next cursor")
+        return body
+
+    def iter_feed(self, after: int = 0, *, limit: int = 1000) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """Every page from ``after`` to the end, as ``(entries, next)``; persist ``next`` after each."""
+        while True:
+            page = self.feed_page(after, limit)
+            yield page["entries"], page["next"]
+            after = page["next"]
+            if not page.get("has_more"):
+                return
+
+    def hash_detail(self, hash_id: int) -> dict[str, Any]:
+        """A hash you were sent: where it is listed, its supporting envelopes, feedback."""
+        return _object(self._request("GET", f"/api/v1/hashes/{int(hash_id)}"), "GET /api/v1/hashes/{id}")
+
+    def match(self, queries: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
+        """Match ``{"signal_type", "value"}`` queries against the hashes you receive; one result per query."""
+        body = _object(self._request("POST", "/api/v1/match", {"queries": list(queries)}), "POST /api/v1/match")
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise ApiError("the server's answer to POST /api/v1/match has no results list")
+        return [_object(item, "POST /api/v1/match (a result)") for item in results]
+
+    def report_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Report what you did with hashes you were sent (``POST /api/v1/outcomes``); per-item results."""
+        return _object(self._request("POST", "/api/v1/outcomes", {"outcomes": list(outcomes)}), "POST /api/v1/outcomes")
+
+    def obligations(self) -> list[dict[str, Any]]:
+        """Withdrawn hashes you were sent and have not yet reported deleting."""
+        body = self._request("GET", "/api/v1/obligations", params={"limit": 1000})
+        found = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(found, list):
+            raise ApiError("the server's answer to GET /api/v1/obligations is not a list")
+        return [_object(item, "GET /api/v1/obligations (an obligation)") for item in found]
+
     # The audit log (docs/auditlog.md): what `hashexchange log` and `report verify` fetch.
 
     def server_key(self) -> dict[str, Any]:
