@@ -30,9 +30,11 @@ from threatexchange.signal_type.md5 import VideoMD5Signal
 from threatexchange.signal_type.pdq.signal import PdqSignal
 from threatexchange.utils import dataclass_json
 
-from exchange.models import FeedCursor, Outcome
-from hashes.models import Submission
-from tests.conftest import Caller
+from exchange.models import Dispute, FeedCursor, Outcome
+from exchange.outcomes import dispute_decide
+from hashes.models import Hash, Submission
+from members.models import Program
+from tests.conftest import SETUP, Caller
 from tests.signing import Signer, random_pdq
 
 pytestmark = pytest.mark.slow
@@ -145,27 +147,41 @@ class HMAShapedStore:
         return dataclass_json.dataclass_loads(self.checkpoint_json, extension.HashExchangeCheckpoint)
 
     def fetch(self) -> None:
+        """HMA's `_fetch`: deltas merged in memory, committed with their checkpoint at the end
+        (or every 5,000 updates); an exception loses the uncommitted part and keeps the old checkpoint."""
         api_cls = extension.HashExchangeSignalExchangeAPI
         with self.credentials.set_default(self.credentials, "db"):
             client = api_cls.for_collab(self.collab)
         start = self.checkpoint()
+        pending: dict[Any, Any] = {}
+        last: Any = None
         for delta in client.fetch_iter(self.signal_types, start):
-            assert self.checkpoint() == start, "race condition?"
-            for raw_key, value in delta.updates.items():
-                key = str(raw_key)
-                converted = (
-                    api_cls.naive_convert_to_signal_type(self.signal_types, self.collab, {raw_key: value})
-                    if value is not None
-                    else {}
-                )
-                if not converted:
-                    self.data.pop(key, None)
-                    self.signals.pop(key, None)
-                    continue
-                self.data[key] = pickle.dumps(value)
-                self.signals[key] = {st.get_name(): v for st, found in converted.items() for v in found}
-            self.checkpoint_json = dataclass_json.dataclass_dumps(delta.checkpoint)
-            start = self.checkpoint()
+            pending.update(delta.updates)
+            last = delta.checkpoint
+            if len(pending) >= 5000:
+                self.commit(start, pending, last)
+                start, pending = self.checkpoint(), {}
+        if last is not None:
+            self.commit(start, pending, last)
+
+    def commit(self, old: Any, updates: dict[Any, Any], checkpoint: Any) -> None:
+        """DefaultOMMStore.exchange_commit_fetch, the parts that decide what is kept."""
+        assert self.checkpoint() == old, "Old checkpoint doesn't match, race condition?"
+        api_cls = extension.HashExchangeSignalExchangeAPI
+        for raw_key, value in updates.items():
+            key = str(raw_key)
+            converted = (
+                api_cls.naive_convert_to_signal_type(self.signal_types, self.collab, {raw_key: value})
+                if value is not None
+                else {}
+            )
+            if not converted:
+                self.data.pop(key, None)
+                self.signals.pop(key, None)
+                continue
+            self.data[key] = pickle.dumps(value)
+            self.signals[key] = {st.get_name(): v for st, found in converted.items() for v in found}
+        self.checkpoint_json = dataclass_json.dataclass_dumps(checkpoint)
 
     def lookup(self, pdq: str) -> list[Any]:
         entries = [(values["pdq"], key) for key, values in self.signals.items() if "pdq" in values]
@@ -221,21 +237,30 @@ def test_report_opinion_becomes_an_outcome(live_server: Any, signer_a: Signer, p
 
 
 def test_an_altered_envelope_stops_the_fetch_before_it(live_server: Any, signer_a: Signer, platform_b: Caller) -> None:
-    first, altered, after = random_pdq(), random_pdq(), random_pdq()
-    for v in (first, altered, after):
+    first, middle, altered, after = random_pdq(), random_pdq(), random_pdq(), random_pdq()
+    signer_a.submit(signer_a.submission(first))
+    store = HMAShapedStore(live_server.url, platform_b.token)
+    store.fetch()
+    before = store.checkpoint()
+    for v in (middle, altered, after):
         signer_a.submit(signer_a.submission(v))
     row = Submission.objects.get(hash__value=altered)
     row.envelope = {**row.envelope, "signatures": signer_a.submission(random_pdq())["signatures"]}
     row.save(update_fields=["envelope"])
-    store = HMAShapedStore(live_server.url, platform_b.token)
+
+    api = extension.HashExchangeSignalExchangeAPI.for_collab(store.collab, store.credentials)
+    deltas = []
     with pytest.raises(extension.UnverifiableEntryError, match="signature does not match") as raised:
+        for delta in api.fetch_iter([PdqSignal], before):
+            deltas.append(delta)
+    # What came before the bad entry is yielded, with a checkpoint that stops short of it.
+    assert [key for d in deltas for key in d.updates] == [f"take-it-down/pdq/{middle}"]
+    assert all(d.checkpoint.after < raised.value.seq for d in deltas)
+    assert not any(f"/{altered}" in key or f"/{after}" in key for d in deltas for key in d.updates)
+
+    with pytest.raises(extension.UnverifiableEntryError):  # HMA: nothing committed, the checkpoint stays
         store.fetch()
-    assert list(store.data) == [f"take-it-down/pdq/{first}"]
-    checkpoint = store.checkpoint()
-    assert checkpoint is not None and checkpoint.after < raised.value.seq
-    with pytest.raises(extension.UnverifiableEntryError):  # tried again, refused again, nothing skipped
-        store.fetch()
-    assert store.checkpoint() == checkpoint
+    assert store.checkpoint() == before and list(store.data) == [f"take-it-down/pdq/{first}"]
 
 
 def test_types_pytx_lacks_are_skipped_not_fatal(live_server: Any, signer_a: Signer, platform_b: Caller) -> None:
@@ -282,3 +307,28 @@ def test_a_server_error_raises_and_keeps_the_checkpoint(failing_server: str) -> 
     with pytest.raises(extension.ApiError, match="HTTP 503: down for maintenance"):
         next(api.fetch_iter([PdqSignal], store.checkpoint()))
     assert store.checkpoint() == extension.HashExchangeCheckpoint(after=7, progress_time=1)
+
+
+def test_a_disputed_hash_goes_and_comes_back_verified(
+    live_server: Any, signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    """NEGATIVE_CLASS through report_opinion opens a dispute (threshold 1): the hash is quarantined,
+    the next fetch drops it; an admin restores it, the next fetch has it again, its envelope verified."""
+    program.dispute_threshold = 1
+    program.save(update_fields=["dispute_threshold"])
+    value = random_pdq()
+    signer_a.submit(*(signer_a.submission(v) for v in (value, random_pdq())))
+    store = HMAShapedStore(live_server.url, platform_b.token)
+    store.fetch()
+    key = f"take-it-down/pdq/{value}"
+    assert key in store.data
+    api = extension.HashExchangeSignalExchangeAPI.for_collab(store.collab, store.credentials)
+    api.report_opinion(PdqSignal, value, state.SignalOpinion(True, state.SignalOpinionCategory.NEGATIVE_CLASS, set()))
+    assert Hash.objects.get(value=value).status == Hash.Status.QUARANTINED
+    store.fetch()
+    assert key not in store.data and store.lookup(value) == []
+
+    dispute_decide(dispute=Dispute.objects.get(), decision="restored", reason="reviewed", actor=SETUP)
+    store.fetch()
+    assert pickle.loads(store.data[key]).signed_by == [signer_a.caller.member.slug]
+    assert [m.metadata for m in store.lookup(value)] == [key]
