@@ -1,4 +1,6 @@
-"""StopNCII-style authentication: two headers, both carrying API keys of one member.
+"""Authentication of the facades: StopNCII's two key headers, and NCMEC's HTTP Basic.
+
+StopNCII-style: two headers, both carrying API keys of one member.
 
 The StopNCII client sends `Ocp-Apim-Subscription-Key` (one key for the platform) and
 `x-functions-key` (a key per endpoint: FetchHashes, SubmitFeedback, SubmitHashes) on
