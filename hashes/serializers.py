@@ -68,6 +68,7 @@ class ListingSerializer(serializers.ModelSerializer):
     imported_from = serializers.CharField(
         source="import_batch.source",
         default=None,
+        allow_null=True,
         read_only=True,
         help_text="Set when an operator imported the hash from another list (not signed by a member).",
     )
