@@ -342,3 +342,128 @@ class HashDetailSerializer(HashSerializer):
 
     class Meta(HashSerializer.Meta):
         fields = [*HashSerializer.Meta.fields, "feedback", "disputes"]
+
+
+# Reports (exchange/reports.py): shapes for the schema; the views answer the dicts as built.
+
+
+def _counts(*names: str) -> dict[str, serializers.Field]:
+    return {name: serializers.IntegerField() for name in names}
+
+
+def _hours(*names: str) -> dict[str, serializers.Field]:
+    return {name: serializers.FloatField(allow_null=True, help_text="Hours; null when nothing was counted.")
+            for name in names}  # fmt: skip
+
+
+class _Fields(serializers.Serializer):
+    """A serializer whose fields come from `extra()` (names that are not identifiers, or built from a table)."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {}
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**super().get_fields(), **self.extra()}
+
+
+class ReportFeedSerializer(serializers.Serializer):
+    last_read_at = serializers.CharField(allow_null=True)
+    position = serializers.IntegerField(help_text="The member's position in the log: feed cursor or furthest webhook.")
+    unread_since = serializers.CharField(allow_null=True, help_text="Time of the oldest program event past it.")
+    lag_seconds = serializers.IntegerField()
+
+
+class ReportWebhooksSerializer(serializers.Serializer):
+    attempts = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+
+
+class ReportOutcomesSerializer(_Fields):
+    """Outcomes reported in the period, by kind."""
+
+    items = serializers.IntegerField(help_text="Items the reports concerned (sum of their counts).")
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return _counts(*Outcome.Kind.values)
+
+
+class ReportMatchApiSerializer(serializers.Serializer):
+    matches = serializers.IntegerField()
+
+
+class ReportRemovalsSerializer(_Fields):
+    """Removals reported in the period and how long after distribution they came."""
+
+    count = serializers.IntegerField()
+    within_deadline = serializers.IntegerField()
+    share_within_deadline = serializers.FloatField(allow_null=True)
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return _hours("p50_hours", "p90_hours", "max_hours")
+
+
+class ReportWithdrawalsSerializer(_Fields):
+    """Acknowledgements owed for withdrawals, and how long they took."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {
+            **_counts("owed", "acknowledged", "on_time", "open", "overdue"),
+            **_hours("ack_p50_hours", "ack_p90_hours", "ack_max_hours"),
+        }
+
+
+class ReportRowSerializer(serializers.Serializer):
+    """One enrolled (member, program) pair over the period."""
+
+    member = serializers.CharField()
+    program = serializers.CharField()
+    enrollment = serializers.CharField(help_text="The enrollment's state.")
+    enrollment_reason = serializers.CharField(allow_blank=True)
+    feed = ReportFeedSerializer()
+    webhooks = ReportWebhooksSerializer()
+    outcomes = ReportOutcomesSerializer()
+    match_api = ReportMatchApiSerializer()
+    removals = ReportRemovalsSerializer()
+    withdrawals = ReportWithdrawalsSerializer()
+
+
+class ReportHashesSerializer(serializers.Serializer):
+    distributed = serializers.IntegerField()
+    imported = serializers.IntegerField()
+    withdrawn = serializers.IntegerField()
+    quarantined = serializers.IntegerField()
+    restored = serializers.IntegerField()
+
+
+class ReportDisputesSerializer(serializers.Serializer):
+    opened = serializers.IntegerField()
+    restored = serializers.IntegerField()
+    retired = serializers.IntegerField()
+    open_now = serializers.IntegerField()
+
+
+class _PeriodFields(_Fields):
+    """A report's period: `from` and `to`."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {"from": serializers.CharField(), "to": serializers.CharField()}
+
+
+class ProgramReportSerializer(_PeriodFields):
+    """A program over a period (`from`, `to`): its hashes, disputes and each member's figures."""
+
+    program = serializers.CharField()
+    removal_deadline_hours = serializers.IntegerField()
+    hashes = ReportHashesSerializer()
+    disputes = ReportDisputesSerializer()
+    members = ReportRowSerializer(many=True)
+
+
+class MemberReportSerializer(_PeriodFields):
+    """A member over a period (`from`, `to`): its figures in each program it is enrolled in."""
+
+    member = serializers.CharField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    programs = ReportRowSerializer(many=True)
