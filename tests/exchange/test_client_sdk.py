@@ -4,12 +4,14 @@ outcomes, obligations and webhook management, through `hashexchange_client.api.C
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hashexchange_client.api import ApiError, Client
 
+from exchange.models import Outcome
 from exchange.outcomes import obligations_project
 from tests.conftest import Caller, Receiver
 from tests.signing import Signer, random_pdq
@@ -68,3 +70,37 @@ def test_webhook_management(live_server: Any, receiver: Receiver, platform_b: Ca
     with pytest.raises(ApiError) as refused:
         client.create_webhook("not a url")
     assert refused.value.status == 400 and refused.value.detail
+
+
+def test_the_receiving_example_runs_as_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    live_server: Any,
+    receiver: Receiver,
+    signer_a: Signer,
+    platform_b: Caller,
+) -> None:
+    """docs/client.md's receiving example, with only its placeholders filled in."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    section = text.split("### Receiving: the feed, matching, outcomes, obligations, webhooks", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    for placeholder, value in (
+        ("https://exchange.example.org", live_server.url),
+        ("hxk_...", platform_b.token),
+        ("https://platform.example.org/hooks/exchange", receiver.url),
+    ):
+        assert placeholder in code
+        code = code.replace(placeholder, value)
+    kept, withdrawn = random_pdq(), random_pdq()
+    signer_a.submit(signer_a.submission(kept), signer_a.submission(withdrawn))
+    Client(live_server.url, platform_b.token).feed_page(0)  # sent to platform-b before the withdrawal
+    signer_a.client.post("/api/v1/withdrawals", signer_a.withdrawal(withdrawn), format="json")
+    obligations_project()
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {}
+    exec(compile(code, "docs/client.md", "exec"), scope)  # noqa: S102 - the documented example itself
+    assert set(scope["blocklist"]) == {("pdq", kept)}
+    assert (tmp_path / "feed.cursor").exists()
+    kinds = set(Outcome.objects.filter(member=platform_b.member).values_list("kind", flat=True))
+    assert kinds == {"removed", "deleted_after_withdrawal"}
+    assert receiver.received
