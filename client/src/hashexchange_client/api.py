@@ -5,8 +5,9 @@ batches, withdraw; read the feed (with a cursor kept in a file), match, report
 outcomes, see obligations, manage webhooks; and fetch what auditors check. Transient
 failures (the connection dropping, 5xx, 429) are retried with exponential backoff,
 which is safe because the server treats a re-submitted hash from the same member and
-program, or an outcome with the same ``client_ref``, as a duplicate; everything else surfaces as :class:`ApiError` carrying the server's ``detail``, which
-is written for the person at the keyboard.
+program, or an outcome with the same ``client_ref``, as a duplicate; everything else
+surfaces as :class:`ApiError` carrying the server's ``detail``, which is written for
+the person at the keyboard.
 """
 
 from __future__ import annotations
