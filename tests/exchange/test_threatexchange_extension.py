@@ -332,3 +332,22 @@ def test_a_disputed_hash_goes_and_comes_back_verified(
     store.fetch()
     assert pickle.loads(store.data[key]).signed_by == [signer_a.caller.member.slug]
     assert [m.metadata for m in store.lookup(value)] == [key]
+
+
+def test_a_restoration_overtaken_by_a_withdrawal_does_not_block_the_fetch(
+    live_server: Any, signer_a: Signer, platform_b: Caller, program: Program
+) -> None:
+    """hash.restored carries no envelope and is checked against the hash as it is now; when
+    the hash was withdrawn since, the entry is passed over and the withdrawal after it applies."""
+    program.dispute_threshold = 1
+    program.save(update_fields=["dispute_threshold"])
+    value = random_pdq()
+    signer_a.submit(*(signer_a.submission(v) for v in (value, random_pdq())))
+    store = HMAShapedStore(live_server.url, platform_b.token)
+    store.fetch()
+    api = extension.HashExchangeSignalExchangeAPI.for_collab(store.collab, store.credentials)
+    api.report_opinion(PdqSignal, value, state.SignalOpinion(True, state.SignalOpinionCategory.NEGATIVE_CLASS, set()))
+    dispute_decide(dispute=Dispute.objects.get(), decision="restored", reason="reviewed", actor=SETUP)
+    signer_a.client.post("/api/v1/withdrawals", signer_a.withdrawal(value), format="json")
+    store.fetch()
+    assert f"take-it-down/pdq/{value}" not in store.data and len(store.data) == 1

@@ -317,7 +317,10 @@ class HashExchangeSignalExchangeAPI(
             if not signers and entry.get("signed", False):
                 raise UnverifiableEntryError(seq, "the entry says it is signed but carries no envelope")
         elif kind == "hash.restored":
-            signers = self._restored_signers(entry, checkpoint, program, signal_type, value)
+            restored = self._restored_signers(entry, checkpoint, program, signal_type, value)
+            if restored is None:
+                return
+            signers = restored
         else:
             return
         feedback = entry.get("feedback") or {}
@@ -330,10 +333,24 @@ class HashExchangeSignalExchangeAPI(
 
     def _restored_signers(
         self, entry: dict[str, Any], checkpoint: HashExchangeCheckpoint, program: str, signal_type: str, value: str
-    ) -> list[str]:
-        """A restored hash carries no envelope: verify the submissions that support it now."""
-        detail = self.client.hash_detail(int(entry["hash"]["id"]))
-        signers, unsigned = [], False
+    ) -> list[str] | None:
+        """A restored hash carries no envelope: verify what supports it now (GET /api/v1/hashes/{id}).
+
+        None when it is no longer active in the program (a later entry of the feed says
+        so, and is applied in turn); an unsigned supporter (an operator's import, a
+        program's unsigned submitter) counts as in the feed, shown as `unsigned`.
+        """
+        try:
+            detail = self.client.hash_detail(int(entry["hash"]["id"]))
+        except ApiError as exc:
+            if exc.status == 404:  # no longer visible to us: nothing to restore
+                return None
+            raise
+        listings = [item for item in detail.get("programs") or [] if item.get("program") == program]
+        if detail.get("status") != "active" or not any(item.get("status") == "active" for item in listings):
+            return None
+        signers: list[str] = []
+        unsigned = any(item.get("imported_from") for item in listings)
         for submission in detail.get("submissions") or []:
             if submission.get("program") != program or submission.get("status") != "active":
                 continue
