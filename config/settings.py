@@ -359,6 +359,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operation ids and tags from the path after /api/v1 (`feed_retrieve`, tag `feed`), not
+    # `api_v1_feed_retrieve` under one tag `api`: generated clients get readable names.
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Every operation's refusals (401, 400, 404…) as problem+json, from core/schema.py.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.add_problem_responses"],
     "ENUM_NAME_OVERRIDES": {
@@ -369,6 +372,7 @@ SPECTACULAR_SETTINGS = {
         "ObligationStatusEnum": "exchange.serializers.OBLIGATION_STATUSES",
         "ObligationFilterEnum": "exchange.serializers.OBLIGATION_FILTERS",
         "ItemStatusEnum": "exchange.serializers.ITEM_STATUSES",
+        "SignalTypeEnum": "hashexchange_client.signal_types.SIGNAL_TYPE_NAMES",
     },
 }
 
