@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "members.apps.MembersConfig",
     "hashes.apps.HashesConfig",
     "intake.apps.IntakeConfig",
+    "federation.apps.FederationConfig",
 ]
 
 MIDDLEWARE = [
@@ -226,6 +227,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "exchange.tasks.scan_match_anomalies",
         "schedule": 900.0,
     },
+    # Pulls every due peer's feed (docs/federation.md); each peer is claimed in the database.
+    "peers-sync": {
+        "task": "federation.tasks.peers_sync",
+        "schedule": float(os.environ.get("PEER_SYNC_SECONDS") or 2),
+    },
     # Rebuilds the snapshots from the database, dropping retired hashes.
     "match-index-rebuild": {
         "task": "hashes.tasks.match_index_rebuild",
@@ -288,6 +294,15 @@ WEBHOOK_BATCH_SIZE = env_int("WEBHOOK_BATCH_SIZE", 100)
 # (connect and read timeouts) and the bookkeeping around it: three timeouts, at least 30 s.
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", max(30, round(3 * WEBHOOK_TIMEOUT_SECONDS)))
 WEBHOOK_SWEEP_SECONDS = float(env_str("WEBHOOK_SWEEP_SECONDS", "15"))
+# Federation (docs/federation.md): how often beat pulls peers' feeds, how long a peer has
+# to answer, entries per page, how long a worker holds a peer, and the longest backoff
+# after failures. Peer URLs must be https unless DEBUG or PEERS_ALLOW_HTTP.
+PEER_SYNC_SECONDS = float(env_str("PEER_SYNC_SECONDS", "2"))
+PEER_TIMEOUT_SECONDS = float(env_str("PEER_TIMEOUT_SECONDS", "30"))
+PEER_PAGE_SIZE = env_int("PEER_PAGE_SIZE", 1000)
+PEER_CLAIM_SECONDS = env_int("PEER_CLAIM_SECONDS", 300)
+PEER_MAX_BACKOFF_SECONDS = env_int("PEER_MAX_BACKOFF_SECONDS", 3600)
+PEERS_ALLOW_HTTP = env_bool("PEERS_ALLOW_HTTP", False)
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
 
 # The audit log (docs/auditlog.md). Its origin names the log in every checkpoint and is the
@@ -344,6 +359,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operation ids and tags from the path after /api/v1 (`feed_retrieve`, tag `feed`), not
+    # `api_v1_feed_retrieve` under one tag `api`: generated clients get readable names.
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Every operation's refusals (401, 400, 404…) as problem+json, from core/schema.py.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.add_problem_responses"],
     "ENUM_NAME_OVERRIDES": {
@@ -354,6 +372,7 @@ SPECTACULAR_SETTINGS = {
         "ObligationStatusEnum": "exchange.serializers.OBLIGATION_STATUSES",
         "ObligationFilterEnum": "exchange.serializers.OBLIGATION_FILTERS",
         "ItemStatusEnum": "exchange.serializers.ITEM_STATUSES",
+        "SignalTypeEnum": "hashexchange_client.signal_types.SIGNAL_TYPE_NAMES",
     },
 }
 

@@ -38,11 +38,13 @@ from .serializers import (
     HashDetailSerializer,
     InclusionProofSerializer,
     InclusionQuerySerializer,
+    MemberReportSerializer,
     ObligationQuerySerializer,
     ObligationSerializer,
     OutcomeBatchResultSerializer,
     OutcomeBatchSerializer,
     PeriodSerializer,
+    ProgramReportSerializer,
     RotateSecretSerializer,
     ServerKeySerializer,
     TestResultSerializer,
@@ -264,7 +266,10 @@ class ProgramReportView(ReportView):
     """Auditors: for a program and period, each member's feed lag, webhook success, outcomes, time to removal
     against the deadline, withdrawal acknowledgements; and the program's disputes."""
 
-    @extend_schema(parameters=REPORT_PARAMETERS, responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    @extend_schema(
+        parameters=REPORT_PARAMETERS,
+        responses={(200, "application/json"): ProgramReportSerializer, (200, "text/csv"): str},
+    )
     def get(self, request: Request, slug: str) -> Response:
         program = program_by_slug(slug)
         if program is None:
@@ -279,7 +284,10 @@ class ProgramReportView(ReportView):
 class MemberReportView(ReportView):
     """Auditors: one member's figures in each of its programs for a period."""
 
-    @extend_schema(parameters=REPORT_PARAMETERS, responses={(200, "application/json"): dict, (200, "text/csv"): str})
+    @extend_schema(
+        parameters=REPORT_PARAMETERS,
+        responses={(200, "application/json"): MemberReportSerializer, (200, "text/csv"): str},
+    )
     def get(self, request: Request, slug: str) -> Response:
         member = member_by_slug(slug)
         if member is None:

@@ -35,6 +35,7 @@ from hashes.models import Hash, HashBody, ImportBatch, Listing, Submission, With
 from members.models import Member, Program
 from members.selectors import receiving_program_slugs, tombstone_programs
 
+from . import crypto, provenance
 from .models import Outcome
 
 HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
@@ -301,8 +302,16 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
     withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
     imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
     import_ids = {e.data["import_id"] for e in events if e.kind == IMPORTED}
-    envelopes = dict(Submission.objects.filter(pk__in=values_in(submission_ids)).values_list("pk", "envelope"))
-    withdrawals = dict(Withdrawal.objects.filter(pk__in=values_in(withdrawal_ids)).values_list("pk", "envelope"))
+    signed_columns = ("pk", "envelope", *ORIGIN_COLUMNS)
+    envelopes = {
+        row[0]: row[1:]
+        for row in Submission.objects.filter(pk__in=values_in(submission_ids)).values_list(*signed_columns)
+    }
+    withdrawals = {
+        row[0]: row[1:]
+        for row in Withdrawal.objects.filter(pk__in=values_in(withdrawal_ids)).values_list(*signed_columns)
+    }
+    here = _this_server()
     imported_rows = Hash.objects.filter(pk__in=values_in(imported_ids)).values_list("pk", "signal_type", "value")
     imported = {pk: (signal_type, value) for pk, signal_type, value in imported_rows}
     sources = dict(ImportBatch.objects.filter(pk__in=import_ids).values_list("pk", "source"))
@@ -338,14 +347,17 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
                 "hash": {"id": data["hash_id"], "signal_type": data["signal_type"], "value": data["value"]},
             }
             if event.kind == "hash.added":
-                envelope = envelopes.get(data.get("submission_id"))
+                signed = envelopes.get(data.get("submission_id"))
+                envelope = signed[0] if signed else None
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["signed"] = envelope is not None
                 entry["imported_from"] = None
             else:
-                envelope = withdrawals.get(data.get("withdrawal_id"))
+                signed = withdrawals.get(data.get("withdrawal_id"))
+                envelope = signed[0] if signed else None
                 entry["envelopes"] = [envelope] if envelope else []
                 entry["reason"] = data.get("reason", "")
+            entry["origin"] = _origin(data, signed, here)
             by_event[event.seq] = [entry]
     _add_long_values(by_event)
     return by_event
@@ -364,6 +376,42 @@ def _add_long_values(by_event: Mapping[int, list[dict[str, Any]]]) -> None:
     bodies = dict(HashBody.objects.filter(pk__in=values_in({h["id"] for h in short})).values_list("pk", "value"))
     for item in short:
         item["value"] = bodies.get(item["id"], item["value"])
+
+
+# Who signed an envelope, for its origin: (submitter, program, key id, key, valid from).
+ORIGIN_COLUMNS = (
+    "submitter__slug",
+    "program__slug",
+    "signing_key__key_id",
+    "signing_key__public_key",
+    "signing_key__valid_from",
+)
+
+
+def _this_server() -> tuple[str, str]:
+    return crypto.server_key_id(), crypto.server_public_key_b64()
+
+
+def _origin(data: Mapping[str, Any], signed: tuple[Any, ...] | None, here: tuple[str, str]) -> dict[str, Any] | None:
+    """Where a signed hash or withdrawal came from (exchange/provenance.py); None when unsigned.
+
+    Imported from a peer: the origin it came with, this server added to its path. Signed
+    by a member here: this server's attested binding of the member's key.
+    """
+    if data.get("origin"):
+        return provenance.relayed_origin(data["origin"], server=here[0])
+    if not signed or signed[0] is None or signed[3] is None:
+        return None
+    _envelope, member, program, key_id, public_key, valid_from = signed
+    return provenance.local_origin(
+        server=here[0],
+        server_public_key=here[1],
+        member=member,
+        program=program,
+        key_id=key_id,
+        public_key=bytes(public_key),
+        valid_from=valid_from,
+    )
 
 
 def _add_feedback(entries: list[dict[str, Any]]) -> None:

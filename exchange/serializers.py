@@ -6,13 +6,14 @@ import datetime as dt
 from typing import Any
 
 from django.utils import timezone
+from hashexchange_client.signal_types import SIGNAL_TYPE_NAMES
 from rest_framework import serializers
 
 from core.sql import BIGINT_MAX
-from hashes.serializers import HashSerializer
+from hashes.serializers import EnvelopeSerializer, HashSerializer, ItemErrorSerializer
 
 from .feed import FEED_KINDS, MAX_LIMIT
-from .models import Outcome, WebhookEndpoint
+from .models import Dispute, Outcome, WebhookEndpoint
 
 OBLIGATION_STATUSES = ["open", "overdue", "fulfilled", "fulfilled_late"]
 OBLIGATION_FILTERS = ["open", "overdue", "fulfilled", "all"]
@@ -26,6 +27,33 @@ class FeedQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=1000)
 
 
+class FeedHashSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    signal_type = serializers.ChoiceField(choices=list(SIGNAL_TYPE_NAMES))
+    value = serializers.CharField(help_text="Lowercase hex.")
+
+
+class FeedKeySerializer(serializers.Serializer):
+    key_id = serializers.CharField(help_text="SHA-256 (hex) of the public key: the `keyid` in envelopes.")
+    member = serializers.CharField(help_text="The member the key belongs to.")
+    algorithm = serializers.CharField(required=False, help_text="key.registered: ed25519")
+    public_key = serializers.CharField(required=False, help_text="key.registered: base64 of the raw 32-byte key")
+    valid_from = serializers.CharField(required=False, help_text="key.registered")
+    revoked_at = serializers.CharField(required=False, help_text="key.revoked: signatures made before stay valid")
+
+
+class FeedbackCountsSerializer(serializers.Serializer):
+    """Reports of each outcome kind on one hash in one program, and how many members made them."""
+
+    members = serializers.IntegerField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for kind in Outcome.Kind.values:
+            fields[kind] = serializers.IntegerField()
+        return fields
+
+
 class FeedEntrySerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     leaf_index = serializers.IntegerField(
@@ -34,9 +62,9 @@ class FeedEntrySerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=FEED_KINDS)
     program = serializers.CharField(allow_null=True)
     at = serializers.CharField()
-    hash = serializers.DictField(required=False, help_text="id, signal_type, value (hash entries)")
-    envelopes = serializers.ListField(
-        child=serializers.DictField(),
+    hash = FeedHashSerializer(required=False, help_text="Hash entries: the hash.")
+    envelopes = EnvelopeSerializer(
+        many=True,
         required=False,
         help_text="The signed submission (hash.added) or withdrawal (hash.withdrawn), byte for byte.",
     )
@@ -44,8 +72,17 @@ class FeedEntrySerializer(serializers.Serializer):
         required=False, help_text="hash.added: false for imports and facades' unsigned submissions (no envelope)."
     )
     imported_from = serializers.CharField(required=False, allow_null=True)
+    origin = serializers.DictField(
+        required=False,
+        allow_null=True,
+        help_text="Signed hashes and withdrawals: origin server (key id and public key), origin member and program, "
+        "the path of servers (origin first), and the origin server's signed key binding (docs/federation.md).",
+    )
     reason = serializers.CharField(required=False)
-    key = serializers.DictField(required=False, help_text="key_id, member, algorithm, public_key (key entries)")
+    key = FeedKeySerializer(required=False, help_text="Key entries: the key.")
+    feedback = FeedbackCountsSerializer(
+        required=False, help_text="Hash entries in programs that share feedback, once a member reported on the hash."
+    )
 
 
 class FeedPageSerializer(serializers.Serializer):
@@ -211,7 +248,7 @@ class OutcomeResultSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ITEM_STATUSES)
     outcome_id = serializers.IntegerField(allow_null=True)
     hash_id = serializers.IntegerField(allow_null=True)
-    error = serializers.DictField(allow_null=True)
+    error = ItemErrorSerializer(allow_null=True)
 
 
 class OutcomeBatchResultSerializer(serializers.Serializer):
@@ -271,14 +308,19 @@ class PeriodSerializer(serializers.Serializer):
         return {**attrs, "start": start, "end": end}
 
 
+class EventRefSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    id = serializers.CharField()
+
+
 class EventSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     leaf_index = serializers.IntegerField(help_text="The event's position in the audit log's tree (seq - 1).")
     kind = serializers.CharField()
     program = serializers.CharField()
-    subject = serializers.DictField()
-    actor = serializers.DictField()
-    data = serializers.DictField()
+    subject = EventRefSerializer(help_text="What the event is about.")
+    actor = EventRefSerializer(help_text="Who caused it: a member, an admin, the system.")
+    data = serializers.DictField(help_text="What the event records; its fields depend on `kind` (docs/ledger.md).")
     at = serializers.CharField()
     leaf_hash = serializers.CharField()
 
@@ -289,11 +331,145 @@ class EventPageSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class DisputeSerializer(serializers.Serializer):
+    program = serializers.CharField()
+    status = serializers.ChoiceField(choices=Dispute.Status.values)
+    reporters = serializers.IntegerField(help_text="Members that reported the hash as not violating.")
+    opened_at = serializers.CharField()
+    decided_at = serializers.CharField(allow_null=True)
+
+
 class HashDetailSerializer(HashSerializer):
     feedback = serializers.DictField(
-        help_text="Per program that shares feedback: reports of each outcome kind and how many members reported."
+        child=FeedbackCountsSerializer(),
+        help_text="Per program that shares feedback: reports of each outcome kind and how many members reported.",
     )
-    disputes = serializers.ListField(child=serializers.DictField(), source="visible_disputes")
+    disputes = DisputeSerializer(many=True, source="visible_disputes")
 
     class Meta(HashSerializer.Meta):
         fields = [*HashSerializer.Meta.fields, "feedback", "disputes"]
+
+
+# Reports (exchange/reports.py): shapes for the schema; the views answer the dicts as built.
+
+
+def _counts(*names: str) -> dict[str, serializers.Field]:
+    return {name: serializers.IntegerField() for name in names}
+
+
+def _hours(*names: str) -> dict[str, serializers.Field]:
+    return {name: serializers.FloatField(allow_null=True, help_text="Hours; null when nothing was counted.")
+            for name in names}  # fmt: skip
+
+
+class _Fields(serializers.Serializer):
+    """A serializer whose fields come from `extra()` (names that are not identifiers, or built from a table)."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {}
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**super().get_fields(), **self.extra()}
+
+
+class ReportFeedSerializer(serializers.Serializer):
+    last_read_at = serializers.CharField(allow_null=True)
+    position = serializers.IntegerField(help_text="The member's position in the log: feed cursor or furthest webhook.")
+    unread_since = serializers.CharField(allow_null=True, help_text="Time of the oldest program event past it.")
+    lag_seconds = serializers.IntegerField()
+
+
+class ReportWebhooksSerializer(serializers.Serializer):
+    attempts = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+
+
+class ReportOutcomesSerializer(_Fields):
+    """Outcomes reported in the period, by kind."""
+
+    items = serializers.IntegerField(help_text="Items the reports concerned (sum of their counts).")
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return _counts(*Outcome.Kind.values)
+
+
+class ReportMatchApiSerializer(serializers.Serializer):
+    matches = serializers.IntegerField()
+
+
+class ReportRemovalsSerializer(_Fields):
+    """Removals reported in the period and how long after distribution they came."""
+
+    count = serializers.IntegerField()
+    within_deadline = serializers.IntegerField()
+    share_within_deadline = serializers.FloatField(allow_null=True)
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return _hours("p50_hours", "p90_hours", "max_hours")
+
+
+class ReportWithdrawalsSerializer(_Fields):
+    """Acknowledgements owed for withdrawals, and how long they took."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {
+            **_counts("owed", "acknowledged", "on_time", "open", "overdue"),
+            **_hours("ack_p50_hours", "ack_p90_hours", "ack_max_hours"),
+        }
+
+
+class ReportRowSerializer(serializers.Serializer):
+    """One enrolled (member, program) pair over the period."""
+
+    member = serializers.CharField()
+    program = serializers.CharField()
+    enrollment = serializers.CharField(help_text="The enrollment's state.")
+    enrollment_reason = serializers.CharField(allow_blank=True)
+    feed = ReportFeedSerializer()
+    webhooks = ReportWebhooksSerializer()
+    outcomes = ReportOutcomesSerializer()
+    match_api = ReportMatchApiSerializer()
+    removals = ReportRemovalsSerializer()
+    withdrawals = ReportWithdrawalsSerializer()
+
+
+class ReportHashesSerializer(serializers.Serializer):
+    distributed = serializers.IntegerField()
+    imported = serializers.IntegerField()
+    withdrawn = serializers.IntegerField()
+    quarantined = serializers.IntegerField()
+    restored = serializers.IntegerField()
+
+
+class ReportDisputesSerializer(serializers.Serializer):
+    opened = serializers.IntegerField()
+    restored = serializers.IntegerField()
+    retired = serializers.IntegerField()
+    open_now = serializers.IntegerField()
+
+
+class _PeriodFields(_Fields):
+    """A report's period: `from` and `to`."""
+
+    def extra(self) -> dict[str, serializers.Field]:
+        return {"from": serializers.CharField(), "to": serializers.CharField()}
+
+
+class ProgramReportSerializer(_PeriodFields):
+    """A program over a period (`from`, `to`): its hashes, disputes and each member's figures."""
+
+    program = serializers.CharField()
+    removal_deadline_hours = serializers.IntegerField()
+    hashes = ReportHashesSerializer()
+    disputes = ReportDisputesSerializer()
+    members = ReportRowSerializer(many=True)
+
+
+class MemberReportSerializer(_PeriodFields):
+    """A member over a period (`from`, `to`): its figures in each program it is enrolled in."""
+
+    member = serializers.CharField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    programs = ReportRowSerializer(many=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -70,9 +70,20 @@ class SubmissionsView(APIView):
     required_scope = Scope.SUBMIT
 
     @extend_schema(
-        request=SubmissionBatchSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="Submission",
+            serializers=[EnvelopeSerializer, SubmissionBatchSerializer],
+            resource_type_field_name=None,
+        ),
         responses={
-            200: OpenApiResponse(BatchResultSerializer, "A batch: one result per envelope (or a single duplicate)."),
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="SubmissionAnswer",
+                    serializers=[BatchResultSerializer, ItemResultSerializer],
+                    resource_type_field_name=None,
+                ),
+                "A batch: one result per envelope; or a single envelope that was already stored.",
+            ),
             201: OpenApiResponse(ItemResultSerializer, "A single envelope, accepted."),
         },
         examples=[

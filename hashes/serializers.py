@@ -12,12 +12,24 @@ from .matching import Query
 from .models import Hash, Listing, Submission
 
 
+class SignatureSerializer(serializers.Serializer):
+    """One DSSE signature."""
+
+    keyid = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="SHA-256 (hex) of the signer's public key; optional, as DSSE allows (then every key of the "
+        "submitter is tried).",
+    )
+    sig = serializers.CharField(help_text="Base64 of the 64-byte Ed25519 signature over PAE(payloadType, payload).")
+
+
 class EnvelopeSerializer(serializers.Serializer):
     """A DSSE envelope (docs/envelopes.md)."""
 
     payloadType = serializers.CharField()  # noqa: N815 - the DSSE field name
-    payload = serializers.CharField(help_text="Standard base64 of the exact payload bytes.")
-    signatures = serializers.ListField(child=serializers.DictField(), help_text='[{"keyid", "sig"}]')
+    payload = serializers.CharField(help_text="Base64 of the exact payload bytes.")
+    signatures = SignatureSerializer(many=True)
 
 
 class SubmissionBatchSerializer(serializers.Serializer):
@@ -56,6 +68,7 @@ class ListingSerializer(serializers.ModelSerializer):
     imported_from = serializers.CharField(
         source="import_batch.source",
         default=None,
+        allow_null=True,
         read_only=True,
         help_text="Set when an operator imported the hash from another list (not signed by a member).",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
+from hashexchange_client.signal_types import SIGNAL_TYPE_NAMES
 from rest_framework import serializers
 
 from .models import ApiCredential, Enrollment, Member, Program, SigningKey
@@ -10,6 +11,17 @@ from .services import MEMBER_SETTABLE_STATES
 
 
 class ProgramSerializer(serializers.ModelSerializer):
+    signal_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(SIGNAL_TYPE_NAMES)),
+        read_only=True,
+        help_text="The signal types it accepts.",
+    )
+    thresholds = serializers.DictField(
+        child=serializers.IntegerField(),
+        read_only=True,
+        help_text="Match threshold (Hamming distance) per signal type.",
+    )
+
     class Meta:
         model = Program
         fields = [

@@ -49,28 +49,37 @@ def test_four_operations_through_a_generated_client(
     generated: object, live_server: object, signer_a: Signer, platform_b: Caller
 ) -> None:
     client_module = importlib.import_module("hxgen.client")
+    # Readable names: one module per tag (the path after /api/v1), operations named after their path.
     ops = {
-        name: importlib.import_module(f"hxgen.api.api.{name}")
-        for name in ("api_v1_me_retrieve", "api_v1_server_key_retrieve", "api_v1_feed_retrieve", "api_v1_match_create")
+        name: importlib.import_module(f"hxgen.api.{tag}.{name}")
+        for tag, name in (
+            ("me", "me_retrieve"),
+            ("server_key", "server_key_retrieve"),
+            ("feed", "feed_retrieve"),
+            ("match", "match_create"),
+        )
     }
     client = client_module.AuthenticatedClient(base_url=live_server.url, token=platform_b.token)
     value = random_pdq()
     assert signer_a.submit(signer_a.submission(value)).json()["accepted"] == 1
 
-    me = ops["api_v1_me_retrieve"].sync_detailed(client=client)
+    me = ops["me_retrieve"].sync_detailed(client=client)
     assert me.status_code == 200 and me.parsed.slug == "platform-b"
 
-    key = ops["api_v1_server_key_retrieve"].sync_detailed(client=client)
+    key = ops["server_key_retrieve"].sync_detailed(client=client)
     assert key.status_code == 200 and key.parsed.whpk.startswith("whpk_")
 
-    feed = ops["api_v1_feed_retrieve"].sync_detailed(client=client, after=0)
+    feed = ops["feed_retrieve"].sync_detailed(client=client, after=0)
     assert feed.status_code == 200
-    # `hash` is an object the schema does not detail yet: the generator keeps its fields as a dict.
-    values = [e.hash_.to_dict().get("value") for e in feed.parsed.entries if getattr(e, "hash_", None)]
-    assert value in values
+    # Typed all the way down: the hash, and the envelope and its signatures.
+    [entry] = [e for e in feed.parsed.entries if e.kind.value == "hash.added" and e.hash_.value == value]
+    assert entry.hash_.signal_type.value == "pdq"
+    [envelope] = entry.envelopes
+    assert envelope.payload_type == "application/vnd.hashexchange.submission+json"
+    assert envelope.signatures[0].keyid == signer_a.key.key_id
 
     models = importlib.import_module("hxgen.models")
     request = models.MatchRequestRequest.from_dict({"queries": [{"signal_type": "pdq", "value": value}]})
-    matched = ops["api_v1_match_create"].sync_detailed(client=client, body=request)
+    matched = ops["match_create"].sync_detailed(client=client, body=request)
     assert matched.status_code == 200, matched.content
     assert matched.parsed.results[0].matches[0].hash_id > 0

@@ -2,8 +2,9 @@
 
 A row lists the status each caller gets. Callers that must be refused leave nothing
 behind: no new event, no new row. Under /api/ a caller sends its key as
-`Authorization: Bearer <key>`; under /compat/ (the StopNCII facade) in both of the
-facade's headers, `Ocp-Apim-Subscription-Key` and `x-functions-key`.
+`Authorization: Bearer <key>`; under /compat/stopncii/ in both of the facade's headers,
+`Ocp-Apim-Subscription-Key` and `x-functions-key`; under /compat/ncmec/ as the password
+of HTTP Basic, with the member's slug as the user name.
 """
 
 from __future__ import annotations
@@ -387,6 +388,90 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         None,
         dict.fromkeys(COMPAT_CALLERS, 404),
     ),
+    (
+        "ncmec status",
+        "get",
+        "/compat/ncmec/v2/status",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec members",
+        "get",
+        "/compat/ncmec/v2/members",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec feedback reasons",
+        "get",
+        "/compat/ncmec/v2/feedback/PDQ/reasons",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec entries",
+        "get",
+        "/compat/ncmec/v2/entries",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec feedback (an upvote on A's hash, which nobody was sent yet)",
+        "put",
+        "/compat/ncmec/v2/entries/{program_id}/{hash_a}/PDQ/feedback",
+        "upvote",
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "ncmec take-it-down status",
+        "get",
+        "/compat/ncmec/programs/take-it-down/v2/status",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec take-it-down members",
+        "get",
+        "/compat/ncmec/programs/take-it-down/v2/members",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec take-it-down feedback reasons",
+        "get",
+        "/compat/ncmec/programs/take-it-down/v2/feedback/PDQ/reasons",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec take-it-down entries",
+        "get",
+        "/compat/ncmec/programs/take-it-down/v2/entries",
+        None,
+        {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 403, "read_only": 200},
+    ),
+    (
+        "ncmec take-it-down feedback (an upvote on A's hash, which nobody was sent yet)",
+        "put",
+        "/compat/ncmec/programs/take-it-down/v2/entries/{program_id}/{hash_a}/PDQ/feedback",
+        "upvote",
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "ncmec ncii entries (a program no caller receives)",
+        "get",
+        "/compat/ncmec/programs/ncii/v2/entries",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 403, "read_only": 403},
+    ),
+    (
+        "ncmec unknown endpoint",
+        "get",
+        "/compat/ncmec/v2/everything",
+        None,
+        dict.fromkeys(COMPAT_CALLERS, 404),
+    ),
 ]
 
 
@@ -409,6 +494,9 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=header)
         return client
+
+    def basic_client(user: str, password: str) -> APIClient:
+        return client_with("Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
 
     def stopncii_client(subscription_key: str | None, function_key: str | None) -> APIClient:
         client = APIClient()
@@ -440,6 +528,15 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
         "malformed_key": client_with("Token abc"),
         **{name: client_with(f"Bearer {token}") for name, token in tokens.items()},
     }
+    slugs = {"unknown_key": "platform-a", "revoked_key": "platform-a", "expired_key": "platform-a",
+             "read_only": "platform-a", "suspended": "suspended"}  # fmt: skip
+    ncmec: dict[str, APIClient] = {
+        "anonymous": APIClient(),
+        "malformed_key": client_with("Basic !!!"),
+        "one_header": basic_client("platform-a", ""),  # no password
+        "two_members": basic_client("platform-a", platform_b.token),
+        **{name: basic_client(slugs.get(name, name.replace("_", "-")), token) for name, token in tokens.items()},
+    }
     compat: dict[str, APIClient] = {
         "anonymous": APIClient(),
         "malformed_key": stopncii_client("Token abc", "Token abc"),
@@ -462,6 +559,9 @@ def cast(program, other_program, platform_a, platform_b, intake, peer, auditor, 
         "seq_private": seq_private,
         "callers": callers,
         "compat": compat,
+        "ncmec": ncmec,
+        "program_id": program.pk,
+        "upvote": lambda caller: b"<feedbackSubmission><affirmative/></feedbackSubmission>",
         "hook_a": hook_a.pk,
         "new_webhook": lambda caller: {"url": receiver.url},
         "key_a": signer.key.key_id,
@@ -510,7 +610,8 @@ def _cases() -> list[Any]:
 @pytest.mark.parametrize(("method", "path", "body", "caller", "status"), _cases())
 def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: Any, caller: str, status: int) -> None:
     compat = path.startswith("/compat/")
-    client: APIClient = cast["compat" if compat else "callers"][caller]
+    facade = "ncmec" if path.startswith("/compat/ncmec") else "compat"
+    client: APIClient = cast[facade if compat else "callers"][caller]
     url = path.format(**{name: cast[name] for name in SAMPLE_IDS})
     if body == "new_key":
         payload = {"public_key": new_public_key()}
@@ -520,14 +621,18 @@ def test_permission_matrix(cast: dict[str, Any], method: str, path: str, body: A
         payload = body
     call: Callable[..., Any] = getattr(client, method)
     before = row_counts()
-    response = call(url, payload, format="json") if payload is not None else call(url)
+    if isinstance(payload, bytes):
+        response = call(url, payload, content_type="application/xml")
+    else:
+        response = call(url, payload, format="json") if payload is not None else call(url)
     assert response.status_code == status, response.content
     if status >= 400:
         assert response["Content-Type"] == "application/problem+json"
         assert response.json()["detail"]
         assert row_counts() == before, "a refused request left something behind"
     if status == 401:
-        assert response["WWW-Authenticate"].startswith("ApiKey" if compat else "Bearer")
+        expected = {"ncmec": "Basic", "compat": "ApiKey"}[facade] if compat else "Bearer"
+        assert response["WWW-Authenticate"].startswith(expected)
 
 
 def test_every_row_names_every_caller() -> None:
@@ -543,7 +648,7 @@ def test_every_row_names_every_caller() -> None:
 
 
 # Stand-ins for the cast's ids, so that a row's path resolves without a database.
-SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1, "seq_a": 1, "seq_private": 1}
+SAMPLE_IDS = {"key_a": "0" * 64, "hash_a": 1, "hook_a": 1, "seq_a": 1, "seq_private": 1, "program_id": 1}
 ROUTE_PREFIXES = ("api/", "compat/")
 
 

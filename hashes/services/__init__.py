@@ -15,7 +15,13 @@ from .signed import check_signed_time, verify_signed
 from .store import ItemResult
 from .submissions import submissions_create
 from .unsigned import UnsignedItem, unsigned_check_program, unsigned_submissions_create
-from .withdrawals import WithdrawalResult, hash_set_status, withdrawal_create
+from .withdrawals import (
+    WithdrawalResult,
+    hash_set_status,
+    submissions_withdraw_relayed,
+    withdrawal_create,
+    withdrawal_store_relayed,
+)
 
 __all__ = [
     "ItemResult",
@@ -29,8 +35,10 @@ __all__ = [
     "check_signed_time",
     "hash_set_status",
     "submissions_create",
+    "submissions_withdraw_relayed",
     "unsigned_check_program",
     "unsigned_submissions_create",
     "verify_signed",
     "withdrawal_create",
+    "withdrawal_store_relayed",
 ]

@@ -7,6 +7,7 @@ for members, and an obligation to acknowledge for those that were sent it).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,42 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
     )
 
 
+def withdrawal_store_relayed(
+    *,
+    member: Member,
+    key: SigningKey,
+    envelope: Any,
+    payload_bytes: bytes,
+    program: Program,
+    row: Hash,
+    event_data: Mapping[str, Any],
+    now: dt.datetime,
+) -> WithdrawalResult:
+    """Store a withdrawal a peer relayed, whose signature federation already checked.
+
+    The same store path as a member's own withdrawal, without the freshness check (it
+    was signed at the origin, maybe long ago); `event_data` (its origin) is added to the
+    events, so it travels on. The same envelope again returns the first result.
+    """
+    digest = envelopes.payload_digest(payload_bytes)
+    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    if previous is not None:
+        listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
+        return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+    payload = envelopes.parse_withdrawal(payload_bytes)
+    return _store_withdrawal(
+        member=member,
+        key=key,
+        envelope=envelope,
+        digest=digest,
+        payload=payload,
+        program=program,
+        row=row,
+        now=now,
+        event_data=event_data,
+    )
+
+
 @transaction.atomic
 def _store_withdrawal(
     *,
@@ -76,6 +113,7 @@ def _store_withdrawal(
     program: Program,
     row: Hash,
     now: dt.datetime,
+    event_data: Mapping[str, Any] | None = None,
 ) -> WithdrawalResult:
     ledger.lock()
     targets = Submission.objects.select_for_update().filter(
@@ -108,7 +146,7 @@ def _store_withdrawal(
         status=Submission.Status.WITHDRAWN, withdrawn_at=now, withdrawal=withdrawal
     )
     actor = Actor.member(member.slug)
-    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value}
+    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value, **(event_data or {})}
     events = [
         NewEvent(
             "submission.withdrawn",
@@ -181,3 +219,54 @@ def hash_set_status(*, hash_: Hash, status: str, reason: str, actor: Actor) -> H
         row.save(update_fields=["status", "status_changed_at", "status_reason"])
     ledger.record_many(events, actor=actor)
     return row
+
+
+@transaction.atomic
+def submissions_withdraw_relayed(
+    *, member: Member, hash_: Hash, program: Program, reason: str, event_data: Mapping[str, Any]
+) -> int:
+    """End a peer's support of a hash in a program because that peer no longer distributes it.
+
+    For tombstones a peer relays without a member's signature (its admin withdrew,
+    retired or quarantined the hash): only what that peer itself brought is withdrawn,
+    never other members' submissions, so a peer can take back its own word and no more.
+    Records `submission.withdrawn`, and `hash.withdrawn` when no support is left.
+    Returns how many submissions were withdrawn.
+    """
+    ledger.lock()
+    now = timezone.now()
+    targets = list(
+        Submission.objects.select_for_update().filter(
+            submitter=member, program=program, hash=hash_, status=Submission.Status.ACTIVE
+        )
+    )
+    if not targets:
+        return 0
+    Submission.objects.filter(pk__in=[s.pk for s in targets]).update(
+        status=Submission.Status.WITHDRAWN, withdrawn_at=now
+    )
+    base = {"hash_id": hash_.pk, "signal_type": hash_.signal_type, "value": hash_.value, **event_data}
+    events = [
+        NewEvent(
+            "submission.withdrawn",
+            "hash",
+            str(hash_.pk),
+            program=program.slug,
+            data={**base, "submission_id": s.pk, "submitter": member.slug, "reason": reason},
+        )
+        for s in targets
+    ]
+    listing = Listing.objects.select_for_update().get(hash=hash_, program=program)
+    still_supported = (
+        listing.import_batch_id is not None
+        or Submission.objects.filter(hash=hash_, program=program, status=Submission.Status.ACTIVE).exists()
+    )
+    if not still_supported and listing.status == Listing.Status.ACTIVE:
+        listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
+        listing.save(update_fields=["status", "changed_at"])
+        events.append(
+            NewEvent("hash.withdrawn", "hash", str(hash_.pk), program=program.slug, data={**base, "reason": reason})
+        )
+        _refresh_hash_status(hash_, now=now)
+    ledger.record_many(events, actor=Actor.member(member.slug))
+    return len(targets)

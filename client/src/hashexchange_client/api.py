@@ -1,18 +1,22 @@
 """A small HTTP client for the exchange's member API (``/api/v1/``).
 
-It knows only what a member needs to contribute hashes: who am I, register my key,
-submit signed envelopes in batches, withdraw. Transient failures (the connection
-dropping, 5xx, 429) are retried with exponential backoff, which is safe because the
-server treats a re-submitted hash from the same member and program as a duplicate;
-everything else surfaces as :class:`ApiError` carrying the server's ``detail``, which
-is written for the person at the keyboard.
+It covers what a member does: who am I, register my key, submit signed envelopes in
+batches, withdraw; read the feed (with a cursor kept in a file), match, report
+outcomes, see obligations, manage webhooks; and fetch what auditors check. Transient
+failures (the connection dropping, 5xx, 429) are retried with exponential backoff,
+which is safe because the server treats a re-submitted hash from the same member and
+program, or an outcome with the same ``client_ref``, as a duplicate; everything else
+surfaces as :class:`ApiError` carrying the server's ``detail``, which is written for
+the person at the keyboard.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -201,6 +205,105 @@ class Client:
             )
         return results
 
+    # Receiving: the feed, matching and outcomes (what a platform does with what it is sent).
+
+    def feed_page(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """One page of ``GET /api/v1/feed``: ``{"entries", "next", "has_more"}``.
+
+        ``after`` is a sequence number: store ``next`` once the page is processed and pass
+        it back; it never expires and never skips.
+        """
+        body = _object(
+            self._request("GET", "/api/v1/feed", params={"after": after, "limit": limit}), "GET /api/v1/feed"
+        )
+        if not isinstance(body.get("entries"), list) or not isinstance(body.get("next"), int):
+            raise ApiError("the server's answer to GET /api/v1/feed has no entries list or no next cursor")
+        return body
+
+    def iter_feed(self, after: int = 0, *, limit: int = 1000) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """Every page from ``after`` to the end, as ``(entries, next)``; persist ``next`` after each."""
+        while True:
+            page = self.feed_page(after, limit)
+            yield page["entries"], page["next"]
+            after = page["next"]
+            if not page.get("has_more"):
+                return
+
+    def follow_feed(self, cursor_file: str | os.PathLike[str], *, limit: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every feed page from the position kept in ``cursor_file`` (0 when it does not exist yet).
+
+        The position is written (atomically) only when you ask for the next page, or the
+        loop ends, i.e. after you processed a page: stop or crash in the middle of one and
+        the next run gets that page again. Feed entries are safe to process twice.
+        """
+        path = Path(cursor_file)
+        after = int(path.read_text().strip() or 0) if path.exists() else 0
+        while True:
+            page = self.feed_page(after, limit)
+            yield page["entries"]
+            _write_atomically(path, f"{page['next']}\n")
+            after = page["next"]
+            if not page.get("has_more"):
+                return
+
+    def hash_detail(self, hash_id: int) -> dict[str, Any]:
+        """A hash you were sent: where it is listed, its supporting envelopes, feedback."""
+        return _object(self._request("GET", f"/api/v1/hashes/{int(hash_id)}"), "GET /api/v1/hashes/{id}")
+
+    def match(self, queries: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
+        """Match ``{"signal_type", "value"}`` queries against the hashes you receive; one result per query."""
+        body = _object(self._request("POST", "/api/v1/match", {"queries": list(queries)}), "POST /api/v1/match")
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise ApiError("the server's answer to POST /api/v1/match has no results list")
+        return [_object(item, "POST /api/v1/match (a result)") for item in results]
+
+    def report_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Report what you did with hashes you were sent (``POST /api/v1/outcomes``); per-item results."""
+        return _object(self._request("POST", "/api/v1/outcomes", {"outcomes": list(outcomes)}), "POST /api/v1/outcomes")
+
+    def obligations(self) -> list[dict[str, Any]]:
+        """Withdrawn hashes you were sent and have not yet reported deleting."""
+        body = self._request("GET", "/api/v1/obligations", params={"limit": 1000})
+        found = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(found, list):
+            raise ApiError("the server's answer to GET /api/v1/obligations is not a list")
+        return [_object(item, "GET /api/v1/obligations (an obligation)") for item in found]
+
+    # Webhooks (docs/webhooks.md): the secret is shown once, on create and on rotate.
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/api/v1/webhooks", params={"limit": 1000})
+        found = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(found, list):
+            raise ApiError("the server's answer to GET /api/v1/webhooks is not a list")
+        return [_object(item, "GET /api/v1/webhooks (an endpoint)") for item in found]
+
+    def create_webhook(
+        self, url: str, *, events: Iterable[str] = (), description: str = "", after: int | None = None
+    ) -> dict[str, Any]:
+        """Register an endpoint; the answer holds its ``secret`` (keep it: it is not shown again)."""
+        payload: dict[str, Any] = {"url": url, "events": list(events), "description": description}
+        if after is not None:
+            payload["after"] = after
+        return _object(self._request("POST", "/api/v1/webhooks", payload), "POST /api/v1/webhooks")
+
+    def update_webhook(self, webhook_id: int, **fields: Any) -> dict[str, Any]:
+        path = f"/api/v1/webhooks/{int(webhook_id)}"
+        return _object(self._request("PATCH", path, fields), f"PATCH {path}")
+
+    def rotate_webhook_secret(self, webhook_id: int) -> dict[str, Any]:
+        path = f"/api/v1/webhooks/{int(webhook_id)}/rotate-secret"
+        return _object(self._request("POST", path, {}), f"POST {path}")
+
+    def test_webhook(self, webhook_id: int) -> dict[str, Any]:
+        """Send the endpoint a test message now; the answer says what the receiver did."""
+        path = f"/api/v1/webhooks/{int(webhook_id)}/test"
+        return _object(self._request("POST", path), f"POST {path}")
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self._send("DELETE", f"/api/v1/webhooks/{int(webhook_id)}")
+
     # The audit log (docs/auditlog.md): what `hashexchange log` and `report verify` fetch.
 
     def server_key(self) -> dict[str, Any]:
@@ -270,6 +373,16 @@ class Client:
         if retry_after and retry_after.strip().isdigit():
             return min(float(retry_after), _MAX_DELAY)
         return min(self.backoff * 2.0**attempt, _MAX_DELAY)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new content, never half."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def _object(body: Any, what: str) -> dict[str, Any]:

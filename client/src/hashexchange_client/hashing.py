@@ -27,13 +27,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import imagehash
-import numpy as np
-import pdqhash
-from PIL import Image, ImageOps
-
 from . import signal_types
 from .payloads import SIGNAL_TYPES
+
+# Image hashing needs Pillow, numpy, ImageHash and pdqhash: the `hashing` extra
+# (`pip install "hashexchange-client[hashing]"`). Without them the rest of this module
+# (file digests: md5, sha256, video_md5) and the rest of the package work.
+try:
+    import imagehash
+    import numpy as np
+    import pdqhash
+    from PIL import Image, ImageOps
+except ImportError as _missing:  # pragma: no cover - exercised in a subprocess by the tests
+    IMAGE_HASHING_ERROR: str | None = (
+        f"image hashing (pdq, phash, dhash) needs the hashing extra: "
+        f'pip install "hashexchange-client[hashing]" ({_missing})'
+    )
+else:
+    IMAGE_HASHING_ERROR = None
 
 IMAGE_SIGNAL_TYPES = frozenset({"pdq", "phash", "dhash"})
 BYTE_SIGNAL_TYPES = frozenset({"md5", "sha256"})
@@ -123,6 +134,7 @@ def hash_file(path: str | os.PathLike[str], types: Iterable[str] = DEFAULT_TYPES
     values: dict[str, str] = _file_digests(path, wanted)
     quality: int | None = None
     if IMAGE_SIGNAL_TYPES.intersection(wanted):
+        _require_image_hashing()
         image = load_image(path)
         if "pdq" in wanted:
             values["pdq"], quality = pdq_hash(image)
@@ -135,6 +147,11 @@ def hash_file(path: str | os.PathLike[str], types: Iterable[str] = DEFAULT_TYPES
     return [HashResult(path, t, values[t], quality if t == "pdq" else None) for t in wanted]
 
 
+def _require_image_hashing() -> None:
+    if IMAGE_HASHING_ERROR is not None:
+        raise HashingError(IMAGE_HASHING_ERROR)
+
+
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Decode an image upright, in RGB, with its longest side at most :data:`MAX_SIDE`.
 
@@ -142,6 +159,7 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     raise many exception types on damaged input, and one bad file among thousands must
     not stop the rest.
     """
+    _require_image_hashing()
     path = Path(path)
     try:
         with Image.open(path) as opened:
@@ -168,6 +186,7 @@ def pdq_hash(image: Image.Image) -> tuple[str, int]:
     ``pdqhash`` returns the 256 bits most significant first, so packing them into
     bytes gives the same hex as Meta's reference implementation prints.
     """
+    _require_image_hashing()
     bits, quality = pdqhash.compute(np.asarray(image, dtype=np.uint8))
     return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
 
