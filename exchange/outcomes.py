@@ -436,21 +436,7 @@ def dispute_decide(*, dispute: Dispute, decision: str, reason: str, actor: Actor
             hash_=row, program=dispute.program, reason=reason, actor=actor, source=BenignHash.Source.DISPUTE
         )
         return dispute
-    row.status, row.status_changed_at, row.status_reason = Hash.Status.ACTIVE, now, ""
-    row.save(update_fields=["status", "status_changed_at", "status_reason"])
-    ledger.record_many(
-        [
-            NewEvent(
-                "hash.restored",
-                "hash",
-                str(row.pk),
-                program=listing.program.slug,
-                data={**_hash_data(row), "dispute_id": dispute.pk, "reason": reason},
-            )
-            for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE)
-        ],
-        actor=actor,
-    )
+    hash_services.hash_restore(hash_=row, reason=reason, actor=actor, why={"dispute_id": dispute.pk})
     return dispute
 
 

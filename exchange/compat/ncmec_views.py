@@ -14,15 +14,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from core.problems import PROBLEM_CONTENT_TYPE, Problem, problem, problem_response
-from members.models import Member, Program, Scope
+from core.problems import PROBLEM_CONTENT_TYPE, Problem, problem
+from members.models import Scope
 
 from .. import services as exchange_services
-from . import ncmec, ncmec_selectors, ncmec_services, selectors
+from . import ncmec, ncmec_selectors, ncmec_services
 from .auth import NCMECBasicAuthentication
+from .views import CompatView
 
 XML = "application/xml; charset=utf-8"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -33,20 +32,11 @@ def xml_response(body: bytes, status: int = 200) -> HttpResponse:
 
 
 @extend_schema(exclude=True)  # a foreign API shape, documented in docs/platforms.md
-class NCMECView(APIView):
+class NCMECView(CompatView):
     """Base: HTTP Basic with an API key, our permissions and rate limits, JSON problem errors."""
 
     authentication_classes = [NCMECBasicAuthentication]
     required_scope = Scope.READ
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, Problem):
-            return problem_response(exc.status, exc.detail, code=exc.code)
-        return super().handle_exception(exc)
-
-    def programs(self, member: Member, slug: str | None) -> list[Program]:
-        """The programs this request is about: those the caller receives, or the one in the URL."""
-        return selectors.requested_programs(member=member, slug=slug)
 
 
 class StatusView(NCMECView):

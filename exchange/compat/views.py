@@ -24,11 +24,9 @@ from . import selectors, services, stopncii
 from .auth import StopNCIIKeyAuthentication
 
 
-@extend_schema(exclude=True)  # a foreign API shape, documented in docs/platforms.md
-class StopNCIIView(APIView):
-    """Base: StopNCII's two-header authentication, our permissions and rate limits, JSON errors."""
-
-    authentication_classes = [StopNCIIKeyAuthentication]
+class CompatView(APIView):
+    """Base of the facades' views: our permissions and rate limits, JSON problem errors, and
+    the programs a request is about. Each facade adds its own authentication."""
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, Problem):
@@ -38,6 +36,13 @@ class StopNCIIView(APIView):
     def programs(self, member: Member, slug: str | None) -> list[Program]:
         """The programs this request is about: those the caller receives, or the one in the URL."""
         return selectors.requested_programs(member=member, slug=slug)
+
+
+@extend_schema(exclude=True)  # a foreign API shape, documented in docs/platforms.md
+class StopNCIIView(CompatView):
+    """Base: StopNCII's two-header authentication, our permissions and rate limits, JSON errors."""
+
+    authentication_classes = [StopNCIIKeyAuthentication]
 
 
 class FetchHashesView(StopNCIIView):

@@ -17,6 +17,7 @@ from .submissions import submissions_create
 from .unsigned import UnsignedItem, unsigned_check_program, unsigned_submissions_create
 from .withdrawals import (
     WithdrawalResult,
+    hash_restore,
     hash_set_status,
     submissions_withdraw_relayed,
     withdrawal_create,
@@ -33,6 +34,7 @@ __all__ = [
     "UnsignedItem",
     "WithdrawalResult",
     "check_signed_time",
+    "hash_restore",
     "hash_set_status",
     "submissions_create",
     "submissions_withdraw_relayed",

@@ -28,7 +28,7 @@ from members.models import Program
 
 from .. import index as hx
 from ..models import BenignHash, Hash, Listing, MatchAnomaly
-from .withdrawals import hash_set_status
+from .withdrawals import hash_restore, hash_set_status
 
 # The benign list ----------------------------------------------------------------------------------
 
@@ -277,19 +277,5 @@ def anomaly_decide(*, anomaly: MatchAnomaly, decision: str, reason: str, actor: 
         hash_set_status(hash_=row, status=Hash.Status.RETIRED, reason=reason, actor=actor)
         return anomaly
     if row.status == Hash.Status.QUARANTINED:
-        row.status, row.status_changed_at, row.status_reason = Hash.Status.ACTIVE, now, ""
-        row.save(update_fields=["status", "status_changed_at", "status_reason"])
-        ledger.record_many(
-            [
-                NewEvent(
-                    "hash.restored",
-                    "hash",
-                    str(row.pk),
-                    program=listing.program.slug,
-                    data={**_hash_data(row), "anomaly_id": anomaly.pk, "reason": reason},
-                )
-                for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE)
-            ],
-            actor=actor,
-        )
+        hash_restore(hash_=row, reason=reason, actor=actor, why={"anomaly_id": anomaly.pk})
     return anomaly

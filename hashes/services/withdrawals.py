@@ -270,3 +270,19 @@ def submissions_withdraw_relayed(
         _refresh_hash_status(hash_, now=now)
     ledger.record_many(events, actor=Actor.member(member.slug))
     return len(targets)
+
+
+def hash_restore(*, hash_: Hash, reason: str, actor: Actor, why: dict[str, Any]) -> None:
+    """A quarantined hash is active again (a dispute or a match-rate anomaly decided so):
+    members hear `hash.restored` for each program it is listed in, with `why` (which
+    decision) and the reason."""
+    hash_.status, hash_.status_changed_at, hash_.status_reason = Hash.Status.ACTIVE, timezone.now(), ""
+    hash_.save(update_fields=["status", "status_changed_at", "status_reason"])
+    data = {"hash_id": hash_.pk, "signal_type": hash_.signal_type, "value": hash_.value, **why, "reason": reason}
+    ledger.record_many(
+        [
+            NewEvent("hash.restored", "hash", str(hash_.pk), program=listing.program.slug, data=data)
+            for listing in hash_.listings.select_related("program").filter(status=Listing.Status.ACTIVE)
+        ],
+        actor=actor,
+    )
