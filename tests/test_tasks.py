@@ -17,7 +17,7 @@ from django.conf import settings
 
 from config.celery import app
 
-TASK_MODULES = ("exchange.tasks", "hashes.tasks")
+TASK_MODULES = ("exchange.tasks", "hashes.tasks", "federation.tasks")
 
 # The registered names in use; changing one strands messages already queued under it.
 REGISTERED = {
@@ -31,6 +31,8 @@ REGISTERED = {
     "hashes.tasks.match_index_compact",
     "hashes.tasks.match_index_rebuild",
     "exchange.tasks.scan_match_anomalies",
+    "federation.tasks.peers_sync",
+    "federation.tasks.peer_sync",
 }
 
 
