@@ -22,7 +22,7 @@ crosses from nginx to the web and worker logs, and the stray beat sends nothing.
 The backup drill (README, Backups): `pg_dump` while platforms submit and read, restore
 into a fresh database, start a web server on it, and check that `ledger_verify` passes,
 the restored log is a prefix of the live one, every cursor points inside it, and a
-member resumes its feed from its cursor. (Once the audit log lands, `log audit` joins.)
+member resumes its feed from its cursor, and `hashexchange log audit` passes on the copy.
 
 Everything is stopped at the end (or at the first failure, which is named, with the end
 of the relevant log); --keep leaves it running for a look. Files: var/prod-check/.
@@ -668,6 +668,8 @@ def backup_drill(stack: Stack, members: dict[str, Member], base: str, verify: st
         WEB_CONCURRENCY="2",
         METRICS_ROOT=str(WORK / "metrics-restored"),
         MATCH_INDEX_DIR=str(WORK / "var" / "index-restored"),
+        # The copy serves plain HTTP on loopback to this check, which audits it with the client.
+        SECURE_SSL_REDIRECT="0",
     )
     verified = run_step(stack, "ledger-verify-restored", [sys.executable, "manage.py", "ledger_verify"],
                         env=restored_env).strip()  # fmt: skip
@@ -705,12 +707,27 @@ def backup_drill(stack: Stack, members: dict[str, Member], base: str, verify: st
     live_first = expect(members["beta"].api.get("/api/v1/feed?after=0&limit=50"), 200, "the live feed")
     if [e["seq"] for e in first["entries"]] != [e["seq"] for e in live_first["entries"] if e["seq"] <= last]:
         raise CheckFailed("the restored feed differs from the live feed")
+    # The audit log of the copy: every entry re-read and the root of its latest signed
+    # checkpoint recomputed, with the log key taken from the live server.
+    log_key = expect(members["audit"].api.get("/api/v1/server-key"), 200, "the server key")["log_vkey"]
+    audited = run_step(
+        stack,
+        "log-audit-restored",
+        [sys.executable, "-m", "hashexchange_client", "log", "audit", "--no-progress"],
+        env=dict(
+            stack.env,
+            HASHEXCHANGE_SERVER=restored_base,
+            HASHEXCHANGE_API_KEY=members["audit"].token,
+            HASHEXCHANGE_LOG_KEY=log_key,
+        ),
+    ).strip()
     stop_process(server)
     stack.mark("backup drill", started)
     say(
         f"backup drill: pg_dump {dump_seconds:.1f}s under load ({during} hashes submitted meanwhile), "
         f"{dump.stat().st_size // 1024} KiB; restored up to seq {last} of {live_last} live; {verified}; "
-        f"a server started on the copy; cursors inside the log; beta resumed its feed after {beta_cursor}"
+        f"a server started on the copy; cursors inside the log; beta resumed its feed after {beta_cursor}; "
+        f"log audit on the copy: {audited.splitlines()[-1] if audited else 'ok'}"
     )
 
 
