@@ -398,7 +398,7 @@ def _open_disputes(pairs: set[tuple[int, int]]) -> None:
                     str(hash_row.pk),
                     program=listing.program.slug,
                     data={
-                        **_hash_data(hash_row),
+                        **hash_row.event_data(),
                         "dispute_id": dispute.pk,
                         "reporters": row["reporters"],
                         "reason": hash_row.status_reason,
@@ -408,10 +408,6 @@ def _open_disputes(pairs: set[tuple[int, int]]) -> None:
             ],
             actor=Actor.system("disputes"),
         )
-
-
-def _hash_data(row: Hash) -> dict[str, Any]:
-    return {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value}
 
 
 @transaction.atomic

@@ -9,6 +9,8 @@ verify who said what without trusting the clearinghouse.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -35,6 +37,10 @@ class Hash(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["signal_type", "value"], name="hash_unique_type_value")]
         verbose_name_plural = "hashes"
+
+    def event_data(self) -> dict[str, Any]:
+        """What every event about this hash names it by (the value as stored: a long one by its digest)."""
+        return {"hash_id": self.pk, "signal_type": self.signal_type, "value": self.value}
 
     def __str__(self) -> str:
         return f"{self.signal_type}:{self.value[:16]}…"

@@ -207,10 +207,6 @@ def refusal_event(*, program: Program, signal_type: str, entry: BenignHash, dist
 # Match-rate anomalies -------------------------------------------------------------------------------
 
 
-def _hash_data(row: Hash) -> dict[str, Any]:
-    return {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value}
-
-
 @transaction.atomic
 def anomaly_quarantine(
     *, hash_id: int, program: Program, day: Any, matches: int, baseline: float, limit: float
@@ -240,7 +236,7 @@ def anomaly_quarantine(
                 "hash",
                 str(row.pk),
                 program=listing.program.slug,
-                data={**_hash_data(row), **evidence, "limit": f"{limit:g}", "reason": row.status_reason},
+                data={**row.event_data(), **evidence, "limit": f"{limit:g}", "reason": row.status_reason},
             )
             for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE)
         ],

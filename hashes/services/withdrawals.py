@@ -146,7 +146,7 @@ def _store_withdrawal(
         status=Submission.Status.WITHDRAWN, withdrawn_at=now, withdrawal=withdrawal
     )
     actor = Actor.member(member.slug)
-    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value, **(event_data or {})}
+    base = {**row.event_data(), **(event_data or {})}
     events = [
         NewEvent(
             "submission.withdrawn",
@@ -204,7 +204,7 @@ def hash_set_status(*, hash_: Hash, status: str, reason: str, actor: Actor) -> H
     now = timezone.now()
     # Nothing supports the hash any more: a later submission starts it afresh.
     row.submissions.filter(status=Submission.Status.ACTIVE).update(status=Submission.Status.WITHDRAWN, withdrawn_at=now)
-    base = {"hash_id": row.pk, "signal_type": row.signal_type, "value": row.value, "reason": reason}
+    base = {**row.event_data(), "reason": reason}
     events = []
     for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE):
         listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
@@ -245,7 +245,7 @@ def submissions_withdraw_relayed(
     Submission.objects.filter(pk__in=[s.pk for s in targets]).update(
         status=Submission.Status.WITHDRAWN, withdrawn_at=now
     )
-    base = {"hash_id": hash_.pk, "signal_type": hash_.signal_type, "value": hash_.value, **event_data}
+    base = {**hash_.event_data(), **event_data}
     events = [
         NewEvent(
             "submission.withdrawn",
@@ -278,7 +278,7 @@ def hash_restore(*, hash_: Hash, reason: str, actor: Actor, why: dict[str, Any])
     decision) and the reason."""
     hash_.status, hash_.status_changed_at, hash_.status_reason = Hash.Status.ACTIVE, timezone.now(), ""
     hash_.save(update_fields=["status", "status_changed_at", "status_reason"])
-    data = {"hash_id": hash_.pk, "signal_type": hash_.signal_type, "value": hash_.value, **why, "reason": reason}
+    data = {**hash_.event_data(), **why, "reason": reason}
     ledger.record_many(
         [
             NewEvent("hash.restored", "hash", str(hash_.pk), program=listing.program.slug, data=data)
