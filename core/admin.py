@@ -6,6 +6,7 @@ through services with the admin user as the actor, so the log names who did it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -31,6 +32,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent record, read-only: set `model` and `fields` (all shown read-only)."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields or ()
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -68,6 +82,44 @@ def ask_reason(
             "opts": modeladmin.model._meta,
         },
     )
+
+
+def act_with_reason(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: Any,
+    *,
+    summary: str,
+    describe: Callable[[Any], str],
+    button: str,
+    act: Callable[[Any, str], Any],
+    done: str,
+) -> HttpResponse | None:
+    """An admin action that needs a reason: first the page asking for it (each selected row
+    described), then `act(row, reason)` on each row. A row a service refuses is named with
+    its reasons and the others go on; `done` is the message after, `{n}` the rows done."""
+    reason = request.POST.get("reason", "").strip()
+    if "apply" not in request.POST or not reason:
+        if "apply" in request.POST:
+            modeladmin.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
+        return ask_reason(
+            modeladmin,
+            request,
+            summary=summary,
+            lines=[describe(row) for row in queryset],
+            selected=[row.pk for row in queryset],
+            button=button,
+        )
+    n = 0
+    for row in queryset:
+        try:
+            act(row, reason)
+        except Problem as exc:
+            modeladmin.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
+        else:
+            n += 1
+    modeladmin.message_user(request, done.format(n=n))
+    return None
 
 
 def report_problem(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: Problem) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
-from core.problems import Problem
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, act_with_reason, admin_actor
 
 from . import auditlog, outcomes, services
 from .models import (
@@ -28,15 +27,9 @@ from .models import (
 )
 
 
-class DeliveryAttemptInline(admin.TabularInline):
+class DeliveryAttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
-    extra = 0
-    can_delete = False
     fields = ["attempted_at", "status_code", "error", "duration_ms", "response_excerpt"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(WebhookEndpoint)
@@ -125,27 +118,21 @@ class FeedCursorAdmin(NoAddDeleteAdmin):
 def _decide_with_reason(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Dispute], decision: str
 ) -> HttpResponse | None:
-    reason = request.POST.get("reason", "").strip()
-    if "apply" not in request.POST or not reason:
-        return ask_reason(
-            modeladmin,
-            request,
-            summary=f"Decision: {decision}.",
-            lines=[
-                f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: {d.reporters} member(s) reported it "
-                "not violating"
-                for d in queryset
-            ],
-            selected=[d.pk for d in queryset],
-            button=str(decision).capitalize(),
-        )
-    for dispute in queryset:
-        try:
-            outcomes.dispute_decide(dispute=dispute, decision=decision, reason=reason, actor=admin_actor(request))
-        except Problem as exc:
-            modeladmin.message_user(request, f"{dispute}: {'; '.join(exc.messages)}", level=messages.ERROR)
-    modeladmin.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
-    return None
+    return act_with_reason(
+        modeladmin,
+        request,
+        queryset,
+        summary=f"Decision: {decision}.",
+        describe=lambda d: (
+            f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: {d.reporters} member(s) reported it "
+            "not violating"
+        ),
+        button=str(decision).capitalize(),
+        act=lambda d, reason: outcomes.dispute_decide(
+            dispute=d, decision=decision, reason=reason, actor=admin_actor(request)
+        ),
+        done=f"Decided: {decision}. Members are told through the feed and webhooks.",
+    )
 
 
 @admin.register(Dispute)
@@ -212,15 +199,9 @@ class ObligationAdmin(ReadOnlyAdmin):
 # The audit log -----------------------------------------------------------------------------
 
 
-class CosignatureInline(admin.TabularInline):
+class CosignatureInline(ReadOnlyInline):
     model = Cosignature
-    extra = 0
-    can_delete = False
     fields = ["witness", "signed_at", "received_at", "line"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Checkpoint)

@@ -7,6 +7,7 @@ Each view parses its input with a serializer and calls a selector (reads) or a s
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from defusedcsv import csv
@@ -256,6 +257,18 @@ class ReportView(APIView):
             return report
         return auditlog.attest_report(report)
 
+    def answer(
+        self, request: Request, kind: str, slug: str, subject: object, build: Callable[[Period], dict[str, Any]]
+    ) -> Response:
+        """The report `build` makes for the asked period on `subject` (a program or member; None: `slug` names none)."""
+        if subject is None:
+            raise exceptions.NotFound(f"No {kind} {slug!r}.")
+        period = self.period(request)
+        return Response(
+            self.attested(request, build(period)),
+            headers=self.csv_name(request, f"{kind}-{slug}", period),
+        )
+
     def csv_name(self, request: Request, name: str, period: Period) -> dict[str, str]:
         if request.accepted_renderer.format != "csv":
             return {}
@@ -272,12 +285,8 @@ class ProgramReportView(ReportView):
     )
     def get(self, request: Request, slug: str) -> Response:
         program = program_by_slug(slug)
-        if program is None:
-            raise exceptions.NotFound(f"No program {slug!r}.")
-        period = self.period(request)
-        return Response(
-            self.attested(request, selectors.program_report(program=program, period=period)),
-            headers=self.csv_name(request, f"program-{slug}", period),
+        return self.answer(
+            request, "program", slug, program, lambda period: selectors.program_report(program=program, period=period)
         )
 
 
@@ -290,12 +299,8 @@ class MemberReportView(ReportView):
     )
     def get(self, request: Request, slug: str) -> Response:
         member = member_by_slug(slug)
-        if member is None:
-            raise exceptions.NotFound(f"No member {slug!r}.")
-        period = self.period(request)
-        return Response(
-            self.attested(request, selectors.member_report(member=member, period=period)),
-            headers=self.csv_name(request, f"member-{slug}", period),
+        return self.answer(
+            request, "member", slug, member, lambda period: selectors.member_report(member=member, period=period)
         )
 
 

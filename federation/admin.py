@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyInline
 from core.ledger import Actor
 from core.problems import Problem
 
@@ -14,17 +15,11 @@ from . import services
 from .models import Peer, Refusal
 
 
-class RefusalInline(admin.TabularInline):
+class RefusalInline(ReadOnlyInline):
     model = Refusal
-    extra = 0
-    can_delete = False
     fields = ("created_at", "seq", "kind", "reason", "detail")
-    readonly_fields = fields
     ordering = ("-pk",)
     max_num = 0
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Peer)

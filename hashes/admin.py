@@ -11,14 +11,13 @@ import json
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from hashexchange_client import signal_types
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
-from core.problems import Problem
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, act_with_reason, admin_actor
 
 from . import services
 from .models import BenignHash, Hash, HashBody, Listing, MatchAnomaly, Submission, Withdrawal
@@ -28,15 +27,9 @@ def pretty_envelope(envelope: dict[str, Any]) -> str:
     return format_html("<pre>{}</pre>", json.dumps(envelope, indent=2))
 
 
-class ListingInline(admin.TabularInline):
+class ListingInline(ReadOnlyInline):
     model = Listing
-    extra = 0
-    can_delete = False
     fields = ["program", "status", "import_batch", "created_at", "changed_at"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Hash)
@@ -53,27 +46,18 @@ class HashAdmin(ReadOnlyAdmin):
         return True  # needed for actions; every field is read-only
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Hash], status: str) -> HttpResponse | None:
-        reason = request.POST.get("reason", "").strip()
-        if "apply" not in request.POST or not reason:
-            if "apply" in request.POST:
-                self.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
-            return ask_reason(
-                self,
-                request,
-                summary=f"These hashes will be {status}.",
-                lines=[f"{h.signal_type} {h.value} ({h.status})" for h in queryset],
-                selected=[h.pk for h in queryset],
-                button=str(status).capitalize(),
-            )
-        done = 0
-        for row in queryset:
-            try:
-                services.hash_set_status(hash_=row, status=status, reason=reason, actor=admin_actor(request))
-                done += 1
-            except Problem as exc:
-                self.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
-        self.message_user(request, f"{done} hash(es) {status}; members are told through the feed and webhooks.")
-        return None
+        return act_with_reason(
+            self,
+            request,
+            queryset,
+            summary=f"These hashes will be {status}.",
+            describe=lambda h: f"{h.signal_type} {h.value} ({h.status})",
+            button=str(status).capitalize(),
+            act=lambda h, reason: services.hash_set_status(
+                hash_=h, status=status, reason=reason, actor=admin_actor(request)
+            ),
+            done=f"{{n}} hash(es) {status}; members are told through the feed and webhooks.",
+        )
 
     @admin.action(description="Withdraw (members stop matching it; a new submission can bring it back)")
     def withdraw(self, request: HttpRequest, queryset: QuerySet[Hash]) -> HttpResponse | None:
@@ -201,23 +185,16 @@ class BenignHashAdmin(admin.ModelAdmin):
 
     @admin.action(description="Remove from the benign list (submissions near it are taken again)")
     def remove(self, request: HttpRequest, queryset: QuerySet[BenignHash]) -> HttpResponse | None:
-        reason = request.POST.get("reason", "").strip()
-        if "apply" not in request.POST or not reason:
-            return ask_reason(
-                self,
-                request,
-                summary="These entries will be removed from the benign list.",
-                lines=[f"{b.signal_type} {b.value} in {b.program.slug}: {b.reason}" for b in queryset],
-                selected=[b.pk for b in queryset],
-                button="Remove",
-            )
-        for entry in queryset:
-            try:
-                services.benign_remove(benign=entry, reason=reason, actor=admin_actor(request))
-            except Problem as exc:
-                self.message_user(request, f"{entry}: {'; '.join(exc.messages)}", level=messages.ERROR)
-        self.message_user(request, "Removed from the benign list; the removal is recorded in the log.")
-        return None
+        return act_with_reason(
+            self,
+            request,
+            queryset,
+            summary="These entries will be removed from the benign list.",
+            describe=lambda b: f"{b.signal_type} {b.value} in {b.program.slug}: {b.reason}",
+            button="Remove",
+            act=lambda b, reason: services.benign_remove(benign=b, reason=reason, actor=admin_actor(request)),
+            done="Removed from the benign list; the removal is recorded in the log.",
+        )
 
 
 @admin.register(MatchAnomaly)
@@ -231,26 +208,20 @@ class MatchAnomalyAdmin(NoAddDeleteAdmin):
     actions = ["restore", "retire"]
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly], decision: str) -> HttpResponse | None:
-        reason = request.POST.get("reason", "").strip()
-        if "apply" not in request.POST or not reason:
-            return ask_reason(
-                self,
-                request,
-                summary=f"Decision: {decision}.",
-                lines=[
-                    f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
-                    for a in queryset
-                ],
-                selected=[a.pk for a in queryset],
-                button=str(decision).capitalize(),
-            )
-        for anomaly in queryset:
-            try:
-                services.anomaly_decide(anomaly=anomaly, decision=decision, reason=reason, actor=admin_actor(request))
-            except Problem as exc:
-                self.message_user(request, f"{anomaly}: {'; '.join(exc.messages)}", level=messages.ERROR)
-        self.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
-        return None
+        return act_with_reason(
+            self,
+            request,
+            queryset,
+            summary=f"Decision: {decision}.",
+            describe=lambda a: (
+                f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
+            ),
+            button=str(decision).capitalize(),
+            act=lambda a, reason: services.anomaly_decide(
+                anomaly=a, decision=decision, reason=reason, actor=admin_actor(request)
+            ),
+            done=f"Decided: {decision}. Members are told through the feed and webhooks.",
+        )
 
     @admin.action(description="Restore: the hash is distributed again")
     def restore(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:

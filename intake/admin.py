@@ -9,12 +9,14 @@ from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
+
 from . import selectors
 from .models import Case
 
 
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(ReadOnlyAdmin):
     list_display = ("id", "program", "status", "created_at", "active_hashes", "withdrawn_hashes")
     list_filter = ("program", "status")
     fields = ("program", "status", "created_at", "withdrawn_at", "active_hashes", "withdrawn_hashes")
@@ -44,12 +46,3 @@ class CaseAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         # The intake's figures above the list: cases and hashes, active and withdrawn.
         return super().changelist_view(request, {**(extra_context or {}), "intake": selectors.intake_figures()})
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

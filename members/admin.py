@@ -12,23 +12,17 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core.admin import NoAddDeleteAdmin, admin_actor, report_problem
+from core.admin import NoAddDeleteAdmin, ReadOnlyInline, admin_actor, report_problem
 from core.problems import Problem
 
 from . import services
 from .models import ApiCredential, Enrollment, Member, Program, SigningKey
 
 
-class EnrollmentInline(admin.TabularInline):
+class EnrollmentInline(ReadOnlyInline):
     model = Enrollment
-    extra = 0
     fields = ["program", "state", "reason", "changed_at"]
-    readonly_fields = fields
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Member)

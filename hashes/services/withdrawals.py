@@ -46,10 +46,9 @@ def withdrawal_create(*, member: Member, envelope: Any, now: dt.datetime | None 
         member=member, envelope=envelope, keys=keys, payload_type=envelopes.WITHDRAWAL_TYPE, now=now
     )
     digest = envelopes.payload_digest(payload_bytes)
-    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    previous = _previous_result(digest)
     if previous is not None:
-        listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
-        return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+        return previous
     payload = envelopes.parse_withdrawal(payload_bytes)
     check_signed_time(key=key, created_at=payload.created_at, now=now)
     if Withdrawal.objects.filter(signing_key=key, nonce=payload.nonce).exists():
@@ -84,10 +83,9 @@ def withdrawal_store_relayed(
     events, so it travels on. The same envelope again returns the first result.
     """
     digest = envelopes.payload_digest(payload_bytes)
-    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    previous = _previous_result(digest)
     if previous is not None:
-        listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
-        return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+        return previous
     payload = envelopes.parse_withdrawal(payload_bytes)
     return _store_withdrawal(
         member=member,
@@ -103,6 +101,15 @@ def withdrawal_store_relayed(
 
 
 @transaction.atomic
+def _previous_result(digest: str) -> WithdrawalResult | None:
+    """The first result for a withdrawal whose payload was stored before (sent again)."""
+    previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
+    if previous is None:
+        return None
+    listing = Listing.objects.get(hash=previous.hash, program_id=previous.program_id)
+    return WithdrawalResult(previous, previous.hash, listing.status, created=False)
+
+
 def _store_withdrawal(
     *,
     member: Member,
