@@ -8,7 +8,7 @@
    server uses (hashes/index HammingIndex, ids `video << 16 | frame`); queries are re-encoded
    copies of indexed videos (every frame moved 8 bits) and unrelated videos, half each. A
    query is the server's path minus the database: the index search at distance 31 and
-   `hashes.matching.score_videos`. The reference is python-threatexchange's VPDQIndex
+   `hashes.video_matching.score_videos`. The reference is python-threatexchange's VPDQIndex
    (faiss) over the same videos, on a sample of the same queries; both answers are
    compared on that sample.
 
@@ -76,7 +76,7 @@ def bench_matching(
     import numpy as np
 
     from hashes import index as hx
-    from hashes.matching import FRAME_BITS, score_videos
+    from hashes.video_matching import FRAME_BITS, score_videos
 
     rng = np.random.default_rng(18)
     harness.log(f"building a snapshot of the frame index: {videos * frames:,} frames")

@@ -107,27 +107,30 @@ def _spend(kind: str, address: str, limit: int, *, count: bool = True) -> int:
         return 0
 
 
+def _wait(code: str, message: str) -> Problem:
+    """A 429 that tells the person how long this address's window lasts (`message` has %(minutes)d)."""
+    minutes = max(1, settings.INTAKE_ADDRESS_WINDOW_SECONDS // 60)
+    return Problem(code, message % {"minutes": minutes}, status=429)
+
+
 def case_budget_spend(address: str) -> None:
     """One more case from this address, or a refusal in plain words."""
     if _spend("cases", address, settings.INTAKE_CASES_PER_ADDRESS) > settings.INTAKE_CASES_PER_ADDRESS:
-        minutes = max(1, settings.INTAKE_ADDRESS_WINDOW_SECONDS // 60)
-        raise Problem(
+        raise _wait(
             "too_many_cases",
-            _("Many cases were opened from your network just now. Please wait about %(minutes)d minutes and try again.")
-            % {"minutes": minutes},
-            status=429,
+            _(
+                "Many cases were opened from your network just now. "
+                "Please wait about %(minutes)d minutes and try again."
+            ),
         )
 
 
 def tries_check(address: str) -> None:
     """Refuse when this address has guessed wrong too often."""
     if _spend("tries", address, 0, count=False) >= settings.INTAKE_STATUS_TRIES_PER_ADDRESS:
-        minutes = max(1, settings.INTAKE_ADDRESS_WINDOW_SECONDS // 60)
-        raise Problem(
+        raise _wait(
             "too_many_tries",
-            _("Too many tries from your network. Please wait about %(minutes)d minutes and try again.")
-            % {"minutes": minutes},
-            status=429,
+            _("Too many tries from your network. Please wait about %(minutes)d minutes and try again."),
         )
 
 
