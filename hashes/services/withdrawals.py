@@ -100,7 +100,6 @@ def withdrawal_store_relayed(
     )
 
 
-@transaction.atomic
 def _previous_result(digest: str) -> WithdrawalResult | None:
     """The first result for a withdrawal whose payload was stored before (sent again)."""
     previous = Withdrawal.objects.select_related("hash").filter(payload_sha256=digest).first()
@@ -110,6 +109,7 @@ def _previous_result(digest: str) -> WithdrawalResult | None:
     return WithdrawalResult(previous, previous.hash, listing.status, created=False)
 
 
+@transaction.atomic
 def _store_withdrawal(
     *,
     member: Member,
