@@ -7,8 +7,17 @@ databases the project supports, so this starts what is missing, runs pytest once
 database, stops what it started (also on Ctrl-C or SIGTERM), and ends with one line,
 `N passed, N failed`, that sums both runs for CI.
 
+Both databases run at the same time (the suite waits on workers, servers and receivers
+much of the time, so two runs share two cores well): SQLite's output is shown as it comes,
+PostgreSQL's is kept in var/test-output-postgres.log and shown when SQLite's run ends. Each
+run has its own VAR_DIR (var/test-run-<database>) and its own Redis database number, so the
+runs share no files, queues or keys. On the second database only the tests that reach the
+database run (tests/conftest.py `uses_database`): the rest would repeat the first run to the
+byte.
+
 Environment:
   TEST_DATABASES       sqlite,postgres (default both), or one of them.
+  TEST_SERIAL          1: run the databases one after the other (output all live).
   TEST_REDIS_URL       a Redis to use; otherwise one is started on 127.0.0.1:TEST_REDIS_PORT,
                        without persistence, data in var/test-redis.
   TEST_POSTGRES_URL    a PostgreSQL (superuser) to use; otherwise a private cluster in
@@ -94,22 +103,22 @@ class _Stop:
 
     def __init__(self) -> None:
         self.requested = False
-        self.current: subprocess.Popen[bytes] | None = None
+        self.running: set[subprocess.Popen[bytes]] = set()
 
     def handle(self, signum: int, frame: object) -> None:
         first = not self.requested
         self.requested = True
-        proc = self.current
-        if proc is None or proc.poll() is not None:
-            return
-        # Every signal is passed on: pytest can swallow one (a KeyboardInterrupt raised inside a
-        # __del__ is only a warning), and a second Ctrl-C should still get through.
-        print(f"\ntestrun: signal {signum}: asking pytest to stop", file=sys.stderr, flush=True)
-        proc.send_signal(signal.SIGINT)  # pytest runs fixture teardown (stops workers) on SIGINT
-        if first:
-            timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _kill_if_running, args=(proc,))
-            timer.daemon = True
-            timer.start()
+        for proc in list(self.running):
+            if proc.poll() is not None:
+                continue
+            # Every signal is passed on: pytest can swallow one (a KeyboardInterrupt raised inside
+            # a __del__ is only a warning), and a second Ctrl-C should still get through.
+            print(f"\ntestrun: signal {signum}: asking pytest to stop", file=sys.stderr, flush=True)
+            proc.send_signal(signal.SIGINT)  # pytest runs fixture teardown (stops workers) on SIGINT
+            if first:
+                timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _kill_if_running, args=(proc,))
+                timer.daemon = True
+                timer.start()
 
 
 def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
@@ -133,10 +142,11 @@ def parse_closing_line(lines: Sequence[str]) -> tuple[str, dict[str, int]]:
     return last, {}
 
 
-def run_pytest(database: str, env: dict[str, str], args: Sequence[str]) -> RunResult:
-    """Run pytest once, echoing its output as it comes and keeping the tail for the summary."""
+def run_pytest(database: str, env: dict[str, str], args: Sequence[str], *, log: Path | None = None) -> RunResult:
+    """Run pytest once and keep the tail for the summary; its output is echoed as it comes, or,
+    given `log`, written there (`show_log` echoes it later)."""
     command = [sys.executable, "-m", "pytest", *args]
-    say(f"\n=== testrun: pytest on {database}: {' '.join(command[1:])}")
+    say(f"\n=== testrun: pytest on {database}: {' '.join(command[1:])}" + (f" (output: {log})" if log else ""))
     tail: deque[str] = deque(maxlen=40)
     started = time.monotonic()
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass exactly one SIGINT on.
@@ -144,19 +154,70 @@ def run_pytest(database: str, env: dict[str, str], args: Sequence[str]) -> RunRe
         command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    STOP.current = proc
+    STOP.running.add(proc)
     if STOP.requested:
         STOP.handle(signal.SIGINT, None)
     assert proc.stdout is not None
-    out = sys.stdout.buffer
-    for raw in iter(proc.stdout.readline, b""):
-        out.write(raw)
-        out.flush()
-        tail.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+    out = open(log, "wb") if log else sys.stdout.buffer  # noqa: SIM115 - closed below
+    try:
+        for raw in iter(proc.stdout.readline, b""):
+            out.write(raw)
+            out.flush()
+            tail.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+    finally:
+        if log:
+            out.close()
     code = proc.wait()
-    STOP.current = None
+    STOP.running.discard(proc)
     closing, counts = parse_closing_line(list(tail))
+    if code == EXIT_NO_TESTS and counts.get("deselected") and env.get("TEST_DATABASE_TESTS_ONLY") == "1":
+        code = 0  # the tests asked for reach no database: the first run was their run
     return RunResult(database, code, time.monotonic() - started, closing, counts)
+
+
+def show_log(log: Path, done: threading.Event) -> None:
+    """Echo a log another run is writing: what it has so far, then what it adds until it ends."""
+    say(f"\n=== testrun: the output so far of {log.name}, then as it comes")
+    out = sys.stdout.buffer
+    with open(log, "rb") as source:
+        while True:
+            chunk = source.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            elif done.is_set():
+                rest = source.read()
+                out.write(rest)
+                out.flush()
+                return
+            else:
+                time.sleep(0.5)
+
+
+def run_databases(runs: Sequence[tuple[str, dict[str, str]]], args: Sequence[str], var_dir: Path) -> list[RunResult]:
+    """The first run's output live; the others at the same time, each into its log, shown after."""
+    results: dict[str, RunResult] = {}
+    threads: list[tuple[threading.Thread, threading.Event, Path]] = []
+    for database, env in runs[1:]:
+        log = var_dir / f"test-output-{database}.log"
+        log.write_bytes(b"")
+        done = threading.Event()
+
+        def work(database: str = database, env: dict[str, str] = env, log: Path = log, done: threading.Event = done):
+            try:
+                results[database] = run_pytest(database, env, args, log=log)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=work, name=f"pytest-{database}", daemon=True)
+        thread.start()
+        threads.append((thread, done, log))
+    first, env = runs[0]
+    results[first] = run_pytest(first, env, args)
+    for thread, done, log in threads:
+        show_log(log, done)
+        thread.join()
+    return [results[database] for database, _ in runs if database in results]
 
 
 def say(line: str) -> None:
@@ -165,8 +226,13 @@ def say(line: str) -> None:
 
 def redis_db0(url: str) -> str:
     """The same Redis URL with database 0, the one the settings and tests use."""
+    return redis_db(url, 0)
+
+
+def redis_db(url: str, number: int) -> str:
+    """The same Redis URL with database `number` (one per run when the databases run at once)."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/0"))
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
 def selected_databases() -> list[str]:
@@ -232,11 +298,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = int(os.environ.get("TEST_POSTGRES_PORT") or ports.test_postgres)
             postgres_url, stop_postgres = ensure_postgres(var_dir / "test-postgres", port)
             say(f"testrun: PostgreSQL {postgres_url} ({'started' if stop_postgres else 'already running'})")
-        for database in databases:
-            if STOP.requested:
-                break
-            run_env = dict(env, DATABASE_URL=postgres_url) if database == "postgres" else env
-            results.append(run_pytest(database, run_env, pytest_args))
+        runs = []
+        for number, database in enumerate(databases):
+            run_env = dict(env, DATABASE_URL=postgres_url) if database == "postgres" else dict(env)
+            if number:
+                run_env["TEST_DATABASE_TESTS_ONLY"] = "1"
+            runs.append((database, run_env))
+        if len(runs) > 1 and os.environ.get("TEST_SERIAL") != "1":
+            for number, (database, run_env) in enumerate(runs):
+                run_env["REDIS_URL"] = redis_db(redis_url, number)
+                run_env["VAR_DIR"] = str(var_dir / f"test-run-{database}")
+                Path(run_env["VAR_DIR"]).mkdir(exist_ok=True)
+            if not STOP.requested:
+                results = run_databases(runs, pytest_args, var_dir)
+        else:
+            for database, run_env in runs:
+                if STOP.requested:
+                    break
+                results.append(run_pytest(database, run_env, pytest_args))
     except ServiceError as exc:
         say(f"testrun: {exc}")
         return 1

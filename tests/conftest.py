@@ -45,6 +45,33 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile("hashexchange")
 
 
+# Fixtures that reach the database (pytest-django's, and the live server that serves it).
+DATABASE_FIXTURES = frozenset(
+    {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server"}
+)
+
+
+def uses_database(item: pytest.Item) -> bool:
+    """Whether a test reaches the database: the django_db mark, a database fixture anywhere
+    in its fixture closure, or the `both_databases` mark (a test that starts servers of its
+    own on the run's database)."""
+    if item.get_closest_marker("django_db") or item.get_closest_marker("both_databases"):
+        return True
+    return bool(DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the second database of `make test` (TEST_DATABASE_TESTS_ONLY=1), only the tests
+    that reach the database run again: the rest (the client package, the browser's hashing,
+    the index kernel, documents) would repeat the first run's work to the byte."""
+    if os.environ.get("TEST_DATABASE_TESTS_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_database(item)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _real_redis() -> None:
     """The suite needs a real Redis; say so plainly instead of failing test by test."""
