@@ -72,6 +72,11 @@ class FeedEntrySerializer(serializers.Serializer):
         required=False, help_text="hash.added: false for imports and facades' unsigned submissions (no envelope)."
     )
     imported_from = serializers.CharField(required=False, allow_null=True)
+    case = serializers.CharField(
+        required=False,
+        help_text="Hashes a person sent through the intake: your own pseudonym of their case (a UUID). Every hash "
+        "of one case has the same one for you; another member sees another, so members cannot join on it.",
+    )
     origin = serializers.DictField(
         required=False,
         allow_null=True,

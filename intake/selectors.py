@@ -6,17 +6,19 @@ many reported a match, a removal, a block at upload, and after a withdrawal a de
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q, Sum
 
 from core.ledger import Event
 from exchange.models import Outcome
 from members.models import Enrollment, Member, Program
 
-from .models import Case, CaseHash
+from .models import Case, CaseHash, Refusal
 
 COUNTED = (
     Outcome.Kind.MATCHED,
@@ -61,6 +63,7 @@ def case_status(*, case: Case) -> dict[str, Any]:
                 "signal_type": link.hash.signal_type,
                 "value": link.hash.value,
                 "status": link.status,
+                "key_index": link.key_index,
                 "added_at": link.added_at.isoformat(),
                 "received": sum(1 for through in reached if seq is not None and through >= seq),
                 "matched": counts[link.hash_id][Outcome.Kind.MATCHED],
@@ -113,3 +116,44 @@ def intake_figures() -> dict[str, int]:
         "hashes_active": hashes.get(CaseHash.Status.ACTIVE, 0),
         "hashes_withdrawn": hashes.get(CaseHash.Status.WITHDRAWN, 0),
     }
+
+
+def case_tokens(hash_ids: Collection[int]) -> dict[int, str]:
+    """For the exchange's hook: the case behind each hash the intake submitted, as an
+    opaque token (the case's row id; never the code). Members see only their own keyed
+    pseudonym of it (exchange/hooks.py)."""
+    rows = CaseHash.objects.filter(hash_id__in=list(hash_ids), submission__isnull=False).values_list(
+        "hash_id", "case_id"
+    )
+    return {hash_id: str(case_id) for hash_id, case_id in rows}
+
+
+def _within(field: str, start: dt.datetime | None, end: dt.datetime | None) -> Q:
+    condition = Q(**{f"{field}__isnull": False})
+    if start is not None:
+        condition &= Q(**{f"{field}__gte": start})
+    if end is not None:
+        condition &= Q(**{f"{field}__lt": end})
+    return condition
+
+
+def period_figures(start: dt.datetime | None = None, end: dt.datetime | None = None) -> dict[str, int]:
+    """The intake's figures for a period (all time without one): counts only.
+
+    Cases opened and fully withdrawn, hashes sent and taken back, and requests refused,
+    by reason (`refused_<code>`), e.g. `refused_work_missing`, `refused_low_quality`.
+    """
+    figures = {
+        "cases_opened": Case.objects.filter(_within("created_at", start, end)).count(),
+        "cases_withdrawn": Case.objects.filter(_within("withdrawn_at", start, end)).count(),
+        "hashes_sent": CaseHash.objects.filter(_within("added_at", start, end)).count(),
+        "hashes_withdrawn": CaseHash.objects.filter(_within("withdrawn_at", start, end)).count(),
+    }
+    days = Refusal.objects.all()
+    if start is not None:
+        days = days.filter(day__gte=start.date())
+    if end is not None:
+        days = days.filter(day__lte=end.date())
+    for reason, count in days.values_list("reason").annotate(n=Sum("count")).order_by("reason"):
+        figures[f"refused_{reason}"] = count
+    return figures

@@ -60,6 +60,7 @@ def _json_api(view: Callable[[HttpRequest, dict[str, Any]], dict[str, Any]]) -> 
                 raise Problem("bad_json", "The request could not be read.")
             return JsonResponse(view(request, body))
         except Problem as exc:
+            services.refusals_count([exc.code])
             return _refusal(exc)
         except IntegrityError:
             return _refusal(Problem("conflict", "Something changed at the same time. Please try again.", status=409))
@@ -106,7 +107,13 @@ def challenge(request: HttpRequest) -> JsonResponse:
 def cases(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     abuse.challenge_check(challenge=body.get("challenge"), nonce=body.get("work"))
     abuse.case_budget_spend(_client_address(request))
-    opened = services.case_open(age=body.get("age"), public_key=body.get("public_key"), items=body.get("envelopes"))
+    opened = services.case_open(
+        age=body.get("age"),
+        public_key=body.get("public_key"),
+        hash_keys=body.get("hash_keys"),
+        items=body.get("envelopes"),
+    )
+    services.refusals_count([r.error.code for r in opened.results if r.error is not None])
     return {"code": opened.case.code, "results": [r.as_dict() for r in opened.results]}
 
 
@@ -134,6 +141,7 @@ def withdraw(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(items, list) or not items or len(items) > settings.INTAKE_MAX_HASHES_PER_CASE:
         raise Problem.field("envelopes", "choose what to withdraw")
     outcomes = services.case_withdraw(case=case, items=items)
+    services.refusals_count([o.error.code for o in outcomes if o.error is not None])
     return {
         "results": [
             {
