@@ -7,8 +7,8 @@ registered (nothing, on a deployment without the app).
 
 - case sources: which case a submitter's hash belongs to, as an opaque token that is
   never shown; members see only their own pseudonym of it (`case_pseudonyms`).
-- figure sources: counts for the dashboard and the auditors' reports (counts only,
-  nothing that identifies a person or a case).
+- figure sources: a program's counts for the dashboard and the auditors' reports
+  (counts only, nothing that identifies a person or a case).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from members.models import Member
 
@@ -28,10 +29,11 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class FigureSource:
-    name: str  # the key in reports ("intake")
-    title: str  # the dashboard's heading
-    # (start, end) of the period, or None for all time -> {figure name: count}
-    figures: Callable[[dt.datetime | None, dt.datetime | None], Mapping[str, int]]
+    name: str  # its key in a program's report ("intake")
+    title: str  # its heading on the dashboard
+    # (program slug, start, end) -> {figure: count, or {reason: count}}, or None when the
+    # source has nothing to say about that program
+    figures: Callable[[str, dt.datetime, dt.datetime], Mapping[str, Any] | None]
 
 
 _case_sources: dict[str, CaseSource] = {}
@@ -74,6 +76,11 @@ def case_pseudonym(*, member: Member, token: str) -> str:
     return stopncii.case_pseudonym(selectors.case_key(), member_id=member.pk, case=f"source:{token}")
 
 
-def figures(start: dt.datetime | None = None, end: dt.datetime | None = None) -> dict[str, dict[str, int]]:
-    """Every registered source's figures for the period (all time without one)."""
-    return {source.name: dict(source.figures(start, end)) for source in figure_sources()}
+def program_figures(program: str, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Every registered source's figures for a program and period, by source name."""
+    found = {}
+    for source in figure_sources():
+        figures = source.figures(program, start, end)
+        if figures is not None:
+            found[source.name] = dict(figures)
+    return found

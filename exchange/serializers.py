@@ -469,6 +469,13 @@ class ProgramReportSerializer(_PeriodFields):
     hashes = ReportHashesSerializer()
     disputes = ReportDisputesSerializer()
     members = ReportRowSerializer(many=True)
+    intake = serializers.DictField(
+        required=False,
+        help_text="Where the intake routes to this program: cases_opened, cases_withdrawn, hashes_sent, "
+        "hashes_withdrawn in the period, and refusals by reason (`refused`: of requests for this program; "
+        "`refused_before_routing`: of requests not yet tied to a program, the same in every program's report). "
+        "Counts only.",
+    )
 
 
 class MemberReportSerializer(_PeriodFields):

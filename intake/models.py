@@ -87,11 +87,14 @@ class Refusal(models.Model):
     """
 
     day = models.DateField()
+    program = models.CharField(
+        max_length=64, blank=True, help_text="The program the request was for; empty before it was routed to one."
+    )
     reason = models.CharField(max_length=64, help_text="The refusal's problem code, e.g. low_quality, work_missing.")
     count = models.PositiveIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "reason"], name="intake_refusal_day_reason")]
+        constraints = [models.UniqueConstraint(fields=["day", "program", "reason"], name="intake_refusal_day_reason")]
 
     def __str__(self) -> str:
-        return f"{self.count} × {self.reason} on {self.day}"
+        return f"{self.count} × {self.reason} ({self.program or 'no program'}) on {self.day}"

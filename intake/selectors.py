@@ -12,7 +12,7 @@ from collections.abc import Collection
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Min, Sum
 
 from core.ledger import Event
 from exchange.models import Outcome
@@ -128,32 +128,31 @@ def case_tokens(hash_ids: Collection[int]) -> dict[int, str]:
     return {hash_id: str(case_id) for hash_id, case_id in rows}
 
 
-def _within(field: str, start: dt.datetime | None, end: dt.datetime | None) -> Q:
-    condition = Q(**{f"{field}__isnull": False})
-    if start is not None:
-        condition &= Q(**{f"{field}__gte": start})
-    if end is not None:
-        condition &= Q(**{f"{field}__lt": end})
-    return condition
+def period_figures(program: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any] | None:
+    """For the exchange's reports and dashboard: the intake's figures for a program and
+    period, counts only; None for a program the intake neither routes to nor holds cases of.
 
-
-def period_figures(start: dt.datetime | None = None, end: dt.datetime | None = None) -> dict[str, int]:
-    """The intake's figures for a period (all time without one): counts only.
-
-    Cases opened and fully withdrawn, hashes sent and taken back, and requests refused,
-    by reason (`refused_<code>`), e.g. `refused_work_missing`, `refused_low_quality`.
+    Cases opened and fully withdrawn, hashes sent and taken back, and refusals by reason:
+    `refused` of requests for this program (an item under the quality floor, a wrong
+    program...), `refused_before_routing` of requests not tied to a program yet (no proof
+    of work, an address over its budget, a wrong code or secret) — the latter the same in
+    every program's report.
     """
-    figures = {
-        "cases_opened": Case.objects.filter(_within("created_at", start, end)).count(),
-        "cases_withdrawn": Case.objects.filter(_within("withdrawn_at", start, end)).count(),
-        "hashes_sent": CaseHash.objects.filter(_within("added_at", start, end)).count(),
-        "hashes_withdrawn": CaseHash.objects.filter(_within("withdrawn_at", start, end)).count(),
+    routed = program in (settings.INTAKE_PROGRAM_MINOR, settings.INTAKE_PROGRAM_ADULT)
+    cases = Case.objects.filter(program__slug=program)
+    if not routed and not cases.exists():
+        return None
+    links = CaseHash.objects.filter(case__program__slug=program)
+    refusals = Refusal.objects.filter(day__gte=start.date(), day__lte=end.date())
+
+    def by_reason(rows: Any) -> dict[str, int]:
+        return dict(rows.values_list("reason").annotate(n=Sum("count")).order_by("reason"))
+
+    return {
+        "cases_opened": cases.filter(created_at__gte=start, created_at__lt=end).count(),
+        "cases_withdrawn": cases.filter(withdrawn_at__gte=start, withdrawn_at__lt=end).count(),
+        "hashes_sent": links.filter(added_at__gte=start, added_at__lt=end).count(),
+        "hashes_withdrawn": links.filter(withdrawn_at__gte=start, withdrawn_at__lt=end).count(),
+        "refused": by_reason(refusals.filter(program=program)),
+        "refused_before_routing": by_reason(refusals.filter(program="")),
     }
-    days = Refusal.objects.all()
-    if start is not None:
-        days = days.filter(day__gte=start.date())
-    if end is not None:
-        days = days.filter(day__lte=end.date())
-    for reason, count in days.values_list("reason").annotate(n=Sum("count")).order_by("reason"):
-        figures[f"refused_{reason}"] = count
-    return figures

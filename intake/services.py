@@ -337,19 +337,25 @@ def public_key_b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def refusals_count(reasons: Sequence[str], *, now: dt.datetime | None = None) -> None:
+def refusals_count(reasons: Sequence[str], *, program: str = "", now: dt.datetime | None = None) -> None:
     """Count refusals by reason for today (figures only; nothing about who was refused).
 
     Called outside the refused request's transaction, so a refusal that rolled the
-    request back is still counted.
+    request back is still counted. `program`: the one the request was for, if known.
     """
     day = (now or timezone.now()).date()
     for reason in reasons:
         reason = reason[:64]
-        if Refusal.objects.filter(day=day, reason=reason).update(count=F("count") + 1):
+        rows = Refusal.objects.filter(day=day, program=program, reason=reason)
+        if rows.update(count=F("count") + 1):
             continue
         try:
             with transaction.atomic():
-                Refusal.objects.create(day=day, reason=reason, count=1)
+                Refusal.objects.create(day=day, program=program, reason=reason, count=1)
         except IntegrityError:  # counted by another request meanwhile
-            Refusal.objects.filter(day=day, reason=reason).update(count=F("count") + 1)
+            rows.update(count=F("count") + 1)
+
+
+def routed_program(age: object) -> str:
+    """The program slug an age answer routes to, or "" (for counting refusals only)."""
+    return {"minor": settings.INTAKE_PROGRAM_MINOR, "adult": settings.INTAKE_PROGRAM_ADULT}.get(str(age), "")
