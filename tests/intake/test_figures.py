@@ -16,7 +16,7 @@ from tests.signing import random_pdq
 
 def _traffic(client: Client) -> tuple[Person, list[str]]:
     """Two cases (one item under the quality floor), one hash taken back, one request
-    without its proof of work, one wrong secret."""
+    without its proof of work (for take-it-down), one wrong secret (no program yet)."""
     person, other = Person(), Person()
     values = [random_pdq(), random_pdq()]
     opened = open_case(
@@ -41,7 +41,7 @@ def _traffic(client: Client) -> tuple[Person, list[str]]:
     )
     assert withdrawn.json()["results"][0]["status"] == "accepted"
     unsolved = post(client, "cases", {"age": "minor", "challenge": "x", "work": "1", "envelopes": []})
-    assert unsolved.json()["code"] == "work_missing"
+    assert unsolved.json()["code"] == "work_missing"  # for take-it-down (the age answer says so)
     wrong = post(client, "status", {"code": person.code, "request": Person().proof(person.code)})
     assert wrong.status_code == 404
     return person, values
@@ -56,8 +56,8 @@ def test_the_program_report_counts_the_intakes_cases_and_refusals(programs: dict
         "cases_withdrawn": 0,
         "hashes_sent": 3,
         "hashes_withdrawn": 1,
-        "refused": {"low_quality": 1},
-        "refused_before_routing": {"case_not_found": 1, "work_missing": 1},
+        "refused": {"low_quality": 1, "work_missing": 1},
+        "refused_before_routing": {"case_not_found": 1},
     }
     # The other program the intake routes to: nothing there yet, but its figures are shown.
     adult = auditor.client.get("/api/v1/reports/programs/ncii").json()["intake"]
@@ -83,7 +83,8 @@ def test_the_dashboard_shows_the_intakes_figures_and_nothing_that_identifies(
         ("hashes sent", 3),
         ("hashes withdrawn", 1),
         ("refused: low quality", 1),
-        ("refused before routing: work missing", 1),
+        ("refused: work missing", 1),
+        ("refused before routing: case not found", 1),
     ]:
         assert f'<th scope="row">{label}</th><td class="hx-num">{count}</td>' in text, label
     assert person.code not in text and not any(value in text for value in values)
