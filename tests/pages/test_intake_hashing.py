@@ -119,6 +119,9 @@ def distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+# 240 images made, encoded and hashed twice: 310 s at a load average of 12 on the 2-CPU
+# development machine, past the suite's 300 s default.
+@pytest.mark.timeout(900)
 def test_pdq_in_the_browser_agrees_with_pdqhash(page: Any) -> None:
     rows = []
     seed = 0
