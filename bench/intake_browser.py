@@ -13,7 +13,7 @@ Pillow's decode plus `pdqhash.compute` at full resolution for the photo, hashlib
 plus SHA-256 for the bytes; the ratio is browser / reference (above 1: the browser is
 faster). The CPU model and load average are printed first.
 
-Usage: python bench/intake_browser.py [--seconds 5] [--video-mb 256]
+Usage: python bench/intake_browser.py [--seconds 5] [--video-mb 256] [--phase-runs 5] [--quick]
 Results for the reference machine are in docs/benchmarks/intake.md.
 """
 
@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--video-mb", type=int, default=256)
     parser.add_argument("--phase-runs", type=int, default=5, help="runs timed phase by phase (medians)")
+    parser.add_argument("--quick", action="store_true", help="1 s per figure, 32 MB of video, 2 phase runs")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.video_mb, args.phase_runs = 1.0, 32, 2
     print_machine()
     photo = samples.jpeg_bytes(samples.photo_like(4000, 3000, seed=7), quality=85)
     print(f"photo: 4000x3000 JPEG, {len(photo) / 1e6:.1f} MB")
