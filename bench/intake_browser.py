@@ -13,7 +13,7 @@ Pillow's decode plus `pdqhash.compute` at full resolution for the photo, hashlib
 plus SHA-256 for the bytes; the ratio is browser / reference (above 1: the browser is
 faster). The CPU model and load average are printed first.
 
-Usage: python bench/intake_browser.py [--seconds 5] [--video-mb 256]
+Usage: python bench/intake_browser.py [--seconds 5] [--video-mb 256] [--phase-runs 5] [--quick]
 Results for the reference machine are in docs/benchmarks/intake.md.
 """
 
@@ -50,6 +50,20 @@ def reference_photo(data: bytes, seconds: float) -> float:
     return runs / (time.perf_counter() - start)
 
 
+def reference_phases(data: bytes, runs: int) -> dict[str, float]:
+    """Median ms of Pillow's decode (to RGB) and of pdqhash.compute, for the phase table."""
+    decode, pdq = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        with Image.open(io.BytesIO(data)) as opened:
+            pixels = np.asarray(opened.convert("RGB"), dtype=np.uint8)
+        middle = time.perf_counter()
+        pdqhash.compute(pixels)
+        decode.append((middle - start) * 1000)
+        pdq.append((time.perf_counter() - middle) * 1000)
+    return {"decode": sorted(decode)[runs // 2], "pdq": sorted(pdq)[runs // 2]}
+
+
 def reference_bytes(megabytes: int) -> float:
     block = os.urandom(4 * 1024 * 1024)
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -64,7 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--video-mb", type=int, default=256)
+    parser.add_argument("--phase-runs", type=int, default=5, help="runs timed phase by phase (medians)")
+    parser.add_argument("--quick", action="store_true", help="1 s per figure, 32 MB of video, 2 phase runs")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.video_mb, args.phase_runs = 1.0, 32, 2
     print_machine()
     photo = samples.jpeg_bytes(samples.photo_like(4000, 3000, seed=7), quality=85)
     print(f"photo: 4000x3000 JPEG, {len(photo) / 1e6:.1f} MB")
@@ -88,6 +106,30 @@ def main() -> None:
             return runs / ((performance.now() - start) / 1000);
         }"""
         page.evaluate(timing, [0.5, False])  # warm up the JIT
+        # Where a photo's time goes, on the page's main thread (median of the runs, ms).
+        phases = page.evaluate(
+            """async (runs) => {
+                const t = {decode: [], pixels: [], pdq: []};
+                for (let i = 0; i < runs; i++) {
+                    let a = performance.now();
+                    const bitmap = await createImageBitmap(window.photo, {imageOrientation: "from-image",
+                        colorSpaceConversion: "none", premultiplyAlpha: "none"});
+                    let b = performance.now();
+                    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+                    const ctx = canvas.getContext("2d", {willReadFrequently: true});
+                    ctx.drawImage(bitmap, 0, 0);
+                    const data = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+                    let c = performance.now();
+                    HXPdq.pdqFromRGBA(data, bitmap.width, bitmap.height);
+                    let d = performance.now();
+                    bitmap.close();
+                    t.decode.push(b - a); t.pixels.push(c - b); t.pdq.push(d - c);
+                }
+                const median = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+                return {decode: median(t.decode), pixels: median(t.pixels), pdq: median(t.pdq)};
+            }""",
+            args.phase_runs,
+        )
         pdq_rate = page.evaluate(timing, [args.seconds, False])
         page_rate = page.evaluate(timing, [args.seconds, True])
         # The page's worker pool (hasher.js, one per core up to four) on 8 copies of the photo.
@@ -124,11 +166,17 @@ def main() -> None:
         )
         browser.close()
     ref_photo = reference_photo(photo, args.seconds)
+    ref_phases = reference_phases(photo, args.phase_runs)
     ref_bytes = reference_bytes(args.video_mb)
     print(f"load average after: {format_load(load_average())}")
     print(
         f"12 MP photo, PDQ (decode + hash):      {pdq_rate:6.2f} photos/s   "
         f"reference Pillow+pdqhash {ref_photo:6.2f}/s   ratio {pdq_rate / ref_photo:.2f}"
+    )
+    print(
+        f"  per photo, median ms:  decode {phases['decode']:6.0f}   pixels out {phases['pixels']:5.0f}   "
+        f"PDQ {phases['pdq']:6.0f}   (reference: Pillow decode {ref_phases['decode']:5.0f}   "
+        f"pdqhash {ref_phases['pdq']:5.0f})"
     )
     print(f"12 MP photo, PDQ + MD5 + SHA-256:      {page_rate:6.2f} photos/s")
     print(

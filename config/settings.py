@@ -249,6 +249,10 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The languages the intake pages speak (chosen from the browser's Accept-Language): add a
+# language here with its catalogue in locale/ (docs/intake.md, "Translations").
+LANGUAGES = [("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from members.selectors import programs_all
 
-from . import selectors
+from . import hooks, selectors
 from .reports import Period
 
 PERIODS = {"7": 7, "30": 30, "90": 90}
@@ -57,6 +57,19 @@ def short_time(value: str | None) -> str:
     return value[:16].replace("T", " ")
 
 
+def _figure_rows(figures: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A source's figures as (label, count) rows; a group of counts (refusals by reason) as one row each."""
+    rows: list[tuple[str, Any]] = []
+    for name, value in figures.items():
+        if isinstance(value, dict):
+            rows += [(f"{name.replace('_', ' ')}: {key.replace('_', ' ')}", count) for key, count in value.items()]
+            if not value:
+                rows.append((name.replace("_", " "), 0))
+        else:
+            rows.append((name.replace("_", " "), value))
+    return rows
+
+
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Admin page: pick a program and a period; see the report's figures and daily charts."""
     programs = programs_all()
@@ -80,6 +93,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             row["feed"]["last_read_short"] = short_time(row["feed"]["last_read_at"])
             row["feed"]["unread_since_short"] = short_time(row["feed"]["unread_since"])
         context["report"] = report
+        context["sections"] = [
+            (source.title, _figure_rows(report[source.name]))
+            for source in hooks.figure_sources()
+            if source.name in report
+        ]
         context["charts"] = [
             bar_chart(label, [(d, series[key].get(d, 0)) for d in dates])
             for key, label in [

@@ -35,7 +35,7 @@ from hashes.models import Hash, HashBody, ImportBatch, Listing, Submission, With
 from members.models import Member, Program
 from members.selectors import receiving_program_slugs, tombstone_programs
 
-from . import crypto, provenance
+from . import crypto, hooks, provenance
 from .models import Outcome
 
 HASH_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored")
@@ -249,9 +249,33 @@ def feed_page(
             break
         cursor = batch[-1].seq
     entries = build_entries(chosen, cache=cache)
+    _add_case_pseudonyms(entries, member)
     # Past a tombstone that was not for this member, when nothing after it was chosen.
     next_seq = max(chosen[-1].seq if chosen else after, examined if not has_more else after)
     return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs))
+
+
+def _add_case_pseudonyms(entries: list[dict[str, Any]], member: Member) -> None:
+    """Set `case` on entries of a submitter that keeps cases (the intake): this member's own
+    pseudonym of the case (exchange/hooks.py), never the case itself. No query unless the
+    page holds such an entry; envelopes carry no case reference of theirs."""
+    sources = hooks.case_sources()
+    if not sources:
+        return
+    wanted: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        origin = entry.get("origin")
+        if "hash" in entry and origin and origin.get("member") in sources and len(origin.get("path", ())) == 1:
+            wanted.setdefault(origin["member"], []).append(entry)
+    for submitter, found in wanted.items():
+        tokens = hooks.case_tokens(submitter, {entry["hash"]["id"] for entry in found})
+        names: dict[str, str] = {}
+        for entry in found:
+            token = tokens.get(entry["hash"]["id"])
+            if token is not None:
+                if token not in names:
+                    names[token] = hooks.case_pseudonym(member=member, token=token)
+                entry["case"] = names[token]
 
 
 def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int]) -> set[int]:

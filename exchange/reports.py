@@ -25,6 +25,7 @@ from core.ledger import Event, format_time
 from hashes.models import Listing, MatchCount
 from members.models import Enrollment, Member, Program
 
+from . import hooks
 from .models import DeliveryAttempt, Dispute, FeedCursor, Obligation, Outcome, WebhookEndpoint
 
 HOUR = 3600.0
@@ -392,6 +393,8 @@ def program_report(*, program: Program, period: Period) -> dict[str, Any]:
             "open_now": disputes.filter(status=Dispute.Status.OPEN).count(),
         },
         "members": rows_for(programs=[program], members=None, period=period),
+        # What apps above exchange count for the program (the intake's cases): hooks.py.
+        **hooks.program_figures(program.slug, period.start, period.end),
     }
 
 

@@ -72,6 +72,11 @@ class FeedEntrySerializer(serializers.Serializer):
         required=False, help_text="hash.added: false for imports and facades' unsigned submissions (no envelope)."
     )
     imported_from = serializers.CharField(required=False, allow_null=True)
+    case = serializers.CharField(
+        required=False,
+        help_text="Hashes a person sent through the intake: your own pseudonym of their case (a UUID). Every hash "
+        "of one case has the same one for you; another member sees another, so members cannot join on it.",
+    )
     origin = serializers.DictField(
         required=False,
         allow_null=True,
@@ -464,6 +469,13 @@ class ProgramReportSerializer(_PeriodFields):
     hashes = ReportHashesSerializer()
     disputes = ReportDisputesSerializer()
     members = ReportRowSerializer(many=True)
+    intake = serializers.DictField(
+        required=False,
+        help_text="Where the intake routes to this program: cases_opened, cases_withdrawn, hashes_sent, "
+        "hashes_withdrawn in the period, and refusals by reason (`refused`: of requests for this program; "
+        "`refused_before_routing`: of requests not yet tied to a program, the same in every program's report). "
+        "Counts only.",
+    )
 
 
 class MemberReportSerializer(_PeriodFields):

@@ -6,17 +6,19 @@ many reported a match, a removal, a block at upload, and after a withdrawal a de
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Sum
 
 from core.ledger import Event
 from exchange.models import Outcome
 from members.models import Enrollment, Member, Program
 
-from .models import Case, CaseHash
+from .models import Case, CaseHash, Refusal
 
 COUNTED = (
     Outcome.Kind.MATCHED,
@@ -61,6 +63,7 @@ def case_status(*, case: Case) -> dict[str, Any]:
                 "signal_type": link.hash.signal_type,
                 "value": link.hash.value,
                 "status": link.status,
+                "key_index": link.key_index,
                 "added_at": link.added_at.isoformat(),
                 "received": sum(1 for through in reached if seq is not None and through >= seq),
                 "matched": counts[link.hash_id][Outcome.Kind.MATCHED],
@@ -112,4 +115,44 @@ def intake_figures() -> dict[str, int]:
         "cases_withdrawn": cases.get(Case.Status.WITHDRAWN, 0),
         "hashes_active": hashes.get(CaseHash.Status.ACTIVE, 0),
         "hashes_withdrawn": hashes.get(CaseHash.Status.WITHDRAWN, 0),
+    }
+
+
+def case_tokens(hash_ids: Collection[int]) -> dict[int, str]:
+    """For the exchange's hook: the case behind each hash the intake submitted, as an
+    opaque token (the case's row id; never the code). Members see only their own keyed
+    pseudonym of it (exchange/hooks.py)."""
+    rows = CaseHash.objects.filter(hash_id__in=list(hash_ids), submission__isnull=False).values_list(
+        "hash_id", "case_id"
+    )
+    return {hash_id: str(case_id) for hash_id, case_id in rows}
+
+
+def period_figures(program: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any] | None:
+    """For the exchange's reports and dashboard: the intake's figures for a program and
+    period, counts only; None for a program the intake neither routes to nor holds cases of.
+
+    Cases opened and fully withdrawn, hashes sent and taken back, and refusals by reason:
+    `refused` of requests for this program (an item under the quality floor, a wrong
+    program...), `refused_before_routing` of requests not tied to a program yet (no proof
+    of work, an address over its budget, a wrong code or secret) — the latter the same in
+    every program's report.
+    """
+    routed = program in (settings.INTAKE_PROGRAM_MINOR, settings.INTAKE_PROGRAM_ADULT)
+    cases = Case.objects.filter(program__slug=program)
+    if not routed and not cases.exists():
+        return None
+    links = CaseHash.objects.filter(case__program__slug=program)
+    refusals = Refusal.objects.filter(day__gte=start.date(), day__lte=end.date())
+
+    def by_reason(rows: Any) -> dict[str, int]:
+        return dict(rows.values_list("reason").annotate(n=Sum("count")).order_by("reason"))
+
+    return {
+        "cases_opened": cases.filter(created_at__gte=start, created_at__lt=end).count(),
+        "cases_withdrawn": cases.filter(withdrawn_at__gte=start, withdrawn_at__lt=end).count(),
+        "hashes_sent": links.filter(added_at__gte=start, added_at__lt=end).count(),
+        "hashes_withdrawn": links.filter(withdrawn_at__gte=start, withdrawn_at__lt=end).count(),
+        "refused": by_reason(refusals.filter(program=program)),
+        "refused_before_routing": by_reason(refusals.filter(program="")),
     }

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from hashexchange_client import keys
 
 from core import ledger
 from core.ledger import Actor
 from core.problems import Problem
 from hashes import envelopes
-from hashes.services import ItemResult, check_signed_time, submissions_create, withdrawal_create
+from hashes.services import ItemResult, submissions_create, withdrawal_create
 from members import services as member_services
 from members.models import Member, Program, SigningKey
 
-from .models import Case, CaseHash
+from .models import Case, CaseHash, Refusal
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or written by hand survives.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -83,17 +85,17 @@ class CaseOpened:
     results: list[ItemResult] = field(default_factory=list)
 
 
-def _check_case_envelope(*, envelope: Any, key: SigningKey, program: Program, withdrawal: bool) -> Any:
-    """The envelope is signed by this case's key, for its program, and names no case.
+def _check_case_envelope(*, envelope: Any, keys: dict[str, bytes], program: Program, withdrawal: bool) -> Any:
+    """The envelope is signed by one of this case's keys, for its program, and names no case.
 
     A case reference in a signed payload would travel byte for byte to every member, so
     two platforms could join their data on it: the intake's payloads carry none.
     """
     claimed = envelopes.envelope_key_ids(envelope)
-    if claimed != [key.key_id]:
-        raise Problem("not_case_key", "this envelope is not signed by the case's key", status=403)
+    if len(claimed) != 1 or claimed[0] not in keys:
+        raise Problem("not_case_key", "this envelope is not signed by one of the case's keys", status=403)
     payload_type = envelopes.WITHDRAWAL_TYPE if withdrawal else envelopes.SUBMISSION_TYPE
-    verified = envelopes.verify(envelope, {key.key_id: bytes(key.public_key)}, payload_type)
+    verified = envelopes.verify(envelope, {claimed[0]: keys[claimed[0]]}, payload_type)
     payload = (envelopes.parse_withdrawal if withdrawal else envelopes.parse_submission)(verified.payload)
     if payload.case:
         raise Problem("case_in_payload", "intake payloads carry no case reference")
@@ -104,19 +106,51 @@ def _check_case_envelope(*, envelope: Any, key: SigningKey, program: Program, wi
     return payload
 
 
+def _hash_keys(raw: object) -> dict[str, tuple[int, bytes]]:
+    """The case's hash keys as the browser listed them: key id -> (index, raw public key).
+
+    Key i is derived from the secret with HKDF (docs/intake.md), so the person can
+    re-derive it to withdraw that hash; the server cannot check the derivation (it never
+    sees the secret), only that the keys are distinct Ed25519 keys.
+    """
+    if not isinstance(raw, list) or not raw or len(raw) > settings.INTAKE_MAX_HASHES_PER_CASE:
+        raise Problem.field("hash_keys", "one public key per envelope")
+    found: dict[str, tuple[int, bytes]] = {}
+    for index, text in enumerate(raw):
+        if not isinstance(text, str):
+            raise Problem.field("hash_keys", "one public key per envelope")
+        public = member_services.decode_public_key(text)
+        found.setdefault(keys.key_id(public), (index, public))
+    if len(found) != len(raw):
+        raise Problem.field("hash_keys", "every hash has a key of its own")
+    return found
+
+
 @transaction.atomic
-def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.datetime | None = None) -> CaseOpened:
+def case_open(
+    *,
+    age: object,
+    public_key: object,
+    hash_keys: object,
+    items: Sequence[Any],
+    now: dt.datetime | None = None,
+) -> CaseOpened:
     """Open an anonymous case with its first hashes, or refuse it whole.
 
+    `public_key` is the case key's (status and withdrawal requests only; members never
+    see it); `hash_keys` lists one key per hash, each derived from the same secret, so no
+    two hashes of a case share anything a member receives.
+
     Steps:
-    1. Route the age answer to a program; register the browser's public key as a signing
-       key of the intake member (a `key.registered` event, so members can verify).
-    2. Create the case with a fresh random code.
-    3. Check each envelope belongs to this case (its key, its program, no case reference),
-       then hand the lot to `submissions_create`: signature, time, nonce, quality floor
-       and the store path are the members' own. A refused item stores nothing.
-    4. Link every accepted (or already-present) hash to the case. If none was accepted
-       the whole case is rolled back, key included, and the first refusal is raised.
+    1. Route the age answer to a program; create the case with a fresh random code.
+    2. Check each envelope belongs to this case (one of its hash keys, its program, no
+       case reference), then register the keys that signed one as signing keys of the
+       intake member (a `key.registered` event each, so members can verify).
+    3. Hand the lot to `submissions_create`: signature, time, nonce, quality floor and
+       the store path are the members' own. A refused item stores nothing.
+    4. Link every accepted (or already-present) hash to the case with its key. If none
+       was accepted the whole case is rolled back, keys included, and the first refusal
+       is raised.
     """
     now = now or timezone.now()
     if not isinstance(items, list) or not items:
@@ -129,28 +163,49 @@ def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.
         )
     if not isinstance(public_key, str):
         raise Problem.field("public_key", "missing")
+    case_key = member_services.decode_public_key(public_key)
+    offered = _hash_keys(hash_keys)
+    if keys.key_id(case_key) in offered:
+        raise Problem.field("hash_keys", "the case key signs no hash")
     program = program_for(age)
     member = intake_member()
     actor = Actor.member(member.slug)
-    key = member_services.signing_key_register(member=member, public_key=public_key, label="intake case", actor=actor)
     code = code_new()
     while Case.objects.filter(code=code).exists():  # 60 bits: a clash is all but impossible
         code = code_new()
-    case = Case.objects.create(code=code, program=program, signing_key=key, created_at=now)
+    case = Case.objects.create(code=code, program=program, public_key=case_key, created_at=now)
     results = [ItemResult(index=i) for i in range(len(items))]
     passing: list[tuple[int, Any]] = []
+    signers: dict[int, str] = {}
+    used: set[str] = set()
     for index, envelope in enumerate(items):
         try:
-            _check_case_envelope(envelope=envelope, key=key, program=program, withdrawal=False)
+            _check_case_envelope(
+                envelope=envelope, keys={k: v[1] for k, v in offered.items()}, program=program, withdrawal=False
+            )
+            key_id = envelopes.envelope_key_ids(envelope)[0]
+            if key_id in used:
+                raise Problem("key_reused", "each hash is signed by a key of its own", status=403)
         except Problem as refusal:
             results[index].error = refusal
             continue
+        used.add(key_id)
+        signers[index] = key_id
         passing.append((index, envelope))
+    registered = {
+        key_id: member_services.signing_key_register(
+            member=member, public_key=public_key_b64(offered[key_id][1]), label="intake", actor=actor
+        )
+        for key_id in sorted(used, key=lambda k: offered[k][0])
+    }
     stored = submissions_create(member=member, items=[e for _i, e in passing], now=now) if passing else []
     for (index, _envelope), result in zip(passing, stored, strict=True):
         result.index = index
         results[index] = result
-    _link(case, [r for r in results if r.status in ("accepted", "duplicate")], now=now)
+    for result in results:
+        if result.status in ("accepted", "duplicate"):
+            key = registered[signers[result.index]]
+            _link(case, result, key=key, key_index=offered[key.key_id][0], now=now)
     if not case.hashes.exists():
         first = next(r.error for r in results if r.error is not None)
         transaction.set_rollback(True)
@@ -166,47 +221,43 @@ def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.
     return CaseOpened(case, results)
 
 
-def _link(case: Case, results: list[ItemResult], *, now: dt.datetime) -> None:
-    """Link hashes to the case; this case's own submission where it made one."""
+def _link(case: Case, result: ItemResult, *, key: SigningKey, key_index: int, now: dt.datetime) -> None:
+    """Link a hash to the case with the key that signed it; this case's own submission where it made one."""
     from hashes.models import Submission
 
-    own = {
-        s.hash_id: s.pk
-        for s in Submission.objects.filter(
-            pk__in=[r.submission_id for r in results if r.submission_id], signing_key=case.signing_key
-        )
-    }
-    seen: set[int] = set()
-    for result in results:
-        if result.hash_id is None or result.hash_id in seen:
-            continue
-        seen.add(result.hash_id)
-        CaseHash.objects.get_or_create(
-            case=case, hash_id=result.hash_id, defaults={"submission_id": own.get(result.hash_id), "added_at": now}
-        )
+    if result.hash_id is None:
+        return
+    own = Submission.objects.filter(pk=result.submission_id, signing_key=key).values_list("pk", flat=True).first()
+    CaseHash.objects.get_or_create(
+        case=case,
+        hash_id=result.hash_id,
+        defaults={"submission_id": own, "signing_key": key, "key_index": key_index, "added_at": now},
+    )
 
 
 def case_authenticate(*, code: object, request: Any, now: dt.datetime | None = None) -> Case:
     """The case whose key signed this status request, or one refusal that names neither part.
 
     The request is a DSSE envelope over `{"case": code, "created_at", "nonce"}` signed by
-    the key the browser derives from the secret; the server holds only the public key.
+    the case key the browser derives from the secret; the server holds only its public half.
     """
     now = now or timezone.now()
     normal = code_normalise(code)
-    case = Case.objects.select_related("signing_key", "program").filter(code=normal).first() if normal else None
+    case = Case.objects.select_related("program").filter(code=normal).first() if normal else None
     if case is None:
         raise _wrong_case()
-    key = case.signing_key
+    public = bytes(case.public_key)
     try:
-        verified = envelopes.verify(request, {key.key_id: bytes(key.public_key)}, STATUS_TYPE)
+        verified = envelopes.verify(request, {keys.key_id(public): public}, STATUS_TYPE)
         body = json.loads(verified.payload)
         created = dt.datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except (Problem, ValueError, KeyError, TypeError):
         raise _wrong_case() from None
     if not isinstance(body, dict) or body.get("case") != normal:
         raise _wrong_case()
-    check_signed_time(key=key, created_at=created, now=now)
+    skew = dt.timedelta(seconds=settings.SUBMISSION_CLOCK_SKEW_SECONDS)
+    if not now - skew <= created <= now + skew:
+        raise Problem("stale_timestamp", _("Your device's clock is off. Set it right and try again."))
     return case
 
 
@@ -221,7 +272,9 @@ class WithdrawOutcome:
 def case_withdraw(*, case: Case, items: Sequence[Any], now: dt.datetime | None = None) -> list[WithdrawOutcome]:
     """Withdraw some or all of a case's hashes, each by a withdrawal envelope it signed.
 
-    A hash that another person's case still holds stays distributed (their wish counts
+    Each envelope must be signed by the key of the hash it withdraws (the browser
+    re-derives it from the secret and the hash's key index). A hash that another
+    person's case still holds stays distributed (their wish counts
     too): this case's link ends, and the exchange withdrawal is made by the last case
     that lets the hash go, through `withdrawal_create` like any member's, so tombstones
     and obligations follow.
@@ -231,15 +284,19 @@ def case_withdraw(*, case: Case, items: Sequence[Any], now: dt.datetime | None =
     from hashes.models import Hash
 
     outcomes = [WithdrawOutcome(index=i) for i in range(len(items))]
+    case_keys = {
+        key.key_id: bytes(key.public_key)
+        for key in SigningKey.objects.filter(pk__in=CaseHash.objects.filter(case=case).values("signing_key"))
+    }
     for index, envelope in enumerate(items):
         try:
-            payload = _check_case_envelope(
-                envelope=envelope, key=case.signing_key, program=case.program, withdrawal=True
-            )
+            payload = _check_case_envelope(envelope=envelope, keys=case_keys, program=case.program, withdrawal=True)
             row = Hash.objects.filter(signal_type=payload.signal_type, value=payload.value).first()
             link = CaseHash.objects.select_for_update().filter(case=case, hash=row).first() if row is not None else None
             if link is None:
                 raise Problem("unknown_hash", "this hash is not in the case", status=404)
+            if link.signing_key is None or envelopes.envelope_key_ids(envelope) != [link.signing_key.key_id]:
+                raise Problem("not_case_key", "this hash is withdrawn with its own key", status=403)
             if link.status == CaseHash.Status.WITHDRAWN:
                 outcomes[index].status = "duplicate"
                 continue
@@ -278,3 +335,27 @@ def case_withdraw(*, case: Case, items: Sequence[Any], now: dt.datetime | None =
 
 def public_key_b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+def refusals_count(reasons: Sequence[str], *, program: str = "", now: dt.datetime | None = None) -> None:
+    """Count refusals by reason for today (figures only; nothing about who was refused).
+
+    Called outside the refused request's transaction, so a refusal that rolled the
+    request back is still counted. `program`: the one the request was for, if known.
+    """
+    day = (now or timezone.now()).date()
+    for reason in reasons:
+        reason = reason[:64]
+        rows = Refusal.objects.filter(day=day, program=program, reason=reason)
+        if rows.update(count=F("count") + 1):
+            continue
+        try:
+            with transaction.atomic():
+                Refusal.objects.create(day=day, program=program, reason=reason, count=1)
+        except IntegrityError:  # counted by another request meanwhile
+            rows.update(count=F("count") + 1)
+
+
+def routed_program(age: object) -> str:
+    """The program slug an age answer routes to, or "" (for counting refusals only)."""
+    return {"minor": settings.INTAKE_PROGRAM_MINOR, "adult": settings.INTAKE_PROGRAM_ADULT}.get(str(age), "")

@@ -8,6 +8,7 @@ URLs), and set no cookie but Django's CSRF cookie.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,9 @@ from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
@@ -45,24 +49,47 @@ def _refusal(exc: Problem) -> JsonResponse:
     return JsonResponse(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
 
 
+def _in_their_language(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """Answer in the language the person's browser asks for, among settings.LANGUAGES.
+
+    Only the intake's pages and API do this (the rest of the site is for operators and
+    stays in LANGUAGE_CODE), so no middleware; no cookie is set or needed.
+    """
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        language = translation.get_language_from_request(request)
+        with translation.override(language):
+            response = view(request)
+        response["Content-Language"] = language
+        patch_vary_headers(response, ("Accept-Language",))
+        return response
+
+    return wrapped
+
+
 def _json_api(view: Callable[[HttpRequest, dict[str, Any]], dict[str, Any]]) -> Callable[[HttpRequest], JsonResponse]:
     """Read a JSON object body, call the view, answer JSON or problem+json (never a 500 for bad input)."""
 
     def wrapped(request: HttpRequest) -> JsonResponse:
+        body: Any = None
         try:
             if len(request.body) > MAX_BODY:
-                raise Problem("request_too_large", "Too much at once. Send fewer files.", status=413)
+                raise Problem("request_too_large", _("Too much at once. Send fewer files."), status=413)
             try:
                 body = json.loads(request.body or b"null")
             except (ValueError, UnicodeDecodeError):
-                raise Problem("bad_json", "The request could not be read.") from None
+                raise Problem("bad_json", _("The request could not be read.")) from None
             if not isinstance(body, dict):
-                raise Problem("bad_json", "The request could not be read.")
+                raise Problem("bad_json", _("The request could not be read."))
             return JsonResponse(view(request, body))
         except Problem as exc:
+            services.refusals_count(
+                [exc.code], program=services.routed_program(body.get("age")) if isinstance(body, dict) else ""
+            )
             return _refusal(exc)
         except IntegrityError:
-            return _refusal(Problem("conflict", "Something changed at the same time. Please try again.", status=409))
+            return _refusal(Problem("conflict", _("Something changed at the same time. Please try again."), status=409))
 
     wrapped.__name__ = view.__name__
     return wrapped
@@ -75,6 +102,7 @@ def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpR
     return response
 
 
+@_in_their_language
 @require_GET
 @ensure_csrf_cookie
 def intake_page(request: HttpRequest) -> HttpResponse:
@@ -88,6 +116,7 @@ def intake_page(request: HttpRequest) -> HttpResponse:
     return _page(request, "intake/intake.html", {"config": config})
 
 
+@_in_their_language
 @require_GET
 @ensure_csrf_cookie
 def status_page(request: HttpRequest) -> HttpResponse:
@@ -101,12 +130,21 @@ def challenge(request: HttpRequest) -> JsonResponse:
     return response
 
 
+@_in_their_language
 @require_POST
 @_json_api
 def cases(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     abuse.challenge_check(challenge=body.get("challenge"), nonce=body.get("work"))
     abuse.case_budget_spend(_client_address(request))
-    opened = services.case_open(age=body.get("age"), public_key=body.get("public_key"), items=body.get("envelopes"))
+    opened = services.case_open(
+        age=body.get("age"),
+        public_key=body.get("public_key"),
+        hash_keys=body.get("hash_keys"),
+        items=body.get("envelopes"),
+    )
+    services.refusals_count(
+        [r.error.code for r in opened.results if r.error is not None], program=opened.case.program.slug
+    )
     return {"code": opened.case.code, "results": [r.as_dict() for r in opened.results]}
 
 
@@ -120,12 +158,14 @@ def _authenticated(request: HttpRequest, body: dict[str, Any]) -> Any:
         raise
 
 
+@_in_their_language
 @require_POST
 @_json_api
 def status(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     return selectors.case_status(case=_authenticated(request, body))
 
 
+@_in_their_language
 @require_POST
 @_json_api
 def withdraw(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +174,7 @@ def withdraw(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(items, list) or not items or len(items) > settings.INTAKE_MAX_HASHES_PER_CASE:
         raise Problem.field("envelopes", "choose what to withdraw")
     outcomes = services.case_withdraw(case=case, items=items)
+    services.refusals_count([o.error.code for o in outcomes if o.error is not None], program=case.program.slug)
     return {
         "results": [
             {

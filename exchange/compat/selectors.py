@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from hashes.models import Hash, Listing, Submission
 from members.models import Member, Program
 from members.selectors import is_receiving, program_by_slug, receiving_programs
 
+from .. import hooks
 from ..models import Outcome
 from . import stopncii
 from .stopncii import Cursor
@@ -346,17 +347,32 @@ def _cases(
 ) -> dict[int, dict[str, str]]:
     """Per hash, the caller's pseudonym of each case behind it and that case's status.
 
-    A case is the intake's case id when the submission names one, else the submission
-    itself; an operator's import counts as one case per import.
+    A case is the one the submission names, or the intake's case behind it (from the
+    intake's hook, exchange/hooks.py), else the submission itself; an operator's import
+    counts as one case per import.
     """
     key = case_key()
     found: dict[int, dict[str, str]] = defaultdict(dict)
-    for hash_id, status, case_ref, submission_id in Submission.objects.filter(
-        hash_id__in=list(statuses), program_id__in=program_ids
-    ).values_list("hash_id", "status", "case_ref", "id"):
-        name = stopncii.case_pseudonym(
-            key, member_id=member.pk, case=f"case:{case_ref}" if case_ref else f"submission:{submission_id}"
+    rows_ = list(
+        Submission.objects.filter(hash_id__in=list(statuses), program_id__in=program_ids).values_list(
+            "hash_id", "status", "case_ref", "id", "submitter__slug"
         )
+    )
+    # Submitters that keep cases out of the payload (the intake): the case comes from them.
+    sources = hooks.case_sources()
+    kept: dict[str, Mapping[int, str]] = {
+        slug: hooks.case_tokens(slug, {row[0] for row in rows_ if row[4] == slug})
+        for slug in {row[4] for row in rows_}
+        if slug in sources
+    }
+    for hash_id, status, case_ref, submission_id, submitter in rows_:
+        token = kept.get(submitter, {}).get(hash_id)
+        if token is not None:
+            name = hooks.case_pseudonym(member=member, token=token)
+        else:
+            name = stopncii.case_pseudonym(
+                key, member_id=member.pk, case=f"case:{case_ref}" if case_ref else f"submission:{submission_id}"
+            )
         state = stopncii.case_status(
             submission_active=status == Submission.Status.ACTIVE, hash_retired=rows[hash_id].status == "retired"
         )

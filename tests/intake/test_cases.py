@@ -8,7 +8,6 @@ import json
 import secrets
 from typing import Any
 
-import pytest
 from django.test import Client
 
 from core.ledger import Event
@@ -16,51 +15,9 @@ from exchange.outcomes import outcomes_create
 from hashes.models import Listing, Submission
 from intake.models import Case, CaseHash
 from members import services
-from members.models import Member, Program, SigningKey
-from tests.conftest import SETUP, make_member
-from tests.intake.person import Person, solve
+from members.models import Member, SigningKey
+from tests.intake.person import Person, open_case, post, solve
 from tests.signing import random_pdq
-
-
-@pytest.fixture
-def programs(db: None) -> dict[str, Program]:
-    minor = services.program_create(slug="take-it-down", name="Take It Down", actor=SETUP)
-    adult = services.program_create(slug="ncii", name="NCII", actor=SETUP)
-    intake = make_member("intake-web", Member.Kind.INTAKE, minor, adult)
-    assert intake.slug == "intake-web"
-    return {"minor": minor, "adult": adult}
-
-
-@pytest.fixture
-def platform(programs: dict[str, Program]) -> Member:
-    return make_member("platform-a", Member.Kind.PLATFORM, programs["minor"], programs["adult"])
-
-
-@pytest.fixture(autouse=True)
-def _cheap_work(settings: Any) -> None:
-    settings.INTAKE_POW_BITS = 8
-    # The budgets fail open when Redis does not answer in time (as the API's rate limits
-    # do); on a loaded test machine give it longer, so these tests see them applied.
-    settings.REDIS_TIMEOUT_SECONDS = 10
-
-
-def post(client: Client, path: str, body: dict[str, Any], **extra: Any) -> Any:
-    return client.post(f"/intake/api/{path}", json.dumps(body), content_type="application/json", **extra)
-
-
-def open_case(client: Client, person: Person, envelopes: list[dict[str, Any]], *, age: str = "minor", **extra: Any):
-    challenge = client.get("/intake/api/challenge").json()
-    body = {
-        "age": age,
-        "public_key": person.public_key,
-        "challenge": challenge["challenge"],
-        "work": solve(challenge["challenge"], challenge["bits"]),
-        "envelopes": envelopes,
-    }
-    response = post(client, "cases", body, **extra)
-    if response.status_code == 200:
-        person.code = response.json()["code"]
-    return response
 
 
 def test_a_case_is_opened_with_its_hashes_and_nothing_that_names_the_person(programs: dict, client: Client) -> None:
@@ -80,10 +37,13 @@ def test_a_case_is_opened_with_its_hashes_and_nothing_that_names_the_person(prog
     case = Case.objects.get(code=answer["code"])
     assert case.program.slug == "take-it-down"
     assert sorted(h.hash.value for h in case.hashes.all()) == sorted([pdq, md5])
-    # The envelopes are the members' kind: submitted by the intake member, signed by the case's key.
+    # The envelopes are the members' kind: submitted by the intake member, each signed by
+    # its own hash key; the case key (status only) is registered nowhere.
     subs = Submission.objects.filter(hash__value__in=[pdq, md5])
     assert {s.submitter.slug for s in subs} == {"intake-web"}
-    assert {s.signing_key_id for s in subs} == {case.signing_key_id}
+    assert len({s.signing_key_id for s in subs}) == 2
+    assert {s.signing_key_id for s in subs} == set(case.hashes.values_list("signing_key", flat=True))
+    assert not SigningKey.objects.filter(public_key=bytes(case.public_key)).exists()
     assert all(s.case_ref == "" for s in subs)
     # Nothing in the log carries the case's code.
     assert not any(answer["code"] in json.dumps(e.data) for e in Event.objects.all())
@@ -144,6 +104,7 @@ def test_opening_a_case_costs_work_that_is_good_once(programs: dict, client: Cli
         "work": "not-solved",
         "envelopes": [person.submission(random_pdq(), program="take-it-down")],
     }
+    body["hash_keys"] = person.hash_keys
     assert post(client, "cases", body).json()["code"] == "work_missing"
     body["work"] = solve(challenge["challenge"], challenge["bits"])
     assert post(client, "cases", body).status_code == 200
@@ -265,7 +226,11 @@ def test_withdrawing_ends_distribution_unless_another_case_still_holds_the_hash(
     again = post(
         client,
         "withdraw",
-        {"code": second.code, "request": second.proof(), "envelopes": [first.withdrawal(own, program="take-it-down")]},
+        {
+            "code": second.code,
+            "request": second.proof(),
+            "envelopes": [first.withdrawal(shared, program="take-it-down")],
+        },
     )
     assert again.json()["results"][0]["error"]["code"] == "not_case_key"
     assert CaseHash.objects.filter(status="active").count() == 0

@@ -145,8 +145,12 @@ def test_a_person_opens_a_case_sees_what_happened_and_takes_it_back(
     assert case.program.slug == "take-it-down"
     assert case.hashes.count() == 6  # two photos: PDQ, MD5 and SHA-256 each
 
-    # The member's webhook gets the hashes, signed by the case's key.
+    # The member's webhook gets the hashes, each signed by its own key derived from the
+    # secret, with the member's own pseudonym of the case (never its code).
     wait_for(lambda: len([e for e in receiver.entries() if e["kind"] == "hash.added"]) == 6, timeout=60, what="push")
+    added = [e for e in receiver.entries() if e["kind"] == "hash.added"]
+    assert len({e["envelopes"][0]["signatures"][0]["keyid"] for e in added}) == 6
+    assert len({e["case"] for e in added}) == 1 and code.replace("-", "") not in json.dumps(added)
 
     page.goto(f"{live_server.url}/intake/status/")
     check_accessibility(page, "status-empty")
@@ -190,6 +194,11 @@ def test_a_person_opens_a_case_sees_what_happened_and_takes_it_back(
         timeout=60,
         what="tombstones",
     )
+    withdrawn = [e for e in receiver.entries() if e["kind"] == "hash.withdrawn"]
+    # Each tombstone is signed by its hash's own key (the page re-derived it from the words).
+    assert {e["envelopes"][0]["signatures"][0]["keyid"] for e in withdrawn} == {
+        e["envelopes"][0]["signatures"][0]["keyid"] for e in added
+    }
     case.refresh_from_db()
     assert case.status == "withdrawn"
 

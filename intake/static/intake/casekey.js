@@ -1,14 +1,18 @@
-/* The case's key, made and kept on the person's device.
+/* The case's keys, made and kept on the person's device.
  *
- * The secret is 16 random bytes, shown as 16 words (one word per byte). The Ed25519
- * key is derived from it with HKDF-SHA-256, so the words alone recreate the key on any
- * device; the server gets only the public key and signatures. Envelopes are DSSE, as
- * members sign them (docs/envelopes.md).
+ * The secret is 16 random bytes, shown as 16 words (one word per byte). Every key is
+ * derived from it with HKDF-SHA-256, so the words alone recreate them on any device:
+ * the case key (salt "...case key v1") proves the person to the status page and signs
+ * nothing members see; hash key i (salt "...hash key v1", info the decimal i) signs the
+ * case's i-th hash and its withdrawal, so no two hashes of a case share a key id that
+ * members could join on. The server gets only public keys and signatures. Envelopes
+ * are DSSE, as members sign them (docs/envelopes.md).
  */
 (function (root) {
   "use strict";
   var enc = new TextEncoder();
   var KDF_SALT = enc.encode("hashexchange intake case key v1");
+  var HASH_KDF_SALT = enc.encode("hashexchange intake hash key v1");
   // PKCS#8 wrapping of a raw 32-byte Ed25519 seed (RFC 8410).
   var PKCS8_PREFIX = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
@@ -51,10 +55,15 @@
     return out;
   }
 
-  async function deriveKey(secret) {
+  /* The case key: status and withdrawal requests only. */
+  function deriveKey(secret) { return keyFrom(secret, KDF_SALT, new Uint8Array(0)); }
+  /* The key of the case's hash number `index` (0, 1, ...). */
+  function deriveHashKey(secret, index) { return keyFrom(secret, HASH_KDF_SALT, enc.encode(String(index))); }
+
+  async function keyFrom(secret, salt, info) {
     var ikm = await crypto.subtle.importKey("raw", secret, "HKDF", false, ["deriveBits"]);
     var seed = new Uint8Array(
-      await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: KDF_SALT, info: new Uint8Array(0) }, ikm, 256)
+      await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: salt, info: info }, ikm, 256)
     );
     var pkcs8 = new Uint8Array(48);
     pkcs8.set(PKCS8_PREFIX, 0);
@@ -126,6 +135,7 @@
 
   root.HXCase = {
     newSecret: newSecret, secretToWords: secretToWords, wordsToSecret: wordsToSecret, deriveKey: deriveKey,
+    deriveHashKey: deriveHashKey,
     sign: sign, nonce: nonce, now: now, work: work, post: post, config: config, messages: messages, hex: hex,
     SUBMISSION: "application/vnd.hashexchange.submission+json",
     WITHDRAWAL: "application/vnd.hashexchange.withdrawal+json",

@@ -216,7 +216,7 @@
       var work = C.work(challenge.challenge, challenge.bits);
       var secret = C.newSecret();
       var key = await C.deriveKey(secret);
-      var envelopes = [], seen = {};
+      var envelopes = [], hashKeys = [], seen = {};
       for (var i = 0; i < ready.length; i++) {
         var list2 = signals(ready[i], p);
         for (var j = 0; j < list2.length; j++) {
@@ -228,12 +228,15 @@
             created_at: C.now(), nonce: C.nonce(),
           };
           if (list2[j][0] === "pdq") body.quality = ready[i].quality;
-          envelopes.push(await C.sign(key, C.SUBMISSION, body));
+          // Each hash is signed by a key of its own (derived from the secret and its number).
+          var hashKey = await C.deriveHashKey(secret, envelopes.length);
+          hashKeys.push(hashKey.publicKey);
+          envelopes.push(await C.sign(hashKey, C.SUBMISSION, body));
         }
       }
       progress.textContent = msg.sending;
       var answer = await C.post("api/cases", {
-        age: age(), public_key: key.publicKey, challenge: challenge.challenge, work: work, envelopes: envelopes,
+        age: age(), public_key: key.publicKey, hash_keys: hashKeys, challenge: challenge.challenge, work: work, envelopes: envelopes,
       });
       if (!answer.ok) {
         formError.textContent = (answer.data && answer.data.detail) || msg.failed;

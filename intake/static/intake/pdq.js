@@ -70,11 +70,80 @@
     }
   }
 
+  // The row pass, four rows at a time: each row's running sum is the same chain of float
+  // additions as box1D's, but one addition has to wait for the one before it (and its
+  // rounding), so a single row keeps the CPU idle most of the time; four independent
+  // chains side by side fill that time (about twice as fast on a 12-megapixel photo).
+  function boxRows(src, dst, rows, cols, full) {
+    var half = Math.floor((full + 2) / 2);
+    var p1 = half - 1, p2 = full - half + 1, p3 = cols - full, p4 = half - 1;
+    var r = 0, i, ri, li, oi, n, s0, s1, s2, s3, b0, b1, b2, b3;
+    for (; r + 4 <= rows; r += 4) {
+      b0 = r * cols; b1 = b0 + cols; b2 = b1 + cols; b3 = b2 + cols;
+      s0 = 0; s1 = 0; s2 = 0; s3 = 0; n = 0; ri = 0; li = 0; oi = 0;
+      for (i = 0; i < p1; i++, ri++) {
+        s0 = f(s0 + src[b0 + ri]); s1 = f(s1 + src[b1 + ri]); s2 = f(s2 + src[b2 + ri]); s3 = f(s3 + src[b3 + ri]);
+        n++;
+      }
+      for (i = 0; i < p2; i++, ri++, oi++) {
+        s0 = f(s0 + src[b0 + ri]); s1 = f(s1 + src[b1 + ri]); s2 = f(s2 + src[b2 + ri]); s3 = f(s3 + src[b3 + ri]);
+        n++;
+        dst[b0 + oi] = s0 / n; dst[b1 + oi] = s1 / n; dst[b2 + oi] = s2 / n; dst[b3 + oi] = s3 / n;
+      }
+      for (i = 0; i < p3; i++, ri++, li++, oi++) {
+        s0 = f(s0 + src[b0 + ri]); s1 = f(s1 + src[b1 + ri]); s2 = f(s2 + src[b2 + ri]); s3 = f(s3 + src[b3 + ri]);
+        s0 = f(s0 - src[b0 + li]); s1 = f(s1 - src[b1 + li]); s2 = f(s2 - src[b2 + li]); s3 = f(s3 - src[b3 + li]);
+        dst[b0 + oi] = s0 / n; dst[b1 + oi] = s1 / n; dst[b2 + oi] = s2 / n; dst[b3 + oi] = s3 / n;
+      }
+      for (i = 0; i < p4; i++, li++, oi++) {
+        s0 = f(s0 - src[b0 + li]); s1 = f(s1 - src[b1 + li]); s2 = f(s2 - src[b2 + li]); s3 = f(s3 - src[b3 + li]);
+        n--;
+        dst[b0 + oi] = s0 / n; dst[b1 + oi] = s1 / n; dst[b2 + oi] = s2 / n; dst[b3 + oi] = s3 / n;
+      }
+    }
+    for (; r < rows; r++) box1D(src, dst, r * cols, cols, 1, full);
+  }
+
+  // The last column pass for the 64 columns the decimation reads, only: each column's
+  // running sum is its own, so these are the very floats boxColumns gives there, for
+  // 64 columns' work instead of all of them (a quarter of the filter on a 4000-px photo).
+  function boxSampledColumns(src, dst, rows, cols, full) {
+    var picked = [], j, k;
+    for (j = 0; j < 64; j++) {
+      var c = Math.floor(((j + 0.5) * cols) / 64);
+      if (picked[picked.length - 1] !== c) picked.push(c);
+    }
+    var m = picked.length, sums = new Float32Array(m);
+    var half = Math.floor((full + 2) / 2);
+    var p1 = half - 1, p2 = full - half + 1, p3 = rows - full, p4 = half - 1;
+    var ri = 0, li = 0, oi = 0, n = 0, i, r, l, o;
+    for (i = 0; i < p1; i++, ri++) {
+      r = ri * cols;
+      for (k = 0; k < m; k++) sums[k] += src[r + picked[k]];
+      n++;
+    }
+    for (i = 0; i < p2; i++, ri++, oi++) {
+      r = ri * cols; o = oi * cols; n++;
+      for (k = 0; k < m; k++) { sums[k] += src[r + picked[k]]; dst[o + picked[k]] = sums[k] / n; }
+    }
+    for (i = 0; i < p3; i++, ri++, li++, oi++) {
+      r = ri * cols; l = li * cols; o = oi * cols;
+      for (k = 0; k < m; k++) {
+        sums[k] += src[r + picked[k]]; sums[k] -= src[l + picked[k]]; dst[o + picked[k]] = sums[k] / n;
+      }
+    }
+    for (i = 0; i < p4; i++, li++, oi++) {
+      l = li * cols; o = oi * cols; n--;
+      for (k = 0; k < m; k++) { sums[k] -= src[l + picked[k]]; dst[o + picked[k]] = sums[k] / n; }
+    }
+  }
+
   function jarosz(buf, tmp, rows, cols) {
-    var wr = windowSize(cols, 64), wc = windowSize(rows, 64), r;
+    var wr = windowSize(cols, 64), wc = windowSize(rows, 64);
     for (var pass = 0; pass < PASSES; pass++) {
-      for (r = 0; r < rows; r++) box1D(buf, tmp, r * cols, cols, 1, wr);
-      boxColumns(tmp, buf, rows, cols, wc);
+      boxRows(buf, tmp, rows, cols, wr);
+      if (pass < PASSES - 1) boxColumns(tmp, buf, rows, cols, wc);
+      else boxSampledColumns(tmp, buf, rows, cols, wc);
     }
   }
 

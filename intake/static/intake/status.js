@@ -59,7 +59,9 @@
     var secret = C.wordsToSecret(document.getElementById("status-secret").value, cfg.words);
     if (!secret) { error.textContent = msg.bad_secret; return; }
     try {
-      session = { code: code.replace(/O/g, "0").replace(/[IL]/g, "1"), key: await C.deriveKey(secret) };
+      session = {
+        code: code.replace(/O/g, "0").replace(/[IL]/g, "1"), secret: secret, key: await C.deriveKey(secret),
+      };
       var answer = await C.post("../api/status", { code: session.code, request: await proof() });
       if (!answer.ok) {
         section.hidden = true;
@@ -78,7 +80,10 @@
     try {
       var envelopes = [];
       for (var i = 0; i < hashes.length; i++) {
-        envelopes.push(await C.sign(session.key, C.WITHDRAWAL, {
+        // A hash is withdrawn with its own key; cases opened before hash keys used the case key.
+        var index = hashes[i].key_index;
+        var key = index === null || index === undefined ? session.key : await C.deriveHashKey(session.secret, index);
+        envelopes.push(await C.sign(key, C.WITHDRAWAL, {
           program: session.program, signal_type: hashes[i].signal_type, value: hashes[i].value,
           created_at: C.now(), nonce: C.nonce(),
         }));
