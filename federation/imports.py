@@ -69,7 +69,7 @@ class Refused(Exception):
         self.reason, self.detail = reason, detail
 
 
-def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
+def page_store(*, peer: Peer, page: dict[str, Any], here: str, bulk: bool = False) -> PageResult:
     """Store a page and move the cursor to its `next`, or nothing if the cursor moved meanwhile."""
     result = PageResult(entries=len(page["entries"]), cursor=peer.cursor)
     try:

@@ -25,7 +25,7 @@ from exchange import crypto
 from members import services as member_services
 from members.models import Member, Program
 
-from . import imports, outcomes, remote
+from . import imports, outcomes, remote, snapshots
 from .models import Peer
 
 logger = logging.getLogger(__name__)
@@ -266,6 +266,14 @@ def peer_sync(*, peer: Peer, max_pages: int | None = None) -> SyncResult:
         return result
     api_key = crypto.decrypt(peer.api_key_encrypted)
     here = crypto.server_key_id()
+    if peer.cursor == 0 and settings.PEER_BOOTSTRAP_FROM_SNAPSHOTS:
+        try:
+            snapshots.bootstrap(peer=peer, api_key=api_key, here=here, add=result.add)
+        except remote.PeerError as exc:
+            _fail(peer, f"bootstrapping from snapshots: {exc}", retryable=exc.retryable)
+            result.error = str(exc)
+            return result
+        result.cursor = peer.cursor
     while max_pages is None or result.pages < max_pages:
         try:
             page = remote.feed_page(peer.base_url, api_key=api_key, after=peer.cursor, limit=settings.PEER_PAGE_SIZE)
