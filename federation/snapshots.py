@@ -88,7 +88,7 @@ def bootstrap(*, peer: Peer, api_key: str, here: str, add: Any) -> bool:
                 following = next(chunks, None)
                 final = last_program and following is None
                 page = {"entries": chunk, "next": target if final else peer.cursor, "has_more": True}
-                stored = imports.page_store(peer=peer, page=page, here=here, bulk=True)
+                stored = imports.page_store(peer=peer, page=page, here=here)
                 add(stored)
                 if stored.cursor != peer.cursor and not final:
                     raise remote.PeerError("another sync of this peer moved its cursor meanwhile")
