@@ -97,7 +97,11 @@ def bootstrap(port: int, token: str, workdir: Path) -> dict[str, float | int]:
     downloaded = time.perf_counter()
     snapshot.check_file(path, manifest)
     checker = snapshot.EntryChecker()
-    hash_ids = [entry["hash"]["id"] for entry in snapshot.read_entries(path, manifest, checker=checker)]
+    hash_ids = [
+        entry["hash"]["id"]
+        for entry in snapshot.read_entries(path, manifest, checker=checker)
+        if entry["kind"] == "hash.added"
+    ]
     checked = time.perf_counter()
     feed_entries = 0
     for entries, _next in client.iter_feed(manifest.seq, limit=5000):

@@ -13,7 +13,9 @@ feed to read, never a wrong answer.
 Files, in SNAPSHOT_DIR (one pair per build, never rewritten):
 
 - `<program>-<seq>-<id>.ndjson.gz`: one entry per line (compact JSON), gzip-compressed,
-  newest listing first;
+  newest listing first, then every `key.revoked` entry up to `seq` (with its origin
+  server's signed statement, so a peer that starts here still refuses what a revoked key
+  signs later);
 - `<program>-<seq>-<id>.json`: the manifest, a DSSE envelope of type SNAPSHOT_TYPE signed
   with the server's key, whose payload (canonical JSON) names the program, the seq, the
   number of entries, and the SHA-256 and size of the compressed file. A reader checks the
@@ -173,6 +175,12 @@ def current_entries(program: str, seq: int) -> Iterator[dict[str, Any]]:
         for entry in build_entries(chosen):
             if entry["hash"]["id"] in keep:
                 yield entry
+    # Then every key revocation up to `seq` (few, and not per program): a reader that starts
+    # here must still refuse what a revoked key signs later, as a whole-feed reader would.
+    revocations = Event.objects.filter(kind="key.revoked", seq__lte=seq).order_by("seq").values_list(*EVENT_COLUMNS)
+    rows = [EventRow._make(row) for row in revocations]
+    for start in range(0, len(rows), BUILD_SLICE):
+        yield from build_entries(rows[start : start + BUILD_SLICE])
 
 
 def snapshot_build(*, program: Program, seq: int | None = None) -> Snapshot:

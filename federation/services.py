@@ -187,6 +187,7 @@ class SyncResult:
     entries: int = 0
     imported: int = 0
     withdrawn: int = 0
+    revoked: int = 0
     duplicates: int = 0
     refused: int = 0
     skipped: int = 0
@@ -201,6 +202,7 @@ class SyncResult:
         self.entries += page.entries
         self.imported += page.imported
         self.withdrawn += page.withdrawn
+        self.revoked += page.revoked
         self.duplicates += page.duplicates
         self.refused += len(page.refusals)
         self.skipped += page.skipped
@@ -210,7 +212,8 @@ class SyncResult:
     def summary(self) -> str:
         text = (
             f"{self.pages} page(s), {self.entries} entries: {self.imported} imported, {self.withdrawn} withdrawn, "
-            f"{self.duplicates} already held, {self.refused} refused, {self.skipped} skipped; cursor {self.cursor}; "
+            f"{self.revoked} key(s) revoked, {self.duplicates} already held, {self.refused} refused, "
+            f"{self.skipped} skipped; cursor {self.cursor}; "
             f"{self.outcomes_sent} outcome(s) sent back ({self.outcomes_rejected} refused by the peer)"
         )
         if self.refusals:

@@ -9,6 +9,7 @@ the test puts in it.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import hashlib
 import json
@@ -61,10 +62,18 @@ class Origin:
             "key_binding": self.binding(),
         }
 
-    def added(self, seq: int, *, program: str = "ncii", value: str | None = None, **origin: Any) -> dict[str, Any]:
+    def added(
+        self,
+        seq: int,
+        *,
+        program: str = "ncii",
+        value: str | None = None,
+        created_at: dt.datetime | None = None,
+        **origin: Any,
+    ) -> dict[str, Any]:
         """A hash.added entry as the origin's own feed would show it."""
         value = value or random_pdq()
-        payload = payloads.submission_payload(program=program, signal_type="pdq", value=value)
+        payload = payloads.submission_payload(program=program, signal_type="pdq", value=value, created_at=created_at)
         envelope = dsse.sign_envelope(payloads.SUBMISSION_TYPE, payload, self.member_key)
         return {
             "seq": seq,
@@ -87,6 +96,29 @@ class Origin:
             "envelopes": [envelope],
             "reason": "",
             "origin": added["origin"],
+        }
+
+    def revoked(
+        self, seq: int, *, revoked_at: str, signer: Ed25519PrivateKey | None = None, path: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A key.revoked entry for the member's key, with the origin server's signed statement."""
+        key_id = keys.key_id(self.member_key)
+        payload = provenance.revocation_payload(
+            server=self.server_id, member=self.member, key_id=key_id, revoked_at=revoked_at
+        )
+        return {
+            "seq": seq,
+            "leaf_index": seq - 1,
+            "kind": "key.revoked",
+            "program": None,
+            "key": {"member": self.member, "key_id": key_id, "revoked_at": revoked_at},
+            "origin": {
+                "server": self.server_id,
+                "server_public_key": self.server_public_key,
+                "member": self.member,
+                "path": path or [self.server_id],
+                "revocation": dsse.sign_envelope(provenance.KEY_REVOCATION_TYPE, payload, signer or self.server_key),
+            },
         }
 
 

@@ -6,7 +6,7 @@ manifest is a DSSE envelope of type :data:`SNAPSHOT_TYPE` signed with the server
 sequence number ``seq`` the snapshot is consistent at, the number of entries and the
 SHA-256 and size of the file. The file is gzip-compressed NDJSON: one feed entry per line,
 each the ``hash.added`` entry that listed a hash still listed at ``seq``, byte for byte
-as the feed serves it. Read it, then read the feed with ``after=seq``.
+as the feed serves it, then the ``key.revoked`` entries up to ``seq``. Read it, then read the feed with ``after=seq``.
 
 Checks, in order: the manifest's signature against the pinned server key; the file's size
 and digest against the manifest; each line a JSON object for the manifest's program; and
@@ -159,8 +159,11 @@ def read_entries(
                 if not line.strip():
                     continue
                 entry = json.loads(line)
-                if not isinstance(entry, dict) or entry.get("program") != manifest.program:
-                    raise SnapshotError("a snapshot line is not an entry of the manifest's program")
+                if not isinstance(entry, dict):
+                    raise SnapshotError("a snapshot line is not a JSON object")
+                revocation = entry.get("kind") == "key.revoked" and entry.get("program") is None
+                if not revocation and (entry.get("kind") != "hash.added" or entry.get("program") != manifest.program):
+                    raise SnapshotError("a snapshot line is not a hash.added entry of the manifest's program")
                 if int(entry.get("seq", 0)) > manifest.seq:
                     raise SnapshotError("a snapshot entry is newer than the snapshot's seq")
                 if checker is not None:
