@@ -59,6 +59,9 @@ ADD_KINDS = ("hash.added", IMPORTED)
 STATE_KINDS = ("hash.withdrawn", "hash.quarantined", "hash.restored")
 # Events read per query while building; an imported group (1,000 hashes) counts as one.
 BUILD_SLICE = 2000
+BUILD_ENTRIES = 20_000  # entries built at once
+# One encoder for every line: json.dumps would make one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 KEEP = 2  # builds kept per program: the newest, and the one before for readers still downloading it
 
 
@@ -156,9 +159,17 @@ def current_entries(program: str, seq: int) -> Iterator[dict[str, Any]]:
     """
     changes = _state_changes(program, seq)
     seen: set[int] = set()
+    chosen: list[EventRow] = []
+    keep: set[int] = set()
+
+    def built() -> Iterator[dict[str, Any]]:
+        for entry in build_entries(chosen):
+            if entry["hash"]["id"] in keep:
+                yield entry
+        chosen.clear()
+        keep.clear()
+
     for events in _add_events(program, seq):
-        chosen: list[EventRow] = []
-        keep: set[int] = set()
         for event in events:
             ids = event.data["hash_ids"] if event.kind == IMPORTED else [event.data["hash_id"]]
             wanted = False
@@ -172,9 +183,9 @@ def current_entries(program: str, seq: int) -> Iterator[dict[str, Any]]:
                     wanted = True
             if wanted:
                 chosen.append(event)
-        for entry in build_entries(chosen):
-            if entry["hash"]["id"] in keep:
-                yield entry
+            if len(keep) >= BUILD_ENTRIES:  # bounded memory: an imported event lists 1,000 hashes
+                yield from built()
+    yield from built()
     # Then every key revocation up to `seq` (few, and not per program): a reader that starts
     # here must still refuse what a revoked key signs later, as a whole-feed reader would.
     revocations = Event.objects.filter(kind="key.revoked", seq__lte=seq).order_by("seq").values_list(*EVENT_COLUMNS)
@@ -199,7 +210,7 @@ def snapshot_build(*, program: Program, seq: int | None = None) -> Snapshot:
             with gzip.GzipFile(fileobj=digesting, mode="wb", compresslevel=6, mtime=0) as out:  # type: ignore[arg-type]
                 lines: list[bytes] = []
                 for entry in current_entries(program.slug, seq):
-                    lines.append(json.dumps(entry, separators=(",", ":")).encode())
+                    lines.append(_ENCODER.encode(entry).encode())
                     count += 1
                     if len(lines) >= 1000:
                         out.write(b"\n".join(lines) + b"\n")
