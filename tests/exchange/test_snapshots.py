@@ -293,3 +293,22 @@ def test_the_cli_refuses_a_snapshot_signed_by_another_server(
         ]
     )
     assert code == 1 and not out.exists()
+
+
+def test_a_snapshot_is_rebuilt_when_enough_came_after_it_or_it_is_old(
+    signer_a: Signer, program: Program, other_program: Program, settings: Any
+) -> None:
+    settings.SNAPSHOT_MIN_NEW_EVENTS, settings.SNAPSHOT_MAX_AGE_SECONDS = 3, 3600
+    assert set(snapshots.snapshots_due()) == {program.pk, other_program.pk}  # none built yet
+    signer_a.submit(signer_a.submission())
+    built = snapshots.snapshot_build(program=program)
+    snapshots.snapshot_build(program=other_program)
+    assert snapshots.snapshots_due() == []
+    signer_a.submit(signer_a.submission(), signer_a.submission())  # two new events: not yet
+    assert snapshots.snapshots_due() == []
+    later = dt.datetime.fromisoformat(built.created_at.replace("Z", "+00:00")) + dt.timedelta(hours=2)
+    assert snapshots.snapshot_is_stale(program=program, snapshot=built, now=later)  # old, and the log grew
+    other = snapshots.snapshot_latest(program=other_program)
+    assert not snapshots.snapshot_is_stale(program=other_program, snapshot=other, now=later)  # nothing new
+    signer_a.submit(signer_a.submission())
+    assert snapshots.snapshots_due() == [program.pk]
