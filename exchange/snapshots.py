@@ -292,7 +292,9 @@ def snapshot_named(*, program: Program, name: str) -> Snapshot | None:
     if not name.startswith(f"{program.slug}-") or "/" in name or name.startswith("."):
         return None
     path = snapshot_dir() / f"{name}.json"
-    return _load(path) if path.exists() else None
+    found = _load(path) if path.exists() else None
+    # By the signed manifest, not the name: "ncii-adults-…" also starts with "ncii-".
+    return found if found is not None and found.program == program.slug else None
 
 
 def _prune(program: str) -> None:

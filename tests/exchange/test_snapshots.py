@@ -137,6 +137,11 @@ def test_only_members_that_receive_the_program_get_its_snapshot(
         refused = outsider.client.get(path)
         assert refused.status_code == 403 and refused.json()["code"] == "not_receiving"
     assert outsider.client.get("/api/v1/programs/nope/snapshot").status_code == 404
+    # A program whose slug extends another's: its file is not reachable through the other.
+    longer = services.program_create(slug="take-it-down-adults", name="Adults", actor=SETUP)
+    hidden = snapshots.snapshot_build(program=longer)
+    reached = platform_b.client.get(f"/api/v1/programs/take-it-down/snapshot/{hidden.name}")
+    assert reached.status_code == 404 and reached.json()["code"] == "snapshot_gone"
     # Opted out: refused like the feed stops sending it the program.
     services.enrollment_set(member=platform_b.member, program=program, state="opted_out", actor=SETUP)
     assert platform_b.client.get("/api/v1/programs/take-it-down/snapshot").status_code == 403
