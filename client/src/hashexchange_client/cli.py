@@ -617,8 +617,36 @@ def cmd_feed_bootstrap(args: argparse.Namespace) -> int:
     ]
     partial = args.out.with_name(args.out.name + ".partial")
     checker = snapshot.EntryChecker()
-    after: int | None = None
     written = {"snapshot": 0, "feed": 0}
+    try:
+        cursor = _bootstrap_into(client, args, programs, server_key, partial, checker, written)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # nothing half-checked is left behind
+        raise
+    os.replace(partial, args.out)
+    _write_text(args.cursor_file, f"{cursor}\n")
+    _print_json(
+        {
+            "snapshot_entries": written["snapshot"],
+            "feed_entries": written["feed"],
+            "envelopes_verified": checker.verified,
+            "cursor": cursor,
+        }
+    )
+    return 0
+
+
+def _bootstrap_into(
+    client: Client,
+    args: argparse.Namespace,
+    programs: list[str],
+    server_key: str,
+    partial: Path,
+    checker: snapshot.EntryChecker,
+    written: dict[str, int],
+) -> int:
+    """Write every checked snapshot entry, then the feed after them, to `partial`; the cursor."""
+    after: int | None = None
     with tempfile.TemporaryDirectory(prefix="hashexchange-snapshot-") as tmp, open(partial, "w") as out:
         for program in programs:
             found = client.snapshot(program)
@@ -653,17 +681,7 @@ def cmd_feed_bootstrap(args: argparse.Namespace) -> int:
                     out.write(json.dumps(entry, separators=(",", ":")) + "\n")
                 written["feed"] += len(entries)
                 bar.update(len(entries))
-    os.replace(partial, args.out)
-    _write_text(args.cursor_file, f"{cursor}\n")
-    _print_json(
-        {
-            "snapshot_entries": written["snapshot"],
-            "feed_entries": written["feed"],
-            "envelopes_verified": checker.verified,
-            "cursor": cursor,
-        }
-    )
-    return 0
+    return cursor
 
 
 def _write_text(path: Path, text: str) -> None:
