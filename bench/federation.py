@@ -2,7 +2,7 @@
 
     python bench/federation.py [--hashes 20000] [--samples 10]
 
-Two servers (A and B), each a gunicorn on its own SQLite database, one private Redis
+Three servers (A, B and C), each a gunicorn on its own SQLite database, one private Redis
 (a database number each). Steps:
 
 1. A member of A submits `--hashes` signed hashes (batches of 1,000): A's ingest rate is
@@ -10,6 +10,11 @@ Two servers (A and B), each a gunicorn on its own SQLite database, one private R
 2. B adds A as a peer and runs one sync (`peer_sync`, in-process in a child): the whole
    feed of A, every entry checked (origin binding, envelope signature) and stored.
    Reference in the same run: reading the same pages of A's feed without storing them.
+   (A has no snapshot yet, so this is the feed-only bootstrap.)
+2b. A builds its program's snapshot (exchange/snapshots.py, in-process, timed), and a
+   third server C, new, adds A as a peer and runs one sync: it starts from A's snapshot
+   (federation/snapshots.py), every entry checked the same way, then reads A's feed
+   after it. Compared with step 2 in the same run.
 3. Latency: a Celery worker and beat run at B with the default PEER_SYNC_SECONDS; A's
    member submits one hash at a time, and the bench polls B's feed until it is there.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -47,10 +53,53 @@ while True:
     if not page["has_more"]:
         break
 pull = time.perf_counter() - started
+import cProfile, io, os, pstats
+profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
 started = time.perf_counter()
+if profiler:
+    profiler.enable()
 result = services.peer_sync(peer=peer)
 sync = time.perf_counter() - started
+if profiler:
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
+    open(os.environ["BENCH_PROFILE"], "w").write(out.getvalue())
 print(json.dumps({"pull_seconds": pull, "pulled": entries, "sync_seconds": sync, "imported": result.imported,
+                  "error": result.error}))
+"""
+
+
+# A's snapshot of its program, built in-process (the background task's work), timed.
+BUILD_STEP = r"""
+import json, time, django
+django.setup()
+from exchange import snapshots
+from members.models import Program
+started = time.perf_counter()
+built = snapshots.snapshot_build(program=Program.objects.get(slug="ncii"))
+print(json.dumps({"seconds": time.perf_counter() - started, "entries": built.entries, "bytes": built.size}))
+"""
+
+# A new peer C bootstraps from A: one sync, which starts from A's snapshot.
+SNAPSHOT_SYNC_STEP = r"""
+import cProfile, io, json, os, pstats, time, django
+django.setup()
+from federation import services
+from federation.models import Peer
+peer = Peer.objects.get(slug="a")
+profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+started = time.perf_counter()
+if profiler:
+    profiler.enable()
+result = services.peer_sync(peer=peer)
+seconds = time.perf_counter() - started
+if profiler:
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
+    open(os.environ["BENCH_PROFILE"] + ".snapshot", "w").write(out.getvalue())
+print(json.dumps({"sync_seconds": seconds, "imported": result.imported, "cursor": result.cursor,
                   "error": result.error}))
 """
 
@@ -99,13 +148,20 @@ def main() -> int:
         with harness.private_redis(workdir) as redis_url:
             env_a = server_env(workdir, "a", redis_url.replace("/0", "/1"))
             env_b = server_env(workdir, "b", redis_url.replace("/0", "/2"))
-            for env in (env_a, env_b):
+            env_c = server_env(workdir, "c", redis_url.replace("/0", "/3"))
+            if os.environ.get("BENCH_PROFILE"):  # cProfile the bootstrap sync into this file
+                env_b["BENCH_PROFILE"] = os.environ["BENCH_PROFILE"]
+            if os.environ.get("BENCH_PROFILE"):
+                env_c["BENCH_PROFILE"] = os.environ["BENCH_PROFILE"]
+            for env in (env_a, env_b, env_c):
                 manage(env, "migrate", "-v0")
                 manage(env, "program_create", "ncii")
             manage(env_a, "member_create", "alice", "--kind", "platform", "--program", "ncii")
             alice = manage(env_a, "credential_issue", "alice").strip().splitlines()[-1]
             manage(env_a, "member_create", "b", "--kind", "peer", "--program", "ncii")
             b_at_a = manage(env_a, "credential_issue", "b").strip().splitlines()[-1]
+            manage(env_a, "member_create", "c", "--kind", "peer", "--program", "ncii")
+            c_at_a = manage(env_a, "credential_issue", "c").strip().splitlines()[-1]
             manage(env_b, "member_create", "bob", "--kind", "platform", "--program", "ncii")
             bob = manage(env_b, "credential_issue", "bob").strip().splitlines()[-1]
             with (
@@ -130,6 +186,18 @@ def main() -> int:
                 step = json.loads(harness.run_python(["-c", SYNC_STEP], env_b, what="bootstrap sync").splitlines()[-1])
                 if step["error"] or step["imported"] != args.hashes:
                     raise harness.BenchError(f"bootstrap imported {step['imported']} of {args.hashes}: {step['error']}")
+                harness.log("A builds its snapshot; a new peer C bootstraps from it")
+                built = json.loads(
+                    harness.run_python(["-c", BUILD_STEP], env_a, what="snapshot build").splitlines()[-1]
+                )
+                manage(
+                    env_c, "peer_add", "a", "--url", f"http://127.0.0.1:{port_a}", "--key", c_at_a, "--program", "ncii"
+                )
+                snap = json.loads(
+                    harness.run_python(["-c", SNAPSHOT_SYNC_STEP], env_c, what="snapshot sync").splitlines()[-1]
+                )
+                if snap["error"] or snap["imported"] != args.hashes:
+                    raise harness.BenchError(f"snapshot bootstrap imported {snap['imported']}: {snap['error']}")
                 harness.log("latency: worker and beat at B, one hash at a time at A")
                 procs = [
                     subprocess.Popen(
@@ -182,6 +250,11 @@ def main() -> int:
         "pull_only_seconds": step["pull_seconds"],
         "bootstrap_over_pull_only": step["sync_seconds"] / step["pull_seconds"],
         "bootstrap_rate_over_ingest_rate": (args.hashes / step["sync_seconds"]) / (args.hashes / ingest),
+        "snapshot_build_seconds_at_a": built["seconds"],
+        "snapshot_mb": built["bytes"] / 1e6,
+        "snapshot_bootstrap_seconds": snap["sync_seconds"],
+        "snapshot_bootstrap_entries_per_second": args.hashes / snap["sync_seconds"],
+        "feed_bootstrap_over_snapshot_bootstrap": step["sync_seconds"] / snap["sync_seconds"],
         "latency_p50_seconds": harness.percentile(latencies, 0.5),
         "latency_p95_seconds": harness.percentile(latencies, 0.95),
         "latency_samples": len(latencies),

@@ -232,6 +232,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "federation.tasks.peers_sync",
         "schedule": float(os.environ.get("PEER_SYNC_SECONDS") or 2),
     },
+    # Builds the programs' feed snapshots that are missing or stale (exchange/snapshots.py).
+    "snapshots-refresh": {
+        "task": "exchange.tasks.snapshots_refresh",
+        "schedule": float(os.environ.get("SNAPSHOT_REFRESH_SECONDS") or 300),
+    },
     # Rebuilds the snapshots from the database, dropping retired hashes.
     "match-index-rebuild": {
         "task": "hashes.tasks.match_index_rebuild",
@@ -307,7 +312,18 @@ PEER_PAGE_SIZE = env_int("PEER_PAGE_SIZE", 1000)
 PEER_CLAIM_SECONDS = env_int("PEER_CLAIM_SECONDS", 300)
 PEER_MAX_BACKOFF_SECONDS = env_int("PEER_MAX_BACKOFF_SECONDS", 3600)
 PEERS_ALLOW_HTTP = env_bool("PEERS_ALLOW_HTTP", False)
+# A new peer link (cursor 0) starts from the peer's program snapshots (federation/snapshots.py).
+PEER_BOOTSTRAP_FROM_SNAPSHOTS = env_bool("PEER_BOOTSTRAP_FROM_SNAPSHOTS", True)
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
+
+# Program snapshots (exchange/snapshots.py): a program's current hashes at a sequence number,
+# signed and compressed, so a new member or peer starts there and reads only the feed after it.
+SNAPSHOT_DIR = Path(env_str("SNAPSHOT_DIR", str(VAR_DIR / "snapshots")))
+SNAPSHOT_REFRESH_SECONDS = float(env_str("SNAPSHOT_REFRESH_SECONDS", "300"))
+# A program's snapshot is rebuilt when this many of its events came after it, or when any
+# did and it is older than SNAPSHOT_MAX_AGE_SECONDS.
+SNAPSHOT_MIN_NEW_EVENTS = env_int("SNAPSHOT_MIN_NEW_EVENTS", 10_000)
+SNAPSHOT_MAX_AGE_SECONDS = float(env_str("SNAPSHOT_MAX_AGE_SECONDS", "3600"))
 
 # The audit log (docs/auditlog.md). Its origin names the log in every checkpoint and is the
 # key name of its signatures: set it once, before the first checkpoint, and keep it (a

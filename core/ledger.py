@@ -75,19 +75,41 @@ class Actor:
 JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
 
 
+def _json_ok(value: Any) -> bool:
+    """True if `value` is made of None, bools, ints, strs, string-keyed mappings and sequences.
+
+    The fast answer for the usual case: no path strings are built unless something is wrong
+    (an imported peer entry's origin holds a whole signed key binding, and building a path
+    for each of its values cost more than encoding it)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, Mapping):
+        return all(isinstance(key, str) and _json_ok(item) for key, item in value.items())
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return all(_json_ok(item) for item in value)
+    return False
+
+
 def _check_json(value: Any, path: str = "data") -> None:
     """Refuse values whose JSON encoding is not deterministic (floats) or not JSON at all."""
+    if _json_ok(value):
+        return
+    _explain_json(value, path)
+
+
+def _explain_json(value: Any, path: str) -> None:
+    """Raise LedgerError naming the first value _json_ok refused, by its path."""
     if value is None or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise LedgerError(f"{path}: keys must be strings, got {key!r}")
-            _check_json(item, f"{path}.{key}")
+            _explain_json(item, f"{path}.{key}")
         return
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
+            _explain_json(item, f"{path}[{index}]")
         return
     raise LedgerError(f"{path}: {type(value).__name__} is not allowed in event data (use str or int)")
 
@@ -195,9 +217,10 @@ class Event(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise LedgerError("events are append-only: they cannot be deleted")
 
-    def leaf_data(self) -> bytes:
+    def leaf_data(self, *, check: bool = True) -> bytes:
         """The event's leaf data: the canonical JSON of all its fields (docs/ledger.md)."""
         return leaf_bytes(
+            check=check,
             seq=self.seq,
             kind=self.kind,
             program=self.program,
@@ -269,7 +292,7 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
             data=data,
             created_at=now,
         )
-        leaf = row.leaf_data()
+        leaf = row.leaf_data(check=False)  # checked just above
         if len(leaf) > MAX_LEAF_BYTES:
             raise LedgerError(
                 f"{new.kind}: the event's leaf data is {len(leaf)} bytes; the audit log takes at most "

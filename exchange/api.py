@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from defusedcsv import csv
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -22,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import batch_response
-from core.problems import PROBLEM_CONTENT_TYPE
+from core.problems import PROBLEM_CONTENT_TYPE, Problem
 from members.api import member_actor
 from members.models import Scope
 from members.selectors import member_by_slug, program_by_slug
@@ -48,6 +49,7 @@ from .serializers import (
     ProgramReportSerializer,
     RotateSecretSerializer,
     ServerKeySerializer,
+    SnapshotSerializer,
     TestResultSerializer,
     WebhookCreateSerializer,
     WebhookSerializer,
@@ -73,6 +75,88 @@ class FeedView(APIView):
         page = selectors.feed_for(member=request.user, after=after, limit=limit)
         services.feed_cursor_record(member=request.user, after=after, last_seq=page.next, programs=page.programs)
         return Response({"entries": page.entries, "next": page.next, "has_more": page.has_more})
+
+
+class SnapshotView(APIView):
+    """A program's signed snapshot at a sequence number: its manifest (exchange/snapshots.py).
+
+    Download the file it names, check the manifest's signature with the server key and the
+    file's SHA-256, then read the feed with `after=seq`.
+    """
+
+    required_scope = Scope.READ
+
+    @extend_schema(
+        responses=SnapshotSerializer,
+        extensions={"x-problems": [403, 404]},
+        description="The newest snapshot of a program you receive: its signed manifest (a DSSE envelope "
+        "signed with the server key, see GET /api/v1/server-key) and where to download its gzip-compressed "
+        "NDJSON entries. 404 `snapshot_not_ready` when none is built yet (one is then queued): read the "
+        "feed from 0 meanwhile.",
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        program, snapshot = selectors.snapshot_for(member=request.user, slug=slug)
+        if snapshot is None:
+            services.snapshot_request_build(program=program)
+            raise Problem("snapshot_not_ready", f"no snapshot of {slug!r} is built yet; one is queued", 404)
+        etag = f'"{snapshot.sha256}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=60"}
+        if etag in request.headers.get("If-None-Match", ""):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(
+            {
+                "program": snapshot.program,
+                "seq": snapshot.seq,
+                "entries": snapshot.entries,
+                "bytes": snapshot.size,
+                "sha256": snapshot.sha256,
+                "created_at": snapshot.created_at,
+                "file": snapshot.name,
+                "url": f"/api/v1/programs/{snapshot.program}/snapshot/{snapshot.name}",
+                "manifest": snapshot.manifest,
+            },
+            headers=headers,
+        )
+
+
+class GzipRenderer(BaseRenderer):
+    """A snapshot's file as the gzip bytes its manifest signs; a problem document as its JSON."""
+
+    media_type = "application/gzip"
+    format = "gz"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return JSONRenderer().render(data)
+
+
+class SnapshotFileView(APIView):
+    """A snapshot's entries: gzip-compressed NDJSON, one feed entry per line. Immutable."""
+
+    required_scope = Scope.READ
+    renderer_classes = [GzipRenderer, JSONRenderer]
+
+    @extend_schema(
+        responses={(200, "application/gzip"): bytes},
+        extensions={"x-problems": [403, 404]},
+    )
+    def get(self, request: Request, slug: str, name: str) -> Any:
+        snapshot = selectors.snapshot_file_for(member=request.user, slug=slug, name=name)
+        if snapshot is None:
+            raise Problem(
+                "snapshot_gone", "no such snapshot is kept any more: ask for the program's snapshot again", 404
+            )
+        etag = f'"{snapshot.sha256}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+        if etag in request.headers.get("If-None-Match", ""):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        response = FileResponse(open(snapshot.data_path, "rb"), content_type="application/gzip")  # noqa: SIM115
+        response["Content-Length"] = str(snapshot.size)
+        for name_, value in headers.items():
+            response[name_] = value
+        return response
 
 
 class ServerKeyView(APIView):

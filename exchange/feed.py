@@ -364,7 +364,10 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
                     }
                 )
         elif event.kind in KEY_KINDS:
-            by_event[event.seq] = [{**base, "program": None, "key": {k: v for k, v in data.items() if k != "reason"}}]
+            entry = {**base, "program": None, "key": {k: v for k, v in data.items() if k not in ("reason", "origin")}}
+            if event.kind == "key.revoked":
+                entry["origin"] = _revocation_origin(data, here)
+            by_event[event.seq] = [entry]
         else:
             entry = {
                 **base,
@@ -435,6 +438,25 @@ def _origin(data: Mapping[str, Any], signed: tuple[Any, ...] | None, here: tuple
         key_id=key_id,
         public_key=bytes(public_key),
         valid_from=valid_from,
+    )
+
+
+def _revocation_origin(data: Mapping[str, Any], here: tuple[str, str]) -> dict[str, Any] | None:
+    """Who says a key is revoked (exchange/provenance.py): for a key imported from a peer, the
+    origin server's statement it came with, this server added to its path; for one of our
+    members' keys, our own signed statement."""
+    if data.get("origin"):
+        return provenance.relayed_origin(data["origin"], server=here[0])
+    if not data.get("member") or not data.get("key_id") or not data.get("revoked_at"):
+        return None
+    if Member.objects.filter(slug=data["member"], kind=Member.Kind.PEER).exists():
+        return None  # a key a peer brought, revoked here by an admin: not ours to attest
+    return provenance.local_revocation_origin(
+        server=here[0],
+        server_public_key=here[1],
+        member=str(data["member"]),
+        key_id=str(data["key_id"]),
+        revoked_at=str(data["revoked_at"]),
     )
 
 

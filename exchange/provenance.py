@@ -34,6 +34,9 @@ from core.problems import Problem
 
 KEY_BINDING_TYPE = "application/vnd.hashexchange.key-binding+json"
 BINDING_FIELDS = ("key_id", "member", "public_key", "server", "valid_from")
+# The origin server's statement that one of its members' keys is revoked from a time on.
+KEY_REVOCATION_TYPE = "application/vnd.hashexchange.key-revocation+json"
+REVOCATION_FIELDS = ("key_id", "member", "revoked_at", "server")
 
 
 def binding_payload(*, server: str, member: str, key_id: str, public_key_b64: str, valid_from: str) -> bytes:
@@ -162,3 +165,86 @@ def open_signed(envelope: Any, origin: CheckedOrigin, payload_type: str) -> byte
         ).payload
     except dsse.EnvelopeError as exc:
         raise Problem("bad_envelope", f"the envelope does not verify with the origin member's key: {exc}") from None
+
+
+# Key revocations ---------------------------------------------------------------------------
+#
+# A `key.revoked` feed entry for a key of one of this server's members carries an origin
+# like a signed hash's, whose `revocation` is a DSSE envelope of KEY_REVOCATION_TYPE signed
+# with the origin server's key: canonical JSON of REVOCATION_FIELDS. It travels with the
+# entry (the path grows at each hop); a downstream server accepts it only for a key it
+# imported with a binding attested by that same server for that same member.
+
+
+def revocation_payload(*, server: str, member: str, key_id: str, revoked_at: str) -> bytes:
+    data = {"key_id": key_id, "member": member, "revoked_at": revoked_at, "server": server}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _attest_revocation_cached(member: str, key_id: str, revoked_at: str, seed: bytes) -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    payload = revocation_payload(server=keys.key_id(private), member=member, key_id=key_id, revoked_at=revoked_at)
+    return json.dumps(dsse.sign_envelope(KEY_REVOCATION_TYPE, payload, private))
+
+
+def format_revoked_at(value: str) -> str:
+    """A revocation time as the key.revoked event recorded it (ISO 8601), in the binding's spelling."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def local_revocation_origin(*, server: str, server_public_key: str, member: str, key_id: str, revoked_at: str) -> dict:
+    """The origin of a revocation of a key of this server's member: this server's signed statement."""
+    from cryptography.hazmat.primitives import serialization
+
+    from . import crypto
+
+    seed = crypto.server_private_key().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return {
+        "server": server,
+        "server_public_key": server_public_key,
+        "member": member,
+        "path": [server],
+        "revocation": json.loads(_attest_revocation_cached(member, key_id, format_revoked_at(revoked_at), seed)),
+    }
+
+
+@dataclass(frozen=True)
+class CheckedRevocation:
+    server: str
+    member: str
+    key_id: str
+    revoked_at: dt.datetime
+    path: tuple[str, ...]
+
+
+def check_revocation(origin: Any, key_id: str) -> CheckedRevocation:
+    """Check a revocation's origin: the server key matches its id, the statement is signed by it,
+    and names that server, the origin's member and `key_id`. Problem("binding_not_attested") otherwise."""
+    if not isinstance(origin, Mapping):
+        raise Problem("binding_not_attested", "the revocation carries no origin")
+    try:
+        server, member = str(origin["server"]), str(origin["member"])
+        path = tuple(str(p) for p in origin["path"])
+        server_key = keys.public_key_from_b64(str(origin["server_public_key"]))
+        statement = origin["revocation"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Problem("binding_not_attested", f"the revocation's origin is incomplete: {exc}") from None
+    if not path or path[0] != server or keys.key_id(server_key) != server:
+        raise Problem("binding_not_attested", "the revocation's server key does not match its key id or path")
+    try:
+        data = json.loads(dsse.verify_envelope(statement, {server: server_key}, KEY_REVOCATION_TYPE))
+        fields = {name: str(data[name]) for name in REVOCATION_FIELDS}
+        revoked_at = dt.datetime.fromisoformat(fields["revoked_at"].replace("Z", "+00:00"))
+    except dsse.EnvelopeError as exc:
+        raise Problem("binding_not_attested", f"the revocation is not signed by the origin server: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Problem("binding_not_attested", f"the revocation's payload is malformed: {exc}") from None
+    if (fields["server"], fields["member"], fields["key_id"]) != (server, member, key_id):
+        raise Problem("binding_not_attested", "the revocation is for another server, member or key than the entry")
+    return CheckedRevocation(server=server, member=member, key_id=key_id, revoked_at=revoked_at, path=path)

@@ -21,11 +21,13 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from core.ledger import Event, format_time
+from core.problems import Problem
 from hashes.models import Hash
 from hashes.selectors import hash_for_member
 from members.models import Member, Program
+from members.selectors import program_by_slug, receiving_program_slugs
 
-from . import reports
+from . import reports, snapshots
 from .feed import FeedPage, feed_page, feedback_by_hash
 from .models import Delivery, Dispute, Obligation, Outcome, WebhookEndpoint
 
@@ -35,6 +37,37 @@ from .models import Delivery, Dispute, Obligation, Outcome, WebhookEndpoint
 def feed_for(*, member: Member, after: int, limit: int) -> FeedPage:
     """The member's pull feed: up to `limit` entries after the cursor `after` (built in feed.py)."""
     return feed_page(member=member, after=after, limit=limit)
+
+
+def snapshot_program_for(*, member: Member, slug: str) -> Program:
+    """The program whose snapshot the member asks for, if the one rule lets it read the program.
+
+    The same rule as the pull feed (members/selectors.py): the member is active and its
+    enrollment in the program is a receiving one. Unknown program: 404; a program the
+    member does not receive: 403, whatever its snapshot holds.
+    """
+    program = program_by_slug(slug)
+    if program is None:
+        raise Problem("not_found", f"no program {slug!r}", 404)
+    if program.slug not in receiving_program_slugs(member=member):
+        raise Problem(
+            "not_receiving",
+            f"you do not receive program {slug!r}: enrol in it as a receiving member first",
+            403,
+        )
+    return program
+
+
+def snapshot_for(*, member: Member, slug: str) -> tuple[Program, snapshots.Snapshot | None]:
+    """The newest snapshot of a program the member receives (None when none is built yet)."""
+    program = snapshot_program_for(member=member, slug=slug)
+    return program, snapshots.snapshot_latest(program=program)
+
+
+def snapshot_file_for(*, member: Member, slug: str, name: str) -> snapshots.Snapshot | None:
+    """A snapshot's file by the name its manifest gives, for a member that receives the program."""
+    program = snapshot_program_for(member=member, slug=slug)
+    return snapshots.snapshot_named(program=program, name=name)
 
 
 # Webhook endpoints -------------------------------------------------------------------------

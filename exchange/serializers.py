@@ -181,6 +181,21 @@ class ServerKeySerializer(serializers.Serializer):
     )
 
 
+class SnapshotSerializer(serializers.Serializer):
+    program = serializers.CharField()
+    seq = serializers.IntegerField(help_text="The sequence number it is consistent at: read the feed with after=seq.")
+    entries = serializers.IntegerField(help_text="Lines in the file: one hash.added entry per listed hash.")
+    bytes = serializers.IntegerField(help_text="Size of the gzip file.")
+    sha256 = serializers.CharField(help_text="SHA-256 (hex) of the gzip file, as the manifest signs it.")
+    created_at = serializers.CharField()
+    file = serializers.CharField()
+    url = serializers.CharField(help_text="Where to GET the gzip-compressed NDJSON entries.")
+    manifest = serializers.DictField(
+        help_text="DSSE envelope (application/vnd.hashexchange.snapshot+json) signed with the server key; "
+        "its payload repeats program, seq, entries, bytes, sha256, created_at, file and names the server."
+    )
+
+
 # The audit log -----------------------------------------------------------------------------
 
 

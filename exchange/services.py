@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, OuterRef, Q, Subquery
@@ -36,11 +37,11 @@ from hashexchange_client import webhooks as signing
 from core import ledger, metrics
 from core.ledger import Actor, Event
 from core.problems import Problem
-from members.models import Member
+from members.models import Member, Program
 from members.selectors import pushed_program_slugs, receiving_member_q, tombstone_programs
 from members.services import enrollments_mark_sent
 
-from . import crypto, net
+from . import crypto, net, snapshots
 from .feed import FEED_KINDS, EntryCache, feed_page
 from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
 
@@ -531,3 +532,26 @@ def endpoints_to_wake(*, now: dt.datetime | None = None) -> list[int]:
     free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     with_work.exclude(free).update(wake_requested=True)
     return list(with_work.filter(free).values_list("pk", flat=True))
+
+
+# Program snapshots (exchange/snapshots.py) -------------------------------------------------
+
+
+def snapshot_build(*, program_id: int) -> snapshots.Snapshot:
+    """Build a new snapshot of a program now (what the task and `manage.py snapshot_build` run)."""
+    return snapshots.snapshot_build(program=Program.objects.get(pk=program_id))
+
+
+def snapshots_due() -> list[int]:
+    return snapshots.snapshots_due()
+
+
+def snapshot_request_build(*, program: Program) -> None:
+    """Ask a worker to build the program's snapshot (a reader found none, or a stale one).
+
+    Best effort: if Redis is down the beat's refresh builds it later.
+    """
+    try:
+        current_app.send_task("exchange.tasks.snapshot_build", args=[program.pk], retry=False, ignore_result=True)
+    except Exception as exc:  # noqa: BLE001 - the periodic refresh builds it later
+        logger.warning("could not queue a snapshot build (%s); the periodic refresh will", type(exc).__name__)

@@ -180,3 +180,32 @@ def checkpoint_task() -> int:
 def scan_match_anomalies_task() -> int:
     """Periodic: quarantine hashes matched far more than their program's usual (docs/floods.md)."""
     return len(floods.match_anomalies_scan())
+
+
+# A build of a program's snapshot is claimed in Redis for this long, so that beat and a
+# reader's request do not build the same one twice at once (losing the claim only costs a
+# duplicate build: every build is its own pair of files).
+_SNAPSHOT_CLAIM_SECONDS = 3600
+
+
+@shared_task(name="exchange.tasks.snapshot_build", ignore_result=True)
+def snapshot_build_task(program_id: int) -> int:
+    """Build a new snapshot of one program (exchange/snapshots.py); returns its seq, or 0 if
+    another build of it is running."""
+    key = f"hx:snapshot-build:{program_id}"
+    client = redis_client()
+    if not client.set(key, "1", nx=True, ex=_SNAPSHOT_CLAIM_SECONDS):
+        return 0
+    try:
+        return services.snapshot_build(program_id=program_id).seq
+    finally:
+        client.delete(key)
+
+
+@shared_task(name="exchange.tasks.snapshots_refresh", ignore_result=True)
+def snapshots_refresh_task() -> int:
+    """Periodic: queue a build for each active program whose snapshot is missing or stale."""
+    due = services.snapshots_due()
+    for program_id in due:
+        snapshot_build_task.delay(program_id)
+    return len(due)

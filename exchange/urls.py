@@ -13,6 +13,8 @@ urlpatterns = [
     # and disputes to hashes' view of the hash (exchange may import hashes, not the reverse).
     path("hashes/<int:hash_id>", api.HashDetailView.as_view(), name="hash-detail"),
     path("feed", api.FeedView.as_view(), name="feed"),
+    path("programs/<slug:slug>/snapshot", api.SnapshotView.as_view(), name="program-snapshot"),
+    path("programs/<slug:slug>/snapshot/<str:name>", api.SnapshotFileView.as_view(), name="program-snapshot-file"),
     path("server-key", api.ServerKeyView.as_view(), name="server-key"),
     path("outcomes", api.OutcomesView.as_view(), name="outcomes"),
     path("obligations", api.ObligationListView.as_view(), name="obligations"),

@@ -24,7 +24,7 @@ from django.utils import timezone
 from hashexchange_client import signal_types
 
 from core import ledger
-from core.ledger import Actor
+from core.ledger import Actor, Event
 from core.problems import Problem
 from exchange import provenance
 from hashes import envelopes
@@ -47,6 +47,7 @@ class PageResult:
     entries: int = 0
     imported: int = 0
     withdrawn: int = 0
+    revoked: int = 0
     duplicates: int = 0
     skipped: int = 0
     refusals: list[str] = field(default_factory=list)
@@ -82,7 +83,7 @@ def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
             )
             if not moved:
                 raise CursorMoved
-            if next_seq != peer.cursor and (result.imported or result.withdrawn or result.refusals):
+            if next_seq != peer.cursor and (result.imported or result.withdrawn or result.revoked or result.refusals):
                 ledger.record(
                     "peer.pulled",
                     actor=Actor.system("federation"),
@@ -107,7 +108,8 @@ def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
 def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> None:
     programs = {p.slug: p for p in Program.objects.filter(slug__in=[m["ours"] for m in peer.programs])}
     now = timezone.now()
-    bindings: dict[str, provenance.CheckedOrigin] = {}
+    bindings: dict[Any, provenance.CheckedOrigin] = {}
+    revocations: dict[str, Any] = {}  # key id -> when it was revoked here (None: not revoked)
     keys: dict[str, SigningKey] = {}
     pending: list[tuple[dict[str, Any], _Checked]] = []
     seen: set[str] = set()
@@ -122,11 +124,24 @@ def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> 
             flush()
             _store_unsigned_tombstone(peer=peer, entry=entry, programs=programs, result=result)
             continue
+        if kind == "key.revoked":
+            flush()
+            _store_revocation(peer=peer, entry=entry, here=here, result=result, keys=keys)
+            revocations.clear()
+            continue
         if kind not in ("hash.added", "hash.withdrawn"):
-            result.skipped += 1  # key events and restorations stay with their server
+            result.skipped += 1  # key registrations (bindings travel with entries) and restorations
             continue
         try:
-            checked = _check(peer=peer, entry=entry, here=here, programs=programs, kind=kind, bindings=bindings)
+            checked = _check(
+                peer=peer,
+                entry=entry,
+                here=here,
+                programs=programs,
+                kind=kind,
+                bindings=bindings,
+                revocations=revocations,
+            )
         except Refused as exc:
             _refuse(peer=peer, entry=entry, reason=exc.reason, detail=exc.detail, result=result)
             continue
@@ -150,7 +165,8 @@ def _check(
     here: str,
     programs: dict[str, Program],
     kind: str,
-    bindings: dict[str, provenance.CheckedOrigin],
+    bindings: dict[Any, provenance.CheckedOrigin],
+    revocations: dict[str, Any],
 ) -> _Checked:
     mapped = peer.mapped(str(entry.get("program")))
     if mapped is None or mapped["ours"] not in programs:
@@ -195,19 +211,40 @@ def _check(
     program = programs[mapped["ours"]]
     if parsed.signal_type not in program.signal_types:
         raise Refused(Refusal.Reason.REFUSED_HERE, f"program {program.slug!r} does not take {parsed.signal_type}")
+    if checked.key_id not in revocations:
+        revocations[checked.key_id] = _revoked_at(checked.key_id)
+    revoked_at = revocations[checked.key_id]
+    if revoked_at is not None and parsed.created_at >= revoked_at:
+        raise Refused(
+            Refusal.Reason.KEY_REVOKED,
+            f"signed at {parsed.created_at.isoformat()} with a key its origin server revoked at "
+            f"{revoked_at.isoformat()}",
+        )
     stored = {name: origin[name] for name in ORIGIN_FIELDS}
     return _Checked(
         program=program, origin=checked, stored_origin=stored, envelope=canonical, payload=payload, parsed=parsed
     )
 
 
-def _check_origin(origin: Any, bindings: dict[str, provenance.CheckedOrigin]) -> provenance.CheckedOrigin:
+def _check_origin(origin: Any, bindings: dict[Any, provenance.CheckedOrigin]) -> provenance.CheckedOrigin:
     """check_origin, with each distinct binding verified once per page (a member's entries share one)."""
     if not isinstance(origin, dict):
         return provenance.check_origin(origin)
-    cache_key = json.dumps(
-        [origin.get(name) for name in ("server", "server_public_key", "member", "key_binding")], sort_keys=True
-    )
+    binding = origin.get("key_binding")
+    try:  # the signed parts only: cheaper than encoding the whole binding for every entry
+        signatures = tuple((str(s["keyid"]), str(s["sig"])) for s in binding["signatures"])  # type: ignore[index]
+        cache_key: Any = (
+            str(origin.get("server")),
+            str(origin.get("server_public_key")),
+            str(origin.get("member")),
+            str(binding["payloadType"]),  # type: ignore[index]
+            str(binding["payload"]),  # type: ignore[index]
+            signatures,
+        )
+    except (KeyError, TypeError):
+        cache_key = json.dumps(
+            [origin.get(name) for name in ("server", "server_public_key", "member", "key_binding")], sort_keys=True
+        )
     found = bindings.get(cache_key)
     if found is None:
         found = bindings[cache_key] = provenance.check_origin(origin)
@@ -219,6 +256,88 @@ def _check_origin(origin: Any, bindings: dict[str, provenance.CheckedOrigin]) ->
     if not path or path[0] != found.server:
         raise Problem("malformed_origin", "the origin's path must start at the origin server")
     return dataclasses.replace(found, path=path, program=program)
+
+
+def _revoked_at(key_id: str) -> Any:
+    """When the key was revoked here (None if it is not, or not held here)."""
+    return SigningKey.objects.filter(key_id=key_id).values_list("revoked_at", flat=True).first()
+
+
+def _imported_origin(key_id: str) -> tuple[str, str] | None:
+    """(origin server, origin member) of a key a peer brought us, as recorded when it was imported."""
+    row = (
+        Event.objects.filter(kind="peer.key_imported", subject_type="peer", data__key_id=key_id)
+        .order_by("seq")
+        .values_list("data", flat=True)
+        .first()
+    )
+    return (str(row["origin_server"]), str(row["origin_member"])) if row else None
+
+
+def _store_revocation(
+    *, peer: Peer, entry: dict[str, Any], here: str, result: PageResult, keys: dict[str, SigningKey]
+) -> None:
+    """An origin server's signed revocation of its member's key, relayed by the peer.
+
+    Accepted only for a key we imported with a binding of that same server for that same
+    member; then the key is revoked here from the stated time (`key.revoked`, carrying the
+    origin, so our feed relays it on). Hashes it signed before keep their state; entries it
+    signs from then on are refused as `key_revoked`. A revocation of a key we never held is
+    skipped; one that does not verify is refused as `binding_not_attested`.
+    """
+    key_id = str((entry.get("key") or {}).get("key_id") or "")
+    held = SigningKey.objects.filter(key_id=key_id).first() if key_id else None
+    if held is None:
+        result.skipped += 1
+        return
+    try:
+        checked = provenance.check_revocation(entry.get("origin"), key_id)
+    except Problem as exc:
+        _refuse(peer=peer, entry=entry, reason=Refusal.Reason.BINDING_NOT_ATTESTED, detail=exc.detail, result=result)
+        return
+    if here in checked.path:
+        _refuse(peer=peer, entry=entry, reason=Refusal.Reason.LOOP, detail="its path contains us", result=result)
+        return
+    if checked.path[-1] != peer.server_key_id:
+        _refuse(
+            peer=peer,
+            entry=entry,
+            reason=Refusal.Reason.PATH_MISMATCH,
+            detail="its path does not end at the peer that sent it",
+            result=result,
+        )
+        return
+    if _imported_origin(key_id) != (checked.server, checked.member):
+        _refuse(
+            peer=peer,
+            entry=entry,
+            reason=Refusal.Reason.BINDING_NOT_ATTESTED,
+            detail="the key was not imported here with a binding of the server and member that revoke it",
+            result=result,
+        )
+        return
+    if held.revoked_at is not None:
+        result.skipped += 1  # already revoked (the same revocation by another path)
+        return
+    origin = entry["origin"]
+    held.revoked_at = checked.revoked_at
+    held.revocation_reason = f"revoked by its origin server {checked.server[:16]} (via peer {peer.slug})"[:500]
+    held.save(update_fields=["revoked_at", "revocation_reason"])
+    keys.pop(key_id, None)
+    ledger.record(
+        "key.revoked",
+        actor=Actor.system("federation"),
+        subject_type="signing_key",
+        subject_id=key_id,
+        data={
+            "member": checked.member,
+            "key_id": key_id,
+            "revoked_at": checked.revoked_at.isoformat(),
+            "reason": held.revocation_reason,
+            "origin": {name: origin[name] for name in ("server", "server_public_key", "member", "path", "revocation")},
+        },
+    )
+    result.revoked += 1
 
 
 def _refuse(*, peer: Peer, entry: Any, reason: str, detail: str, result: PageResult) -> None:

@@ -84,6 +84,7 @@ class Refusal(models.Model):
         UNSIGNED = "unsigned", "No signed envelope or origin"
         MISMATCH = "envelope_mismatch", "The envelope does not say what the entry says"
         REFUSED_HERE = "refused_here", "Refused by this server's own rules"
+        KEY_REVOKED = "key_revoked", "Signed after its origin server revoked the key"
 
     peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="refusals")
     seq = models.BigIntegerField(help_text="The entry's sequence number in the peer's feed.")

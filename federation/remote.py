@@ -8,6 +8,7 @@ later, with backoff) from an answer that will not change by itself.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -39,7 +40,7 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _get(url: str, *, api_key: str | None = None, body: Any = None) -> Any:
+def _get(url: str, *, api_key: str | None = None, body: Any = None, missing_ok: bool = False) -> Any:
     """GET (or POST `body` as JSON) and return the JSON answer; PeerError otherwise."""
     headers = {"accept": "application/json", "user-agent": "hashexchange-federation/1"}
     if api_key:
@@ -66,6 +67,8 @@ def _get(url: str, *, api_key: str | None = None, body: Any = None) -> Any:
             "kind peer, enrolled in the programs that flow",
             retryable=False,
         )
+    if missing_ok and answer.status_code == 404:
+        return None
     if answer.status_code not in (200, 201, 207):
         method = "GET" if body is None else "POST"
         raise PeerError(f"the peer answered {answer.status_code} to {method} {urlsplit(url).path}", retryable=False)
@@ -104,3 +107,48 @@ def post_outcomes(base_url: str, *, api_key: str, items: list[dict[str, Any]]) -
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise PeerError("the peer's answer to our outcomes is malformed", retryable=False)
     return data
+
+
+def snapshot(base_url: str, *, api_key: str, program: str) -> dict[str, Any] | None:
+    """The peer's newest snapshot of one of its programs (its manifest and where its file is);
+    None when it has none built yet (it queues one) or serves no snapshots (an older
+    version): we read its feed from the start instead."""
+    data = _get(f"{base_url}/api/v1/programs/{program}/snapshot", api_key=api_key, missing_ok=True)
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("manifest"), dict) or not isinstance(data.get("url"), str):
+        raise PeerError("the peer's snapshot answer is malformed", retryable=False)
+    return data
+
+
+def download(base_url: str, path: str, *, api_key: str, dest: Path, max_bytes: int) -> int:
+    """Stream GET base_url + path into `dest` (at most `max_bytes`); returns its size."""
+    url = f"{base_url}{path}"
+    if not path.startswith("/api/v1/"):
+        raise PeerError("the peer's snapshot URL is not under its API", retryable=False)
+    headers = {
+        "accept": "application/gzip, application/problem+json",
+        "user-agent": "hashexchange-federation/1",
+        "authorization": f"Bearer {api_key}",
+    }
+    size = 0
+    try:
+        net.check_url(url, resolve=False)
+        with net._session().get(
+            url, headers=headers, timeout=settings.PEER_TIMEOUT_SECONDS, allow_redirects=False, stream=True
+        ) as answer:
+            if answer.status_code >= 500 or answer.status_code == 429:
+                raise PeerError(f"the peer answered {answer.status_code}; retrying later")
+            if answer.status_code != 200:
+                raise PeerError(f"the peer answered {answer.status_code} to GET {urlsplit(url).path}")
+            with open(dest, "wb") as handle:
+                for chunk in answer.iter_content(chunk_size=1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PeerError("the peer's snapshot is larger than its manifest says", retryable=False)
+                    handle.write(chunk)
+    except net.UnsafeUrl as exc:
+        raise PeerError(f"refused: {exc}", retryable=False) from None
+    except requests.RequestException as exc:
+        raise PeerError(f"the peer is unreachable: {net.describe_failure(exc, url)[:400]}") from None
+    return size

@@ -25,7 +25,7 @@ from exchange import crypto
 from members import services as member_services
 from members.models import Member, Program
 
-from . import imports, outcomes, remote
+from . import imports, outcomes, remote, snapshots
 from .models import Peer
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ class SyncResult:
     entries: int = 0
     imported: int = 0
     withdrawn: int = 0
+    revoked: int = 0
     duplicates: int = 0
     refused: int = 0
     skipped: int = 0
@@ -201,6 +202,7 @@ class SyncResult:
         self.entries += page.entries
         self.imported += page.imported
         self.withdrawn += page.withdrawn
+        self.revoked += page.revoked
         self.duplicates += page.duplicates
         self.refused += len(page.refusals)
         self.skipped += page.skipped
@@ -210,7 +212,8 @@ class SyncResult:
     def summary(self) -> str:
         text = (
             f"{self.pages} page(s), {self.entries} entries: {self.imported} imported, {self.withdrawn} withdrawn, "
-            f"{self.duplicates} already held, {self.refused} refused, {self.skipped} skipped; cursor {self.cursor}; "
+            f"{self.revoked} key(s) revoked, {self.duplicates} already held, {self.refused} refused, "
+            f"{self.skipped} skipped; cursor {self.cursor}; "
             f"{self.outcomes_sent} outcome(s) sent back ({self.outcomes_rejected} refused by the peer)"
         )
         if self.refusals:
@@ -266,6 +269,14 @@ def peer_sync(*, peer: Peer, max_pages: int | None = None) -> SyncResult:
         return result
     api_key = crypto.decrypt(peer.api_key_encrypted)
     here = crypto.server_key_id()
+    if peer.cursor == 0 and settings.PEER_BOOTSTRAP_FROM_SNAPSHOTS:
+        try:
+            snapshots.bootstrap(peer=peer, api_key=api_key, here=here, add=result.add)
+        except remote.PeerError as exc:
+            _fail(peer, f"bootstrapping from snapshots: {exc}", retryable=exc.retryable)
+            result.error = str(exc)
+            return result
+        result.cursor = peer.cursor
     while max_pages is None or result.pages < max_pages:
         try:
             page = remote.feed_page(peer.base_url, api_key=api_key, after=peer.cursor, limit=settings.PEER_PAGE_SIZE)

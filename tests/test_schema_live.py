@@ -10,12 +10,14 @@ response validator from PyPI, not ours): status documented, content type, body s
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
 
+from exchange import snapshots
 from exchange.models import Dispute
 from hashes import imports
 from members.models import Member, Program
@@ -41,8 +43,15 @@ class Live:
 
 
 def test_every_operation_answers_as_documented(
-    live_server: Any, receiver: Receiver, signer_a: Signer, platform_b: Caller, program: Program
+    live_server: Any,
+    receiver: Receiver,
+    signer_a: Signer,
+    platform_b: Caller,
+    program: Program,
+    settings: Any,
+    tmp_path: Path,
 ) -> None:
+    settings.SNAPSHOT_DIR = tmp_path / "snapshots"
     raw = requests.get(f"{live_server.url}/api/v1/schema/?format=json", timeout=30).json()
     live = Live(live_server.url, schemathesis.openapi.from_dict(raw))
     auditor = make_caller(make_member("auditor", Member.Kind.AUDITOR))
@@ -76,6 +85,13 @@ def test_every_operation_answers_as_documented(
     feed = live.call(b, "GET", "/api/v1/feed", params={"after": 0}).json()
     assert any("feedback" in e for e in feed["entries"])
 
+    snapshot_path = "/api/v1/programs/{slug}/snapshot"
+    missing = live.call(b, "GET", snapshot_path, "/api/v1/programs/take-it-down/snapshot")
+    assert missing.status_code == 404 and missing.json()["code"] == "snapshot_not_ready"
+    snapshots.snapshot_build(program=program)
+    built = live.call(b, "GET", snapshot_path, "/api/v1/programs/take-it-down/snapshot").json()
+    data = live.call(b, "GET", "/api/v1/programs/{slug}/snapshot/{name}", built["url"])
+    assert data.status_code == 200 and data.headers["Content-Type"] == "application/gzip"
     live.call(b, "GET", "/api/v1/hashes/{hash_id}", f"/api/v1/hashes/{hash_id}")
     live.call(b, "GET", "/api/v1/hashes/{hash_id}", "/api/v1/hashes/999999")
     live.call(b, "POST", "/api/v1/match", json={"queries": [{"signal_type": "pdq", "value": kept}]})

@@ -31,6 +31,8 @@ REGISTERED = {
     "hashes.tasks.match_index_compact",
     "hashes.tasks.match_index_rebuild",
     "exchange.tasks.scan_match_anomalies",
+    "exchange.tasks.snapshot_build",
+    "exchange.tasks.snapshots_refresh",
     "federation.tasks.peers_sync",
     "federation.tasks.peer_sync",
 }

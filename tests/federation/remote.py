@@ -9,6 +9,9 @@ the test puts in it.
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import gzip
+import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hashexchange_client import dsse, keys, payloads
+from hashexchange_client import dsse, keys, payloads, snapshot
 
 from exchange import provenance
 from tests.signing import random_pdq
@@ -59,10 +62,18 @@ class Origin:
             "key_binding": self.binding(),
         }
 
-    def added(self, seq: int, *, program: str = "ncii", value: str | None = None, **origin: Any) -> dict[str, Any]:
+    def added(
+        self,
+        seq: int,
+        *,
+        program: str = "ncii",
+        value: str | None = None,
+        created_at: dt.datetime | None = None,
+        **origin: Any,
+    ) -> dict[str, Any]:
         """A hash.added entry as the origin's own feed would show it."""
         value = value or random_pdq()
-        payload = payloads.submission_payload(program=program, signal_type="pdq", value=value)
+        payload = payloads.submission_payload(program=program, signal_type="pdq", value=value, created_at=created_at)
         envelope = dsse.sign_envelope(payloads.SUBMISSION_TYPE, payload, self.member_key)
         return {
             "seq": seq,
@@ -87,6 +98,29 @@ class Origin:
             "origin": added["origin"],
         }
 
+    def revoked(
+        self, seq: int, *, revoked_at: str, signer: Ed25519PrivateKey | None = None, path: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A key.revoked entry for the member's key, with the origin server's signed statement."""
+        key_id = keys.key_id(self.member_key)
+        payload = provenance.revocation_payload(
+            server=self.server_id, member=self.member, key_id=key_id, revoked_at=revoked_at
+        )
+        return {
+            "seq": seq,
+            "leaf_index": seq - 1,
+            "kind": "key.revoked",
+            "program": None,
+            "key": {"member": self.member, "key_id": key_id, "revoked_at": revoked_at},
+            "origin": {
+                "server": self.server_id,
+                "server_public_key": self.server_public_key,
+                "member": self.member,
+                "path": path or [self.server_id],
+                "revocation": dsse.sign_envelope(provenance.KEY_REVOCATION_TYPE, payload, signer or self.server_key),
+            },
+        }
+
 
 def altered(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """The envelope with its payload changed after signing."""
@@ -105,6 +139,9 @@ class PeerServer:
         self.fail_with: int | None = None
         self.requests: list[tuple[str, str]] = []
         self.outcomes: list[dict[str, Any]] = []
+        # program -> (the snapshot answer, the gzip file), as exchange/snapshots.py serves them
+        self.snapshots: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.feed_afters: list[int] = []  # the `after` of each feed read
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,9 +152,23 @@ class PeerServer:
                     return self._send(outer.fail_with, {"detail": "down"})
                 if parts.path == "/api/v1/server-key":
                     return self._send(200, {"algorithm": "ed25519", "public_key": outer.server_key})
+                if parts.path.startswith("/api/v1/programs/"):
+                    program, _, name = parts.path.removeprefix("/api/v1/programs/").partition("/snapshot")
+                    found = outer.snapshots.get(program)
+                    if found is None:
+                        return self._send(404, {"code": "snapshot_not_ready"})
+                    if not name:
+                        return self._send(200, found[0])
+                    self.send_response(200)
+                    self.send_header("content-type", "application/gzip")
+                    self.send_header("content-length", str(len(found[1])))
+                    self.end_headers()
+                    self.wfile.write(found[1])
+                    return None
                 if parts.path == "/api/v1/feed":
                     query = parse_qs(parts.query)
                     after, limit = int(query["after"][0]), int(query["limit"][0])
+                    outer.feed_afters.append(after)
                     rest = [e for e in outer.entries if e["seq"] > after]
                     page = rest[:limit]
                     return self._send(
@@ -155,6 +206,32 @@ class PeerServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def publish_snapshot(
+        self, program: str, seq: int, entries: list[dict[str, Any]], *, data: bytes | None = None
+    ) -> None:
+        """Serve a snapshot of `program` at `seq` holding `entries`, its manifest signed with the
+        origin's server key (`data`: serve these bytes as the file instead, e.g. altered ones)."""
+        body = gzip.compress(b"".join(json.dumps(e).encode() + b"\n" for e in entries))
+        name = f"{program}-{seq:012d}-test"
+        payload = json.dumps(
+            {
+                "format": snapshot.FORMAT,
+                "program": program,
+                "seq": seq,
+                "entries": len(entries),
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "bytes": len(body),
+                "created_at": "2026-01-01T00:00:00Z",
+                "file": name,
+                "server": self.origin.server_id,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        manifest = dsse.sign_envelope(snapshot.SNAPSHOT_TYPE, payload, self.origin.server_key)
+        answer = {"seq": seq, "url": f"/api/v1/programs/{program}/snapshot/{name}", "manifest": manifest}
+        self.snapshots[program] = (answer, body if data is None else data)
 
     @property
     def url(self) -> str:

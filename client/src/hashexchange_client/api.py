@@ -246,6 +246,59 @@ class Client:
             if not page.get("has_more"):
                 return
 
+    def snapshot(self, program: str) -> dict[str, Any] | None:
+        """The newest snapshot of a program you receive (``GET /api/v1/programs/{slug}/snapshot``):
+        ``{"seq", "entries", "bytes", "sha256", "url", "manifest", ...}``; None when the server
+        has none built yet (it queues one): read the feed from 0 instead. Check it with
+        :mod:`hashexchange_client.snapshot` before use."""
+        try:
+            return _object(self._request("GET", f"/api/v1/programs/{program}/snapshot"), "GET snapshot")
+        except ApiError as exc:
+            if exc.code == "snapshot_not_ready":
+                return None
+            raise
+
+    def download(
+        self, path: str, dest: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Stream ``GET path`` (under the server's base URL) into the file ``dest``; returns its size.
+
+        ``progress`` is called with the number of bytes of each chunk written.
+        """
+        response = self._send_stream(path)
+        size = 0
+        with response, open(dest, "wb") as handle:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                handle.write(chunk)
+                size += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        return size
+
+    def _send_stream(self, path: str) -> requests.Response:
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                response = self.session.get(
+                    url, headers={"Accept": "application/gzip, " + _PROBLEM}, timeout=self.timeout, stream=True
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt >= self.retries:
+                    raise ApiError(f"cannot reach {url}: {exc}") from exc
+                self._sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.retries:
+                response.close()
+                self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                response.content  # noqa: B018 - read the problem document before closing
+                raise _problem(response)
+            return response
+
     def hash_detail(self, hash_id: int) -> dict[str, Any]:
         """A hash you were sent: where it is listed, its supporting envelopes, feedback."""
         return _object(self._request("GET", f"/api/v1/hashes/{int(hash_id)}"), "GET /api/v1/hashes/{id}")

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from tqdm import tqdm
 
-from . import __version__, logcli
+from . import __version__, logcli, snapshot
 from .api import ApiError, Client, SubmissionResult
 from .dsse import EnvelopeError, keyring, open_envelope, sign_envelope
 from .hashing import (
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2
-    except (SigningKeyError, PayloadError, ApiError, ValueError, OSError) as exc:
+    except (SigningKeyError, PayloadError, ApiError, ValueError, OSError) as exc:  # SnapshotError is a ValueError
         print(f"hashexchange: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -167,6 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     me = commands.add_parser("me", help="show the member this API key belongs to")
     _add_server_options(me)
     me.set_defaults(handler=cmd_me)
+
+    feed = commands.add_parser("feed", help="read the feed")
+    feed_commands = feed.add_subparsers(dest="feed_command", required=True, metavar="FEED_COMMAND")
+    bootstrap = feed_commands.add_parser(
+        "bootstrap",
+        help="start from the programs' signed snapshots, then read the feed from there",
+        description="Download each program's snapshot (its current hashes at a sequence number), check the "
+        "server's signature on its manifest, its digest and every envelope in it, write its entries, then "
+        "read the feed after the snapshot and write those entries too. Apply the output in order: "
+        "hash.added adds, hash.withdrawn and hash.quarantined remove, hash.restored adds back.",
+    )
+    bootstrap.add_argument("--program", action="append", default=[], help="a program (default: all you receive)")
+    bootstrap.add_argument("--out", type=Path, required=True, help="NDJSON file to write the entries to")
+    bootstrap.add_argument(
+        "--cursor-file", type=Path, required=True, help="where to write the feed cursor to continue from"
+    )
+    bootstrap.add_argument(
+        "--server-key", help="the server's public key (base64) you pinned; default: ask GET /api/v1/server-key"
+    )
+    bootstrap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_server_options(bootstrap)
+    bootstrap.set_defaults(handler=cmd_feed_bootstrap)
 
     logcli.add_commands(commands, _add_server_options)
     return parser
@@ -580,6 +603,91 @@ def cmd_me(args: argparse.Namespace) -> int:
     """Print the calling member as the server sees it."""
     _print_json(_client(args).me(), indent=2)
     return 0
+
+
+RECEIVING_STATES = ("opted_in", "paused", "lapsed")
+
+
+def cmd_feed_bootstrap(args: argparse.Namespace) -> int:
+    """Snapshots, then the feed after the oldest of them; nothing is written unless every check passes."""
+    client = _client(args)
+    server_key = args.server_key or client.server_key()["public_key"]
+    programs = list(args.program) or [
+        e["program"] for e in client.me().get("enrollments", []) if e.get("state") in RECEIVING_STATES
+    ]
+    partial = args.out.with_name(args.out.name + ".partial")
+    checker = snapshot.EntryChecker()
+    written = {"snapshot": 0, "feed": 0}
+    try:
+        cursor = _bootstrap_into(client, args, programs, server_key, partial, checker, written)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # nothing half-checked is left behind
+        raise
+    os.replace(partial, args.out)
+    _write_text(args.cursor_file, f"{cursor}\n")
+    _print_json(
+        {
+            "snapshot_entries": written["snapshot"],
+            "feed_entries": written["feed"],
+            "envelopes_verified": checker.verified,
+            "cursor": cursor,
+        }
+    )
+    return 0
+
+
+def _bootstrap_into(
+    client: Client,
+    args: argparse.Namespace,
+    programs: list[str],
+    server_key: str,
+    partial: Path,
+    checker: snapshot.EntryChecker,
+    written: dict[str, int],
+) -> int:
+    """Write every checked snapshot entry, then the feed after them, to `partial`; the cursor."""
+    after: int | None = None
+    with tempfile.TemporaryDirectory(prefix="hashexchange-snapshot-") as tmp, open(partial, "w") as out:
+        for program in programs:
+            found = client.snapshot(program)
+            if found is None:  # none built yet: the feed from the start covers this program
+                after = 0
+                print(f"{program}: no snapshot yet, reading the feed from the start", file=sys.stderr)
+                continue
+            manifest = snapshot.verify_manifest(found["manifest"], server_key)
+            if manifest.program != program:
+                raise snapshot.SnapshotError(f"asked for {program!r}, the manifest is of {manifest.program!r}")
+            path = Path(tmp) / f"{manifest.file}.ndjson.gz"
+            with tqdm(
+                total=manifest.size, unit="B", unit_scale=True, desc=f"{program} snapshot", disable=args.no_progress
+            ) as bar:
+                client.download(f"/api/v1/programs/{program}/snapshot/{manifest.file}", path, progress=bar.update)
+            snapshot.check_file(path, manifest)
+            with tqdm(total=manifest.entries, unit=" entries", desc="verified", disable=args.no_progress) as bar:
+                for entry in snapshot.read_entries(path, manifest, checker=checker):
+                    out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                    written["snapshot"] += 1
+                    bar.update()
+            after = manifest.seq if after is None else min(after, manifest.seq)
+        # Events after the oldest snapshot: those of programs snapshotted later are applied
+        # again, which is harmless since they are applied in order.
+        cursor = after or 0
+        with tqdm(unit=" entries", desc="feed", disable=args.no_progress) as bar:
+            for entries, next_seq in client.iter_feed(after or 0, limit=5000):
+                cursor = next_seq
+                for entry in entries:
+                    if entry.get("kind", "").startswith("hash."):
+                        checker.check(entry)
+                    out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                written["feed"] += len(entries)
+                bar.update(len(entries))
+    return cursor
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _print_json(value: Any, indent: int | None = None) -> None:
