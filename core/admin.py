@@ -6,6 +6,7 @@ through services with the admin user as the actor, so the log names who did it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -68,6 +69,47 @@ def ask_reason(
             "opts": modeladmin.model._meta,
         },
     )
+
+
+def decide_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: Iterable[Any],
+    *,
+    decision: str,
+    describe: Callable[[Any], str],
+    decide: Callable[..., Any],
+    done: str = "Members are told through the feed and webhooks.",
+) -> HttpResponse | None:
+    """An admin action that decides each selected row one way, with one reason for all.
+
+    Without a reason it shows the reason page (`ask_reason`); with one it calls
+    `decide(row, decision=..., reason=..., actor=...)` for each row, shows each refusal
+    beside the row it concerns, and says what was done.
+    """
+    reason = request.POST.get("reason", "").strip()
+    rows = list(queryset)
+    if "apply" not in request.POST or not reason:
+        if "apply" in request.POST:
+            modeladmin.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
+        return ask_reason(
+            modeladmin,
+            request,
+            summary=f"Decision: {decision}.",
+            lines=[describe(row) for row in rows],
+            selected=[row.pk for row in rows],
+            button=str(decision).capitalize(),
+        )
+    decided = 0
+    for row in rows:
+        try:
+            decide(row, decision=decision, reason=reason, actor=admin_actor(request))
+            decided += 1
+        except Problem as exc:
+            modeladmin.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
+    if decided:
+        modeladmin.message_user(request, f"Decided {decision}: {decided} of {len(rows)}. {done}")
+    return None
 
 
 def report_problem(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: Problem) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
-from core.problems import Problem
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, decide_each
 
 from . import auditlog, outcomes, services
 from .models import (
@@ -125,27 +124,17 @@ class FeedCursorAdmin(NoAddDeleteAdmin):
 def _decide_with_reason(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Dispute], decision: str
 ) -> HttpResponse | None:
-    reason = request.POST.get("reason", "").strip()
-    if "apply" not in request.POST or not reason:
-        return ask_reason(
-            modeladmin,
-            request,
-            summary=f"Decision: {decision}.",
-            lines=[
-                f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: {d.reporters} member(s) reported it "
-                "not violating"
-                for d in queryset
-            ],
-            selected=[d.pk for d in queryset],
-            button=str(decision).capitalize(),
-        )
-    for dispute in queryset:
-        try:
-            outcomes.dispute_decide(dispute=dispute, decision=decision, reason=reason, actor=admin_actor(request))
-        except Problem as exc:
-            modeladmin.message_user(request, f"{dispute}: {'; '.join(exc.messages)}", level=messages.ERROR)
-    modeladmin.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
-    return None
+    return decide_each(
+        modeladmin,
+        request,
+        queryset,
+        decision=decision,
+        describe=lambda d: (
+            f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: "
+            f"{d.reporters} member(s) reported it not violating"
+        ),
+        decide=lambda d, **how: outcomes.dispute_decide(dispute=d, **how),
+    )
 
 
 @admin.register(Dispute)

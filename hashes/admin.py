@@ -12,16 +12,16 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from hashexchange_client import signal_types
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, admin_actor, ask_reason, decide_each
 from core.problems import Problem
 
 from . import services
-from .models import BenignHash, Hash, HashBody, Listing, MatchAnomaly, Submission, Withdrawal
+from .models import BenignHash, Hash, HashBody, HeldBatch, Listing, MatchAnomaly, Submission, Withdrawal
 
 
 def pretty_envelope(envelope: dict[str, Any]) -> str:
@@ -231,26 +231,16 @@ class MatchAnomalyAdmin(NoAddDeleteAdmin):
     actions = ["restore", "retire"]
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly], decision: str) -> HttpResponse | None:
-        reason = request.POST.get("reason", "").strip()
-        if "apply" not in request.POST or not reason:
-            return ask_reason(
-                self,
-                request,
-                summary=f"Decision: {decision}.",
-                lines=[
-                    f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
-                    for a in queryset
-                ],
-                selected=[a.pk for a in queryset],
-                button=str(decision).capitalize(),
-            )
-        for anomaly in queryset:
-            try:
-                services.anomaly_decide(anomaly=anomaly, decision=decision, reason=reason, actor=admin_actor(request))
-            except Problem as exc:
-                self.message_user(request, f"{anomaly}: {'; '.join(exc.messages)}", level=messages.ERROR)
-        self.message_user(request, f"Decided: {decision}. Members are told through the feed and webhooks.")
-        return None
+        return decide_each(
+            self,
+            request,
+            queryset,
+            decision=decision,
+            describe=lambda a: (
+                f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
+            ),
+            decide=lambda a, **how: services.anomaly_decide(anomaly=a, **how),
+        )
 
     @admin.action(description="Restore: the hash is distributed again")
     def restore(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:
@@ -259,3 +249,59 @@ class MatchAnomalyAdmin(NoAddDeleteAdmin):
     @admin.action(description="Retire: the hash is withdrawn for good")
     def retire(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:
         return self._decide(request, queryset, MatchAnomaly.Status.RETIRED)
+
+
+class HeldSubmissionInline(admin.TabularInline):
+    model = Submission
+    fk_name = "held_batch"
+    extra = 0
+    can_delete = False
+    fields = ["hash", "status", "case_ref", "received_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(HeldBatch)
+class HeldBatchAdmin(NoAddDeleteAdmin):
+    """Submissions held for review (a distrusted submitter, a burst): distributed to nobody
+    until an admin releases the batch (they flow as new) or retires it (docs/floods.md)."""
+
+    list_display = ["id", "program", "submitter", "reason", "status", "held", "evidence", "opened_at", "decided_by"]
+    list_filter = ["status", "reason", "program", "submitter"]
+    list_select_related = ["program", "submitter"]
+    readonly_fields = [f.name for f in HeldBatch._meta.fields]
+    inlines = [HeldSubmissionInline]
+    actions = ["release", "retire"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HeldBatch]:
+        held = Count("submissions", filter=Q(submissions__status=Submission.Status.HELD))
+        return super().get_queryset(request).annotate(held_count=held)
+
+    @admin.display(description="held now", ordering="held_count")
+    def held(self, obj: HeldBatch) -> int:
+        return obj.held_count  # type: ignore[attr-defined]
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[HeldBatch], decision: str) -> HttpResponse | None:
+        return decide_each(
+            self,
+            request,
+            queryset,
+            decision=decision,
+            describe=lambda b: (
+                f"batch {b.pk}: {b.held_count} submission(s) of {b.submitter.slug} in {b.program.slug} "
+                f"held for {b.get_reason_display().lower()} {b.evidence}"
+            ),
+            decide=lambda b, **how: services.held_batch_decide(batch=b, **how),
+            done="Released submissions reach members through the feed, webhooks and match; retired ones never do.",
+        )
+
+    @admin.action(description="Release: distribute the held submissions as new")
+    def release(self, request: HttpRequest, queryset: QuerySet[HeldBatch]) -> HttpResponse | None:
+        return self._decide(request, queryset, HeldBatch.Status.RELEASED)
+
+    @admin.action(description="Retire: never distribute them (a hash nothing else supports is retired)")
+    def retire(self, request: HttpRequest, queryset: QuerySet[HeldBatch]) -> HttpResponse | None:
+        return self._decide(request, queryset, HeldBatch.Status.RETIRED)

@@ -150,7 +150,7 @@ def case_open(*, age: object, public_key: object, items: Sequence[Any], now: dt.
     for (index, _envelope), result in zip(passing, stored, strict=True):
         result.index = index
         results[index] = result
-    _link(case, [r for r in results if r.status in ("accepted", "duplicate")], now=now)
+    _link(case, [r for r in results if r.status in ("accepted", "held", "duplicate")], now=now)
     if not case.hashes.exists():
         first = next(r.error for r in results if r.error is not None)
         transaction.set_rollback(True)
