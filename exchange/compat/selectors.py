@@ -351,9 +351,13 @@ def _cases(
     """
     key = case_key()
     found: dict[int, dict[str, str]] = defaultdict(dict)
-    for hash_id, status, case_ref, submission_id in Submission.objects.filter(
-        hash_id__in=list(statuses), program_id__in=program_ids
-    ).values_list("hash_id", "status", "case_ref", "id"):
+    # Held submissions (and held ones retired) were distributed to nobody: no case of theirs is shown.
+    never_sent = [Submission.Status.HELD, Submission.Status.RETIRED]
+    for hash_id, status, case_ref, submission_id in (
+        Submission.objects.filter(hash_id__in=list(statuses), program_id__in=program_ids)
+        .exclude(status__in=never_sent)
+        .values_list("hash_id", "status", "case_ref", "id")
+    ):
         name = stopncii.case_pseudonym(
             key, member_id=member.pk, case=f"case:{case_ref}" if case_ref else f"submission:{submission_id}"
         )
