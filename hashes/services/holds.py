@@ -116,16 +116,16 @@ def holds_for(
     for position, (program, signing_key_id) in enumerate(places):
         programs[program.pk] = program
         groups[(program.pk, case_key(member, signing_key_id))].append(position)
-    watched = {
-        pk
-        for pk, p in programs.items()
-        if p.hold_dispute_percent or p.hold_burst_size or HeldBatch.objects.filter(program=p).exists()
+    # One query: the submitter's open batches (a batch opened while a setting was on stays
+    # open, and keeps taking the submitter's submissions, until an admin decides it).
+    open_batches: dict[tuple[int, int | None], HeldBatch] = {}
+    for batch in HeldBatch.objects.filter(submitter=member, program_id__in=programs, status=HeldBatch.Status.OPEN):
+        open_batches.setdefault((batch.program_id, batch.signing_key_id), batch)
+    watched = {pk for pk, p in programs.items() if p.hold_dispute_percent or p.hold_burst_size} | {
+        program_id for program_id, _ in open_batches
     }
     if not watched:
         return {}
-    open_batches: dict[tuple[int, int | None], HeldBatch] = {}
-    for batch in HeldBatch.objects.filter(submitter=member, program_id__in=watched, status=HeldBatch.Status.OPEN):
-        open_batches.setdefault((batch.program_id, batch.signing_key_id), batch)
     held: dict[int, HeldBatch] = {}
     for (program_id, key_id), positions in groups.items():
         if program_id not in watched:
