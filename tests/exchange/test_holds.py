@@ -398,3 +398,24 @@ def test_path_a_peer_reading_our_feed(held: Held, program: Program) -> None:
     assert held.value not in [v for _, v in feed_values(peer)]
     held.release()
     assert ("hash.added", held.value) in feed_values(peer)
+
+
+def test_path_stopncii_cases_show_no_held_submission(
+    signer_a: Signer, signer_b: Signer, platform_b: Caller, program: Program
+) -> None:
+    """A held submission of a value another member distributes adds no case to its record."""
+    value = random_pdq()
+    assert submit(signer_b, value)["accepted"] == 1
+    set_program(program, hold_burst_size=2)
+    assert submit(signer_a, value, random_pdq(), random_pdq())["held"] == 3
+    client = APIClient()
+    client.credentials(HTTP_X_FUNCTIONS_KEY=platform_b.token, HTTP_OCP_APIM_SUBSCRIPTION_KEY=platform_b.token)
+
+    def cases() -> dict[str, str]:
+        answer = client.get("/compat/stopncii/v1/FetchHashes?startTimestamp=10&pageSize=800").json()
+        [record] = [r for r in answer["hashRecords"] if r["hashValue"].lower() == value]
+        return record["caseNumbers"]
+
+    assert list(cases().values()) == ["Active"]
+    hash_services.held_batch_decide(batch=HeldBatch.objects.get(), decision="released", reason="ok", actor=SETUP)
+    assert list(cases().values()) == ["Active", "Active"]
