@@ -6,7 +6,7 @@ through services with the admin user as the actor, so the log names who did it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -87,7 +87,7 @@ def ask_reason(
 def act_with_reason(
     modeladmin: admin.ModelAdmin,
     request: HttpRequest,
-    queryset: Any,
+    queryset: Iterable[Any],
     *,
     summary: str,
     describe: Callable[[Any], str],
@@ -97,8 +97,10 @@ def act_with_reason(
 ) -> HttpResponse | None:
     """An admin action that needs a reason: first the page asking for it (each selected row
     described), then `act(row, reason)` on each row. A row a service refuses is named with
-    its reasons and the others go on; `done` is the message after, `{n}` the rows done."""
+    its reasons and the others go on; `done` is the message after (`{n}`: the rows done,
+    `{of}`: the rows selected), shown when any was done."""
     reason = request.POST.get("reason", "").strip()
+    rows = list(queryset)
     if "apply" not in request.POST or not reason:
         if "apply" in request.POST:
             modeladmin.message_user(request, "Give a reason: it is recorded in the log.", level=messages.ERROR)
@@ -106,20 +108,45 @@ def act_with_reason(
             modeladmin,
             request,
             summary=summary,
-            lines=[describe(row) for row in queryset],
-            selected=[row.pk for row in queryset],
+            lines=[describe(row) for row in rows],
+            selected=[row.pk for row in rows],
             button=button,
         )
     n = 0
-    for row in queryset:
+    for row in rows:
         try:
             act(row, reason)
         except Problem as exc:
             modeladmin.message_user(request, f"{row}: {'; '.join(exc.messages)}", level=messages.ERROR)
         else:
             n += 1
-    modeladmin.message_user(request, done.format(n=n))
+    if n:
+        modeladmin.message_user(request, done.format(n=n, of=len(rows)))
     return None
+
+
+def decide_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: Iterable[Any],
+    *,
+    decision: str,
+    describe: Callable[[Any], str],
+    decide: Callable[..., Any],
+    done: str = "Members are told through the feed and webhooks.",
+) -> HttpResponse | None:
+    """An admin action that decides each selected row one way, with one reason for all:
+    `decide(row, decision=..., reason=..., actor=...)` (disputes, match anomalies, held batches)."""
+    return act_with_reason(
+        modeladmin,
+        request,
+        queryset,
+        summary=f"Decision: {decision}.",
+        describe=describe,
+        button=str(decision).capitalize(),
+        act=lambda row, reason: decide(row, decision=decision, reason=reason, actor=admin_actor(request)),
+        done=f"Decided {decision}: {{n}} of {{of}}. " + done.replace("{", "{{").replace("}", "}}"),
+    )
 
 
 def report_problem(modeladmin: admin.ModelAdmin, request: HttpRequest, exc: Problem) -> None:

@@ -164,17 +164,19 @@ def _cache_prefix() -> str:
     return "hx:throttle:" + settings.CACHES["default"].get("KEY_PREFIX", "")
 
 
-def batch_response(results: Sequence[Any]) -> Response:
+def batch_response(results: Sequence[Any], *, held: bool = False) -> Response:
     """The answer to a batch (submissions, outcomes): a result per item, and the counts.
 
-    Each result has a `status` (accepted, duplicate or rejected) and `as_dict()`.
+    Each result has a `status` (accepted, duplicate or rejected; for submissions also
+    held, counted when `held`) and `as_dict()`.
     """
     counts = Counter(result.status for result in results)
-    return Response(
-        {
-            "results": [result.as_dict() for result in results],
-            "accepted": counts["accepted"],
-            "duplicates": counts["duplicate"],
-            "rejected": counts["rejected"],
-        }
-    )
+    body = {
+        "results": [result.as_dict() for result in results],
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+    }
+    if held:
+        body["held"] = counts["held"]
+    return Response(body)

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, act_with_reason, admin_actor
+from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, admin_actor, decide_each
 
 from . import auditlog, outcomes, services
 from .models import (
@@ -118,20 +118,16 @@ class FeedCursorAdmin(NoAddDeleteAdmin):
 def _decide_with_reason(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Dispute], decision: str
 ) -> HttpResponse | None:
-    return act_with_reason(
+    return decide_each(
         modeladmin,
         request,
         queryset,
-        summary=f"Decision: {decision}.",
+        decision=decision,
         describe=lambda d: (
-            f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: {d.reporters} member(s) reported it "
-            "not violating"
+            f"{d.hash.signal_type} {d.hash.value} in {d.program.slug}: "
+            f"{d.reporters} member(s) reported it not violating"
         ),
-        button=str(decision).capitalize(),
-        act=lambda d, reason: outcomes.dispute_decide(
-            dispute=d, decision=decision, reason=reason, actor=admin_actor(request)
-        ),
-        done=f"Decided: {decision}. Members are told through the feed and webhooks.",
+        decide=lambda d, **how: outcomes.dispute_decide(dispute=d, **how),
     )
 
 

@@ -413,17 +413,15 @@ def _open_disputes(pairs: set[tuple[int, int]]) -> None:
 @transaction.atomic
 def dispute_decide(*, dispute: Dispute, decision: str, reason: str, actor: Actor) -> Dispute:
     """An admin ends a dispute: `restored` (members are told the hash is back) or `retired`."""
-    if decision not in (Dispute.Status.RESTORED, Dispute.Status.RETIRED):
-        raise Problem.field("decision", "decide restored or retired")
-    if not reason.strip():
-        raise Problem.field("reason", "give a reason; it is recorded in the log")
-    ledger.lock()
-    dispute = Dispute.objects.select_for_update().select_related("hash", "program").get(pk=dispute.pk)
-    if dispute.status != Dispute.Status.OPEN:
-        raise Problem.field("decision", f"this dispute was already decided: {dispute.status}")
-    now = timezone.now()
-    dispute.status, dispute.decided_at, dispute.decided_by, dispute.decision_reason = decision, now, actor.id, reason
-    dispute.save(update_fields=["status", "decided_at", "decided_by", "decision_reason"])
+    dispute = hash_services.decide_open(
+        model=Dispute,
+        pk=dispute.pk,
+        decision=decision,
+        choices=(Dispute.Status.RESTORED, Dispute.Status.RETIRED),
+        reason=reason,
+        actor=actor,
+        related=("hash", "program"),
+    )
     row = dispute.hash
     if decision == Dispute.Status.RETIRED:
         hash_services.hash_set_status(hash_=row, status=Hash.Status.RETIRED, reason=reason, actor=actor)

@@ -12,15 +12,22 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from hashexchange_client import signal_types
 
-from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, act_with_reason, admin_actor
+from core.admin import (
+    NoAddDeleteAdmin,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    act_with_reason,
+    admin_actor,
+    decide_each,
+)
 
 from . import services
-from .models import BenignHash, Hash, HashBody, Listing, MatchAnomaly, Submission, Withdrawal
+from .models import BenignHash, Hash, HashBody, HeldBatch, Listing, MatchAnomaly, Submission, Withdrawal
 
 
 def pretty_envelope(envelope: dict[str, Any]) -> str:
@@ -208,19 +215,15 @@ class MatchAnomalyAdmin(NoAddDeleteAdmin):
     actions = ["restore", "retire"]
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly], decision: str) -> HttpResponse | None:
-        return act_with_reason(
+        return decide_each(
             self,
             request,
             queryset,
-            summary=f"Decision: {decision}.",
+            decision=decision,
             describe=lambda a: (
                 f"hash {a.hash_id} in {a.program.slug}: {a.matches} matches on {a.day} (limit {a.limit:g})"
             ),
-            button=str(decision).capitalize(),
-            act=lambda a, reason: services.anomaly_decide(
-                anomaly=a, decision=decision, reason=reason, actor=admin_actor(request)
-            ),
-            done=f"Decided: {decision}. Members are told through the feed and webhooks.",
+            decide=lambda a, **how: services.anomaly_decide(anomaly=a, **how),
         )
 
     @admin.action(description="Restore: the hash is distributed again")
@@ -230,3 +233,59 @@ class MatchAnomalyAdmin(NoAddDeleteAdmin):
     @admin.action(description="Retire: the hash is withdrawn for good")
     def retire(self, request: HttpRequest, queryset: QuerySet[MatchAnomaly]) -> HttpResponse | None:
         return self._decide(request, queryset, MatchAnomaly.Status.RETIRED)
+
+
+class HeldSubmissionInline(admin.TabularInline):
+    model = Submission
+    fk_name = "held_batch"
+    extra = 0
+    can_delete = False
+    fields = ["hash", "status", "case_ref", "received_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(HeldBatch)
+class HeldBatchAdmin(NoAddDeleteAdmin):
+    """Submissions held for review (a distrusted submitter, a burst): distributed to nobody
+    until an admin releases the batch (they flow as new) or retires it (docs/floods.md)."""
+
+    list_display = ["id", "program", "submitter", "reason", "status", "held", "evidence", "opened_at", "decided_by"]
+    list_filter = ["status", "reason", "program", "submitter"]
+    list_select_related = ["program", "submitter"]
+    readonly_fields = [f.name for f in HeldBatch._meta.fields]
+    inlines = [HeldSubmissionInline]
+    actions = ["release", "retire"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HeldBatch]:
+        held = Count("submissions", filter=Q(submissions__status=Submission.Status.HELD))
+        return super().get_queryset(request).annotate(held_count=held)
+
+    @admin.display(description="held now", ordering="held_count")
+    def held(self, obj: HeldBatch) -> int:
+        return obj.held_count  # type: ignore[attr-defined]
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[HeldBatch], decision: str) -> HttpResponse | None:
+        return decide_each(
+            self,
+            request,
+            queryset,
+            decision=decision,
+            describe=lambda b: (
+                f"batch {b.pk}: {b.held_count} submission(s) of {b.submitter.slug} in {b.program.slug} "
+                f"held for {b.get_reason_display().lower()} {b.evidence}"
+            ),
+            decide=lambda b, **how: services.held_batch_decide(batch=b, **how),
+            done="Released submissions reach members through the feed, webhooks and match; retired ones never do.",
+        )
+
+    @admin.action(description="Release: distribute the held submissions as new")
+    def release(self, request: HttpRequest, queryset: QuerySet[HeldBatch]) -> HttpResponse | None:
+        return self._decide(request, queryset, HeldBatch.Status.RELEASED)
+
+    @admin.action(description="Retire: never distribute them (a hash nothing else supports is retired)")
+    def retire(self, request: HttpRequest, queryset: QuerySet[HeldBatch]) -> HttpResponse | None:
+        return self._decide(request, queryset, HeldBatch.Status.RETIRED)

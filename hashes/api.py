@@ -102,7 +102,8 @@ class SubmissionsView(APIView):
             )
         ],
         description="A batch answers 200 with a result per envelope; a single envelope answers 201 when "
-        "accepted, 200 when it was already stored, or a problem document naming why it was refused.",
+        "accepted or held for review (`held`: stored, distributed once an admin releases it), "
+        "200 when it was already stored, or a problem document naming why it was refused.",
     )
     def post(self, request: Request) -> Response:
         items, batch = _envelopes_from(request.data)
@@ -111,8 +112,8 @@ class SubmissionsView(APIView):
             result = results[0]
             if result.error is not None:
                 return rejection_response(result.error)
-            return Response(result.as_dict(), status=201 if result.status == "accepted" else 200)
-        return batch_response(results)
+            return Response(result.as_dict(), status=201 if result.status in ("accepted", "held") else 200)
+        return batch_response(results, held=True)
 
 
 class WithdrawalsView(APIView):

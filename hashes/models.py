@@ -26,6 +26,7 @@ class Hash(models.Model):
         WITHDRAWN = "withdrawn", "Withdrawn (no active support left)"
         QUARANTINED = "quarantined", "Quarantined (disputed; excluded until an admin decides)"
         RETIRED = "retired", "Retired by an admin"
+        HELD = "held", "Held for review (stored; its only submissions wait for an admin)"
 
     signal_type = models.CharField(max_length=16)
     value = models.CharField(max_length=64, help_text="Normalised lowercase hex.")
@@ -78,6 +79,7 @@ class Listing(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         WITHDRAWN = "withdrawn", "Withdrawn"
+        HELD = "held", "Held for review (never distributed yet)"
 
     hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="listings")
@@ -111,6 +113,8 @@ class Submission(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         WITHDRAWN = "withdrawn", "Withdrawn by its submitter"
+        HELD = "held", "Held for review (stored, not distributed)"
+        RETIRED = "retired", "Retired by an admin while held (never distributed)"
 
     hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions")
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions")
@@ -134,12 +138,20 @@ class Submission(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawal = models.ForeignKey("Withdrawal", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    held_batch = models.ForeignKey(
+        "HeldBatch",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="submissions",
+        help_text="Set when the submission was held for review; kept after the decision.",
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["submitter", "program", "hash"],
-                condition=Q(status="active"),
+                condition=Q(status__in=["active", "held"]),
                 name="submission_one_active_per_submitter",
             ),
             models.UniqueConstraint(fields=["signing_key", "nonce"], name="submission_unique_nonce"),
@@ -287,3 +299,47 @@ class MatchAnomaly(models.Model):
 
     def __str__(self) -> str:
         return f"match anomaly on hash {self.hash_id} ({self.status})"
+
+
+class HeldBatch(models.Model):
+    """Submissions held for review instead of distributed: stored, sent to nobody until an
+    admin releases them (then they flow as new) or retires them (docs/floods.md).
+
+    One open batch per submitter and program: a submitter whose hashes are too often
+    disputed (`trust`), or a burst of submissions above the program's size (`burst`).
+    The submitter is the member, or for an intake member the case's own signing key.
+    """
+
+    class Reason(models.TextChoices):
+        TRUST = "trust", "Submitter's hashes disputed above the program's rate"
+        BURST = "burst", "A burst of submissions above the program's size"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open (held: distributed to nobody)"
+        RELEASED = "released", "Released by an admin"
+        RETIRED = "retired", "Retired by an admin"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="held_batches")
+    submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="held_batches")
+    signing_key = models.ForeignKey(
+        SigningKey,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For an intake member: the case's key, which the submitter is judged by.",
+    )
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    evidence = models.JSONField(default=dict, help_text="The figures that held it (rate or burst size).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, default="")
+    decision_reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        verbose_name_plural = "held batches"
+        indexes = [models.Index(fields=["program", "submitter", "status"])]
+
+    def __str__(self) -> str:
+        return f"held batch {self.pk} of {self.submitter.slug} in {self.program.slug} ({self.status})"

@@ -18,8 +18,10 @@ def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
     to; the active envelopes supporting it there; and the member's own submissions.
     """
     programs = receiving_program_ids(member=member)
+    # A held listing is distributed to nobody: only its own submitter sees it.
+    distributed = Listing.objects.filter(program_id__in=programs).exclude(status=Listing.Status.HELD)
     row = (
-        Hash.objects.filter(Q(listings__program_id__in=programs) | Q(submissions__submitter=member), pk=hash_id)
+        Hash.objects.filter(Q(listings__in=distributed) | Q(submissions__submitter=member), pk=hash_id)
         .distinct()
         .prefetch_related(
             Prefetch(
@@ -41,8 +43,12 @@ def hash_for_member(*, member: Member, hash_id: int) -> Hash | None:
         row.full_value = HashBody.objects.filter(pk=row.pk).values_list("value", flat=True).first() or row.value
     submissions = list(row.submissions.all())
     own_programs = {s.program_id for s in submissions if s.submitter_id == member.pk}
-    shown_programs = programs | own_programs
-    row.visible_listings = [listing for listing in row.listings.all() if listing.program_id in shown_programs]
+    row.visible_listings = [
+        listing
+        for listing in row.listings.all()
+        if listing.program_id in own_programs
+        or (listing.program_id in programs and listing.status != Listing.Status.HELD)
+    ]
     row.visible_submissions = [
         s
         for s in submissions

@@ -43,7 +43,7 @@ class ItemErrorSerializer(serializers.Serializer):
 
 class ItemResultSerializer(serializers.Serializer):
     index = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
+    status = serializers.ChoiceField(choices=["accepted", "held", "duplicate", "rejected"])
     hash_id = serializers.IntegerField(allow_null=True)
     submission_id = serializers.IntegerField(allow_null=True)
     error = ItemErrorSerializer(allow_null=True)
@@ -52,6 +52,7 @@ class ItemResultSerializer(serializers.Serializer):
 class BatchResultSerializer(serializers.Serializer):
     results = ItemResultSerializer(many=True)
     accepted = serializers.IntegerField()
+    held = serializers.IntegerField(help_text="Stored, but held for review: distributed once an admin releases them.")
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
 

@@ -203,7 +203,7 @@ def case_open(
         result.index = index
         results[index] = result
     for result in results:
-        if result.status in ("accepted", "duplicate"):
+        if result.status in ("accepted", "held", "duplicate"):
             key = registered[signers[result.index]]
             _link(case, result, key=key, key_index=offered[key.key_id][0], now=now)
     if not case.hashes.exists():

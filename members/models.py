@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from hashexchange_client.signal_types import DEFAULT_THRESHOLDS, SIGNAL_TYPE_NAMES
@@ -154,6 +156,31 @@ class Program(models.Model):
     anomaly_min_matches = models.PositiveIntegerField(
         default=50, help_text="A hash is never quarantined for its match rate below this many matches in a day."
     )
+    # Held for review (docs/floods.md): stored, distributed only when an admin releases them.
+    hold_dispute_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Hold a submitter's submissions when this % of its recent ones were disputed (0: off).",
+    )
+    hold_dispute_min = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="Judge a submitter's dispute rate only from this many submissions in the window.",
+    )
+    hold_window_days = models.PositiveSmallIntegerField(
+        default=90,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Days of a submitter's submissions its dispute rate is taken from.",
+    )
+    hold_burst_size = models.PositiveIntegerField(
+        default=0,
+        help_text="Hold as one batch a submitter's submissions beyond this many in the burst window (0: off).",
+    )
+    hold_burst_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(10080)],
+        help_text="Minutes a burst is counted over (at most a week).",
+    )
     unsigned_submitters = models.ManyToManyField(
         "Member",
         blank=True,
@@ -168,6 +195,13 @@ class Program(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        super().clean()
+        if self.hold_burst_size is not None and 0 < self.hold_burst_size < 2:
+            raise ValidationError(
+                {"hold_burst_size": "a burst is more than one submission: set 2 or more, or 0 to turn it off"}
+            )
 
     def threshold(self, signal_type: str) -> int:
         """The match threshold for a signal type: the program's own, else the type's default."""

@@ -106,7 +106,17 @@ def program_create(
 
 
 # The flood and false-positive settings of a program (docs/floods.md).
-PROTECTION_FIELDS = ("refuse_benign", "anomaly_multiple", "anomaly_window_days", "anomaly_min_matches")
+PROTECTION_FIELDS = (
+    "refuse_benign",
+    "anomaly_multiple",
+    "anomaly_window_days",
+    "anomaly_min_matches",
+    "hold_dispute_percent",
+    "hold_dispute_min",
+    "hold_window_days",
+    "hold_burst_size",
+    "hold_burst_minutes",
+)
 
 
 def _program_data(program: Program) -> dict[str, object]:
@@ -125,6 +135,7 @@ def _program_data(program: Program) -> dict[str, object]:
         "anomaly_multiple": program.anomaly_multiple,
         "anomaly_window_days": program.anomaly_window_days,
         "anomaly_min_matches": program.anomaly_min_matches,
+        **{field: getattr(program, field) for field in PROTECTION_FIELDS if field.startswith("hold_")},
         "unsigned_submitters": sorted(program.unsigned_submitters.values_list("slug", flat=True)) if program.pk else [],
     }
 

@@ -23,6 +23,7 @@ from core.ledger import Event
 from hashes.models import Hash, Listing
 from members.models import Member, Program
 
+from ..feed import distribution_seqs
 from ..models import Outcome
 from . import ncmec
 from .selectors import IMPORTED, LISTING_KINDS
@@ -122,6 +123,9 @@ def build_entries(*, member: Member, programs: Sequence[Program], pairs: list[tu
             "id", "signal_type", "value", "status"
         )
     }
+    # Only hashes distributed in the program have entries: a held one (docs/floods.md) was
+    # sent to nobody, even if an event about it (its submitter's withdrawal) is in the range.
+    distributed = distribution_seqs((h, by_slug[slug].pk) for slug, h in pairs if slug in by_slug and h in hashes)
     active = set(
         Listing.objects.filter(
             hash_id__in=list(hashes), program_id__in=[p.pk for p in programs], status=Listing.Status.ACTIVE
@@ -140,7 +144,7 @@ def build_entries(*, member: Member, programs: Sequence[Program], pairs: list[tu
     entries = []
     for slug, hash_id in pairs:
         row, program = hashes.get(hash_id), by_slug.get(slug)
-        if row is None or program is None:
+        if row is None or program is None or (hash_id, program.pk) not in distributed:
             continue
         live = row.status == Hash.Status.ACTIVE and (program.pk, hash_id) in active
         entries.append(
@@ -163,7 +167,12 @@ def entry_for_feedback(*, programs: Sequence[Program], esp_id: int, entry_id: st
     if program is None or not entry_id.isdigit() or len(entry_id) > 18:
         return None
     row = (
-        Hash.objects.filter(pk=int(entry_id), listings__program=program, signal_type__in=list(ncmec.FINGERPRINTS))
+        Hash.objects.filter(
+            pk=int(entry_id),
+            # A held listing was distributed to nobody (docs/floods.md): there is no entry to give feedback on.
+            listings__in=Listing.objects.filter(program=program).exclude(status=Listing.Status.HELD),
+            signal_type__in=list(ncmec.FINGERPRINTS),
+        )
         .only("id", "signal_type", "value", "status")
         .first()
     )

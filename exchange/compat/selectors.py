@@ -353,10 +353,12 @@ def _cases(
     """
     key = case_key()
     found: dict[int, dict[str, str]] = defaultdict(dict)
+    # Held submissions (and held ones retired) were distributed to nobody: no case of theirs is shown.
+    never_sent = [Submission.Status.HELD, Submission.Status.RETIRED]
     rows_ = list(
-        Submission.objects.filter(hash_id__in=list(statuses), program_id__in=program_ids).values_list(
-            "hash_id", "status", "case_ref", "id", "submitter__slug"
-        )
+        Submission.objects.filter(hash_id__in=list(statuses), program_id__in=program_ids)
+        .exclude(status__in=never_sent)
+        .values_list("hash_id", "status", "case_ref", "id", "submitter__slug")
     )
     # Submitters that keep cases out of the payload (the intake): the case comes from them.
     sources = hooks.case_sources()

@@ -52,12 +52,13 @@ class ItemResult:
 
 def summary(results: Sequence[ItemResult]) -> dict[str, Any]:
     """The JSON answer of a batch: counts and one result per item."""
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    counts = {"accepted": 0, "held": 0, "duplicate": 0, "rejected": 0}
     for result in results:
         counts[result.status] += 1
     return {
         "count": len(results),
         "accepted": counts["accepted"],
+        "held": counts["held"],
         "duplicates": counts["duplicate"],
         "rejected": counts["rejected"],
         "results": [r.as_dict() for r in results],

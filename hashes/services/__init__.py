@@ -5,12 +5,16 @@
 - `unsigned`: a facade's unsigned hashes, for the members a program names;
 - `withdrawals`: signed withdrawals, and admins' decisions to withdraw or retire;
 - `signed`: the checks every signed envelope passes first;
-- `floods`: the benign list and match-rate quarantines (docs/floods.md).
+- `floods`: the benign list and match-rate quarantines (docs/floods.md);
+- `holds`: submissions held for review (submitter trust, bursts) and their release;
+- `decisions`: the steps every admin decision on an open quarantine or hold takes.
 """
 
 from __future__ import annotations
 
+from .decisions import decide_open
 from .floods import anomaly_decide, anomaly_quarantine, benign_add, benign_add_hash, benign_remove
+from .holds import held_batch_decide
 from .signed import check_signed_time, verify_signed
 from .store import ItemResult
 from .submissions import submissions_create
@@ -34,6 +38,8 @@ __all__ = [
     "UnsignedItem",
     "WithdrawalResult",
     "check_signed_time",
+    "decide_open",
+    "held_batch_decide",
     "hash_restore",
     "hash_set_status",
     "submissions_create",

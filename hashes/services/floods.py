@@ -28,6 +28,7 @@ from members.models import Program
 
 from .. import index as hx
 from ..models import BenignHash, Hash, Listing, MatchAnomaly
+from .decisions import decide_open
 from .withdrawals import hash_restore, hash_set_status
 
 # The benign list ----------------------------------------------------------------------------------
@@ -249,17 +250,15 @@ def anomaly_quarantine(
 def anomaly_decide(*, anomaly: MatchAnomaly, decision: str, reason: str, actor: Actor) -> MatchAnomaly:
     """An admin ends a quarantine for match rate: `restored` (members are told the hash is back,
     by `hash.restored`) or `retired` (withdrawn for good)."""
-    if decision not in (MatchAnomaly.Status.RESTORED, MatchAnomaly.Status.RETIRED):
-        raise Problem.field("decision", "decide restored or retired")
-    if not reason.strip():
-        raise Problem.field("reason", "give a reason; it is recorded in the log")
-    ledger.lock()
-    anomaly = MatchAnomaly.objects.select_for_update().select_related("hash", "program").get(pk=anomaly.pk)
-    if anomaly.status != MatchAnomaly.Status.OPEN:
-        raise Problem.field("decision", f"this anomaly was already decided: {anomaly.status}")
-    now = timezone.now()
-    anomaly.status, anomaly.decided_at, anomaly.decided_by, anomaly.decision_reason = decision, now, actor.id, reason
-    anomaly.save(update_fields=["status", "decided_at", "decided_by", "decision_reason"])
+    anomaly = decide_open(
+        model=MatchAnomaly,
+        pk=anomaly.pk,
+        decision=decision,
+        choices=(MatchAnomaly.Status.RESTORED, MatchAnomaly.Status.RETIRED),
+        reason=reason,
+        actor=actor,
+        related=("hash", "program"),
+    )
     row = anomaly.hash
     record(
         "match_anomaly.decided",

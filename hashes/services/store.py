@@ -31,6 +31,7 @@ from members.models import Member, Program
 
 from ..models import Hash, HashBody, Listing, Submission
 from .floods import benign_hits, benign_refusal, refusal_event
+from .holds import holds_for
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ItemResult:
     """The outcome of one item of a batch."""
 
     index: int
-    status: str = "rejected"  # accepted | duplicate | rejected
+    status: str = "rejected"  # accepted | held | duplicate | rejected
     hash_id: int | None = None
     submission_id: int | None = None
     error: Problem | None = None
@@ -54,7 +55,7 @@ class ItemResult:
 
     def repeat(self, first: ItemResult) -> None:
         """The same thing twice in one batch: this later item repeats the first's result."""
-        self.status = "duplicate" if first.status == "accepted" else first.status
+        self.status = "duplicate" if first.status in ("accepted", "held") else first.status
         self.hash_id, self.submission_id, self.error = first.hash_id, first.submission_id, first.error
 
 
@@ -78,6 +79,7 @@ SUBMISSION_COLUMNS = (
     "case_ref",
     "quality",
     "received_at",
+    "held_batch_id",
 )
 
 
@@ -129,6 +131,7 @@ def submission_row(
         case_ref,
         quality,
         now,
+        None,
     ]
 
 
@@ -140,9 +143,12 @@ def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datet
     2. A hash this member already supports in the program is a `duplicate`; the same
        (program, hash) twice in the batch repeats the first's result; a quarantined or
        retired hash is refused (409).
-    3. Insert the submissions; activate or create listings (a withdrawn hash becomes
-       active again); record `hash.added` for the first active support of a hash in a
-       program, `submission.added` otherwise.
+    3. Hold the items a protection holds for review (holds.py): they are stored as
+       `held` with a held listing for a new (program, hash), and `submission.held`
+       is all that is recorded; nobody is sent them until an admin releases them.
+    4. Insert the submissions; activate or create listings (a withdrawn or held hash
+       becomes active again); record `hash.added` for the first active support of a
+       hash in a program, `submission.added` otherwise.
     """
     if not items:
         return
@@ -163,7 +169,10 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         mine = {
             (program_id, hash_id): pk
             for pk, program_id, hash_id in Submission.objects.filter(
-                submitter=member, status=Submission.Status.ACTIVE, hash_id__in=known, program_id__in=program_ids
+                submitter=member,
+                status__in=[Submission.Status.ACTIVE, Submission.Status.HELD],
+                hash_id__in=known,
+                program_id__in=program_ids,
             ).values_list("id", "program_id", "hash_id")
         }
         listings = {
@@ -210,12 +219,16 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         item.row[0] = hash_id
         first_in_batch[place] = item.result
         accepted.append(item)
+    held = holds_for(member=member, places=[(item.program, item.row[3]) for item in accepted], now=now)
+    for position, batch in held.items():
+        accepted[position].row[4], accepted[position].row[-1] = Submission.Status.HELD, batch.pk
     submission_ids = _insert_submissions(member, [item.row for item in accepted])
     events: list[NewEvent] = []
     new_listings: list[tuple[Any, ...]] = []
     reactivated: list[int] = []
     reactivated_hashes: set[int] = set()
-    for item in accepted:
+    held_only: set[int] = set()
+    for position, item in enumerate(accepted):
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
         place = (item.program.pk, hash_id)
         submission_id = submission_ids[place]
@@ -229,6 +242,17 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
             **item.event_data,
         }
         listing = listings.get(place)
+        if position in held:
+            item.result.status = "held"
+            data["value"] = signal_types.get(item.signal_type).storage_key(item.value)
+            data["held_batch_id"] = held[position].pk
+            events.append(NewEvent("submission.held", "hash", str(hash_id), program=item.program.slug, data=data))
+            if listing is None:
+                new_listings.append((hash_id, item.program.pk, Listing.Status.HELD, now, now))
+                listings[place] = (None, Listing.Status.HELD)
+            if hash_id in created:
+                held_only.add(hash_id)
+            continue
         if listing is not None and listing[1] == Listing.Status.ACTIVE:
             events.append(NewEvent("submission.added", "hash", str(hash_id), program=item.program.slug, data=data))
             continue
@@ -237,17 +261,22 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         else:
             reactivated.append(listing[0])  # type: ignore[arg-type]
         listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
-        if hash_status == Hash.Status.WITHDRAWN:
+        if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
     if new_listings:
         insert_rows(Listing, LISTING_COLUMNS, new_listings)
     if reactivated:
         Listing.objects.filter(pk__in=reactivated).update(status=Listing.Status.ACTIVE, changed_at=now)
+    # A new hash that only held submissions support is held too (nothing distributes it).
+    held_only -= reactivated_hashes
+    reactivated_hashes -= created
     if reactivated_hashes:
         Hash.objects.filter(pk__in=reactivated_hashes).update(
             status=Hash.Status.ACTIVE, status_changed_at=now, status_reason=""
         )
+    if held_only:
+        Hash.objects.filter(pk__in=held_only).update(status=Hash.Status.HELD, status_reason="held for review")
     ledger.record_many(events + refusals, actor=Actor.member(member.slug))
     for first, repeat in repeats:
         repeat.repeat(first)
@@ -262,7 +291,7 @@ def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int
         inserted = list(
             Submission.objects.filter(
                 submitter=member,
-                status=Submission.Status.ACTIVE,
+                status__in=[Submission.Status.ACTIVE, Submission.Status.HELD],
                 hash_id__in={row[0] for row in rows},
                 program_id__in={row[1] for row in rows},
             ).values_list("id", "program_id", "hash_id")

@@ -123,8 +123,9 @@ def _store_withdrawal(
     event_data: Mapping[str, Any] | None = None,
 ) -> WithdrawalResult:
     ledger.lock()
+    # A held submission (never distributed) may be withdrawn by its submitter too.
     targets = Submission.objects.select_for_update().filter(
-        submitter=member, program=program, hash=row, status=Submission.Status.ACTIVE
+        submitter=member, program=program, hash=row, status__in=[Submission.Status.ACTIVE, Submission.Status.HELD]
     )
     if payload.case:
         targets = targets.filter(case_ref=payload.case)
@@ -169,7 +170,9 @@ def _store_withdrawal(
         listing.import_batch_id is not None
         or Submission.objects.filter(hash=row, program=program, status=Submission.Status.ACTIVE).exists()
     )
-    if not still_supported:
+    if listing.status == Listing.Status.HELD:
+        _drop_held_listing(listing, now=now)
+    elif not still_supported and listing.status == Listing.Status.ACTIVE:
         listing.status, listing.changed_at = Listing.Status.WITHDRAWN, now
         listing.save(update_fields=["status", "changed_at"])
         events.append(
@@ -184,6 +187,20 @@ def _store_withdrawal(
         _refresh_hash_status(row, now=now)
     ledger.record_many(events, actor=actor)
     return WithdrawalResult(withdrawal, row, listing.status, created=True)
+
+
+def _drop_held_listing(listing: Listing, *, now: dt.datetime) -> None:
+    """A held listing (never distributed) that no held submission supports any more goes
+    away silently: nobody was sent the hash, so nobody is told. A held hash with nothing
+    left at all is withdrawn."""
+    if Submission.objects.filter(
+        hash_id=listing.hash_id, program_id=listing.program_id, status=Submission.Status.HELD
+    ).exists():
+        return
+    listing.delete()
+    Hash.objects.filter(pk=listing.hash_id, status=Hash.Status.HELD).exclude(
+        submissions__status=Submission.Status.HELD
+    ).update(status=Hash.Status.WITHDRAWN, status_changed_at=now, status_reason="no active support")
 
 
 def _refresh_hash_status(row: Hash, *, now: dt.datetime) -> None:
@@ -210,7 +227,10 @@ def hash_set_status(*, hash_: Hash, status: str, reason: str, actor: Actor) -> H
         raise Problem.field("status", "this hash is retired; that is final")
     now = timezone.now()
     # Nothing supports the hash any more: a later submission starts it afresh.
-    row.submissions.filter(status=Submission.Status.ACTIVE).update(status=Submission.Status.WITHDRAWN, withdrawn_at=now)
+    row.submissions.filter(status__in=[Submission.Status.ACTIVE, Submission.Status.HELD]).update(
+        status=Submission.Status.WITHDRAWN, withdrawn_at=now
+    )
+    row.listings.filter(status=Listing.Status.HELD).delete()  # never distributed: nobody to tell
     base = {**row.event_data(), "reason": reason}
     events = []
     for listing in row.listings.select_related("program").filter(status=Listing.Status.ACTIVE):

@@ -75,6 +75,7 @@ class FakeExchange:
         self.keys: dict[str, bytes] = {}
         self.held: dict[tuple[str, str, str], str] = {}
         self.reject_values: set[str] = set()
+        self.hold_new = False  # answer new submissions `held` (held for review), as a program's protection does
         self.enrollments: dict[str, str] = {"ncii": "opted_in", "paused-one": "paused"}
         self.programs: dict[str, list[str]] = {
             "ncii": ["pdq", "phash", "dhash", "md5", "sha256", "video_md5"],
@@ -210,7 +211,8 @@ class FakeExchange:
         if key in self.held:
             return result | {"status": "duplicate", "hash_id": self.held[key]}
         self.held[key] = f"h{len(self.held) + 1}"
-        return result | {"status": "accepted", "hash_id": self.held[key], "submission_id": f"s{index}"}
+        status = "held" if self.hold_new else "accepted"
+        return result | {"status": status, "hash_id": self.held[key], "submission_id": f"s{index}"}
 
 
 @pytest.fixture

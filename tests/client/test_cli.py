@@ -180,6 +180,20 @@ def test_submit_register_and_rerun(
     assert "accepted: 0, duplicate: 3, rejected: 0" in capsys.readouterr().out
 
 
+def test_submissions_held_for_review_are_counted(
+    clean_dir: Path, key_dir: Path, server_env: FakeExchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = str(key_dir / "signing_key.pem")
+    assert main(["register-key", "--key", key]) == 0
+    server_env.hold_new = True
+    base = ["submit", str(clean_dir), "--program", "ncii", "--key", key, "--jobs", "1"]
+    assert main(base) == 0
+    assert "accepted: 0, duplicate: 0, rejected: 0, held for review: 3" in capsys.readouterr().out
+    # Stored by the server: a re-run gets duplicates, as for accepted ones.
+    assert main(base) == 0
+    assert "accepted: 0, duplicate: 3, rejected: 0\n" in capsys.readouterr().out
+
+
 def test_submit_journal_skips_confirmed_items(
     clean_dir: Path, key_dir: Path, server_env: FakeExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

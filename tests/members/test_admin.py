@@ -77,6 +77,15 @@ def test_revoking_keys_and_credentials_from_the_admin(admin_client: Client, plat
     assert Event.objects.filter(kind__in=["key.revoked", "credential.revoked"], actor_type="admin").count() == 2
 
 
+HOLD_DEFAULTS = {
+    "hold_dispute_percent": 0,
+    "hold_dispute_min": 20,
+    "hold_window_days": 90,
+    "hold_burst_size": 0,
+    "hold_burst_minutes": 60,
+}
+
+
 def test_creating_a_member_and_a_program_in_the_admin_records_events(admin_client: Client, db: None) -> None:
     response = admin_client.post(
         "/admin/members/program/add/",
@@ -96,6 +105,7 @@ def test_creating_a_member_and_a_program_in_the_admin_records_events(admin_clien
             "anomaly_multiple": 8,
             "anomaly_window_days": 14,
             "anomaly_min_matches": 50,
+            **HOLD_DEFAULTS,
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]

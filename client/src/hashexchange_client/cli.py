@@ -318,6 +318,7 @@ class _SubmitTally:
     repeated: int = 0
     accepted: int = 0
     duplicates: int = 0
+    held: int = 0  # stored, waiting for the clearinghouse's review before it is distributed
     rejected: list[str] = field(default_factory=list)
 
 
@@ -450,6 +451,8 @@ def _send(
                     held.append(_journal_entry(args.program, item.result, result))
                     if result.status == "accepted":
                         tally.accepted += 1
+                    elif result.status == "held":
+                        tally.held += 1
                     else:
                         tally.duplicates += 1
                 else:
@@ -489,7 +492,8 @@ def _print_submit_summary(tally: _SubmitTally, *, dry_run: bool, signed: int) ->
         print(f"signed: {signed} envelopes (dry run, nothing sent)", file=out)
     else:
         print(
-            f"accepted: {tally.accepted}, duplicate: {tally.duplicates}, rejected: {len(tally.rejected)}",
+            f"accepted: {tally.accepted}, duplicate: {tally.duplicates}, rejected: {len(tally.rejected)}"
+            + (f", held for review: {tally.held}" if tally.held else ""),
             file=out,
         )
     for message in tally.failed:

@@ -20,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -194,16 +197,87 @@ def pdq_hash(image: Image.Image) -> tuple[str, int]:
 def vpdq_hash(path: Path, *, seconds_per_hash: float = VPDQ_SECONDS_PER_HASH) -> str:
     """The vPDQ value of a video, in python-threatexchange's serialisation, checked.
 
-    Decoded on this device with the `vpdq` package (FFmpeg's libraries); only the frame
-    hashes leave it. Raises :class:`HashingError` when the package is missing, the file is
-    not a video it can decode, or no frame is good enough to match on.
+    Decoded on this device by the `ffmpeg` program (`vpdq_frames`), each sampled frame
+    hashed with pdqhash; where there is no `ffmpeg` program, by the `vpdq` package (FFmpeg's
+    libraries, every frame decoded: about twice the CPU time). Only the frame hashes leave
+    the device. Raises :class:`HashingError` when neither is available, the file is not a
+    video that can be decoded, or no frame could be decoded.
     """
+    if not path.is_file():
+        raise HashingError(f"{path}: no such file")
+    if shutil.which("ffmpeg") is not None and IMAGE_HASHING_ERROR is None:
+        frames = vpdq_frames(path, seconds_per_hash=seconds_per_hash)
+    else:
+        frames = _vpdq_package_frames(path, seconds_per_hash=seconds_per_hash)
+    if not frames:
+        raise HashingError(f"{path}: no frames could be decoded")
+    try:
+        return signal_types.validate("vpdq", signal_types.serialise_vpdq(frames[: signal_types.VPDQ_MAX_FRAMES]))
+    except signal_types.SignalValueError as exc:
+        raise HashingError(f"{path}: {exc}") from None
+
+
+# FFmpeg's decoder options that skip work a frame hash does not need: the in-loop deblocking
+# filter (its effect on PDQ's 64x64 reduction is a bit or two), and frames no other frame
+# refers to (B-frames, mostly: when the frame at a second's start is one, the next decoded
+# frame, at most a few frames later, is hashed instead). docs/benchmarks/videos.md has the
+# figures: about half the CPU time of decoding every frame.
+VPDQ_DECODE_OPTIONS = ("-threads", "1", "-skip_loop_filter", "all", "-skip_frame", "noref")
+
+
+def vpdq_frames(path: Path, *, seconds_per_hash: float = VPDQ_SECONDS_PER_HASH) -> list[signal_types.VpdqFrame]:
+    """A PDQ hash per `seconds_per_hash` of a video, decoded by the `ffmpeg` program.
+
+    Steps: ffmpeg decodes on one thread with `VPDQ_DECODE_OPTIONS`, keeps the first decoded
+    frame of each interval, scales it to at most `VPDQ_MAX_WIDTH` wide and pipes it as raw
+    RGB; each frame is hashed with pdqhash and stamped with its interval's start (the k-th
+    frame kept: k intervals), as the `vpdq` package stamps its frames.
+    """
+    _require_image_hashing()
+    width, height = _video_size(path)
+    if not width or not height:
+        raise HashingError(f"{path}: cannot decode the video: ffprobe finds no video stream")
+    out_w = min(width, VPDQ_MAX_WIDTH)
+    out_h = max(2, round(height * out_w / width / 2) * 2)
+    out_w = max(2, out_w // 2 * 2)
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-filter_threads", "1", *VPDQ_DECODE_OPTIONS, "-i", str(path)]
+    # The first decoded frame of each interval (vpdq keeps frame 0, fps, 2 x fps … by count);
+    # `fps` would not do: it keeps the last frame before each half interval.
+    interval = f"{seconds_per_hash:g}"
+    keep = f"select='isnan(prev_selected_t)+gt(floor(t/{interval})\\,floor(prev_selected_t/{interval}))'"
+    command += ["-map", "0:v:0", "-vf", f"{keep},scale={out_w}:{out_h}:flags=area", "-fps_mode", "passthrough"]
+    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    size = out_w * out_h * 3
+    frames: list[signal_types.VpdqFrame] = []
+    # Its messages go to a file, so that a damaged video's many cannot fill a pipe nobody reads.
+    with (
+        tempfile.TemporaryFile() as messages,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages) as process,
+    ):
+        assert process.stdout is not None
+        while len(frames) < signal_types.VPDQ_MAX_FRAMES:
+            raw = process.stdout.read(size)
+            if len(raw) < size:
+                break
+            image = np.frombuffer(raw, dtype=np.uint8).reshape(out_h, out_w, 3)
+            bits, quality = pdqhash.compute(image)
+            value = np.packbits(bits.astype(np.uint8)).tobytes().hex()
+            frames.append(signal_types.VpdqFrame(value, int(quality), round(len(frames) * seconds_per_hash, 3)))
+        process.stdout.close()
+        code = process.wait()
+        messages.seek(0)
+        errors = messages.read().decode(errors="replace").strip()
+    if code != 0 and not frames:
+        last = errors.splitlines()[-1] if errors else f"ffmpeg exited with {code}"
+        raise HashingError(f"{path}: cannot decode the video: {last}")
+    return frames
+
+
+def _vpdq_package_frames(path: Path, *, seconds_per_hash: float) -> list[signal_types.VpdqFrame]:
     try:
         import vpdq  # noqa: PLC0415 - optional: only members who hash videos install it
     except ImportError:
-        raise HashingError(f"{path}: vpdq hashing needs the vpdq package (pip install vpdq)") from None
-    if not path.is_file():
-        raise HashingError(f"{path}: no such file")
+        raise HashingError(f"{path}: vpdq hashing needs FFmpeg's ffmpeg program, or the vpdq package") from None
     width, height = _video_size(path)
     scale = min(1.0, VPDQ_MAX_WIDTH / width) if width else 1.0
     try:
@@ -216,19 +290,11 @@ def vpdq_hash(path: Path, *, seconds_per_hash: float = VPDQ_SECONDS_PER_HASH) ->
         )
     except Exception as exc:  # noqa: BLE001 - vpdq raises a bare Exception for a file it cannot decode
         raise HashingError(f"{path}: cannot decode the video: {str(exc).strip()}") from None
-    if not features:
-        raise HashingError(f"{path}: no frames could be decoded")
-    frames = [signal_types.VpdqFrame(f.hex, int(f.quality), float(f.timestamp)) for f in features]
-    try:
-        return signal_types.validate("vpdq", signal_types.serialise_vpdq(frames[: signal_types.VPDQ_MAX_FRAMES]))
-    except signal_types.SignalValueError as exc:
-        raise HashingError(f"{path}: {exc}") from None
+    return [signal_types.VpdqFrame(f.hex, int(f.quality), float(f.timestamp)) for f in features]
 
 
 def _video_size(path: Path) -> tuple[int, int]:
     """(width, height) of the first video stream, or (0, 0) if unknown (then no downscaling)."""
-    import subprocess  # noqa: PLC0415
-
     try:
         out = subprocess.run(
             [

@@ -20,7 +20,8 @@ from pathlib import Path
 JournalKey = tuple[str, str, str]
 
 # Statuses meaning "the server holds this hash from us for this program".
-HELD = frozenset({"accepted", "duplicate"})
+# `held`: stored, and waiting for the clearinghouse's review before it is distributed.
+HELD = frozenset({"accepted", "held", "duplicate"})
 
 
 @dataclass(frozen=True)
