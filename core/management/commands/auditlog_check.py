@@ -12,7 +12,8 @@ from core import ledger, tlog
 
 class Command(BaseCommand):
     help = (
-        "Recompute every event's leaf hash, every stored leaf's hash and every stored tree hash of the audit log and compare them with "
+        "Recompute every event's leaf hash, every stored leaf's hash and every stored tree hash of the audit log "
+        "and compare them with "
         "what is stored. Exits 1 when anything differs. --repair stores tree hashes that are missing (a log "
         "restored without them); it never overwrites one that differs: that means the log was changed."
     )
