@@ -275,7 +275,7 @@ def step_large_grow(target: int) -> None:
     from hashexchange_client import merkle
 
     from core import ledger, tlog
-    from core.ledger import Event
+    from core.ledger import Event, EventLeaf
     from core.tlog import TreeHash
     from exchange import auditlog
 
@@ -286,6 +286,7 @@ def step_large_grow(target: int) -> None:
         existing = {key: None for key in TreeHash.objects.values_list("level", "position")}
         columns = "seq, kind, program, subject_type, subject_id, actor_type, actor_id, data, created_at, leaf_hash"
         table = Event._meta.db_table
+        leaf_table = EventLeaf._meta.db_table  # the stored leaves, as record_many() writes them
 
         def leaves() -> Any:
             yield from tlog._leaf_hashes()
@@ -293,9 +294,10 @@ def step_large_grow(target: int) -> None:
                 last = min(target, first + LARGE_CHUNK - 1)
                 when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=first // 100)
                 at = ledger.format_time(when)
-                rows, hashes = [], []
+                rows, hashes, leaf_data = [], [], []
                 for seq in range(first, last + 1):
                     leaf, data = _bulk_leaf(seq, at)
+                    leaf_data.append(leaf)
                     if seq == first:
                         expected = ledger.leaf_bytes(
                             seq=seq, kind="hash.added", program="bench", subject_type="hash", subject_id=str(seq),
@@ -313,12 +315,19 @@ def step_large_grow(target: int) -> None:
                             with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                                 for row in rows:
                                     copy.write_row(row)
+                            with cursor.copy(f"COPY {leaf_table} (seq, data) FROM STDIN") as copy:
+                                for seq, leaf in zip(range(first, last + 1), leaf_data, strict=True):
+                                    copy.write_row((seq, leaf))
                     else:
                         stored = connection.ops.adapt_datetimefield_value(when)
                         with connection.cursor() as cursor:
                             cursor.executemany(
                                 f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                                 [(*row[:8], stored, row[9]) for row in rows],
+                            )
+                            cursor.executemany(
+                                f"INSERT INTO {leaf_table} (seq, data) VALUES (%s, %s)",
+                                list(zip(range(first, last + 1), leaf_data, strict=True)),
                             )
                 log(f"{connection.vendor}: {last:,} events ({time.perf_counter() - started:.0f} s)")
                 yield from hashes
@@ -447,6 +456,53 @@ def step_large_refs(size: int, samples: int) -> None:
         log(f"{connection.vendor} at {size:,}: {name} in process: " + json.dumps(
             {k: v for k, v in breakdown[name].items() if k != "profile_top"}))  # fmt: skip
     print(json.dumps({"refs": refs, "service": breakdown, "audit_paths": _audit_paths(size)}))
+
+
+def step_large_profile(size: int, token: str, requests: int) -> None:
+    """Where a log request's time goes: cProfile over `requests` requests of each kind through
+    Django's test client (every middleware, DRF, authentication, the rate limit), the bare
+    view of bench/floor_wsgi.py among them; prints each kind's time per request and its
+    functions by own time (JSON)."""
+    import cProfile
+    import io
+    import pstats
+    import random
+
+    import django
+
+    django.setup()
+    import floor_wsgi  # noqa: F401 (adds /bench/floor)
+    from django.test import Client as DjangoClient
+
+    client = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {token}")
+    rng = random.Random(3)
+    paths = {
+        "floor": lambda: "/bench/floor",
+        "checkpoint": lambda: "/api/v1/log/checkpoint",
+        "inclusion": lambda: f"/api/v1/log/proof/inclusion?leaf_index={rng.randrange(size)}",
+        "consistency": lambda: f"/api/v1/log/proof/consistency?first={rng.randrange(1, size)}",
+    }
+    out: dict[str, Any] = {}
+    for name, make in paths.items():
+        for _ in range(10):
+            assert client.get(make()).status_code == 200
+        profile = cProfile.Profile()
+        started = time.perf_counter()
+        profile.enable()
+        for _ in range(requests):
+            client.get(make())
+        profile.disable()
+        elapsed = time.perf_counter() - started
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+        cumulative = io.StringIO()
+        pstats.Stats(profile, stream=cumulative).sort_stats("cumulative").print_stats(40)
+        out[name] = {
+            "ms_per_request": round(elapsed / requests * 1000, 3),
+            "by_own_time": text.getvalue(),
+            "by_cumulative": cumulative.getvalue(),
+        }
+    print(json.dumps(out))
 
 
 def _audit_paths(size: int) -> dict[str, float]:
@@ -717,6 +773,7 @@ INTERNAL_STEPS = {
     "_large_prepare": lambda argv: step_large_prepare(),
     "_large_grow": lambda argv: step_large_grow(int(argv[0])),
     "_large_refs": lambda argv: step_large_refs(int(argv[0]), int(argv[1])),
+    "_large_profile": lambda argv: step_large_profile(int(argv[0]), argv[1], int(argv[2])),
 }
 
 

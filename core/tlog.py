@@ -219,6 +219,12 @@ def iter_entries(start: int, end: int, *, complete: bool = True, chunk: int = EN
         yield b"".join(parts)
 
 
+def read_leaf(index: int) -> bytes:
+    """The leaf data of leaf `index`, as `iter_entries` serves it; LedgerError if it is missing."""
+    entry = b"".join(iter_entries(index, index + 1))
+    return entry[2:]
+
+
 def _rows_checked_by_database(first: int, last: int, matches: str) -> list[tuple[int, Any, bool]] | None:
     """(seq, stored leaf, whether it is the row's) for events first+1..last; None if the
     database could not compare (a stored leaf or a row it cannot read as JSON)."""

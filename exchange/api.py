@@ -374,11 +374,11 @@ class CheckpointView(APIView):
 
     @extend_schema(extensions={"x-problems": [404]}, responses={(200, "text/plain"): str})
     def get(self, request: Request) -> Response:
-        checkpoint = auditlog.latest_checkpoint()
-        if checkpoint is None:
+        head = auditlog.latest_head.get()
+        if head is None:
             raise exceptions.NotFound("The audit log has no checkpoint yet; one is signed once events are recorded.")
         # Mutable: caches may keep it for a few seconds at most (tlog-tiles).
-        return Response(auditlog.cosigned_note(checkpoint), headers={"Cache-Control": "private, max-age=5"})
+        return Response(head.note, headers={"Cache-Control": "private, max-age=5"})
 
 
 class InclusionProofView(APIView):
