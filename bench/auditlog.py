@@ -92,6 +92,7 @@ def _check_tree(variant: str, stats_dir: Path) -> Any:
             totals = [json.loads(path.read_text()) for path in stats_dir.glob("*.json")]
             cpu = sum(t["cpu_s"] for t in totals)
             wall = sum(t["wall_s"] for t in totals)
+            leaves_cpu = sum(t.get("leaves_cpu_s", 0.0) for t in totals)
             run.verified["extend"] = {
                 "calls": sum(t["calls"] for t in totals),
                 "events": sum(t["events"] for t in totals),
@@ -100,11 +101,16 @@ def _check_tree(variant: str, stats_dir: Path) -> Any:
                 "cpu_share": round(cpu / run.total * 1e6 / run.cpu_us, 4) if run.cpu_us else 0.0,
                 # of the time requests were in flight
                 "wall_share": round(wall / (sum(run.latency_ms) / 1000), 4) if run.latency_ms else 0.0,
+                # the stored leaves (core.ledger._store_leaves), timed the same way
+                "leaves_cpu_us_per_submission": round(leaves_cpu / run.total * 1e6, 2),
+                "leaves_cpu_share": round(leaves_cpu / run.total * 1e6 / run.cpu_us, 4) if run.cpu_us else 0.0,
             }
             if run.verified["extend"]["events"] != run.total:
                 run.problems.append(f"the timed tree saw {run.verified['extend']['events']} events, not {run.total}")
         if variant == "tree" and not (found["ok"] and found["stored"] == found["size"] // 256):
             run.problems.append(f"the tree does not match the events: {found}")
+        if variant == "tree" and found["leaves"] < run.total:
+            run.problems.append(f"the run's events have no stored leaves: {found}")
         if variant == "no tree" and found["stored"] != 0:
             run.problems.append(f"the reference run stored tree hashes: {found}")
 
@@ -119,10 +125,17 @@ def step_check() -> None:
 
     django.setup()
     from core import tlog
+    from core.ledger import EventLeaf
     from core.tlog import TreeHash
 
     result = tlog.check()
-    print(json.dumps({"ok": result.ok, "size": result.size, "stored": TreeHash.objects.count()}))
+    leaves = EventLeaf.objects.count()
+    wrong = tlog.check_leaves()
+    print(
+        json.dumps(
+            {"ok": result.ok and not wrong, "size": result.size, "stored": TreeHash.objects.count(), "leaves": leaves}
+        )
+    )
 
 
 def step_tree(events: int) -> None:
@@ -138,8 +151,18 @@ def step_tree(events: int) -> None:
     from exchange import auditlog
 
     actor = Actor.system("bench")
-    spent = {"extend": 0.0}
+    spent = {"extend": 0.0, "leaves": 0.0}
     original = tlog.extend
+    original_leaves = ledger._store_leaves
+
+    def timed_leaves(leaves: Any) -> None:
+        started = time.perf_counter()
+        try:
+            original_leaves(leaves)
+        finally:
+            spent["leaves"] += time.perf_counter() - started
+
+    ledger._store_leaves = timed_leaves
 
     def timed(rows: Any) -> int:
         started = time.perf_counter()
@@ -165,13 +188,15 @@ def step_tree(events: int) -> None:
 
     per_batch = {}
     for batch, count in ((1, 2048), (100, 10_240), (1000, 20_480)):
-        spent["extend"] = 0.0
+        spent["extend"] = spent["leaves"] = 0.0
         seconds = record(count, batch)
         per_batch[str(batch)] = {
             "events": count,
             "record_us_per_event": round(seconds / count * 1e6, 1),
             "extend_us_per_event": round(spent["extend"] / count * 1e6, 2),
             "extend_share_of_record": round(spent["extend"] / seconds, 4),
+            "leaves_us_per_event": round(spent["leaves"] / count * 1e6, 2),
+            "leaves_share_of_record": round(spent["leaves"] / seconds, 4),
         }
         log(f"tree: batches of {batch}: {per_batch[str(batch)]}")
     remaining = max(0, events - n)
@@ -830,6 +855,9 @@ def summary(runs: list[Run], kind: str) -> dict[str, Any]:
     tree["extend_cpu_share_median"] = statistics.median(t["cpu_share"] for t in timed)
     tree["extend_cpu_share_all"] = [t["cpu_share"] for t in timed]
     tree["extend_wall_share_median"] = statistics.median(t["wall_share"] for t in timed)
+    tree["leaves_cpu_us_per_submission_median"] = statistics.median(t["leaves_cpu_us_per_submission"] for t in timed)
+    tree["leaves_cpu_share_median"] = statistics.median(t["leaves_cpu_share"] for t in timed)
+    tree["tree_and_leaves_cpu_share_all"] = [t["cpu_share"] + t["leaves_cpu_share"] for t in timed]
     return {
         **by_variant,
         "throughput_ratio": round(tree["per_second_median"] / reference["per_second_median"], 4),
@@ -910,12 +938,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(all runs: {', '.join(f'{x * 100:.2f} %' for x in tree['extend_cpu_share_all'])}), "
             f"{tree['extend_wall_share_median'] * 100:.2f} % of request time"
         )
+        print(
+            f"{kind:10} the stored leaves in the tree runs: {tree['leaves_cpu_us_per_submission_median']:.2f} µs CPU "
+            f"per submission, {tree['leaves_cpu_share_median'] * 100:.2f} % of the run's CPU per submission; tree "
+            "and leaves together, all runs: "
+            + ", ".join(f"{x * 100:.2f} %" for x in tree["tree_and_leaves_cpu_share_all"])
+        )
     for kind, figures in in_process.items():
         print(f"\n{kind}, in-process, {figures['events']:,} events, {figures['tree_hashes']:,} tree hashes stored:")
         for batch, row in figures["extend_by_batch"].items():
             print(
                 f"  extend, batches of {batch:>4}: {row['extend_us_per_event']:6.2f} µs/event, "
-                f"{row['extend_share_of_record'] * 100:5.2f} % of record_many ({row['record_us_per_event']} µs/event)"
+                f"{row['extend_share_of_record'] * 100:5.2f} % of record_many ({row['record_us_per_event']} µs/event); "
+                f"stored leaves {row['leaves_us_per_event']:6.2f} µs/event, "
+                f"{row['leaves_share_of_record'] * 100:5.2f} %"
             )
         print(f"  checkpoint (777 new events): {figures['checkpoint_ms']} ms")
         for what in ("root", "inclusion_proof", "consistency_proof"):
