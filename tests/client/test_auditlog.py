@@ -165,7 +165,7 @@ def _audit(leaves: list[bytes], checkpoint: note.Checkpoint, how: str, resume: i
 
 @given(
     size=st.integers(1, 700),
-    change=st.sampled_from(["none", "modified", "removed", "inserted", "reordered", "byte"]),
+    change=st.sampled_from(["none", "modified", "removed", "inserted", "reordered", "byte", "respaced", "moved"]),
     how=st.sampled_from(["entries", "tiles"]),
     data=st.data(),
 )
@@ -189,6 +189,11 @@ def test_an_audit_catches_any_modified_removed_inserted_or_reordered_event(
         assume(size > 1)
         other = data.draw(st.integers(0, size - 1).filter(lambda i: i != at), label="other")
         served[at], served[other] = served[other], served[at]
+    elif change == "respaced":  # the same event, not its canonical encoding
+        served[at] = served[at].replace(b":", b": ", 1)
+    elif change == "moved":  # bytes moved across the boundary of two leaves
+        assume(at + 1 < size)
+        served[at], served[at + 1] = served[at][:-1], served[at][-1:] + served[at + 1]
     elif change == "byte":
         position = data.draw(st.integers(0, len(served[at]) - 1), label="byte")
         served[at] = served[at][:position] + bytes([served[at][position] ^ 1]) + served[at][position + 1 :]

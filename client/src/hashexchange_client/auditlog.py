@@ -310,18 +310,52 @@ def _check_entries(
     while position < count:
         index = first + position
         width = merkle.TILE_WIDTH if index % merkle.TILE_WIDTH == 0 and count - position >= merkle.TILE_WIDTH else 1
-        hashes = []
-        for offset in range(position, position + width):
-            data = entries[offset]
-            event = check_leaf(data, first + offset)
+        group = entries[position : position + width]
+        events = _check_group(group, index)
+        for event in events:
             kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
             on_event(event)
-            hashes.append(sha256(b"\x00" + data).digest())
+        hashes = [sha256(b"\x00" + data).digest() for data in group]
         if width == 1:
             compact.append(hashes[0])
         else:
             compact.append_subtree(merkle.perfect_root(hashes), width)
         position += width
+
+
+def _decoded(data: bytes) -> Any:
+    """The value of one JSON text (with the strict reader's limits), or None."""
+    try:
+        text = data.decode("utf-8")
+        if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return None
+        return _LEAF_DECODER.decode(text)  # refuses floats, and anything after the one value
+    except (ValueError, RecursionError):
+        return None
+
+
+def _check_group(group: Sequence[bytes], first: int) -> list[dict[str, Any]]:
+    """`check_leaf` of consecutive leaves first, first + 1, ..., with one encoding for all.
+
+    Each leaf is read on its own, as one JSON value; the values are then encoded together
+    as a JSON array, which must be the leaves joined by commas. That holds exactly when
+    every leaf is its own value's canonical encoding: where one first differed, one of
+    the two would be a complete JSON value followed by more text, which reading it on its
+    own refuses. Anything amiss is checked again leaf by leaf, for the message.
+    """
+    events = []
+    for offset, data in enumerate(group):
+        event = _decoded(data)
+        if not (isinstance(event, dict) and event.get("v") == 1 and event.get("seq") == first + offset + 1):
+            event = check_leaf(data, first + offset)  # raises, saying what is wrong
+        events.append(event)
+    try:
+        canonical = _LEAF_ENCODER.encode(events).encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        canonical = b""
+    if canonical != b"[" + b",".join(group) + b"]":
+        return [check_leaf(data, first + offset) for offset, data in enumerate(group)]
+    return events
 
 
 def _check_bundle(
