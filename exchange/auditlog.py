@@ -283,11 +283,12 @@ def inclusion_proof(
         )
     if not can_see_event(member=member, credential=credential, seq=leaf_index + 1):
         raise Problem("not_found", "No event with that leaf index is visible to you.", 404)
-    leaf_data = tlog.read_leaf(leaf_index)  # as auditors are served it: the stored leaf, if still the event's
-    if checkpoint is not None:  # the usual case: fast, from cached subtrees, checked against the signed root
+    # The leaf data as auditors are served it (the stored leaf, if still the event's).
+    if checkpoint is not None:  # the usual case: one query, cached subtrees, checked against the signed root
         root_hash = checkpoint.root_hash
-        proof = tlog.verified_inclusion_proof(leaf_index, size, merkle.leaf_hash(leaf_data), root_hash)
+        leaf_data, proof = tlog.verified_inclusion_proof_of(leaf_index, size, root_hash)
     else:
+        leaf_data = tlog.read_leaf(leaf_index)
         root_hash, proof = tlog.root(size), tlog.inclusion_proof(leaf_index, size)
     return InclusionProof(
         leaf_index=leaf_index,

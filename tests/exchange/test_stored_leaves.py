@@ -5,6 +5,7 @@ event again; what an audit still catches; the backfill of events recorded before
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from io import StringIO
 from pathlib import Path
@@ -48,6 +49,14 @@ def bundle(leaves: list[bytes]) -> bytes:
     return b"".join(len(leaf).to_bytes(2, "big") + leaf for leaf in leaves)
 
 
+# The SQLite triggers as the migrations create them, to put back after a rewrite (a test
+# that commits must not leave the database without them for the next one).
+SQLITE_TRIGGERS = {
+    "exchange_event": importlib.import_module("exchange.migrations.0002_event_append_only_triggers").SQLITE_FORWARD,
+    "exchange_eventleaf": importlib.import_module("exchange.migrations.0010_event_leaves").SQLITE_FORWARD,
+}
+
+
 def sql(*statements: tuple[str, list[Any]], table: str) -> None:
     """Run statements behind the ORM's and the triggers' backs, as someone rewriting the log would."""
     trigger = f"{table}_no_update"
@@ -60,6 +69,8 @@ def sql(*statements: tuple[str, list[Any]], table: str) -> None:
             cursor.execute(statement, params)
         if connection.vendor == "postgresql":
             cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+        else:
+            cursor.execute(SQLITE_TRIGGERS[table])
 
 
 @pytest.mark.django_db
