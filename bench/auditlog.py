@@ -32,9 +32,9 @@ checkpoint: what the ledger would have written, checked against a compact range 
 leaves), never through the API. At each size: the references (one SHA-256 of a leaf, a
 bare SELECT of one tree hash, a SELECT of one tile of leaf hashes) and, in process, the
 time, SQL time and queries of the proof services with a profile; then, through the API
-(gunicorn, one sync worker, one client, requests interleaved), the latest checkpoint (the
-reference request), inclusion and consistency proofs, each also from a second server
-against a bare Django view in the same server (bench/floor_wsgi.py); up to --audit-max events, a timed
+(gunicorn, one sync worker, one client, requests interleaved), a bare Django view (the
+framework's floor, bench/floor_wsgi.py, the reference), the latest checkpoint, inclusion
+and consistency proofs, all from the same server; up to --audit-max events, a timed
 `hashexchange log audit` of the whole log. --keep DIR keeps the logs for the next run
 (a 10-million-event log takes half an hour to build on a busy 2-core machine).
 
