@@ -32,9 +32,9 @@ checkpoint: what the ledger would have written, checked against a compact range 
 leaves), never through the API. At each size: the references (one SHA-256 of a leaf, a
 bare SELECT of one tree hash, a SELECT of one tile of leaf hashes) and, in process, the
 time, SQL time and queries of the proof services with a profile; then, through the API
-(gunicorn, one sync worker, one client, requests interleaved), the latest checkpoint (the
-reference request), inclusion and consistency proofs, each also from a second server
-without the proofs' node cache (bench/nocache_wsgi.py); up to --audit-max events, a timed
+(gunicorn, one sync worker, one client, requests interleaved), a bare Django view (the
+framework's floor, bench/floor_wsgi.py, the reference), the latest checkpoint, inclusion
+and consistency proofs, all from the same server; up to --audit-max events, a timed
 `hashexchange log audit` of the whole log. --keep DIR keeps the logs for the next run
 (a 10-million-event log takes half an hour to build on a busy 2-core machine).
 
@@ -92,6 +92,7 @@ def _check_tree(variant: str, stats_dir: Path) -> Any:
             totals = [json.loads(path.read_text()) for path in stats_dir.glob("*.json")]
             cpu = sum(t["cpu_s"] for t in totals)
             wall = sum(t["wall_s"] for t in totals)
+            leaves_cpu = sum(t.get("leaves_cpu_s", 0.0) for t in totals)
             run.verified["extend"] = {
                 "calls": sum(t["calls"] for t in totals),
                 "events": sum(t["events"] for t in totals),
@@ -100,11 +101,16 @@ def _check_tree(variant: str, stats_dir: Path) -> Any:
                 "cpu_share": round(cpu / run.total * 1e6 / run.cpu_us, 4) if run.cpu_us else 0.0,
                 # of the time requests were in flight
                 "wall_share": round(wall / (sum(run.latency_ms) / 1000), 4) if run.latency_ms else 0.0,
+                # the stored leaves (core.ledger._store_leaves), timed the same way
+                "leaves_cpu_us_per_submission": round(leaves_cpu / run.total * 1e6, 2),
+                "leaves_cpu_share": round(leaves_cpu / run.total * 1e6 / run.cpu_us, 4) if run.cpu_us else 0.0,
             }
             if run.verified["extend"]["events"] != run.total:
                 run.problems.append(f"the timed tree saw {run.verified['extend']['events']} events, not {run.total}")
         if variant == "tree" and not (found["ok"] and found["stored"] == found["size"] // 256):
             run.problems.append(f"the tree does not match the events: {found}")
+        if variant == "tree" and found["leaves"] < run.total:
+            run.problems.append(f"the run's events have no stored leaves: {found}")
         if variant == "no tree" and found["stored"] != 0:
             run.problems.append(f"the reference run stored tree hashes: {found}")
 
@@ -119,10 +125,17 @@ def step_check() -> None:
 
     django.setup()
     from core import tlog
+    from core.ledger import EventLeaf
     from core.tlog import TreeHash
 
     result = tlog.check()
-    print(json.dumps({"ok": result.ok, "size": result.size, "stored": TreeHash.objects.count()}))
+    leaves = EventLeaf.objects.count()
+    wrong = tlog.check_leaves()
+    print(
+        json.dumps(
+            {"ok": result.ok and not wrong, "size": result.size, "stored": TreeHash.objects.count(), "leaves": leaves}
+        )
+    )
 
 
 def step_tree(events: int) -> None:
@@ -138,8 +151,18 @@ def step_tree(events: int) -> None:
     from exchange import auditlog
 
     actor = Actor.system("bench")
-    spent = {"extend": 0.0}
+    spent = {"extend": 0.0, "leaves": 0.0}
     original = tlog.extend
+    original_leaves = ledger._store_leaves
+
+    def timed_leaves(leaves: Any) -> None:
+        started = time.perf_counter()
+        try:
+            original_leaves(leaves)
+        finally:
+            spent["leaves"] += time.perf_counter() - started
+
+    ledger._store_leaves = timed_leaves
 
     def timed(rows: Any) -> int:
         started = time.perf_counter()
@@ -165,13 +188,15 @@ def step_tree(events: int) -> None:
 
     per_batch = {}
     for batch, count in ((1, 2048), (100, 10_240), (1000, 20_480)):
-        spent["extend"] = 0.0
+        spent["extend"] = spent["leaves"] = 0.0
         seconds = record(count, batch)
         per_batch[str(batch)] = {
             "events": count,
             "record_us_per_event": round(seconds / count * 1e6, 1),
             "extend_us_per_event": round(spent["extend"] / count * 1e6, 2),
             "extend_share_of_record": round(spent["extend"] / seconds, 4),
+            "leaves_us_per_event": round(spent["leaves"] / count * 1e6, 2),
+            "leaves_share_of_record": round(spent["leaves"] / seconds, 4),
         }
         log(f"tree: batches of {batch}: {per_batch[str(batch)]}")
     remaining = max(0, events - n)
@@ -275,7 +300,7 @@ def step_large_grow(target: int) -> None:
     from hashexchange_client import merkle
 
     from core import ledger, tlog
-    from core.ledger import Event
+    from core.ledger import Event, EventLeaf
     from core.tlog import TreeHash
     from exchange import auditlog
 
@@ -286,6 +311,7 @@ def step_large_grow(target: int) -> None:
         existing = {key: None for key in TreeHash.objects.values_list("level", "position")}
         columns = "seq, kind, program, subject_type, subject_id, actor_type, actor_id, data, created_at, leaf_hash"
         table = Event._meta.db_table
+        leaf_table = EventLeaf._meta.db_table  # the stored leaves, as record_many() writes them
 
         def leaves() -> Any:
             yield from tlog._leaf_hashes()
@@ -293,9 +319,10 @@ def step_large_grow(target: int) -> None:
                 last = min(target, first + LARGE_CHUNK - 1)
                 when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=first // 100)
                 at = ledger.format_time(when)
-                rows, hashes = [], []
+                rows, hashes, leaf_data = [], [], []
                 for seq in range(first, last + 1):
                     leaf, data = _bulk_leaf(seq, at)
+                    leaf_data.append(leaf)
                     if seq == first:
                         expected = ledger.leaf_bytes(
                             seq=seq, kind="hash.added", program="bench", subject_type="hash", subject_id=str(seq),
@@ -313,12 +340,19 @@ def step_large_grow(target: int) -> None:
                             with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                                 for row in rows:
                                     copy.write_row(row)
+                            with cursor.copy(f"COPY {leaf_table} (seq, data) FROM STDIN") as copy:
+                                for seq, leaf in zip(range(first, last + 1), leaf_data, strict=True):
+                                    copy.write_row((seq, leaf))
                     else:
                         stored = connection.ops.adapt_datetimefield_value(when)
                         with connection.cursor() as cursor:
                             cursor.executemany(
                                 f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                                 [(*row[:8], stored, row[9]) for row in rows],
+                            )
+                            cursor.executemany(
+                                f"INSERT INTO {leaf_table} (seq, data) VALUES (%s, %s)",
+                                list(zip(range(first, last + 1), leaf_data, strict=True)),
                             )
                 log(f"{connection.vendor}: {last:,} events ({time.perf_counter() - started:.0f} s)")
                 yield from hashes
@@ -449,6 +483,53 @@ def step_large_refs(size: int, samples: int) -> None:
     print(json.dumps({"refs": refs, "service": breakdown, "audit_paths": _audit_paths(size)}))
 
 
+def step_large_profile(size: int, token: str, requests: int) -> None:
+    """Where a log request's time goes: cProfile over `requests` requests of each kind through
+    Django's test client (every middleware, DRF, authentication, the rate limit), the bare
+    view of bench/floor_wsgi.py among them; prints each kind's time per request and its
+    functions by own time (JSON)."""
+    import cProfile
+    import io
+    import pstats
+    import random
+
+    import django
+
+    django.setup()
+    import floor_wsgi  # noqa: F401 (adds /bench/floor)
+    from django.test import Client as DjangoClient
+
+    client = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {token}")
+    rng = random.Random(3)
+    paths = {
+        "floor": lambda: "/bench/floor",
+        "checkpoint": lambda: "/api/v1/log/checkpoint",
+        "inclusion": lambda: f"/api/v1/log/proof/inclusion?leaf_index={rng.randrange(size)}",
+        "consistency": lambda: f"/api/v1/log/proof/consistency?first={rng.randrange(1, size)}",
+    }
+    out: dict[str, Any] = {}
+    for name, make in paths.items():
+        for _ in range(10):
+            assert client.get(make()).status_code == 200
+        profile = cProfile.Profile()
+        started = time.perf_counter()
+        profile.enable()
+        for _ in range(requests):
+            client.get(make())
+        profile.disable()
+        elapsed = time.perf_counter() - started
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+        cumulative = io.StringIO()
+        pstats.Stats(profile, stream=cumulative).sort_stats("cumulative").print_stats(40)
+        out[name] = {
+            "ms_per_request": round(elapsed / requests * 1000, 3),
+            "by_own_time": text.getvalue(),
+            "by_cumulative": cumulative.getvalue(),
+        }
+    print(json.dumps(out))
+
+
 def _audit_paths(size: int) -> dict[str, float]:
     """The CPU per event of serving an entry bundle and of an auditor's check of a leaf, the
     quick paths against the ones they replaced (kept here as the reference), alternating
@@ -511,11 +592,12 @@ def _measure_api(ports: dict[str, int], token: str, size: int, samples: int, roo
     rng = random.Random(5)
     clients = {name: Client(port, token) for name, port in ports.items()}
     times: dict[str, dict[str, list[float]]] = {
-        name: {"checkpoint": [], "inclusion": [], "consistency": []} for name in ports
+        name: {"floor": [], "checkpoint": [], "inclusion": [], "consistency": []} for name in ports
     }
     for number in range(samples + 10):
         index, first = rng.randrange(size), rng.randrange(1, size)
         paths = {
+            "floor": "/bench/floor",  # bench/floor_wsgi.py: a bare Django view, the framework's floor
             "checkpoint": "/api/v1/log/checkpoint",
             "inclusion": f"/api/v1/log/proof/inclusion?leaf_index={index}",
             "consistency": f"/api/v1/log/proof/consistency?first={first}",
@@ -588,17 +670,13 @@ def print_large(kind: str, size: int, row: dict[str, Any]) -> None:
     print(f"  {format_load(row['load_before'])} before, {format_load(row['load_after'])} after")
     print(f"  references: SHA-256 of a leaf {sha} µs; SELECT of one tree hash {one_row} µs;")
     print(f"  SELECT of one tile of leaf hashes {refs['select_leaf_tile_us']} µs")
-    reference = api["checkpoint"]["p50_ms"]
-    for what in ("checkpoint", "inclusion", "consistency"):
-        figures, without = api[what], row["api_without_cache"][what]
+    floor = api["floor"]["p50_ms"]
+    for what in ("floor", "checkpoint", "inclusion", "consistency"):
+        figures = api[what]
         print(
             f"  API {what:12} p50 {figures['p50_ms']:7.2f} ms  p90 {figures['p90_ms']:7.2f}  "
-            f"p99 {figures['p99_ms']:7.2f}  = {figures['p50_ms'] / reference:5.2f} x the checkpoint request, "
+            f"p99 {figures['p99_ms']:7.2f}  = {figures['p50_ms'] / floor:5.2f} x the bare view (floor), "
             f"{figures['p50_ms'] * 1000 / one_row:6.1f} x a one-row SELECT"
-        )
-        print(
-            f"      without the node cache: p50 {without['p50_ms']:7.2f} ms = "
-            f"{without['p50_ms'] / row['api_without_cache']['checkpoint']['p50_ms']:5.2f} x its checkpoint request"
         )
     for what, figures in row["service"].items():
         print(
@@ -680,18 +758,13 @@ def run_large(args: argparse.Namespace, info: dict[str, Any]) -> int:
                     .strip().splitlines()[-1]
                 )  # fmt: skip
                 row: dict[str, Any] = {"grown": grown, **refs, "load_before": load_average(), "cpu": cpu_model()}
-                with (
-                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log") as (port, pid),
-                    gunicorn(env, workers=1, logfile=workdir / "gunicorn.log", app="nocache_wsgi:application") as (
-                        reference_port,
-                        _,
-                    ),
+                with gunicorn(env, workers=1, logfile=workdir / "gunicorn.log", app="floor_wsgi:application") as (
+                    port,
+                    pid,
                 ):
                     checkpoint = Client(port, state["token"]).request("GET", "/api/v1/log/checkpoint")[1].decode()
                     root_b64 = checkpoint.split("\n")[2]
-                    measured = _measure_api(
-                        {"api": port, "api_without_cache": reference_port}, state["token"], size, args.samples, root_b64
-                    )
+                    measured = _measure_api({"api": port}, state["token"], size, args.samples, root_b64)
                     row.update(measured)
                     log(f"{kind} at {size:,}: through the API: {measured}")
                     if size <= args.audit_max:
@@ -717,6 +790,7 @@ INTERNAL_STEPS = {
     "_large_prepare": lambda argv: step_large_prepare(),
     "_large_grow": lambda argv: step_large_grow(int(argv[0])),
     "_large_refs": lambda argv: step_large_refs(int(argv[0]), int(argv[1])),
+    "_large_profile": lambda argv: step_large_profile(int(argv[0]), argv[1], int(argv[2])),
 }
 
 
@@ -781,6 +855,9 @@ def summary(runs: list[Run], kind: str) -> dict[str, Any]:
     tree["extend_cpu_share_median"] = statistics.median(t["cpu_share"] for t in timed)
     tree["extend_cpu_share_all"] = [t["cpu_share"] for t in timed]
     tree["extend_wall_share_median"] = statistics.median(t["wall_share"] for t in timed)
+    tree["leaves_cpu_us_per_submission_median"] = statistics.median(t["leaves_cpu_us_per_submission"] for t in timed)
+    tree["leaves_cpu_share_median"] = statistics.median(t["leaves_cpu_share"] for t in timed)
+    tree["tree_and_leaves_cpu_share_all"] = [t["cpu_share"] + t["leaves_cpu_share"] for t in timed]
     return {
         **by_variant,
         "throughput_ratio": round(tree["per_second_median"] / reference["per_second_median"], 4),
@@ -861,12 +938,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(all runs: {', '.join(f'{x * 100:.2f} %' for x in tree['extend_cpu_share_all'])}), "
             f"{tree['extend_wall_share_median'] * 100:.2f} % of request time"
         )
+        print(
+            f"{kind:10} the stored leaves in the tree runs: {tree['leaves_cpu_us_per_submission_median']:.2f} µs CPU "
+            f"per submission, {tree['leaves_cpu_share_median'] * 100:.2f} % of the run's CPU per submission; tree "
+            "and leaves together, all runs: "
+            + ", ".join(f"{x * 100:.2f} %" for x in tree["tree_and_leaves_cpu_share_all"])
+        )
     for kind, figures in in_process.items():
         print(f"\n{kind}, in-process, {figures['events']:,} events, {figures['tree_hashes']:,} tree hashes stored:")
         for batch, row in figures["extend_by_batch"].items():
             print(
                 f"  extend, batches of {batch:>4}: {row['extend_us_per_event']:6.2f} µs/event, "
-                f"{row['extend_share_of_record'] * 100:5.2f} % of record_many ({row['record_us_per_event']} µs/event)"
+                f"{row['extend_share_of_record'] * 100:5.2f} % of record_many ({row['record_us_per_event']} µs/event); "
+                f"stored leaves {row['leaves_us_per_event']:6.2f} µs/event, "
+                f"{row['leaves_share_of_record'] * 100:5.2f} %"
             )
         print(f"  checkpoint (777 new events): {figures['checkpoint_ms']} ms")
         for what in ("root", "inclusion_proof", "consistency_proof"):

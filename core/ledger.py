@@ -236,6 +236,60 @@ class Event(models.Model):
         return leaf_hash(self.leaf_data())
 
 
+class EventLeafQuerySet(models.QuerySet["EventLeaf"]):
+    def update(self, **kwargs: Any) -> int:
+        raise LedgerError("stored leaves are append-only: they cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise LedgerError("stored leaves are append-only: they cannot be deleted")
+
+
+class EventLeaf(models.Model):
+    """An event's leaf data exactly as it was hashed when the event was recorded.
+
+    The audit log serves these bytes to auditors instead of encoding every event again
+    (core/tlog.py `read_leaves`, docs/auditlog.md "Stored leaves"). Written by
+    `record_many()` in the event's transaction, or by `manage.py auditlog_backfill_leaves`
+    for events recorded before this table existed; never changed (the ORM and a database
+    trigger refuse it). A side table rather than a column: the events table keeps its
+    columns and its triggers, and the backfill only inserts.
+    """
+
+    seq = models.BigIntegerField(primary_key=True, help_text="The event's seq.")
+    data = models.BinaryField(
+        help_text="The event's leaf data (docs/ledger.md); SHA-256(0x00 || data) is its leaf hash."
+    )
+
+    objects = EventLeafQuerySet.as_manager()
+
+    class Meta:
+        app_label = "exchange"
+        verbose_name = "stored leaf"
+
+    def __str__(self) -> str:
+        return f"leaf of event #{self.seq}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerError("stored leaves are append-only: they cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise LedgerError("stored leaves are append-only: they cannot be deleted")
+
+
+def _sorted_keys(value: Any) -> Any:
+    """The same JSON value with every object's keys in sorted order, as in the leaf. Stored
+    so, an event's data reads back in the order of its leaf, which lets SQLite compare the
+    two as text when the audit log serves the stored leaf (core/tlog.py `read_leaves`)."""
+    if isinstance(value, Mapping):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event to record; `record_many` numbers a batch of these under one lock."""
@@ -277,10 +331,11 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
     # Read under the lock, so that event times never go backwards as sequence numbers rise
     # (on one host's clock): consumers that page by time, like the StopNCII facade, rely on it.
     now = timezone.now()
-    rows = []
+    rows, leaves = [], []
     for offset, new in enumerate(events):
         data = dict(new.data or {})
         _check_json(data)
+        data = _sorted_keys(data)
         row = Event(
             seq=next_seq + offset,
             kind=new.kind,
@@ -300,7 +355,9 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
             )
         row.leaf_hash = leaf_hash(leaf)
         rows.append(row)
+        leaves.append((row.seq, leaf))
     Event.objects.bulk_create(rows)
+    _store_leaves(leaves)
     # The audit log's tree grows in the same transaction, under the same lock (core/tlog.py).
     from core import tlog
 
@@ -312,6 +369,18 @@ def record_many(events: Sequence[NewEvent], *, actor: Actor) -> list[Event]:
         if id(hook) not in pending:  # once per transaction, however many record() calls
             transaction.on_commit(hook, robust=True)
     return rows
+
+
+def _store_leaves(leaves: Sequence[tuple[int, bytes]]) -> None:
+    """Insert the events' leaf data, one statement (plain SQL: this runs for every event)."""
+    table = EventLeaf._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(leaves), 500):  # within every backend's limit of parameters
+            batch = leaves[start : start + 500]
+            cursor.execute(
+                f"INSERT INTO {table} (seq, data) VALUES {', '.join(['(%s, %s)'] * len(batch))}",
+                [value for seq, leaf in batch for value in (seq, leaf)],
+            )
 
 
 def record(

@@ -28,15 +28,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, models
+from django.db import DatabaseError, connection, models, transaction
 from hashexchange_client import merkle
 from hashexchange_client.merkle import TILE_WIDTH, Tile, TileSource
 
 from core import ledger
-from core.ledger import Event, LedgerError
+from core.ledger import Event, EventLeaf, LedgerError
 
 
 class TreeHashQuerySet(models.QuerySet["TreeHash"]):
@@ -160,27 +161,118 @@ def read_tile(tile: Tile) -> bytes:
 def read_entry_bundle(tile: Tile) -> bytes:
     """An entry bundle: each event's leaf data, prefixed by its length as a big-endian uint16."""
     start = tile.index * TILE_WIDTH
-    rows = list(
-        Event.objects.filter(seq__gt=start, seq__lte=start + tile.width).order_by("seq").values_list(*LEAF_FIELDS)
-    )
-    if len(rows) != tile.width:
-        raise LedgerError(f"events {start + 1}..{start + tile.width} are not all in the log")
-    parts = []
-    for row in rows:
-        # Rows as tuples, and their data not checked again (it was when recorded; a value
-        # changed since to one a leaf cannot hold is refused by the auditor's check): 0.7
-        # of the CPU of building events and calling leaf_data() (docs/benchmarks/auditlog.md).
-        data = ledger.leaf_bytes(**dict(zip(LEAF_FIELDS, row, strict=True)), check=False)
-        parts.append(len(data).to_bytes(2, "big") + data)
-    return b"".join(parts)
+    return b"".join(iter_entries(start, start + tile.width))
 
 
 LEAF_FIELDS = ("seq", "kind", "program", "subject_type", "subject_id", "actor_type", "actor_id", "data", "created_at")
 
+# Whether an event's stored leaf (EventLeaf) is still the encoding of its row, computed by
+# the database: PostgreSQL compares the two as JSON values (jsonb equality), SQLite as
+# text (the leaf's canonical JSON against a JSON object built from the row's columns in
+# the leaf's key order; rows store their data with sorted keys, core/ledger.py). Neither
+# is the documented encoding itself, so a "no" (or NULL: no stored leaf, or a row the
+# database cannot read as JSON) only sends the row to `_checked_in_python`, which is.
+_MATCHES = {
+    "postgresql": """convert_from(l.data, 'UTF8')::jsonb = jsonb_build_object(
+        'actor', jsonb_build_object('id', e.actor_id, 'type', e.actor_type),
+        'at', to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'data', e.data, 'kind', e.kind, 'program', e.program, 'seq', e.seq,
+        'subject', jsonb_build_object('id', e.subject_id, 'type', e.subject_type), 'v', 1)""",
+    "sqlite": """CAST(l.data AS TEXT) = json_object(
+        'actor', json_object('id', e.actor_id, 'type', e.actor_type),
+        'at', replace(e.created_at, ' ', 'T') || CASE WHEN length(e.created_at) = 19 THEN '.000000Z' ELSE 'Z' END,
+        'data', json(e.data), 'kind', e.kind, 'program', e.program, 'seq', e.seq,
+        'subject', json_object('id', e.subject_id, 'type', e.subject_type), 'v', 1)""",
+}
+ENTRIES_CHUNK = 2048
 
-def source(size: int) -> TileSource:
+
+def iter_entries(start: int, end: int, *, complete: bool = True, chunk: int = ENTRIES_CHUNK) -> Iterator[bytes]:
+    """Leaves [start, end) as entry-bundle entries (uint16 length, leaf data), a block of up
+    to `chunk` entries at a time. An event missing from the log is LedgerError, or with
+    `complete=False` left out (the auditor who counts the entries then sees it is missing).
+
+    Each entry is the event's stored leaf (EventLeaf), the bytes that were hashed when it
+    was recorded, as long as the database finds it is still the encoding of the event's
+    row: serving a bundle is then one query and no JSON work in Python
+    (docs/benchmarks/auditlog.md). Otherwise `_served_leaf` decides, in Python, from the
+    documented encoding of the row: a row changed since it was recorded is served as it is
+    now, a stored leaf damaged since is served as it is; neither hashes to the tree the
+    checkpoints signed, so an auditor sees every disagreement (docs/auditlog.md).
+    """
+    matches = _MATCHES.get(connection.vendor)
+    for first in range(start, end, chunk):
+        last = min(end, first + chunk)
+        rows = _rows_checked_by_database(first, last, matches) if matches else None
+        if rows is None:
+            seqs = Event.objects.filter(seq__gt=first, seq__lte=last).order_by("seq").values_list("seq", flat=True)
+            rows = [(seq, None, False) for seq in seqs]
+        if complete and len(rows) != last - first:
+            raise LedgerError(f"events {first + 1}..{last} are not all in the log")
+        unsure = [seq for seq, _data, ok in rows if not ok]
+        recomputed = _checked_in_python(unsure) if unsure else {}
+        parts = []
+        for seq, data, ok in rows:
+            leaf = bytes(data) if ok else recomputed[seq]
+            parts.append(len(leaf).to_bytes(2, "big"))
+            parts.append(leaf)
+        yield b"".join(parts)
+
+
+def read_leaf(index: int) -> bytes:
+    """The leaf data of leaf `index`, as `iter_entries` serves it; LedgerError if it is missing."""
+    entry = b"".join(iter_entries(index, index + 1))
+    return entry[2:]
+
+
+def _rows_checked_by_database(first: int, last: int, matches: str) -> list[tuple[int, Any, bool]] | None:
+    """(seq, stored leaf, whether it is the row's) for events first+1..last; None if the
+    database could not compare (a stored leaf or a row it cannot read as JSON)."""
+    sql = (
+        f"SELECT e.seq, l.data, {matches} FROM {Event._meta.db_table} e "
+        f"LEFT JOIN {EventLeaf._meta.db_table} l ON l.seq = e.seq WHERE e.seq > %s AND e.seq <= %s ORDER BY e.seq"
+    )
+    # On PostgreSQL a failed statement spoils the transaction around it: a savepoint keeps
+    # the caller's. (SQLite's transactions here are IMMEDIATE: a read takes none.)
+    guard = transaction.atomic() if connection.vendor == "postgresql" and connection.in_atomic_block else nullcontext()
+    try:
+        with guard, connection.cursor() as cursor:
+            cursor.execute(sql, [first, last])
+            return [(seq, data, bool(ok)) for seq, data, ok in cursor.fetchall()]
+    except DatabaseError:
+        return None
+
+
+def _checked_in_python(seqs: Sequence[int]) -> dict[int, bytes]:
+    """The entry to serve for each of `seqs`, decided from the documented encoding of the row."""
+    rows = Event.objects.filter(seq__in=seqs).values_list(*LEAF_FIELDS, "leaf_hash")
+    stored = {seq: bytes(data) for seq, data in EventLeaf.objects.filter(seq__in=seqs).values_list("seq", "data")}
+    served = {}
+    for *fields, hashed in rows:
+        row = dict(zip(LEAF_FIELDS, fields, strict=True))
+        served[row["seq"]] = _served_leaf(row, stored.get(row["seq"]), hashed)
+    missing = set(seqs) - served.keys()
+    if missing:
+        raise LedgerError(f"events {sorted(missing)[:5]} are not in the log")
+    return served
+
+
+def _served_leaf(row: dict[str, Any], stored: bytes | None, hashed: str) -> bytes:
+    """The entry of one event: its stored leaf if that is the encoding of its row as it is
+    now (or the row's encoding if none was stored yet); if they disagree, whichever of the
+    two no longer hashes to the leaf hash the event was recorded with."""
+    try:
+        encoded = ledger.leaf_bytes(**row, check=False)
+    except ValueError:  # a row changed to hold a value JSON cannot encode (NaN)
+        encoded = b""
+    if stored is None or stored == encoded:
+        return encoded
+    return stored if ledger.leaf_hash(stored) != hashed else encoded
+
+
+def source(size: int, read: Any = read_tile) -> TileSource:
     """A proof source over the first `size` leaves, reading each tile it needs once."""
-    return TileSource(size, read_tile)
+    return TileSource(size, read)
 
 
 class NodeCache:
@@ -208,9 +300,9 @@ class NodeCache:
         with self.lock:
             self.hashes.clear()
 
-    def source(self, size: int) -> merkle.Source:
+    def source(self, size: int, read: Any = read_tile) -> merkle.Source:
         """A proof source over the first `size` leaves: cached hashes first, tiles for the rest."""
-        tiles = source(size)
+        tiles = source(size, read)
         alias = connection.alias
 
         def lookup(nodes: Sequence[merkle.Node]) -> dict[merkle.Node, bytes]:
@@ -262,6 +354,54 @@ def verified_inclusion_proof(index: int, size: int, leaf: bytes, signed_root: by
         node_cache.clear()
         proof = inclusion_proof(index, size)
     return proof
+
+
+def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
+    """Leaf `index`'s data (as `iter_entries` serves it) and the level-0 tile around it in a
+    tree of `size` leaves (its leaf hashes), in one query: all an inclusion proof reads
+    from the database once the node cache holds the rest of the tree."""
+    tile = Tile(0, index // TILE_WIDTH, merkle.tile_width(0, index // TILE_WIDTH, size))
+    start, seq = tile.index * TILE_WIDTH, index + 1
+    matches = _MATCHES.get(connection.vendor, "NULL")
+    sql = (
+        f"SELECT e.seq, e.leaf_hash, l.data, {matches} FROM {Event._meta.db_table} e "
+        f"LEFT JOIN {EventLeaf._meta.db_table} l ON l.seq = e.seq AND e.seq = %s "
+        "WHERE e.seq > %s AND e.seq <= %s ORDER BY e.seq"
+    )
+    guard = transaction.atomic() if connection.vendor == "postgresql" and connection.in_atomic_block else nullcontext()
+    try:
+        with guard, connection.cursor() as cursor:
+            cursor.execute(sql, [seq, start, start + tile.width])
+            rows = cursor.fetchall()
+    except DatabaseError:  # a row the database cannot read as JSON: the slower way, which can
+        return read_leaf(index), tile, read_tile(tile)
+    if len(rows) != tile.width:
+        raise LedgerError(
+            f"the audit log's tree is missing entries {start}..{start + tile.width - 1} of tile level 0: "
+            "events are missing"
+        )
+    hashes = b"".join(bytes.fromhex(row[1]) for row in rows)
+    _, _, data, ok = rows[index - start]
+    leaf = bytes(data) if ok else _checked_in_python([seq])[seq]
+    return leaf, tile, hashes
+
+
+def verified_inclusion_proof_of(index: int, size: int, signed_root: bytes) -> tuple[bytes, list[bytes]]:
+    """Leaf `index`'s data and its inclusion proof in the tree of `size` leaves whose signed
+    root is `signed_root`: one query (`leaf_and_tile`), the rest from the node cache;
+    checked against the root before they are returned, like `verified_inclusion_proof`."""
+    leaf, tile, hashes = leaf_and_tile(index, size)
+
+    def read(wanted: Tile) -> bytes:
+        return hashes if wanted == tile else read_tile(wanted)
+
+    proof = merkle.inclusion_proof(index, size, node_cache.source(size, read))
+    try:
+        merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, signed_root)
+    except merkle.ProofError:
+        node_cache.clear()
+        proof = inclusion_proof(index, size)
+    return leaf, proof
 
 
 def verified_consistency_proof(old_size: int, new_size: int, signed_root: bytes) -> tuple[bytes, list[bytes]]:
@@ -326,3 +466,57 @@ def check(*, repair: bool = False) -> CheckResult:
     if repair and to_create:
         TreeHash.objects.bulk_create(to_create, batch_size=1000)
     return CheckResult(size=size, checked=checked, wrong=wrong, missing=missing, extra=sorted(stored))
+
+
+# Stored leaves of events recorded before they were stored ---------------------------------
+
+
+@dataclass
+class BackfillResult:
+    stored: int
+    changed: list[int]  # events whose row no longer gives their leaf hash: no leaf stored
+
+
+def backfill_leaves(*, batch: int = 5000, after: int = 0) -> Iterator[tuple[int, BackfillResult]]:
+    """Store the leaf data of every event that has none (recorded before EventLeaf existed).
+
+    In batches of `batch` consecutive events, each in its own short transaction (inserts
+    only: safe while the exchange runs, and resumable, since events that have a stored leaf
+    are skipped). A leaf is stored only if it hashes to the leaf hash the event was recorded
+    with: a row changed since is reported, never laundered into a stored leaf. Yields
+    (the last seq covered, the totals so far) after each batch.
+    """
+    totals = BackfillResult(0, [])
+    size = tree_size()
+    for first in range(after, size, batch):
+        last = min(size, first + batch)
+        have = EventLeaf.objects.filter(seq__gt=first, seq__lte=last).values("seq")
+        missing = Event.objects.filter(seq__gt=first, seq__lte=last).exclude(seq__in=have).order_by("seq")
+        leaves = []
+        for event in missing.iterator(chunk_size=1000):
+            leaf = event.leaf_data()
+            if ledger.leaf_hash(leaf) == event.leaf_hash:
+                leaves.append(EventLeaf(seq=event.seq, data=leaf))
+            else:
+                totals.changed.append(event.seq)
+        with transaction.atomic():
+            EventLeaf.objects.bulk_create(leaves, batch_size=500, ignore_conflicts=True)
+        totals.stored += len(leaves)
+        yield last, totals
+
+
+def check_leaves(chunk: int = 5000) -> list[int]:
+    """The seqs whose stored leaf does not hash to its event's leaf hash (or has no event)."""
+    wrong = []
+    last = EventLeaf.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    sql = (
+        f"SELECT l.seq, l.data, e.leaf_hash FROM {EventLeaf._meta.db_table} l "
+        f"LEFT JOIN {Event._meta.db_table} e ON e.seq = l.seq WHERE l.seq > %s AND l.seq <= %s"
+    )
+    for first in range(0, last, chunk):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [first, first + chunk])
+            for seq, data, hashed in cursor.fetchall():
+                if hashed is None or ledger.leaf_hash(bytes(data)) != hashed:
+                    wrong.append(seq)
+    return sorted(wrong)

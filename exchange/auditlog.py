@@ -23,11 +23,14 @@ import base64
 import datetime as dt
 import json
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 from django.utils import timezone
 from hashexchange_client import auditlog as client_auditlog
 from hashexchange_client import merkle, note
@@ -126,6 +129,54 @@ def checkpoint_create() -> Checkpoint | None:
         return None
 
 
+@dataclass(frozen=True)
+class Head:
+    """A checkpoint as proofs and the checkpoint endpoint serve it: its size, its root and its
+    note with the witnesses' cosignatures."""
+
+    size: int
+    root_hash: bytes
+    note: str
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> Head:
+        return cls(checkpoint.size, bytes(checkpoint.root_hash), cosigned_note(checkpoint))
+
+
+class _LatestHead:
+    """The latest checkpoint with its cosignatures, kept by each process for `ttl` seconds.
+
+    Every proof and the checkpoint endpoint start from it; reading it (the checkpoint, then
+    its cosignatures) was a third of a proof request's own time (docs/benchmarks/auditlog.md).
+    A checkpoint or cosignature stored by this process empties it at once; one stored by
+    another (Celery beat signs them) is seen within `ttl`, well within the signing period
+    and the 5 s that GET /api/v1/log/checkpoint lets caches keep it. What it holds was
+    read from the database: a proof is still checked against its root before it is served.
+    """
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self.value: tuple[float, str, Head | None] | None = None
+
+    def get(self) -> Head | None:
+        now, alias = time.monotonic(), connection.alias
+        value = self.value
+        if value is not None and value[1] == alias and now - value[0] < self.ttl:
+            return value[2]
+        checkpoint = latest_checkpoint()
+        head = Head.of(checkpoint) if checkpoint is not None else None
+        self.value = (now, alias, head)
+        return head
+
+    def clear(self, **kwargs: Any) -> None:
+        self.value = None
+
+
+latest_head = _LatestHead()
+post_save.connect(latest_head.clear, sender=Checkpoint, dispatch_uid="auditlog-latest-head-checkpoint")
+post_save.connect(latest_head.clear, sender=Cosignature, dispatch_uid="auditlog-latest-head-cosignature")
+
+
 def cosigned_note(checkpoint: Checkpoint) -> str:
     """The checkpoint with the witnesses' cosignatures after the server's signature."""
     lines = [
@@ -142,10 +193,10 @@ def _is_auditor(credential: Any) -> bool:
     return isinstance(credential, ApiCredential) and credential.has_scope(Scope.REPORTS)
 
 
-def _checkpointed_size(tree_size: int | None, parameter: str = "tree_size") -> tuple[int, Checkpoint | None]:
+def _checkpointed_size(tree_size: int | None, parameter: str = "tree_size") -> tuple[int, Head | None]:
     """The tree size a proof is asked for (the latest checkpoint's by default), and the
     checkpoint made at that size if there is one."""
-    latest = latest_checkpoint()
+    latest = latest_head.get()
     if latest is None:
         raise Problem(
             "no_checkpoint",
@@ -163,7 +214,10 @@ def _checkpointed_size(tree_size: int | None, parameter: str = "tree_size") -> t
             f"{tree_size} is beyond the latest checkpoint ({latest.size} events); ask for a checkpointed size, "
             f"or wait for the next checkpoint (every {settings.CHECKPOINT_SECONDS:g} s)",
         )
-    return tree_size, (latest if tree_size == latest.size else checkpoint_at(tree_size))
+    if tree_size == latest.size:
+        return tree_size, latest
+    checkpoint = checkpoint_at(tree_size)
+    return tree_size, (Head.of(checkpoint) if checkpoint is not None else None)
 
 
 def can_see_event(*, member: Member, credential: Any, seq: int) -> bool:
@@ -229,11 +283,12 @@ def inclusion_proof(
         )
     if not can_see_event(member=member, credential=credential, seq=leaf_index + 1):
         raise Problem("not_found", "No event with that leaf index is visible to you.", 404)
-    leaf_data = Event.objects.get(seq=leaf_index + 1).leaf_data()
-    if checkpoint is not None:  # the usual case: fast, from cached subtrees, checked against the signed root
-        root_hash = bytes(checkpoint.root_hash)
-        proof = tlog.verified_inclusion_proof(leaf_index, size, merkle.leaf_hash(leaf_data), root_hash)
+    # The leaf data as auditors are served it (the stored leaf, if still the event's).
+    if checkpoint is not None:  # the usual case: one query, cached subtrees, checked against the signed root
+        root_hash = checkpoint.root_hash
+        leaf_data, proof = tlog.verified_inclusion_proof_of(leaf_index, size, root_hash)
     else:
+        leaf_data = tlog.read_leaf(leaf_index)
         root_hash, proof = tlog.root(size), tlog.inclusion_proof(leaf_index, size)
     return InclusionProof(
         leaf_index=leaf_index,
@@ -241,7 +296,7 @@ def inclusion_proof(
         leaf_data=leaf_data,
         root_hash=root_hash,
         proof=proof,
-        checkpoint=cosigned_note(checkpoint) if checkpoint else None,
+        checkpoint=checkpoint.note if checkpoint else None,
     )
 
 
@@ -253,7 +308,7 @@ def consistency_proof(*, first: int, second: int | None = None) -> dict[str, Any
     if first < 0:
         raise Problem.field("first", "a tree size is 0 or more")
     if checkpoint is not None:  # as for inclusion proofs
-        second_root = bytes(checkpoint.root_hash)
+        second_root = checkpoint.root_hash
         first_root, proof = tlog.verified_consistency_proof(first, size, second_root)
     else:
         first_root, second_root, proof = tlog.root(first), tlog.root(size), tlog.consistency_proof(first, size)
@@ -263,7 +318,7 @@ def consistency_proof(*, first: int, second: int | None = None) -> dict[str, Any
         "first_root_hash": b64(first_root),
         "second_root_hash": b64(second_root),
         "proof": [b64(item) for item in proof],
-        "checkpoint": cosigned_note(checkpoint) if checkpoint else None,
+        "checkpoint": checkpoint.note if checkpoint else None,
     }
 
 
@@ -314,6 +369,23 @@ def tile(path: str) -> bytes:
     if have < wanted.width:
         raise Problem("not_found", f"The log of {size} events has no {path}.", 404)
     return tlog.read_entry_bundle(wanted) if wanted.is_entries else tlog.read_tile(wanted)
+
+
+MAX_ENTRIES = 65_536  # a page of `entries`: 256 entry bundles, about 20 MB of leaf data
+
+
+def entries(*, start: int, end: int) -> Iterator[bytes]:
+    """Leaves [start, end) in the format of entry bundles (each leaf data prefixed by its length
+    as a big-endian uint16), for auditors: many bundles' worth in one request, streamed."""
+    size = tlog.tree_size()
+    if end > size:
+        raise Problem.field("end", f"{end} is beyond the log of {size} events")
+    if start >= end:
+        raise Problem.field("start", f"{start} is not before end ({end})")
+    if end - start > MAX_ENTRIES:
+        raise Problem.field("end", f"at most {MAX_ENTRIES} entries per request (start + {MAX_ENTRIES})")
+    # A missing event is left out rather than failing the response half-way: the auditor counts.
+    return tlog.iter_entries(start, end, complete=False)
 
 
 # Witnesses ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.utils import timezone
 from hashexchange_client import note
 from hashexchange_client.encoding import Base64Error, b64decode, b64encode
 
-from core.ledger import Event
+from core.ledger import Event, EventLeaf
 from core.tlog import TreeHash
 from members.models import Member
 
@@ -29,6 +29,7 @@ __all__ = [
     "DeliveryAttempt",
     "Dispute",
     "Event",
+    "EventLeaf",
     "FeedCursor",
     "Obligation",
     "Outcome",

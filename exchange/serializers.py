@@ -214,6 +214,13 @@ class InclusionQuerySerializer(serializers.Serializer):
         return attrs
 
 
+class EntriesQuerySerializer(serializers.Serializer):
+    start = serializers.IntegerField(min_value=0, help_text="The first leaf index (seq - 1) to serve.")
+    end = serializers.IntegerField(
+        min_value=1, help_text="The leaf index after the last one to serve; at most the tree size, and start + 65536."
+    )
+
+
 class InclusionProofSerializer(serializers.Serializer):
     leaf_index = serializers.IntegerField()
     seq = serializers.IntegerField()

@@ -25,6 +25,7 @@ urlpatterns = [
     path("log/checkpoint", api.CheckpointView.as_view(), name="log-checkpoint"),
     path("log/proof/inclusion", api.InclusionProofView.as_view(), name="log-inclusion"),
     path("log/proof/consistency", api.ConsistencyProofView.as_view(), name="log-consistency"),
+    path("log/entries", api.EntriesView.as_view(), name="log-entries"),
     path("log/tile/<path:path>", api.TileView.as_view(), name="log-tile"),
     *router.urls,
 ]

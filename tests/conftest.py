@@ -87,6 +87,15 @@ def _clean_redis() -> None:
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_head() -> None:
+    """The latest checkpoint each process keeps for a second (exchange/auditlog.py) must not
+    outlive the test whose rolled-back transaction made it."""
+    from exchange import auditlog
+
+    auditlog.latest_head.clear()
+
+
 @dataclass
 class Caller:
     """A member with an API key, and a client that sends it."""

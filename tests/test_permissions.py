@@ -319,6 +319,13 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
     ),
     (
+        "audit log entries",
+        "get",
+        "/api/v1/log/entries?start=0&end=1",
+        None,
+        {"platform_a": 403, "platform_b": 403, "intake": 403, "peer": 403, "auditor": 200, "read_only": 403},
+    ),
+    (
         "match",
         "post",
         "/api/v1/match",

@@ -23,6 +23,8 @@ from hashexchange_client.auditlog import (
     split_bundle,
     verify_report,
 )
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 LEAF = (
     b'{"actor":{"id":"member_create","type":"operator"},"at":"2026-11-21T06:00:00.123456Z",'
@@ -115,3 +117,107 @@ def test_a_report_verifies_only_as_signed() -> None:
         verify_report(report, policy)
     with pytest.raises(LogVerificationError, match="no checkpoint"):
         verify_report({"program": "ncii"}, policy)
+
+
+# Audits: any change to the served log is caught, however it is read ----------------------
+
+
+def _event_leaf(seq: int, kind: str = "t.e") -> bytes:
+    return (
+        '{"actor":{"id":"t","type":"system"},"at":"2026-11-21T06:00:00.000000Z","data":{"n":' + str(seq) + '},'
+        '"kind":"' + kind + '","program":"","seq":' + str(seq)
+        + ',"subject":{"id":"' + str(seq) + '","type":"t"},"v":1}'
+    ).encode()  # fmt: skip
+
+
+def _served(leaves: list[bytes]) -> tuple[object, object]:
+    """read_entries and read_tile over `leaves` as a server would serve them."""
+
+    def entries(start: int, end: int) -> bytes:
+        return b"".join(len(leaf).to_bytes(2, "big") + leaf for leaf in leaves[start:end])
+
+    def tile(path: str) -> bytes:
+        wanted = merkle.parse_tile_path(path)
+        start = wanted.index * merkle.TILE_WIDTH
+        return entries(start, start + wanted.width)
+
+    return entries, tile
+
+
+def _audit(leaves: list[bytes], checkpoint: note.Checkpoint, how: str, resume: int, page: int) -> None:
+    from hashexchange_client.auditlog import audit
+
+    entries, tile = _served(leaves)
+    state = State(checkpoint.origin)
+    if resume:  # a state audited up to `resume` before (from the original log)
+        state.audited = merkle.CompactRange()
+        for index in range(resume):
+            state.audited.append(merkle.leaf_hash(_event_leaf(index + 1)))
+    audit(
+        tile,  # type: ignore[arg-type]
+        checkpoint,
+        state,
+        read_entries=entries if how == "entries" else None,  # type: ignore[arg-type]
+        page=page,
+        read_ahead=1 if how == "entries" else 0,
+    )
+
+
+@given(
+    size=st.integers(1, 700),
+    change=st.sampled_from(["none", "modified", "removed", "inserted", "reordered", "byte", "respaced", "moved"]),
+    how=st.sampled_from(["entries", "tiles"]),
+    data=st.data(),
+)
+@settings(max_examples=150, deadline=None)
+def test_an_audit_catches_any_modified_removed_inserted_or_reordered_event(
+    size: int, change: str, how: str, data: st.DataObject
+) -> None:
+    from tests.rfc6962 import Rfc6962
+
+    leaves = [_event_leaf(seq) for seq in range(1, size + 1)]
+    checkpoint = note.Checkpoint("example.org/log", size, Rfc6962.mth(leaves))  # the reference's root
+    served = list(leaves)
+    at = data.draw(st.integers(0, size - 1), label="at")
+    if change == "modified":
+        served[at] = _event_leaf(at + 1, kind="t.forged")
+    elif change == "removed":
+        del served[at]
+    elif change == "inserted":
+        served.insert(at, _event_leaf(at + 1, kind="t.inserted"))
+    elif change == "reordered":
+        assume(size > 1)
+        other = data.draw(st.integers(0, size - 1).filter(lambda i: i != at), label="other")
+        served[at], served[other] = served[other], served[at]
+    elif change == "respaced":  # the same event, not its canonical encoding
+        served[at] = served[at].replace(b":", b": ", 1)
+    elif change == "moved":  # bytes moved across the boundary of two leaves
+        assume(at + 1 < size)
+        served[at], served[at + 1] = served[at][:-1], served[at][-1:] + served[at + 1]
+    elif change == "byte":
+        position = data.draw(st.integers(0, len(served[at]) - 1), label="byte")
+        served[at] = served[at][:position] + bytes([served[at][position] ^ 1]) + served[at][position + 1 :]
+    # Resume from a state that audited a prefix before the change: the rest must still be caught.
+    resume = data.draw(st.integers(0, at), label="resume")
+    page = data.draw(st.sampled_from([256, 512, 16_384]), label="page")
+    if change == "none":
+        _audit(served, checkpoint, how, resume, page)
+        return
+    with pytest.raises(LogVerificationError):
+        _audit(served, checkpoint, how, resume, page)
+
+
+@given(st.integers(0, 5000), st.integers(0, 4))
+def test_appending_a_subtree_is_appending_its_leaves(size: int, height: int) -> None:
+    count = 1 << height
+    size -= size % count
+    leaves = [bytes([i % 256, i // 256]) * 16 for i in range(size + count)]
+    one_by_one, by_subtree = merkle.CompactRange(), merkle.CompactRange()
+    for leaf in leaves:
+        one_by_one.append(leaf)
+    for leaf in leaves[:size]:
+        by_subtree.append(leaf)
+    by_subtree.append_subtree(merkle.perfect_root(leaves[size:]), count)
+    assert (by_subtree.size, by_subtree.hashes) == (one_by_one.size, one_by_one.hashes)
+    with pytest.raises(ValueError):
+        merkle.CompactRange(1, [leaves[0]]).append_subtree(merkle.perfect_root(leaves[:2]), 2)

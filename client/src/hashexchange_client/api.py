@@ -385,6 +385,16 @@ class Client:
         """A tile or entry bundle by its tlog-tiles path, e.g. ``tile/entries/x001/234`` (auditors)."""
         return self._send("GET", f"/api/v1/log/{path}", accept="application/octet-stream, " + _PROBLEM).content
 
+    def log_entries(self, start: int, end: int) -> bytes:
+        """Leaves [start, end) as entry-bundle entries (uint16 length, leaf data), at most 65,536
+        per call (auditors); the server compresses them for the transfer."""
+        return self._send(
+            "GET",
+            "/api/v1/log/entries",
+            params={"start": start, "end": end},
+            accept="application/octet-stream, " + _PROBLEM,
+        ).content
+
     def _request(self, method: str, path: str, payload: Any = None, params: Any = None) -> Any:
         """One API call with retries; returns the decoded JSON body."""
         response = self._send(method, path, payload, params=params)

@@ -294,6 +294,70 @@ class AuditResult:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
+def _check_entries(
+    entries: Sequence[bytes],
+    first: int,
+    compact: merkle.CompactRange,
+    result: AuditResult,
+    on_event: Callable[[dict[str, Any]], None],
+) -> None:
+    """Check leaves first, first + 1, ... (`entries`, their leaf data) and append them to the
+    compact range: each is read as an event and must be its canonical encoding (`check_leaf`);
+    a whole tile of 256 is hashed at once and appended as one subtree."""
+    sha256 = hashlib.sha256
+    kinds = result.kinds
+    position, count = 0, len(entries)
+    while position < count:
+        index = first + position
+        width = merkle.TILE_WIDTH if index % merkle.TILE_WIDTH == 0 and count - position >= merkle.TILE_WIDTH else 1
+        group = entries[position : position + width]
+        events = _check_group(group, index)
+        for event in events:
+            kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
+            on_event(event)
+        hashes = [sha256(b"\x00" + data).digest() for data in group]
+        if width == 1:
+            compact.append(hashes[0])
+        else:
+            compact.append_subtree(merkle.perfect_root(hashes), width)
+        position += width
+
+
+def _decoded(data: bytes) -> Any:
+    """The value of one JSON text (with the strict reader's limits), or None."""
+    try:
+        text = data.decode("utf-8")
+        if json_depth(text, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return None
+        return _LEAF_DECODER.decode(text)  # refuses floats, and anything after the one value
+    except (ValueError, RecursionError):
+        return None
+
+
+def _check_group(group: Sequence[bytes], first: int) -> list[dict[str, Any]]:
+    """`check_leaf` of consecutive leaves first, first + 1, ..., with one encoding for all.
+
+    Each leaf is read on its own, as one JSON value; the values are then encoded together
+    as a JSON array, which must be the leaves joined by commas. That holds exactly when
+    every leaf is its own value's canonical encoding: where one first differed, one of
+    the two would be a complete JSON value followed by more text, which reading it on its
+    own refuses. Anything amiss is checked again leaf by leaf, for the message.
+    """
+    events = []
+    for offset, data in enumerate(group):
+        event = _decoded(data)
+        if not (isinstance(event, dict) and event.get("v") == 1 and event.get("seq") == first + offset + 1):
+            event = check_leaf(data, first + offset)  # raises, saying what is wrong
+        events.append(event)
+    try:
+        canonical = _LEAF_ENCODER.encode(events).encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        canonical = b""
+    if canonical != b"[" + b",".join(group) + b"]":
+        return [check_leaf(data, first + offset) for offset, data in enumerate(group)]
+    return events
+
+
 def _check_bundle(
     data: bytes,
     position: int,
@@ -309,14 +373,19 @@ def _check_bundle(
     entries = split_bundle(data)
     if len(entries) != width:
         raise LogVerificationError(f"entry bundle {bundle_index} has {len(entries)} entries, not {width}")
-    for offset in range(position - bundle_index * merkle.TILE_WIDTH, width):
-        index = bundle_index * merkle.TILE_WIDTH + offset
-        event = check_leaf(entries[offset], index)
-        result.kinds[event["kind"]] = result.kinds.get(event["kind"], 0) + 1
-        on_event(event)
-        compact.append(merkle.leaf_hash(entries[offset]))
-    progress(bundle_index * merkle.TILE_WIDTH + width - position)
-    return bundle_index * merkle.TILE_WIDTH + width
+    start = bundle_index * merkle.TILE_WIDTH
+    _check_entries(entries[position - start :], position, compact, result, on_event)
+    progress(start + width - position)
+    return start + width
+
+
+ENTRIES_PAGE = 16_384  # leaves per `read_entries` call: 64 entry bundles, about 5 MB
+
+
+def _pages(start: int, end: int, page: int) -> list[tuple[int, int]]:
+    """[start, end) cut at the multiples of `page`."""
+    bounds = [start, *range((start // page + 1) * page, end, page), end]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] < bounds[i + 1]]
 
 
 def audit(
@@ -327,13 +396,17 @@ def audit(
     progress: Callable[[int], None] = lambda n: None,
     on_event: Callable[[dict[str, Any]], None] = lambda event: None,
     read_ahead: int = 0,
+    read_entries: Callable[[int, int], bytes] | None = None,
+    page: int = ENTRIES_PAGE,
 ) -> AuditResult:
     """Download the entries the state has not audited yet, check every one and recompute
     the root; raise LogVerificationError unless it is the checkpoint's.
 
-    With `read_ahead`, that many bundles are downloaded ahead by as many threads (each
-    bundle is still checked in order), so that the server prepares the next bundles while
-    this process checks one: `read_tile` must then be safe to call from several threads.
+    The entries come from `read_entries(start, end)` (the exchange's `GET /api/v1/log/entries`,
+    `page` leaves a call) if given, else from `read_tile` (tlog-tiles entry bundles, 256 a
+    call). With `read_ahead`, that many calls are made ahead by as many threads (each
+    answer is still checked in order), so that the server prepares the next while this
+    process checks one: the callables must then be safe to call from several threads.
 
     Resumes from the state's compact range, so each entry is fetched and checked once over
     all runs; a checkpoint whose tree does not extend the audited one cannot match.
@@ -345,23 +418,43 @@ def audit(
         )
     result = AuditResult(checkpoint, compact.size)
     position = compact.size
-    bundles = [
-        Tile(merkle.ENTRIES, index, merkle.tile_width(0, index, checkpoint.size)).path()
-        for index in range(position // merkle.TILE_WIDTH, -(-checkpoint.size // merkle.TILE_WIDTH))
-    ]
+    if read_entries is not None:
+        if page < 1 or page % merkle.TILE_WIDTH:
+            raise ValueError(f"a page is a multiple of {merkle.TILE_WIDTH} leaves, not {page}")
+        units: list[Any] = _pages(position, checkpoint.size, page)
+
+        def fetch(unit: Any) -> bytes:
+            return read_entries(*unit)
+    else:
+        units = [
+            Tile(merkle.ENTRIES, index, merkle.tile_width(0, index, checkpoint.size)).path()
+            for index in range(position // merkle.TILE_WIDTH, -(-checkpoint.size // merkle.TILE_WIDTH))
+        ]
+        fetch = read_tile
     with ThreadPoolExecutor(max_workers=max(1, read_ahead), thread_name_prefix="audit") as pool:
-        # The next bundles download while this one is checked; in order, at most read_ahead at once.
+        # The next answers download while this one is checked; in order, at most read_ahead at once.
         pending: deque[Future[bytes]] = deque()
-        for path in bundles[:read_ahead]:
-            pending.append(pool.submit(read_tile, path))
-        for number in range(len(bundles)):
+        for unit in units[:read_ahead]:
+            pending.append(pool.submit(fetch, unit))
+        for number in range(len(units)):
             if not read_ahead:
-                data = read_tile(bundles[number])
+                data = fetch(units[number])
             else:
-                if number + read_ahead < len(bundles):
-                    pending.append(pool.submit(read_tile, bundles[number + read_ahead]))
+                if number + read_ahead < len(units):
+                    pending.append(pool.submit(fetch, units[number + read_ahead]))
                 data = pending.popleft().result()
-            position = _check_bundle(data, position, checkpoint, compact, result, progress, on_event)
+            if read_entries is None:
+                position = _check_bundle(data, position, checkpoint, compact, result, progress, on_event)
+                continue
+            start, end = units[number]
+            entries = split_bundle(data)
+            if len(entries) != end - start:
+                raise LogVerificationError(
+                    f"the server sent {len(entries)} entries for leaves {start}..{end - 1}, not {end - start}"
+                )
+            _check_entries(entries, start, compact, result, on_event)
+            progress(end - start)
+            position = end
     if compact.root() != checkpoint.root_hash:
         raise LogVerificationError(
             f"the entries do not hash to the checkpoint's root at size {checkpoint.size}: the log served to "

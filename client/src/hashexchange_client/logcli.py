@@ -92,7 +92,13 @@ def add_commands(commands: Any, add_server_options: Any) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="download up to N entry bundles ahead while checking one (default 2; 0: one at a time)",
+        help="download up to N pages of entries ahead while checking one (default 2; 0: one at a time)",
+    )
+    audit_.add_argument(
+        "--tiles",
+        action="store_true",
+        help="read the log as tlog-tiles entry bundles, 256 entries a request, as any tiles client would "
+        "(default: GET /api/v1/log/entries, 16,384 a request, compressed)",
     )
     add_server_options(audit_)
     audit_.set_defaults(log_handler=cmd_log_audit)
@@ -175,6 +181,11 @@ class _per_thread:  # noqa: N801 (used like a function)
         if not hasattr(self.local, "client"):
             self.local.client = _client(self.args)
         return self.local.client.log_tile(path)
+
+    def log_entries(self, start: int, end: int) -> bytes:
+        if not hasattr(self.local, "client"):
+            self.local.client = _client(self.args)
+        return self.local.client.log_entries(start, end)
 
 
 def run(handler: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -278,11 +289,21 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
         file=sys.stderr,
         desc="auditing",
     )
+    calls = _per_thread(args, client) if args.read_ahead > 0 else client
+    read_entries = None if args.tiles else calls.log_entries
+    if read_entries is not None and audited < checkpoint.size:
+        try:  # a server from before GET /api/v1/log/entries: the tiles, which every server has
+            client.log_entries(audited, audited + 1)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            read_entries = None
     try:
         result = audit(
-            _per_thread(args, client).log_tile if args.read_ahead > 0 else client.log_tile,
+            calls.log_tile,
             checkpoint,
             state,
+            read_entries=read_entries,
             progress=bar.update,
             on_event=(lambda event: events_file.write(json.dumps(event, ensure_ascii=False) + "\n"))
             if events_file

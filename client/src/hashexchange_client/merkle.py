@@ -154,6 +154,19 @@ class CompactRange:
             right = self.hashes.pop()
             self.hashes[-1] = node_hash(self.hashes[-1], right)
 
+    def append_subtree(self, root: bytes, count: int) -> None:
+        """Append `count` leaves (a power of two, the range's size a multiple of it) by the
+        root of their perfect subtree: what appending them one by one would give, with only
+        the merges above that subtree left to do."""
+        if count < 1 or count & (count - 1) or self.size % count:
+            raise ValueError(f"a subtree of {count} leaves cannot be appended to a range of {self.size}")
+        self.hashes.append(root)
+        self.size += count
+        merges = (self.size & -self.size).bit_length() - count.bit_length()
+        for _ in range(merges):
+            right = self.hashes.pop()
+            self.hashes[-1] = node_hash(self.hashes[-1], right)
+
     def root(self) -> bytes:
         return fold(self.hashes)
 

@@ -12,7 +12,8 @@ from core import ledger, tlog
 
 class Command(BaseCommand):
     help = (
-        "Recompute every event's leaf hash and every stored tree hash of the audit log and compare them with "
+        "Recompute every event's leaf hash, every stored leaf's hash and every stored tree hash of the audit log "
+        "and compare them with "
         "what is stored. Exits 1 when anything differs. --repair stores tree hashes that are missing (a log "
         "restored without them); it never overwrites one that differs: that means the log was changed."
     )
@@ -22,6 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, repair: bool, **options: Any) -> None:
         changed = ledger.verify_chain()
+        leaves = tlog.check_leaves()
         with transaction.atomic():
             if repair:
                 ledger.lock()  # no event may be recorded while missing hashes are filled in
@@ -30,6 +32,8 @@ class Command(BaseCommand):
         problems = []
         if changed:
             problems.append(f"events whose data no longer gives their leaf hash: {_some(changed)}")
+        if leaves:
+            problems.append(f"stored leaves that do not hash to their event's leaf hash: {_some(leaves)}")
         if result.wrong:
             problems.append(f"tree hashes that differ from the events (level, position): {_some(result.wrong)}")
         if result.missing:
