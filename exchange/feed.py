@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -76,6 +77,9 @@ class EntryCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._items: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # The same entries as JSON (compact, UTF-8), made the first time a POST needs them:
+        # a hundred endpoints then join bytes instead of encoding the same entries each.
+        self._encoded: dict[str, list[bytes]] = {}
         self._size = 0
         self._lock = threading.Lock()
 
@@ -93,13 +97,34 @@ class EntryCache:
             self._items[key] = entries
             self._size += len(entries)
             while self._size > self.max_entries and self._items:
-                _, dropped = self._items.popitem(last=False)
+                key, dropped = self._items.popitem(last=False)
+                self._encoded.pop(key, None)
                 self._size -= len(dropped)
+
+    def encoded(self, key: str, entries: list[dict[str, Any]]) -> list[bytes]:
+        """The JSON of an event's entries (as built, without feedback), encoded once per process."""
+        found = self._encoded.get(key)
+        if found is None:
+            found = [encode_entry(entry) for entry in entries]
+            with self._lock:
+                if key in self._items:
+                    self._encoded[key] = found
+        return found
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._encoded.clear()
             self._size = 0
+
+
+def encode_entry(entry: Mapping[str, Any]) -> bytes:
+    """An entry as the webhook body carries it: compact JSON, UTF-8, keys in the entry's order.
+
+    `json.dumps` of a list is its items' encodings joined by commas, so a body joined from
+    these parts is byte for byte the body `json.dumps` makes of the whole message.
+    """
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -109,6 +134,8 @@ class FeedPage:
     has_more: bool
     # The programs whose hashes the page covered up to `next` (what the member was sent).
     programs: Sequence[str] = ()
+    # The entries as JSON, one bytes per entry (feed_page(encode=True) with a cache).
+    encoded: list[bytes] | None = None
 
 
 # Told to whoever was sent the hash, whatever its enrollment now (members/selectors.py).
@@ -206,6 +233,7 @@ def feed_page(
     programs: Sequence[str] | None = None,
     tombstones: Mapping[str, int] | None = None,
     cache: EntryCache | None = None,
+    encode: bool = False,
 ) -> FeedPage:
     """Up to `limit` entries after `after`; a page ends on an event boundary.
 
@@ -248,10 +276,11 @@ def feed_page(
         if len(batch) < min(limit + 1, EVENT_SLICE):
             break
         cursor = batch[-1].seq
-    entries = build_entries(chosen, cache=cache)
+    encoded: list[bytes] | None = [] if encode and cache is not None else None
+    entries = build_entries(chosen, cache=cache, encoded=encoded)
     # Past a tombstone that was not for this member, when nothing after it was chosen.
     next_seq = max(chosen[-1].seq if chosen else after, examined if not has_more else after)
-    return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs))
+    return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs), encoded=encoded)
 
 
 def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int]) -> set[int]:
@@ -269,11 +298,15 @@ def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int
     return unsent
 
 
-def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | None = None) -> list[dict[str, Any]]:
+def build_entries(
+    events: Sequence[EventRow | Event], *, cache: EntryCache | None = None, encoded: list[bytes] | None = None
+) -> list[dict[str, Any]]:
     """Turn events into feed entries, fetching what they name in one query per table.
 
     With a cache, events built before are not fetched again; their entries are copied,
-    since feedback (which changes) is added to each entry here, last.
+    since feedback (which changes) is added to each entry here, last. With a cache and an
+    `encoded` list, the entries' JSON is appended to it, one bytes per entry: the cached
+    encoding for an entry without feedback, a fresh one for an entry with.
     """
     built: dict[int, list[dict[str, Any]]] = {}
     missing: list[EventRow | Event] = []
@@ -291,6 +324,14 @@ def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | Non
     else:
         entries = [entry for event in events for entry in fresh[event.seq]]
     _add_feedback(entries)
+    if encoded is not None and cache is not None:
+        position = 0
+        for event in events:
+            parts = cache.encoded(event.leaf_hash, built.get(event.seq) or fresh[event.seq])
+            for part in parts:
+                entry = entries[position]
+                encoded.append(encode_entry(entry) if "feedback" in entry else part)
+                position += 1
     return entries
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db import IntegrityError, models, transaction
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
@@ -37,11 +37,11 @@ from core import ledger, metrics
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member
-from members.selectors import pushed_program_slugs, receiving_member_q, tombstone_programs
+from members.selectors import pushed_programs_and_tombstones, receiving_member_q
 from members.services import enrollments_mark_sent
 
 from . import crypto, net
-from .feed import FEED_KINDS, EntryCache, feed_page
+from .feed import FEED_KINDS, EntryCache, encode_entry, feed_page
 from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -278,25 +278,44 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
 # Delivery ---------------------------------------------------------------------------------
 
 
-def _claim(endpoint_id: int, now: dt.datetime) -> bool:
+def _claim(endpoint_id: int, now: dt.datetime) -> dt.datetime | None:
+    """Claim a free endpoint; returns the claim (its expiry, which identifies it) or None.
+
+    The expiry is the claim's token: every later write of the drain that extends or gives
+    up the claim checks it is still this one, so a worker whose claim lapsed and was taken
+    over never extends or releases its successor's.
+    """
+    until = now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
     expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    return bool(
+    claimed = (
         # A suspended or pending member's endpoints are not claimed: nothing is built or
         # retried for them, and their cursors wait until the member is active again.
         WebhookEndpoint.objects.filter(expired, receiving_member_q(), pk=endpoint_id, is_active=True).update(
-            claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS), wake_requested=False
+            claimed_until=until, wake_requested=False
         )
     )
+    return until if claimed else None
 
 
-def _release(endpoint_id: int) -> bool:
-    """Give up the claim unless a wake-up arrived meanwhile (then extend it); True when released."""
-    if WebhookEndpoint.objects.filter(pk=endpoint_id, wake_requested=False).update(claimed_until=None):
-        return True
-    WebhookEndpoint.objects.filter(pk=endpoint_id).update(
-        wake_requested=False, claimed_until=timezone.now() + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
-    )
-    return False
+def _release(endpoint_id: int, claim: dt.datetime) -> dt.datetime | None:
+    """Give up the claim unless a wake-up arrived meanwhile: then extend it and return the
+    extended claim (the drain looks again). None when released, or when the claim is no
+    longer ours (it lapsed and another worker holds the endpoint now)."""
+    if WebhookEndpoint.objects.filter(pk=endpoint_id, wake_requested=False, claimed_until=claim).update(
+        claimed_until=None
+    ):
+        return None
+    until = timezone.now() + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
+    if WebhookEndpoint.objects.filter(pk=endpoint_id, claimed_until=claim).update(
+        wake_requested=False, claimed_until=until
+    ):
+        return until
+    return None
+
+
+def _let_go(endpoint_id: int, claim: dt.datetime) -> None:
+    """Give up the claim now, if it is still ours."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id, claimed_until=claim).update(claimed_until=None, wake_requested=False)
 
 
 def request_wake(endpoint_id: int) -> None:
@@ -304,34 +323,58 @@ def request_wake(endpoint_id: int) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=True)
 
 
-def _message_body(entries: list[dict[str, Any]], now: dt.datetime) -> bytes:
+def _message_body(entries: list[dict[str, Any]], now: dt.datetime, encoded: list[bytes] | None = None) -> bytes:
+    """The POST's JSON: one entry as is, several as an `events.batch`.
+
+    `encoded` are the entries' JSON already made (exchange/feed.py `encode_entry`): the
+    body is joined from them, byte for byte what encoding the whole message would give.
+    """
+    parts = encoded if encoded is not None else [encode_entry(entry) for entry in entries]
+    timestamp = json.dumps(ledger.format_time(now)).encode()
     if len(entries) == 1:
-        message = {"type": entries[0]["kind"], "timestamp": ledger.format_time(now), "data": entries[0]}
-    else:
-        message = {
-            "type": "events.batch",
-            "timestamp": ledger.format_time(now),
-            "data": {"first_seq": entries[0]["seq"], "last_seq": entries[-1]["seq"], "entries": entries},
-        }
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        kind = json.dumps(entries[0]["kind"], ensure_ascii=False).encode()
+        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + parts[0] + b"}"
+    head = b'{"type":"events.batch","timestamp":%s,"data":{"first_seq":%d,"last_seq":%d,"entries":[' % (
+        timestamp,
+        entries[0]["seq"],
+        entries[-1]["seq"],
+    )
+    return head + b",".join(parts) + b"]}}"
 
 
-def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> Delivery | None:
+def _added_programs(entries: Iterable[dict[str, Any]]) -> set[str]:
+    return {e["program"] for e in entries if e.get("kind") == "hash.added" and e.get("program")}
+
+
+@dataclass
+class _Built:
+    """A delivery and what the drain knows of it without reading its body again."""
+
+    delivery: Delivery
+    body: bytes
+    added_programs: set[str] | None  # None: not known (a stored delivery being resent)
+
+
+def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> _Built | None:
     """The next batch after the endpoint's cursor, stored before it is sent; None if nothing is due.
 
     `latest` is the last seq, read before the feed is: what the page does not show up
-    to it can be skipped for good.
+    to it can be skipped for good. When another worker stored the same batch first (its
+    claim had lapsed and ours began, or the other way round), that one is used: a
+    Delivery is identified by its message id, endpoint and seq range.
     """
     if latest <= endpoint.cursor_seq:
         return None
+    pushed, tombstones = pushed_programs_and_tombstones(member=endpoint.member)
     page = feed_page(
         member=endpoint.member,
         after=endpoint.cursor_seq,
         limit=settings.WEBHOOK_BATCH_SIZE,
         kinds=endpoint.event_kinds or None,
-        programs=pushed_program_slugs(member=endpoint.member),
-        tombstones=tombstone_programs(member=endpoint.member, pushed=True),
+        programs=pushed,
+        tombstones=tombstones,
         cache=_entry_cache,
+        encode=True,
     )
     if not page.entries:
         # Nothing up to `latest` is for this endpoint; every seq up to it has committed
@@ -340,20 +383,36 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
         endpoint.cursor_seq = latest
         return None
     first, last = page.entries[0]["seq"], page.entries[-1]["seq"]
-    return Delivery.objects.create(
-        endpoint=endpoint,
-        message_id=f"msg_{endpoint.pk}_{first}_{last}",
-        first_seq=first,
-        last_seq=last,
-        event_count=len(page.entries),
-        body=_message_body(page.entries, now).decode(),
-        next_attempt_at=now,
-    )
+    message_id = f"msg_{endpoint.pk}_{first}_{last}"
+    body = _message_body(page.entries, now, page.encoded)
+    try:
+        with transaction.atomic():
+            delivery = Delivery.objects.create(
+                endpoint=endpoint,
+                message_id=message_id,
+                first_seq=first,
+                last_seq=last,
+                event_count=len(page.entries),
+                body=body.decode(),
+                next_attempt_at=now,
+            )
+    except IntegrityError:
+        existing = Delivery.objects.filter(message_id=message_id, endpoint=endpoint).first()
+        if existing is None or existing.status != Delivery.Status.PENDING:
+            # Sent (or given up on) by the other worker: nothing for this drain to send.
+            return None
+        return _Built(existing, existing.body.encode(), None)
+    return _Built(delivery, body, _added_programs(page.entries))
 
 
-def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
-    """POST a delivery once, log the attempt, and move the cursor or schedule the retry."""
-    result = signed_post(endpoint, delivery.message_id, delivery.body.encode())
+def _attempt(endpoint: WebhookEndpoint, built: _Built, claim: dt.datetime) -> tuple[bool, dt.datetime]:
+    """POST a delivery once, log the attempt, and move the cursor or schedule the retry.
+
+    Returns whether it was delivered, and the claim (extended by the same write that moves
+    the cursor, when it is still ours).
+    """
+    delivery = built.delivery
+    result = signed_post(endpoint, delivery.message_id, built.body)
     metrics.webhook_delivery("delivered" if result.ok else "gone" if result.status_code == 410 else "failed")
     now = timezone.now()
     schedule = settings.WEBHOOK_RETRY_SCHEDULE
@@ -370,15 +429,17 @@ def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
         if result.ok:
             delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
             delivery.save(update_fields=["status", "delivered_at", "attempts"])
-            # The same write extends the claim for the next delivery of the drain.
+            # The same write extends the claim for the next delivery of the drain, if the
+            # claim is still ours; the cursor moves whoever holds it (the receiver said yes).
+            until = now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
             WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
                 cursor_seq=models.functions.Greatest(F("cursor_seq"), delivery.last_seq),
                 last_success_at=now,
-                claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS),
+                claimed_until=Case(When(claimed_until=claim, then=Value(until)), default=F("claimed_until")),
             )
             endpoint.cursor_seq = max(endpoint.cursor_seq, delivery.last_seq)
-            _mark_sent(endpoint, delivery)
-            return True
+            _mark_sent(endpoint, built)
+            return True, until
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
         if result.status_code == 410:
             delivery.save(update_fields=["attempts"])
@@ -397,7 +458,7 @@ def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
                 seconds=retry_delay(schedule[delivery.attempts - 1], result.retry_after)
             )
             delivery.save(update_fields=["attempts", "next_attempt_at"])
-    return False
+    return False, claim
 
 
 # Retries are spread by up to this share either way, so that endpoints that failed
@@ -415,15 +476,18 @@ def retry_delay(scheduled: float, retry_after: float | None) -> float:
     return delay
 
 
-def _mark_sent(endpoint: WebhookEndpoint, delivery: Delivery) -> None:
+def _mark_sent(endpoint: WebhookEndpoint, built: _Built) -> None:
     """The programs whose new hashes this delivery carried were sent up to its last event."""
-    if '"hash.added"' not in delivery.body:
-        return
-    message = json.loads(delivery.body)
-    entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
-    through = {e["program"]: delivery.last_seq for e in entries if e.get("kind") == "hash.added" and e.get("program")}
-    if through:
-        enrollments_mark_sent(member=endpoint.member, through=through)
+    delivery, programs = built.delivery, built.added_programs
+    if programs is None:
+        # A stored delivery resent: what it carried is in its body.
+        if '"hash.added"' not in delivery.body:
+            return
+        message = json.loads(delivery.body)
+        entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
+        programs = _added_programs(entries)
+    if programs:
+        enrollments_mark_sent(member=endpoint.member, through=dict.fromkeys(programs, delivery.last_seq))
 
 
 @dataclass
@@ -433,18 +497,28 @@ class DrainResult:
     more: bool = False
 
 
-def _drain_state(endpoint_id: int) -> tuple[bool, int | None, int]:
-    """Whether the endpoint is active, its oldest pending delivery, and the last seq: one query."""
+@dataclass
+class _DrainState:
+    is_active: bool
+    pending_id: int | None
+    latest: int
+    cursor_seq: int
+    claimed_until: dt.datetime | None
+
+
+def _drain_state(endpoint_id: int) -> _DrainState | None:
+    """The endpoint's state, its oldest pending delivery and the last seq, in one query;
+    None when the endpoint was deleted meanwhile."""
     pending = Delivery.objects.filter(endpoint=OuterRef("pk"), status=Delivery.Status.PENDING).order_by("pk")
     latest = Event.objects.order_by("-seq").values("seq")[:1]
     row = (
         WebhookEndpoint.objects.filter(pk=endpoint_id)
-        .values_list("is_active", Subquery(pending.values("pk")[:1]), Subquery(latest))
+        .values_list("is_active", Subquery(pending.values("pk")[:1]), Subquery(latest), "cursor_seq", "claimed_until")
         .first()
     )
-    if row is None:  # deleted meanwhile
-        return False, None, 0
-    return bool(row[0]), row[1], row[2] or 0
+    if row is None:
+        return None
+    return _DrainState(bool(row[0]), row[1], row[2] or 0, row[3], row[4])
 
 
 def deliver_endpoint(endpoint_id: int) -> DrainResult:
@@ -452,9 +526,12 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
 
     Steps:
     1. Claim the endpoint; if another worker holds it, ask that worker to look again.
-    2. Loop: resend the oldest pending delivery if due (stop if it is not due yet);
-       otherwise build the next one from the feed; stop when there is nothing new.
-       A failed attempt stops the loop (order is kept: nothing overtakes a retry).
+    2. Loop: read the endpoint's state (one query); stop if the claim is no longer ours
+       (it lapsed and another worker took the endpoint over: that one carries on from the
+       cursor in the database). Resend the oldest pending delivery if due (stop if it is
+       not due yet); otherwise build the next one from the feed after the cursor; stop
+       when there is nothing new. A failed attempt stops the loop (order is kept: nothing
+       overtakes a retry).
     3. Release the claim, unless a wake-up came in meanwhile: then, still holding the
        claim, loop again (claiming anew would fail on our own unexpired claim and strand
        the endpoint until the claim lapsed).
@@ -462,40 +539,50 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
     and the caller requeues.
     """
     started = time.monotonic()
-    if not _claim(endpoint_id, timezone.now()):
+    claim = _claim(endpoint_id, timezone.now())
+    if claim is None:
         request_wake(endpoint_id)
         return DrainResult(claimed=False)
     result = DrainResult(claimed=True)
     try:
         while True:
             endpoint = WebhookEndpoint.objects.select_related("member").get(pk=endpoint_id)
-            # Each round reads the endpoint's state in one query; the claim was set by
-            # _claim or extended by the last successful attempt moments ago.
             while True:
                 if time.monotonic() - started > settings.WEBHOOK_DRAIN_SECONDS:
                     # Hand the endpoint over: the task requeued by the caller must be able
                     # to claim it (a kept claim would strand it until the claim lapsed).
-                    WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None, wake_requested=False)
+                    _let_go(endpoint_id, claim)
                     result.more = True
                     return result
                 now = timezone.now()
-                is_active, pending_id, latest = _drain_state(endpoint_id)
-                if not is_active:
+                state = _drain_state(endpoint_id)
+                if state is None:
+                    return result
+                if state.claimed_until != claim:
+                    return result  # taken over after our claim lapsed: the new holder goes on
+                if not state.is_active:
                     break
-                delivery = Delivery.objects.filter(pk=pending_id).first() if pending_id else None
-                if delivery is not None and delivery.next_attempt_at > now:
+                endpoint.cursor_seq = state.cursor_seq
+                built = None
+                if state.pending_id:
+                    delivery = Delivery.objects.filter(pk=state.pending_id).first()
+                    if delivery is not None:
+                        if delivery.next_attempt_at > now:
+                            break
+                        built = _Built(delivery, delivery.body.encode(), None)
+                built = built or _next_delivery(endpoint, now, state.latest)
+                if built is None:
                     break
-                delivery = delivery or _next_delivery(endpoint, now, latest)
-                if delivery is None:
-                    break
-                progressed = _attempt(endpoint, delivery)
+                progressed, claim = _attempt(endpoint, built, claim)
                 result.sent += 1
                 if not progressed:
                     break
-            if _release(endpoint_id):
+            extended = _release(endpoint_id, claim)
+            if extended is None:
                 return result
+            claim = extended
     except Exception:
-        WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None)
+        _let_go(endpoint_id, claim)
         raise
 
 
@@ -529,5 +616,18 @@ def endpoints_to_wake(*, now: dt.datetime | None = None) -> list[int]:
         Q(cursor_seq__lt=latest) | Q(models.Exists(due_retry))
     )
     free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    with_work.exclude(free).update(wake_requested=True)
+    with transaction.atomic():
+        # Locked in id order, then marked: an UPDATE of many rows locks them in the order
+        # it finds them, which differs between two transactions whose snapshots saw rows
+        # move (every claim and cursor write moves a row), and two such wake-ups (the
+        # fan-out's and the sweep's, or two processes') waited for each other: "deadlock
+        # detected". Locking in one order everywhere cannot cycle.
+        claimed = list(
+            with_work.exclude(free)
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if claimed:
+            WebhookEndpoint.objects.filter(pk__in=claimed).update(wake_requested=True)
     return list(with_work.filter(free).values_list("pk", flat=True))

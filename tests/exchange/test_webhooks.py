@@ -271,3 +271,22 @@ def test_admins_see_deliveries_with_attempts_and_can_redeliver(
     assert not WebhookEndpoint.objects.get(pk=hook["id"]).is_active
     admin_client.post("/admin/exchange/webhookendpoint/", {"action": "enable", "_selected_action": [hook["id"]]})
     assert WebhookEndpoint.objects.get(pk=hook["id"]).is_active
+
+
+def test_a_batch_body_joined_from_encoded_entries_is_the_json_of_the_whole_message(
+    receiver: Receiver, signer_a: Signer, platform_a: Caller, platform_b: Caller
+) -> None:
+    """Bodies are joined from entries encoded once per worker; the receiver gets exactly the
+    JSON of the message, feedback (which changes) included."""
+    hook = create_endpoint(platform_b, receiver.url)
+    values = [random_pdq() for _ in range(3)]
+    signer_a.submit(*[signer_a.submission(value) for value in values])
+    services._entry_cache.clear()
+    with override_settings(WEBHOOK_BATCH_SIZE=2):
+        assert drain(hook["id"]).sent == 2
+    for got in receiver.received:
+        message = got.json()
+        assert got.body == json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        signing.verify_webhook(got.headers, got.body, secret=hook["secret"])
+    assert [e["hash"]["value"] for e in receiver.entries()] == values
+    assert all("feedback" not in e for e in receiver.entries())
