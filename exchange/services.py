@@ -22,7 +22,9 @@ import functools
 import json
 import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +53,58 @@ logger = logging.getLogger(__name__)
 # submissions take some 30 MB.
 ENTRY_CACHE_ENTRIES = 20_000
 _entry_cache = EntryCache(ENTRY_CACHE_ENTRIES)
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A page of a webhook's feed, ready to send: its entries' JSON joined, and what the drain
+    needs to know of them."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    single_kind: str | None  # the kind of a page of one entry (sent as that entry alone)
+    joined: bytes  # the entries' JSON, comma-separated
+    added_programs: frozenset[str]
+
+
+class _PageCache:
+    """Pages built in the last PAGE_CACHE_SECONDS, shared by the threads of a worker process.
+
+    When new events fan out, a hundred endpoints ask within moments for the same page: the
+    same cursor, event kinds, pushed programs and tombstones, and the same last committed
+    seq. These are the key, so every endpoint still gets what the receiving rule (read
+    for it before every POST) lets it see; events up to that seq never change, and what
+    does change, outcomes' feedback, is at most PAGE_CACHE_SECONDS old, as it would be in
+    a delivery built moments earlier and retried as it is.
+    """
+
+    def __init__(self, seconds: float, max_pages: int) -> None:
+        self.seconds, self.max_pages = seconds, max_pages
+        self._pages: OrderedDict[tuple[Any, ...], tuple[float, _Page | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bool, _Page | None]:
+        with self._lock:
+            found = self._pages.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return False, None
+            return True, found[1]
+
+    def put(self, key: tuple[Any, ...], page: _Page | None) -> None:
+        with self._lock:
+            self._pages[key] = (time.monotonic(), page)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.max_pages:
+                self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+PAGE_CACHE_SECONDS = 2.0
+_page_cache = _PageCache(PAGE_CACHE_SECONDS, max_pages=256)
 
 
 # Feed cursors -----------------------------------------------------------------------------
@@ -323,23 +377,22 @@ def request_wake(endpoint_id: int) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=True)
 
 
-def _message_body(entries: list[dict[str, Any]], now: dt.datetime, encoded: list[bytes] | None = None) -> bytes:
+def _message_body(page: _Page, now: dt.datetime) -> bytes:
     """The POST's JSON: one entry as is, several as an `events.batch`.
 
-    `encoded` are the entries' JSON already made (exchange/feed.py `encode_entry`): the
-    body is joined from them, byte for byte what encoding the whole message would give.
+    Joined from the entries' JSON made once per worker (exchange/feed.py `encode_entry`):
+    byte for byte what encoding the whole message with `json.dumps` would give.
     """
-    parts = encoded if encoded is not None else [encode_entry(entry) for entry in entries]
     timestamp = json.dumps(ledger.format_time(now)).encode()
-    if len(entries) == 1:
-        kind = json.dumps(entries[0]["kind"], ensure_ascii=False).encode()
-        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + parts[0] + b"}"
+    if page.single_kind is not None:
+        kind = json.dumps(page.single_kind, ensure_ascii=False).encode()
+        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + page.joined + b"}"
     head = b'{"type":"events.batch","timestamp":%s,"data":{"first_seq":%d,"last_seq":%d,"entries":[' % (
         timestamp,
-        entries[0]["seq"],
-        entries[-1]["seq"],
+        page.first_seq,
+        page.last_seq,
     )
-    return head + b",".join(parts) + b"]}}"
+    return head + page.joined + b"]}}"
 
 
 def _added_programs(entries: Iterable[dict[str, Any]]) -> set[str]:
@@ -355,7 +408,7 @@ class _Built:
     added_programs: set[str] | None  # None: not known (a stored delivery being resent)
 
 
-def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> _Built | None:
+def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int, latest_leaf: str = "") -> _Built | None:
     """The next batch after the endpoint's cursor, stored before it is sent; None if nothing is due.
 
     `latest` is the last seq, read before the feed is: what the page does not show up
@@ -366,25 +419,16 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
     if latest <= endpoint.cursor_seq:
         return None
     pushed, tombstones = pushed_programs_and_tombstones(member=endpoint.member)
-    page = feed_page(
-        member=endpoint.member,
-        after=endpoint.cursor_seq,
-        limit=settings.WEBHOOK_BATCH_SIZE,
-        kinds=endpoint.event_kinds or None,
-        programs=pushed,
-        tombstones=tombstones,
-        cache=_entry_cache,
-        encode=True,
-    )
-    if not page.entries:
+    page = _webhook_page(endpoint, pushed, tombstones, latest, latest_leaf)
+    if page is None:
         # Nothing up to `latest` is for this endpoint; every seq up to it has committed
         # (the ledger numbers in commit order), so the cursor can skip them for good.
         WebhookEndpoint.objects.filter(pk=endpoint.pk, cursor_seq__lt=latest).update(cursor_seq=latest)
         endpoint.cursor_seq = latest
         return None
-    first, last = page.entries[0]["seq"], page.entries[-1]["seq"]
+    first, last = page.first_seq, page.last_seq
     message_id = f"msg_{endpoint.pk}_{first}_{last}"
-    body = _message_body(page.entries, now, page.encoded)
+    body = _message_body(page, now)
     try:
         with transaction.atomic():
             delivery = Delivery.objects.create(
@@ -392,7 +436,7 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
                 message_id=message_id,
                 first_seq=first,
                 last_seq=last,
-                event_count=len(page.entries),
+                event_count=page.count,
                 body=body.decode(),
                 next_attempt_at=now,
             )
@@ -402,7 +446,54 @@ def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> 
             # Sent (or given up on) by the other worker: nothing for this drain to send.
             return None
         return _Built(existing, existing.body.encode(), None)
-    return _Built(delivery, body, _added_programs(page.entries))
+    return _Built(delivery, body, set(page.added_programs))
+
+
+def _webhook_page(
+    endpoint: WebhookEndpoint, pushed: list[str], tombstones: dict[str, int], latest: int, latest_leaf: str
+) -> _Page | None:
+    """The next page after the endpoint's cursor, built once for every endpoint that asks
+    for the same one within PAGE_CACHE_SECONDS; None when nothing up to `latest` is for it.
+
+    The key holds the leaf hash of the event at `latest`, not only its seq, so that a
+    database restored or recreated (tests) is never answered from another's pages.
+    """
+    key = (
+        endpoint.cursor_seq,
+        latest,
+        latest_leaf,
+        settings.WEBHOOK_BATCH_SIZE,
+        tuple(sorted(endpoint.event_kinds or ())),
+        tuple(sorted(pushed)),
+        tuple(sorted(tombstones.items())),
+    )
+    found, page = _page_cache.get(key) if latest_leaf else (False, None)
+    if found:
+        return page
+    feed = feed_page(
+        member=endpoint.member,
+        after=endpoint.cursor_seq,
+        limit=settings.WEBHOOK_BATCH_SIZE,
+        kinds=endpoint.event_kinds or None,
+        programs=pushed,
+        tombstones=tombstones,
+        cache=_entry_cache,
+        encode=True,
+    )
+    page = None
+    if feed.entries:
+        entries, encoded = feed.entries, feed.encoded or [encode_entry(entry) for entry in feed.entries]
+        page = _Page(
+            first_seq=entries[0]["seq"],
+            last_seq=entries[-1]["seq"],
+            count=len(entries),
+            single_kind=entries[0]["kind"] if len(entries) == 1 else None,
+            joined=b",".join(encoded),
+            added_programs=frozenset(_added_programs(entries)),
+        )
+    if latest_leaf:
+        _page_cache.put(key, page)
+    return page
 
 
 def _attempt(endpoint: WebhookEndpoint, built: _Built, claim: dt.datetime) -> tuple[bool, dt.datetime]:
@@ -502,6 +593,7 @@ class _DrainState:
     is_active: bool
     pending_id: int | None
     latest: int
+    latest_leaf: str
     cursor_seq: int
     claimed_until: dt.datetime | None
 
@@ -510,15 +602,22 @@ def _drain_state(endpoint_id: int) -> _DrainState | None:
     """The endpoint's state, its oldest pending delivery and the last seq, in one query;
     None when the endpoint was deleted meanwhile."""
     pending = Delivery.objects.filter(endpoint=OuterRef("pk"), status=Delivery.Status.PENDING).order_by("pk")
-    latest = Event.objects.order_by("-seq").values("seq")[:1]
+    latest = Event.objects.order_by("-seq")[:1]
     row = (
         WebhookEndpoint.objects.filter(pk=endpoint_id)
-        .values_list("is_active", Subquery(pending.values("pk")[:1]), Subquery(latest), "cursor_seq", "claimed_until")
+        .values_list(
+            "is_active",
+            Subquery(pending.values("pk")[:1]),
+            Subquery(latest.values("seq")),
+            Subquery(latest.values("leaf_hash")),
+            "cursor_seq",
+            "claimed_until",
+        )
         .first()
     )
     if row is None:
         return None
-    return _DrainState(bool(row[0]), row[1], row[2] or 0, row[3], row[4])
+    return _DrainState(bool(row[0]), row[1], row[2] or 0, row[3] or "", row[4], row[5])
 
 
 def deliver_endpoint(endpoint_id: int) -> DrainResult:
@@ -570,7 +669,7 @@ def deliver_endpoint(endpoint_id: int) -> DrainResult:
                         if delivery.next_attempt_at > now:
                             break
                         built = _Built(delivery, delivery.body.encode(), None)
-                built = built or _next_delivery(endpoint, now, state.latest)
+                built = built or _next_delivery(endpoint, now, state.latest, state.latest_leaf)
                 if built is None:
                     break
                 progressed, claim = _attempt(endpoint, built, claim)
