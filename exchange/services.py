@@ -43,7 +43,7 @@ from members.selectors import pushed_programs_and_tombstones, receiving_member_q
 from members.services import enrollments_mark_sent
 
 from . import crypto, net
-from .feed import FEED_KINDS, EntryCache, encode_entry, feed_page
+from .feed import FEED_KINDS, EntryCache, encode_entry, feed_page, feedback_by_hash
 from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -57,26 +57,40 @@ _entry_cache = EntryCache(ENTRY_CACHE_ENTRIES)
 
 @dataclass(frozen=True)
 class _Page:
-    """A page of a webhook's feed, ready to send: its entries' JSON joined, and what the drain
-    needs to know of them."""
+    """A page of a webhook's feed, ready to send: its entries without feedback, their JSON,
+    and what the drain needs to know of them."""
 
     first_seq: int
     last_seq: int
     count: int
     single_kind: str | None  # the kind of a page of one entry (sent as that entry alone)
-    joined: bytes  # the entries' JSON, comma-separated
+    entries: tuple[dict[str, Any], ...]  # without feedback
+    parts: tuple[bytes, ...]  # each entry's JSON, without feedback
+    joined: bytes  # the parts, comma-separated
     added_programs: frozenset[str]
+
+    def joined_with_feedback(self) -> bytes:
+        """The entries' JSON with the feedback members reported up to now (a query, two when
+        somebody reported): only the entries that have some are encoded again."""
+        hashed = [entry for entry in self.entries if "hash" in entry]
+        feedback = feedback_by_hash({e["hash"]["id"] for e in hashed}, {e["program"] for e in hashed})
+        if not feedback:
+            return self.joined
+        parts = []
+        for entry, part in zip(self.entries, self.parts, strict=True):
+            found = feedback.get((entry["hash"]["id"], entry["program"])) if "hash" in entry else None
+            parts.append(encode_entry({**entry, "feedback": found}) if found is not None else part)
+        return b",".join(parts)
 
 
 class _PageCache:
     """Pages built in the last PAGE_CACHE_SECONDS, shared by the threads of a worker process.
 
-    When new events fan out, a hundred endpoints ask within moments for the same page: the
-    same cursor, event kinds, pushed programs and tombstones, and the same last committed
-    seq. These are the key, so every endpoint still gets what the receiving rule (read
-    for it before every POST) lets it see; events up to that seq never change, and what
-    does change, outcomes' feedback, is at most PAGE_CACHE_SECONDS old, as it would be in
-    a delivery built moments earlier and retried as it is.
+    When new events fan out, a hundred endpoints ask for the same pages: the same cursor,
+    event kinds, pushed programs and tombstones, and the same last committed seq. These
+    are the key, so every endpoint still gets what the receiving rule (read for it before
+    every POST) lets it see. Events up to that seq and what they name never change; what
+    does, outcomes' feedback, is not kept but asked for on every POST.
     """
 
     def __init__(self, seconds: float, max_pages: int) -> None:
@@ -103,8 +117,9 @@ class _PageCache:
             self._pages.clear()
 
 
-PAGE_CACHE_SECONDS = 2.0
-_page_cache = _PageCache(PAGE_CACHE_SECONDS, max_pages=256)
+PAGE_CACHE_SECONDS = 300.0
+# A page of 100 signed submissions is ~160 KB here (entries and JSON): 64 pages, ~10 MB.
+_page_cache = _PageCache(PAGE_CACHE_SECONDS, max_pages=64)
 
 
 # Feed cursors -----------------------------------------------------------------------------
@@ -384,15 +399,16 @@ def _message_body(page: _Page, now: dt.datetime) -> bytes:
     byte for byte what encoding the whole message with `json.dumps` would give.
     """
     timestamp = json.dumps(ledger.format_time(now)).encode()
+    joined = page.joined_with_feedback()
     if page.single_kind is not None:
         kind = json.dumps(page.single_kind, ensure_ascii=False).encode()
-        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + page.joined + b"}"
+        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + joined + b"}"
     head = b'{"type":"events.batch","timestamp":%s,"data":{"first_seq":%d,"last_seq":%d,"entries":[' % (
         timestamp,
         page.first_seq,
         page.last_seq,
     )
-    return head + page.joined + b"]}}"
+    return head + joined + b"]}}"
 
 
 def _added_programs(entries: Iterable[dict[str, Any]]) -> set[str]:
@@ -482,13 +498,20 @@ def _webhook_page(
     )
     page = None
     if feed.entries:
-        entries, encoded = feed.entries, feed.encoded or [encode_entry(entry) for entry in feed.entries]
+        entries = tuple({k: v for k, v in entry.items() if k != "feedback"} for entry in feed.entries)
+        encoded = feed.encoded or [encode_entry(entry) for entry in feed.entries]
+        parts = tuple(
+            encode_entry(bare) if "feedback" in entry else part
+            for entry, bare, part in zip(feed.entries, entries, encoded, strict=True)
+        )
         page = _Page(
             first_seq=entries[0]["seq"],
             last_seq=entries[-1]["seq"],
             count=len(entries),
             single_kind=entries[0]["kind"] if len(entries) == 1 else None,
-            joined=b",".join(encoded),
+            entries=entries,
+            parts=parts,
+            joined=b",".join(parts),
             added_programs=frozenset(_added_programs(entries)),
         )
     if latest_leaf:

@@ -290,3 +290,34 @@ def test_a_batch_body_joined_from_encoded_entries_is_the_json_of_the_whole_messa
         signing.verify_webhook(got.headers, got.body, secret=hook["secret"])
     assert [e["hash"]["value"] for e in receiver.entries()] == values
     assert all("feedback" not in e for e in receiver.entries())
+
+
+def test_feedback_reported_after_a_page_was_built_reaches_the_next_endpoint(
+    receiver: Receiver, signer_a: Signer, platform_b: Caller
+) -> None:
+    """Pages are built once per worker for every endpoint that asks for them; the feedback
+    members report is not kept with them but read for every POST."""
+    first = create_endpoint(platform_b, receiver.url, after=0)
+    second = create_endpoint(platform_b, receiver.url, after=0)
+    hash_id = signer_a.submit(signer_a.submission()).json()["results"][0]["hash_id"]
+    assert drain(first["id"]).sent == 1
+    outcome = {
+        "hash_id": hash_id,
+        "program": "take-it-down",
+        "kind": "removed",
+        "occurred_at": timezone.now().isoformat(),
+        "count": 1,
+        "client_ref": "r1",
+    }
+    response = platform_b.client.post("/api/v1/outcomes", {"outcomes": [outcome]}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["results"][0]["error"] is None, response.json()
+    assert drain(second["id"]).sent == 1
+    before, after = (
+        next(e for e in got.json()["data"]["entries"] if e["kind"] == "hash.added") for got in receiver.received
+    )
+    assert "feedback" not in before
+    assert after["feedback"]["removed"] == 1 and after["feedback"]["members"] == 1
+    got = receiver.received[1]
+    assert got.body == json.dumps(got.json(), separators=(",", ":"), ensure_ascii=False).encode()
+    signing.verify_webhook(got.headers, got.body, secret=second["secret"])
