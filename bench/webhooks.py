@@ -3,7 +3,7 @@
 Why end to end: a delivery's cost is spread over the Celery thread pool, the claim and
 cursor writes, the feed query, building and signing the body, the HTTP round trip and
 the receiver's answer time, and a hundred endpoints share two cores with the database.
-Timing `services.deliver_endpoint` alone would hide the contention, so this runs the
+Timing `webhook_delivery.deliver_endpoint` alone would hide the contention, so this runs the
 real workers against real HTTP receivers on 127.0.0.1.
 
 Set-up, once per database (a fresh SQLite file, and a fresh PostgreSQL database on the
@@ -103,7 +103,7 @@ DEFAULT_EVENTS = 10_000
 QUICK_ENDPOINTS = 10
 QUICK_EVENTS = 500
 DEFAULT_TIMEOUT = 600.0
-WORKER_START_TIMEOUT = 60.0
+WORKER_START_TIMEOUT = 180.0  # workers start slowly on a loaded machine
 POLL_SECONDS = 0.1
 # Wake-ups of events made in backlog mode go here: a Redis database no worker reads.
 IDLE_BROKER_DB = 15
@@ -445,9 +445,12 @@ class Databases:
 
 
 @contextlib.contextmanager
-def celery_workers(env: dict[str, str], *, processes: int, concurrency: int, logdir: Path) -> Iterator[list[int]]:
+def celery_workers(
+    env: dict[str, str], *, processes: int, concurrency: int, logdir: Path, code: Path = ROOT
+) -> Iterator[list[int]]:
     """`processes` Celery workers (thread pool of `concurrency`, queues celery and webhooks),
-    started and ready; yields their pids; stopped (SIGTERM, then SIGKILL) afterwards."""
+    started and ready; yields their pids; stopped (SIGTERM, then SIGKILL) afterwards.
+    `code` is the checkout they run (--reference: another commit's, same database)."""
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     try:
@@ -478,8 +481,9 @@ def celery_workers(env: dict[str, str], *, processes: int, concurrency: int, log
                             "-n",
                             f"bench{number}-{os.getpid()}@%h",
                         ],
-                        cwd=ROOT,
-                        env=env,
+                        cwd=code,
+                        # INFO: the " ready." line this waits for (the harness sets WARNING).
+                        env={**env, "PYTHONPATH": str(code), "LOG_LEVEL": "INFO"},
                         stdin=subprocess.DEVNULL,
                         stdout=output,
                         stderr=output,
@@ -524,6 +528,7 @@ class Run:
     processes: int
     concurrency: int
     batch_size: int
+    code: str = "this"
     seconds: float = 0.0
     posts: int = 0
     entries: int = 0
@@ -541,6 +546,11 @@ class Run:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def worker_ms_per_post(self) -> float:
+        """CPU of the worker processes per signed POST: less sensitive to other load than POSTs/s."""
+        return self.cpu.get("workers", 0.0) * 1000 / self.posts if self.posts else 0.0
 
 
 def produce(
@@ -576,8 +586,10 @@ def run_one(
     concurrency: int,
     batch_size: int,
     args: Any,
+    code: tuple[str, Path] = ("this", ROOT),
 ) -> Run:
     run = Run(
+        code=code[0],
         database=dbs.kind,
         source=source,
         mode=mode,
@@ -602,7 +614,9 @@ def run_one(
                 dbs, name, template, source=source, events=args.events, args=args, broker_db=IDLE_BROKER_DB
             )
         receivers.ask(f"reset {args.events} 0")
-        with celery_workers(env, processes=processes, concurrency=concurrency, logdir=dbs.workdir) as pids:
+        with celery_workers(
+            env, processes=processes, concurrency=concurrency, logdir=dbs.workdir, code=code[1]
+        ) as pids:
             cpu_before = {pid: process_cpu_seconds(pid) for pid in pids}
             receivers_before = receivers.cpu_seconds()
             busy_before, total_before = machine_cpu_times()
@@ -823,6 +837,7 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
     from django.conf import settings
     from django.db import connection, connections
 
+    from exchange import delivery as webhook_delivery
     from exchange import feed, net, services
     from exchange.models import WebhookEndpoint
 
@@ -867,7 +882,7 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         with connection.execute_wrapper(count_queries):
             sent = 0
             while True:
-                result = services.deliver_endpoint(endpoint_id)
+                result = webhook_delivery.deliver_endpoint(endpoint_id)
                 sent += result.sent
                 if not result.more:
                     break
@@ -882,11 +897,12 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         sent = sum(pool.map(drain, rest))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     threaded_queries = query_count["n"]
-    profiler = cProfile.Profile()
+    # Timed by CPU, not wall clock: what a drain costs the worker, not what it waits for.
+    profiler = cProfile.Profile(time.process_time)
     profiler.enable()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     first_sent = drain(profiled)
-    single = time.perf_counter() - t0
+    single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     profiler.disable()
     single_queries = query_count["n"] - threaded_queries
     report = io.StringIO()
@@ -895,7 +911,8 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         f"{len(rest)} endpoints from {threads} threads: {sent} POSTs in {wall:.2f} s ({sent / wall:,.0f} POSTs/s), "
         f"{cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
         f"{threaded_queries / max(sent, 1):.1f} queries per POST;\n"
-        f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s "
+        f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s, "
+        f"{single_cpu / max(first_sent, 1) * 1000:.2f} ms of CPU per POST with the profiler's overhead "
         f"({single_queries / max(first_sent, 1):.1f} queries per POST)\n\n"
         "Time per phase, summed over threads (wall time, so it includes waiting for the GIL):\n"
     )
@@ -904,7 +921,7 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
             f"{label:55s} {seconds:8.2f} s  {calls[label]:7d} calls  {seconds / calls[label] * 1000:7.2f} ms\n"
         )
     for order in ("cumulative", "tottime"):
-        report.write(f"\n--- cProfile, one endpoint drained alone after the others, by {order} ---\n")
+        report.write(f"\n--- cProfile (CPU time), one endpoint drained alone after the others, by {order} ---\n")
         stats = pstats.Stats(profiler, stream=report)
         stats.strip_dirs().sort_stats(order).print_stats(35)
     Path(output).write_text(report.getvalue())
@@ -946,6 +963,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ENDPOINTS} endpoints x {QUICK_EVENTS} events")
     parser.add_argument("--profile", action="store_true", help="cProfile deliver_endpoint in-process instead")
     parser.add_argument("--profile-threads", type=int, default=8)
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="another checkout (e.g. `git archive` of an older commit) whose workers run each configuration "
+        "too, right after this checkout's, on a copy of the same database: a before/after ratio in one run",
+    )
     args = parser.parse_args(argv)
     args.databases = [d.strip() for d in (args.database or ("sqlite" if args.quick else "sqlite,postgres")).split(",")]
     if not set(args.databases) <= {"sqlite", "postgres"}:
@@ -964,18 +987,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def print_table(runs: list[Run]) -> None:
     header = (
-        f"{'database':8} {'source':6} {'mode':7} {'procs':>5} {'thr':>4} {'batch':>5} {'seconds':>8} "
-        f"{'POSTs/s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fast s':>7} {'slow s':>7} {'cpu':>6}  result"
+        f"{'code':9} {'database':8} {'source':6} {'mode':7} {'procs':>5} {'thr':>4} {'batch':>5} {'seconds':>8} "
+        f"{'POSTs/s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fast s':>7} {'slow s':>7} {'cpu':>6} "
+        f"{'wrk ms/POST':>11}  result"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
         cpu = run.cpu.get("machine_busy", 0) / max(run.cpu.get("machine_capacity", 1), 1e-9)
         print(
-            f"{run.database:8} {run.source:6} {run.mode:7} {run.processes:>5} {run.concurrency:>4} "
+            f"{run.code:9} {run.database:8} {run.source:6} {run.mode:7} {run.processes:>5} {run.concurrency:>4} "
             f"{run.batch_size:>5} {run.seconds:>8.2f} {run.posts_per_second:>8,.0f} {run.events_per_second:>9,.0f} "
             f"{run.latency_ms.get('p50', 0):>8,.0f} {run.latency_ms.get('p99', 0):>8,.0f} "
-            f"{run.fast_seconds or 0:>7.1f} {run.slow_seconds or 0:>7.1f} {cpu:>6.0%}  "
+            f"{run.fast_seconds or 0:>7.1f} {run.slow_seconds or 0:>7.1f} {cpu:>6.0%} "
+            f"{run.worker_ms_per_post:>11.2f}  "
             f"{'ok' if run.ok else 'WRONG'}"
         )
 
@@ -987,6 +1012,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     print_machine()
     info = machine_info()
+    codes: list[tuple[str, Path]] = [("this", ROOT)]
+    if args.reference:
+        reference = Path(args.reference).resolve()
+        if not (reference / "config" / "celery.py").exists() and not (reference / "manage.py").exists():
+            raise BenchError(f"--reference {reference} is not a checkout of the project")
+        codes.append(("reference", reference))
     runs: list[Run] = []
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hxbench-webhooks-")))
@@ -1022,30 +1053,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for processes in args.process_counts:
                         for concurrency in args.concurrencies:
                             for batch_size in args.batch_sizes:
-                                log(
-                                    f"{kind}: {source}/{mode}, {args.endpoints} endpoints x {args.events:,} entries, "
-                                    f"{processes} worker(s) x {concurrency} threads, batch {batch_size}"
-                                )
-                                run = run_one(
-                                    dbs,
-                                    template,
-                                    receivers,
-                                    source=source,
-                                    mode=mode,
-                                    processes=processes,
-                                    concurrency=concurrency,
-                                    batch_size=batch_size,
-                                    args=args,
-                                )
-                                verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
-                                log(
-                                    f"{kind}: {run.seconds:.1f} s, {run.posts_per_second:,.0f} POSTs/s, "
-                                    f"{run.events_per_second:,.0f} events/s, p50 {run.latency_ms.get('p50')} ms, "
-                                    f"p99 {run.latency_ms.get('p99')} ms{verdict}"
-                                )
-                                runs.append(run)
+                                for code in codes:
+                                    log(
+                                        f"{kind}: {code[0]} code, {source}/{mode}, {args.endpoints} endpoints x "
+                                        f"{args.events:,} entries, {processes} worker(s) x {concurrency} threads, "
+                                        f"batch {batch_size}"
+                                    )
+                                    run = run_one(
+                                        dbs,
+                                        template,
+                                        receivers,
+                                        source=source,
+                                        mode=mode,
+                                        processes=processes,
+                                        concurrency=concurrency,
+                                        batch_size=batch_size,
+                                        args=args,
+                                        code=code,
+                                    )
+                                    verdict = "" if run.ok else f" — WRONG: {run.problems[0]}"
+                                    log(
+                                        f"{kind}: {run.seconds:.1f} s, {run.posts_per_second:,.0f} POSTs/s, "
+                                        f"{run.events_per_second:,.0f} events/s, "
+                                        f"{run.worker_ms_per_post:.2f} ms of worker CPU per POST, "
+                                        f"p50 {run.latency_ms.get('p50')} ms, "
+                                        f"p99 {run.latency_ms.get('p99')} ms{verdict}"
+                                    )
+                                    runs.append(run)
     if args.profile:
         return 0
+    print_machine("at the end: ")
     print_table(runs)
     args_out = {k: v for k, v in vars(args).items()}
     path = write_results("webhooks", {"machine": info, "args": args_out, "runs": [asdict(run) for run in runs]})

@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.admin import NoAddDeleteAdmin, ReadOnlyAdmin, ReadOnlyInline, admin_actor, decide_each
 
 from . import auditlog, outcomes, services
+from . import delivery as webhook_delivery
 from .models import (
     Checkpoint,
     Cosignature,
@@ -104,7 +105,7 @@ class DeliveryAdmin(NoAddDeleteAdmin):
 
     @admin.action(description="Redeliver now (same webhook-id, same body)")
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = services.deliveries_redeliver(deliveries=queryset, actor=admin_actor(request))
+        count = webhook_delivery.deliveries_redeliver(deliveries=queryset, actor=admin_actor(request))
         self.message_user(request, f"{count} delivery(ies) queued again; receivers deduplicate on webhook-id.")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -76,6 +77,9 @@ class EntryCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._items: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # The same entries as JSON (compact, UTF-8), made the first time a POST needs them:
+        # a hundred endpoints then join bytes instead of encoding the same entries each.
+        self._encoded: dict[str, list[bytes]] = {}
         self._size = 0
         self._lock = threading.Lock()
 
@@ -93,13 +97,34 @@ class EntryCache:
             self._items[key] = entries
             self._size += len(entries)
             while self._size > self.max_entries and self._items:
-                _, dropped = self._items.popitem(last=False)
+                key, dropped = self._items.popitem(last=False)
+                self._encoded.pop(key, None)
                 self._size -= len(dropped)
+
+    def encoded(self, key: str, entries: list[dict[str, Any]]) -> list[bytes]:
+        """The JSON of an event's entries (as built, without feedback), encoded once per process."""
+        found = self._encoded.get(key)
+        if found is None:
+            found = [encode_entry(entry) for entry in entries]
+            with self._lock:
+                if key in self._items:
+                    self._encoded[key] = found
+        return found
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._encoded.clear()
             self._size = 0
+
+
+def encode_entry(entry: Mapping[str, Any]) -> bytes:
+    """An entry as the webhook body carries it: compact JSON, UTF-8, keys in the entry's order.
+
+    `json.dumps` of a list is its items' encodings joined by commas, so a body joined from
+    these parts is byte for byte the body `json.dumps` makes of the whole message.
+    """
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -109,6 +134,8 @@ class FeedPage:
     has_more: bool
     # The programs whose hashes the page covered up to `next` (what the member was sent).
     programs: Sequence[str] = ()
+    # The entries as JSON, one bytes per entry (feed_page(encode=True) with a cache).
+    encoded: list[bytes] | None = None
 
 
 # Told to whoever was sent the hash, whatever its enrollment now (members/selectors.py).
@@ -206,6 +233,8 @@ def feed_page(
     programs: Sequence[str] | None = None,
     tombstones: Mapping[str, int] | None = None,
     cache: EntryCache | None = None,
+    encode: bool = False,
+    pseudonyms: bool = True,
 ) -> FeedPage:
     """Up to `limit` entries after `after`; a page ends on an event boundary.
 
@@ -214,7 +243,9 @@ def feed_page(
     withdrawals and quarantines are included for the hashes it was sent (by default, as
     the pull feed's rule says; webhooks pass theirs). An imported group (up to 1,000
     hashes in one event) is never split across pages, so a page can exceed `limit` by
-    the size of one group; the cursor stays a sequence number.
+    the size of one group; the cursor stays a sequence number. Entries of intake cases
+    carry this member's pseudonym of the case (`case`) unless `pseudonyms` is False (a
+    webhook page shared by endpoints of several members adds it per POST).
     """
     programs = receiving_program_slugs(member=member) if programs is None else programs
     if tombstones is None:
@@ -248,34 +279,41 @@ def feed_page(
         if len(batch) < min(limit + 1, EVENT_SLICE):
             break
         cursor = batch[-1].seq
-    entries = build_entries(chosen, cache=cache)
-    _add_case_pseudonyms(entries, member)
+    encoded: list[bytes] | None = [] if encode and cache is not None else None
+    entries = build_entries(chosen, cache=cache, encoded=encoded)
+    if pseudonyms:
+        for index, name in case_pseudonyms(entries, member).items():
+            entries[index]["case"] = name
+            if encoded is not None:
+                encoded[index] = encode_entry(entries[index])
     # Past a tombstone that was not for this member, when nothing after it was chosen.
     next_seq = max(chosen[-1].seq if chosen else after, examined if not has_more else after)
-    return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs))
+    return FeedPage(entries=entries, next=next_seq, has_more=has_more, programs=list(programs), encoded=encoded)
 
 
-def _add_case_pseudonyms(entries: list[dict[str, Any]], member: Member) -> None:
-    """Set `case` on entries of a submitter that keeps cases (the intake): this member's own
-    pseudonym of the case (exchange/hooks.py), never the case itself. No query unless the
-    page holds such an entry; envelopes carry no case reference of theirs."""
+def case_pseudonyms(entries: Sequence[Mapping[str, Any]], member: Member) -> dict[int, str]:
+    """{index: case} for the entries of a submitter that keeps cases (the intake): this
+    member's own pseudonym of the case (exchange/hooks.py), never the case itself. No query
+    unless the page holds such an entry; envelopes carry no case reference of theirs."""
     sources = hooks.case_sources()
     if not sources:
-        return
-    wanted: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
+        return {}
+    wanted: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
         origin = entry.get("origin")
         if "hash" in entry and origin and origin.get("member") in sources and len(origin.get("path", ())) == 1:
-            wanted.setdefault(origin["member"], []).append(entry)
-    for submitter, found in wanted.items():
-        tokens = hooks.case_tokens(submitter, {entry["hash"]["id"] for entry in found})
+            wanted.setdefault(origin["member"], []).append(index)
+    found: dict[int, str] = {}
+    for submitter, indexes in wanted.items():
+        tokens = hooks.case_tokens(submitter, {entries[i]["hash"]["id"] for i in indexes})
         names: dict[str, str] = {}
-        for entry in found:
-            token = tokens.get(entry["hash"]["id"])
+        for i in indexes:
+            token = tokens.get(entries[i]["hash"]["id"])
             if token is not None:
                 if token not in names:
                     names[token] = hooks.case_pseudonym(member=member, token=token)
-                entry["case"] = names[token]
+                found[i] = names[token]
+    return found
 
 
 def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int]) -> set[int]:
@@ -293,11 +331,15 @@ def _tombstones_not_sent(batch: Sequence[EventRow], tombstones: Mapping[str, int
     return unsent
 
 
-def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | None = None) -> list[dict[str, Any]]:
+def build_entries(
+    events: Sequence[EventRow | Event], *, cache: EntryCache | None = None, encoded: list[bytes] | None = None
+) -> list[dict[str, Any]]:
     """Turn events into feed entries, fetching what they name in one query per table.
 
     With a cache, events built before are not fetched again; their entries are copied,
-    since feedback (which changes) is added to each entry here, last.
+    since feedback (which changes) is added to each entry here, last. With a cache and an
+    `encoded` list, the entries' JSON is appended to it, one bytes per entry: the cached
+    encoding for an entry without feedback, a fresh one for an entry with.
     """
     built: dict[int, list[dict[str, Any]]] = {}
     missing: list[EventRow | Event] = []
@@ -315,6 +357,14 @@ def build_entries(events: Sequence[EventRow | Event], *, cache: EntryCache | Non
     else:
         entries = [entry for event in events for entry in fresh[event.seq]]
     _add_feedback(entries)
+    if encoded is not None and cache is not None:
+        position = 0
+        for event in events:
+            parts = cache.encoded(event.leaf_hash, built.get(event.seq) or fresh[event.seq])
+            for part in parts:
+                entry = entries[position]
+                encoded.append(encode_entry(entry) if "feedback" in entry else part)
+                position += 1
     return entries
 
 

@@ -1,4 +1,5 @@
-"""Writes of the exchange: feed cursors, webhook endpoints, and webhook delivery.
+"""Writes of the exchange: feed cursors, webhook endpoints (delivery itself: exchange/delivery.py),
+program snapshots.
 
 Delivery is at-least-once and keeps its state in the database:
 
@@ -21,39 +22,28 @@ import datetime as dt
 import functools
 import json
 import logging
-import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F
 from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
-from core import ledger, metrics
+from core import ledger
 from core.ledger import Actor, Event
 from core.problems import Problem
 from members.models import Member, Program
-from members.selectors import pushed_program_slugs, receiving_member_q, tombstone_programs
 from members.services import enrollments_mark_sent
 
 from . import crypto, net, snapshots
-from .feed import FEED_KINDS, EntryCache, feed_page
-from .models import Delivery, DeliveryAttempt, FeedCursor, WebhookEndpoint
+from .feed import FEED_KINDS
+from .models import Delivery, FeedCursor, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
-
-# Entries a worker process keeps for the next endpoints that ask for the same events
-# (a hundred endpoints of a program ask for the same ranges); 20,000 entries of signed
-# submissions take some 30 MB.
-ENTRY_CACHE_ENTRIES = 20_000
-_entry_cache = EntryCache(ENTRY_CACHE_ENTRIES)
-
-
 # Feed cursors -----------------------------------------------------------------------------
 
 
@@ -274,264 +264,6 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> net.PostResult:
         separators=(",", ":"),
     ).encode()
     return dataclasses.replace(signed_post(endpoint, message_id, body), excerpt="")
-
-
-# Delivery ---------------------------------------------------------------------------------
-
-
-def _claim(endpoint_id: int, now: dt.datetime) -> bool:
-    expired = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    return bool(
-        # A suspended or pending member's endpoints are not claimed: nothing is built or
-        # retried for them, and their cursors wait until the member is active again.
-        WebhookEndpoint.objects.filter(expired, receiving_member_q(), pk=endpoint_id, is_active=True).update(
-            claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS), wake_requested=False
-        )
-    )
-
-
-def _release(endpoint_id: int) -> bool:
-    """Give up the claim unless a wake-up arrived meanwhile (then extend it); True when released."""
-    if WebhookEndpoint.objects.filter(pk=endpoint_id, wake_requested=False).update(claimed_until=None):
-        return True
-    WebhookEndpoint.objects.filter(pk=endpoint_id).update(
-        wake_requested=False, claimed_until=timezone.now() + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
-    )
-    return False
-
-
-def request_wake(endpoint_id: int) -> None:
-    """Tell whoever holds the endpoint's claim to look again before letting go."""
-    WebhookEndpoint.objects.filter(pk=endpoint_id).update(wake_requested=True)
-
-
-def _message_body(entries: list[dict[str, Any]], now: dt.datetime) -> bytes:
-    if len(entries) == 1:
-        message = {"type": entries[0]["kind"], "timestamp": ledger.format_time(now), "data": entries[0]}
-    else:
-        message = {
-            "type": "events.batch",
-            "timestamp": ledger.format_time(now),
-            "data": {"first_seq": entries[0]["seq"], "last_seq": entries[-1]["seq"], "entries": entries},
-        }
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _next_delivery(endpoint: WebhookEndpoint, now: dt.datetime, latest: int) -> Delivery | None:
-    """The next batch after the endpoint's cursor, stored before it is sent; None if nothing is due.
-
-    `latest` is the last seq, read before the feed is: what the page does not show up
-    to it can be skipped for good.
-    """
-    if latest <= endpoint.cursor_seq:
-        return None
-    page = feed_page(
-        member=endpoint.member,
-        after=endpoint.cursor_seq,
-        limit=settings.WEBHOOK_BATCH_SIZE,
-        kinds=endpoint.event_kinds or None,
-        programs=pushed_program_slugs(member=endpoint.member),
-        tombstones=tombstone_programs(member=endpoint.member, pushed=True),
-        cache=_entry_cache,
-    )
-    if not page.entries:
-        # Nothing up to `latest` is for this endpoint; every seq up to it has committed
-        # (the ledger numbers in commit order), so the cursor can skip them for good.
-        WebhookEndpoint.objects.filter(pk=endpoint.pk, cursor_seq__lt=latest).update(cursor_seq=latest)
-        endpoint.cursor_seq = latest
-        return None
-    first, last = page.entries[0]["seq"], page.entries[-1]["seq"]
-    return Delivery.objects.create(
-        endpoint=endpoint,
-        message_id=f"msg_{endpoint.pk}_{first}_{last}",
-        first_seq=first,
-        last_seq=last,
-        event_count=len(page.entries),
-        body=_message_body(page.entries, now).decode(),
-        next_attempt_at=now,
-    )
-
-
-def _attempt(endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
-    """POST a delivery once, log the attempt, and move the cursor or schedule the retry."""
-    result = signed_post(endpoint, delivery.message_id, delivery.body.encode())
-    metrics.webhook_delivery("delivered" if result.ok else "gone" if result.status_code == 410 else "failed")
-    now = timezone.now()
-    schedule = settings.WEBHOOK_RETRY_SCHEDULE
-    with transaction.atomic():
-        DeliveryAttempt.objects.create(
-            delivery=delivery,
-            attempted_at=now,
-            status_code=result.status_code,
-            error=result.error,
-            duration_ms=result.duration_ms,
-            response_excerpt=result.excerpt,
-        )
-        delivery.attempts += 1
-        if result.ok:
-            delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
-            delivery.save(update_fields=["status", "delivered_at", "attempts"])
-            # The same write extends the claim for the next delivery of the drain.
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-                cursor_seq=models.functions.Greatest(F("cursor_seq"), delivery.last_seq),
-                last_success_at=now,
-                claimed_until=now + dt.timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS),
-            )
-            endpoint.cursor_seq = max(endpoint.cursor_seq, delivery.last_seq)
-            _mark_sent(endpoint, delivery)
-            return True
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
-        if result.status_code == 410:
-            delivery.save(update_fields=["attempts"])
-            webhook_disable(endpoint_id=endpoint.pk, reason="the receiver answered 410 Gone", actor=Actor.system())
-        elif delivery.attempts > len(schedule):
-            delivery.status = Delivery.Status.FAILED
-            delivery.save(update_fields=["status", "attempts"])
-            webhook_disable(
-                endpoint_id=endpoint.pk,
-                reason=f"{delivery.attempts} failed attempts over the retry schedule; last: "
-                f"{result.status_code or result.error}",
-                actor=Actor.system(),
-            )
-        else:
-            delivery.next_attempt_at = now + dt.timedelta(
-                seconds=retry_delay(schedule[delivery.attempts - 1], result.retry_after)
-            )
-            delivery.save(update_fields=["attempts", "next_attempt_at"])
-    return False
-
-
-# Retries are spread by up to this share either way, so that endpoints that failed
-# together (a receiver's outage) are not all retried in the same second.
-RETRY_JITTER = 0.1
-# The longest wait a receiver's Retry-After can impose before the next attempt.
-RETRY_AFTER_MAX_SECONDS = 86_400
-
-
-def retry_delay(scheduled: float, retry_after: float | None) -> float:
-    """Seconds until the next attempt: the schedule's, with jitter, or longer if the receiver asked."""
-    delay = scheduled * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
-    return delay
-
-
-def _mark_sent(endpoint: WebhookEndpoint, delivery: Delivery) -> None:
-    """The programs whose new hashes this delivery carried were sent up to its last event."""
-    if '"hash.added"' not in delivery.body:
-        return
-    message = json.loads(delivery.body)
-    entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
-    through = {e["program"]: delivery.last_seq for e in entries if e.get("kind") == "hash.added" and e.get("program")}
-    if through:
-        enrollments_mark_sent(member=endpoint.member, through=through)
-
-
-@dataclass
-class DrainResult:
-    claimed: bool
-    sent: int = 0
-    more: bool = False
-
-
-def _drain_state(endpoint_id: int) -> tuple[bool, int | None, int]:
-    """Whether the endpoint is active, its oldest pending delivery, and the last seq: one query."""
-    pending = Delivery.objects.filter(endpoint=OuterRef("pk"), status=Delivery.Status.PENDING).order_by("pk")
-    latest = Event.objects.order_by("-seq").values("seq")[:1]
-    row = (
-        WebhookEndpoint.objects.filter(pk=endpoint_id)
-        .values_list("is_active", Subquery(pending.values("pk")[:1]), Subquery(latest))
-        .first()
-    )
-    if row is None:  # deleted meanwhile
-        return False, None, 0
-    return bool(row[0]), row[1], row[2] or 0
-
-
-def deliver_endpoint(endpoint_id: int) -> DrainResult:
-    """Send an endpoint what is due, in order, until it is up to date, fails, or time is up.
-
-    Steps:
-    1. Claim the endpoint; if another worker holds it, ask that worker to look again.
-    2. Loop: resend the oldest pending delivery if due (stop if it is not due yet);
-       otherwise build the next one from the feed; stop when there is nothing new.
-       A failed attempt stops the loop (order is kept: nothing overtakes a retry).
-    3. Release the claim, unless a wake-up came in meanwhile: then, still holding the
-       claim, loop again (claiming anew would fail on our own unexpired claim and strand
-       the endpoint until the claim lapsed).
-    `more` is True when the time budget ran out with work left: the claim is released
-    and the caller requeues.
-    """
-    started = time.monotonic()
-    if not _claim(endpoint_id, timezone.now()):
-        request_wake(endpoint_id)
-        return DrainResult(claimed=False)
-    result = DrainResult(claimed=True)
-    try:
-        while True:
-            endpoint = WebhookEndpoint.objects.select_related("member").get(pk=endpoint_id)
-            # Each round reads the endpoint's state in one query; the claim was set by
-            # _claim or extended by the last successful attempt moments ago.
-            while True:
-                if time.monotonic() - started > settings.WEBHOOK_DRAIN_SECONDS:
-                    # Hand the endpoint over: the task requeued by the caller must be able
-                    # to claim it (a kept claim would strand it until the claim lapsed).
-                    WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None, wake_requested=False)
-                    result.more = True
-                    return result
-                now = timezone.now()
-                is_active, pending_id, latest = _drain_state(endpoint_id)
-                if not is_active:
-                    break
-                delivery = Delivery.objects.filter(pk=pending_id).first() if pending_id else None
-                if delivery is not None and delivery.next_attempt_at > now:
-                    break
-                delivery = delivery or _next_delivery(endpoint, now, latest)
-                if delivery is None:
-                    break
-                progressed = _attempt(endpoint, delivery)
-                result.sent += 1
-                if not progressed:
-                    break
-            if _release(endpoint_id):
-                return result
-    except Exception:
-        WebhookEndpoint.objects.filter(pk=endpoint_id).update(claimed_until=None)
-        raise
-
-
-def deliveries_redeliver(*, deliveries: Any, actor: Actor) -> int:
-    """Send deliveries again (an admin's decision), with the same webhook-id and body."""
-    now = timezone.now()
-    count = 0
-    for delivery in deliveries.select_related("endpoint"):
-        with transaction.atomic():
-            Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.PENDING, next_attempt_at=now)
-            ledger.record(
-                "webhook.redelivery_requested",
-                actor=actor,
-                subject_type="webhook",
-                subject_id=delivery.endpoint_id,
-                data={"message_id": delivery.message_id},
-            )
-        count += 1
-    return count
-
-
-def endpoints_to_wake(*, now: dt.datetime | None = None) -> list[int]:
-    """Active endpoints with work (events after their cursor, or a retry that is due)
-    that no worker holds. Claimed ones are asked to look again instead."""
-    now = now or timezone.now()
-    latest = Event.objects.aggregate(last=models.Max("seq"))["last"] or 0
-    due_retry = Delivery.objects.filter(
-        endpoint=models.OuterRef("pk"), status=Delivery.Status.PENDING, next_attempt_at__lte=now
-    )
-    with_work = WebhookEndpoint.objects.filter(receiving_member_q(), is_active=True).filter(
-        Q(cursor_seq__lt=latest) | Q(models.Exists(due_retry))
-    )
-    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    with_work.exclude(free).update(wake_requested=True)
-    return list(with_work.filter(free).values_list("pk", flat=True))
 
 
 # Program snapshots (exchange/snapshots.py) -------------------------------------------------

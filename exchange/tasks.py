@@ -21,6 +21,7 @@ from django.conf import settings
 from core.redis import HEARTBEAT_KEY, redis_client
 
 from . import auditlog, floods, services
+from . import delivery as webhook_delivery
 from .outcomes import obligations_project
 from .participation import participation_check
 
@@ -116,7 +117,7 @@ def fanout_task() -> int:
         queue_obligations = True  # publishing will tell whether Redis is really gone
     if queue_obligations:
         project_obligations_task.apply_async(retry=False)
-    endpoint_ids = services.endpoints_to_wake()
+    endpoint_ids = webhook_delivery.endpoints_to_wake()
     _dispatch(endpoint_ids)
     return len(endpoint_ids)
 
@@ -125,7 +126,7 @@ def fanout_task() -> int:
 def deliver_endpoint_task(endpoint_id: int) -> int:
     """Drain one endpoint; requeue itself if its time budget ran out with work left."""
     _unmark(_QUEUED_KEY.format(endpoint_id))
-    result = services.deliver_endpoint(endpoint_id)
+    result = webhook_delivery.deliver_endpoint(endpoint_id)
     if result.more:
         _dispatch([endpoint_id])
     return result.sent
@@ -134,7 +135,7 @@ def deliver_endpoint_task(endpoint_id: int) -> int:
 @shared_task(name="exchange.tasks.sweep_webhooks", ignore_result=True)
 def sweep_webhooks_task() -> int:
     """Periodic: endpoints whose wake-up was lost (Redis was down) and retries that are due."""
-    endpoint_ids = services.endpoints_to_wake()
+    endpoint_ids = webhook_delivery.endpoints_to_wake()
     _dispatch(endpoint_ids)
     return len(endpoint_ids)
 

@@ -184,6 +184,21 @@ def tombstone_programs(*, member: Member, pushed: bool = False) -> dict[str, int
     )
 
 
+def pushed_programs_and_tombstones(*, member: Member) -> tuple[list[str], dict[str, int]]:
+    """`pushed_program_slugs` and `tombstone_programs(pushed=True)` in one query: what a
+    webhook delivery needs before every POST."""
+    if not member.is_active:
+        return [], {}
+    rows = Enrollment.objects.filter(Q(state__in=Enrollment.PUSHED) | Q(sent_through__gt=0), member=member)
+    pushed, tombstones = [], {}
+    for slug, state, sent_through in rows.values_list("program__slug", "state", "sent_through"):
+        if state in Enrollment.PUSHED:
+            pushed.append(slug)
+        elif sent_through > 0:
+            tombstones[slug] = sent_through
+    return pushed, tombstones
+
+
 def sent_through_by_program(
     *, program_ids: Iterable[int], kinds: Iterable[str] | None = None
 ) -> dict[int, dict[int, int]]:

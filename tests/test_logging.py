@@ -25,7 +25,7 @@ from django.test import override_settings
 from core.logs import ContextFilter, JsonFormatter, PlainFormatter, redact, request_id
 from core.problems import problem_exception_handler
 from core.redis import redis_client
-from exchange import services as exchange_services
+from exchange import delivery as webhook_delivery
 from exchange import tasks as exchange_tasks
 from tests.conftest import ROOT, Caller, Receiver, make_caller, start_worker, stop_process, wait_for
 from tests.signing import Signer, random_pdq
@@ -185,7 +185,7 @@ def test_no_hash_value_key_secret_or_case_id_reaches_a_log_line(
             platform_b.client.post(f"/api/v1/webhooks/{hook['id']}/test")
             platform_b.client.post("/api/v1/keys", {"public_key": "not base64!", "algorithm": "ed25519"}, format="json")
             platform_b.client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {platform_b.token}x")  # a wrong key
-            exchange_services.deliver_endpoint(hook["id"])
+            webhook_delivery.deliver_endpoint(hook["id"])
             # The worker delivers too (woken by the commits above) and logs at DEBUG.
             wait_for(lambda: worker_log.exists() and "hx_request_id" in worker_log.read_text(), what="worker logs")
         web = buffer.getvalue()

@@ -20,7 +20,7 @@ import pytest
 from django.test import Client, override_settings
 
 from core.ledger import Event
-from exchange import services as exchange_services
+from exchange import delivery as webhook_delivery
 from tests.conftest import ROOT, Caller, Receiver, worker_database_url
 from tests.signing import Signer, random_pdq
 
@@ -93,7 +93,7 @@ def test_the_flow_is_counted_and_no_label_carries_a_value_key_or_case(
         format="json",
     )
     receiver.responses = [500]
-    exchange_services.deliver_endpoint(hook["id"])  # fails once
+    webhook_delivery.deliver_endpoint(hook["id"])  # fails once
     signer_a.client.post("/api/v1/withdrawals", signer_a.withdrawal(values[2], case=case), format="json")
 
     status, after = scrape(**auth)

@@ -70,7 +70,7 @@ class Running:
 def test_the_readme_receiver_takes_the_test_message_and_hashes_from_before_it_existed(
     settings, tmp_path: Path, signer_a: Signer, platform_b: Caller
 ) -> None:
-    from exchange import services
+    from exchange import delivery as webhook_delivery
 
     settings.WEBHOOKS_ALLOW_PRIVATE = True
     earlier = [random_pdq(), random_pdq()]
@@ -100,7 +100,7 @@ def test_the_readme_receiver_takes_the_test_message_and_hashes_from_before_it_ex
         assert (answer["ok"], answer["status_code"], answer["error"]) == (True, 204, "")
         assert receiver.next_line() == f"test message for webhook {hook['id']}"
 
-        assert services.deliver_endpoint(hook["id"]).sent == 1  # both hashes in one batch
+        assert webhook_delivery.deliver_endpoint(hook["id"]).sent == 1  # both hashes in one batch
         added = [receiver.next_line(), receiver.next_line()]
         assert [line.split()[0] for line in added] == ["add", "add"]
         assert [line.split()[-1] for line in added] == earlier

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from core.ledger import Actor
-from exchange import services
+from exchange import delivery as webhook_delivery
 from members import services as member_services
 from members.models import Member, Program
 from tests.conftest import Caller, Receiver
@@ -33,12 +33,12 @@ def test_a_member_that_is_not_active_gets_no_webhook_and_catches_up_when_active_
     member_services.member_set_status(member=platform_b.member, status=status, reason="test", actor=ADMIN)
     value = random_pdq()
     signer_a.submit(signer_a.submission(value))
-    assert services.deliver_endpoint(endpoint).sent == 0
-    assert endpoint not in services.endpoints_to_wake()
+    assert webhook_delivery.deliver_endpoint(endpoint).sent == 0
+    assert endpoint not in webhook_delivery.endpoints_to_wake()
     assert receiver.received == []
     member_services.member_set_status(member=platform_b.member, status=Member.Status.ACTIVE, reason="t", actor=ADMIN)
-    assert endpoint in services.endpoints_to_wake()
-    assert services.deliver_endpoint(endpoint).sent == 1
+    assert endpoint in webhook_delivery.endpoints_to_wake()
+    assert webhook_delivery.deliver_endpoint(endpoint).sent == 1
     assert [e["hash"]["value"] for e in receiver.entries()] == [value]
 
 
@@ -157,13 +157,13 @@ def test_a_webhook_that_was_sent_a_hash_gets_its_withdrawal_after_the_member_lef
     endpoint = create_endpoint(platform_b, receiver.url)
     value = random_pdq()
     signer_a.submit(signer_a.submission(value))
-    assert services.deliver_endpoint(endpoint).sent == 1
+    assert webhook_delivery.deliver_endpoint(endpoint).sent == 1
     set_state(platform_b, program, state)
     other = random_pdq()
     signer_a.submit(signer_a.submission(other))
     withdraw(signer_a, value)
     withdraw(signer_a, other)
-    services.deliver_endpoint(endpoint)
+    webhook_delivery.deliver_endpoint(endpoint)
     kinds = [(e["kind"], e["hash"]["value"]) for e in hash_entries(receiver.entries())]
     assert kinds == [("hash.added", value), ("hash.withdrawn", value)]
 
@@ -228,7 +228,7 @@ def test_what_a_member_receives_on_every_path(
     facade = APIClient()
     facade.credentials(HTTP_X_FUNCTIONS_KEY=caller.token, HTTP_OCP_APIM_SUBSCRIPTION_KEY=caller.token)
     fetched = facade.get("/compat/stopncii/v1/FetchHashes?startTimestamp=10&pageSize=100")
-    services.deliver_endpoint(endpoint)
+    webhook_delivery.deliver_endpoint(endpoint)
     pushed = [e["hash"]["value"] for e in receiver.entries() if e.get("hash")]
 
     if not active:

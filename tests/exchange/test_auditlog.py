@@ -304,12 +304,13 @@ def test_feed_entries_and_the_event_log_carry_the_leaf_index(
 def test_webhook_bodies_carry_the_leaf_index_and_it_proves_the_event(
     platform_a: Caller, platform_b: Caller, receiver: Any
 ) -> None:
+    from exchange import delivery as webhook_delivery
     from exchange import services
 
     endpoint, _ = services.webhook_create(member=platform_b.member, url=receiver.url, actor=Actor.admin("admin"))
     signer = make_signer(platform_a)
     signer.submit(signer.submission(), signer.submission())
-    services.deliver_endpoint(endpoint.pk)
+    webhook_delivery.deliver_endpoint(endpoint.pk)
     entries = receiver.entries()
     assert [entry["kind"] for entry in entries].count("hash.added") == 2
     assert all(entry["leaf_index"] == entry["seq"] - 1 for entry in entries)

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 
 from core.ledger import Event
 from core.problems import Problem
-from exchange import services as exchange_services
+from exchange import delivery as webhook_delivery
 from exchange.outcomes import outcomes_create
 from hashes import matching
 from hashes import services as hash_services
@@ -338,10 +338,10 @@ def test_path_webhooks(held: Held, platform_b: Caller, receiver: Receiver) -> No
     response = platform_b.client.post("/api/v1/webhooks", {"url": receiver.url}, format="json")
     assert response.status_code == 201
     endpoint = response.json()["id"]
-    exchange_services.deliver_endpoint(endpoint)
+    webhook_delivery.deliver_endpoint(endpoint)
     assert held.value not in [e["hash"]["value"] for e in receiver.entries() if "hash" in e]
     held.release()
-    exchange_services.deliver_endpoint(endpoint)
+    webhook_delivery.deliver_endpoint(endpoint)
     assert held.value in [e["hash"]["value"] for e in receiver.entries() if "hash" in e]
 
 

@@ -18,7 +18,8 @@ from django.utils import timezone
 from hashexchange_client import webhooks as signing
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from exchange import net, services
+from exchange import delivery as webhook_delivery
+from exchange import net
 from exchange.models import Delivery
 from tests.conftest import Caller, Receiver
 from tests.signing import Signer, random_pdq
@@ -35,7 +36,7 @@ def test_a_delivery_verifies_with_the_reference_library_and_its_signatures_with_
 ) -> None:
     hook = create_endpoint(platform_b, receiver.url)
     signer_a.submit(signer_a.submission(random_pdq()))
-    services.deliver_endpoint(hook["id"])
+    webhook_delivery.deliver_endpoint(hook["id"])
     [got] = receiver.received
     reference = Webhook(hook["secret"])
     message = reference.verify(got.body, dict(got.headers))
@@ -63,7 +64,7 @@ def test_v1a_follows_the_asymmetric_rule_with_the_published_whpk_key(
     assert raw == base64.b64decode(key["public_key"]) and len(raw) == 32
     hook = create_endpoint(platform_b, receiver.url)
     signer_a.submit(signer_a.submission(random_pdq()))
-    services.deliver_endpoint(hook["id"])
+    webhook_delivery.deliver_endpoint(hook["id"])
     [got] = receiver.received
     # The spec: sign "{msg_id}.{timestamp}.{payload}" with ed25519; header entry "v1a,<base64>".
     content = f"{got.headers['webhook-id']}.{got.headers['webhook-timestamp']}.".encode() + got.body
@@ -76,7 +77,7 @@ def test_v1a_follows_the_asymmetric_rule_with_the_published_whpk_key(
 
 
 def test_retries_are_spread_by_jitter_around_the_schedule() -> None:
-    delays = [services.retry_delay(300, None) for _ in range(200)]
+    delays = [webhook_delivery.retry_delay(300, None) for _ in range(200)]
     assert all(270 <= d <= 330 for d in delays)
     assert len({round(d, 3) for d in delays}) > 100  # spread, not one instant for every endpoint
 
@@ -90,7 +91,7 @@ def test_a_receivers_retry_after_is_honoured(
     receiver.headers = {"Retry-After": header.format(http_date=later.strftime("%a, %d %b %Y %H:%M:%S GMT"))}
     receiver.default_status = 503
     signer_a.submit(signer_a.submission(random_pdq()))
-    services.deliver_endpoint(hook["id"])
+    webhook_delivery.deliver_endpoint(hook["id"])
     delivery = Delivery.objects.get()
     assert delivery.status == "pending"
     # The schedule's first retry is 5 s; the receiver asked for about two minutes.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.ledger import Event
-from exchange import services
+from exchange import delivery as webhook_delivery
 from tests.conftest import Caller, Receiver
 from tests.signing import Signer
 
@@ -22,13 +22,13 @@ def test_a_new_endpoint_starts_now_unless_told_where(receiver: Receiver, signer_
 
     now = platform_b.client.post("/api/v1/webhooks", {"url": receiver.url}, format="json").json()
     assert now["starts_after"] == now["cursor_seq"] == latest
-    assert services.deliver_endpoint(now["id"]).sent == 0
+    assert webhook_delivery.deliver_endpoint(now["id"]).sent == 0
 
     middle = platform_b.client.post(
         "/api/v1/webhooks", {"url": receiver.url, "after": first_added}, format="json"
     ).json()
     assert middle["starts_after"] == first_added
-    assert services.deliver_endpoint(middle["id"]).sent == 1
+    assert webhook_delivery.deliver_endpoint(middle["id"]).sent == 1
     assert [entry["kind"] for entry in receiver.entries()] == ["hash.added"]
 
     beyond = platform_b.client.post("/api/v1/webhooks", {"url": receiver.url, "after": latest + 100}, format="json")

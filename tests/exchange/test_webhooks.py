@@ -16,7 +16,7 @@ from django.utils import timezone
 from hashexchange_client import webhooks as signing
 
 from core.ledger import Event
-from exchange import services
+from exchange import delivery as webhook_delivery
 from exchange.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from members import services as member_services
 from members.models import Program
@@ -34,8 +34,8 @@ def server_key(caller: Caller) -> str:
     return caller.client.get("/api/v1/server-key").json()["public_key"]
 
 
-def drain(endpoint_id: int) -> services.DrainResult:
-    return services.deliver_endpoint(endpoint_id)
+def drain(endpoint_id: int) -> webhook_delivery.DrainResult:
+    return webhook_delivery.deliver_endpoint(endpoint_id)
 
 
 def test_a_hash_is_pushed_signed_with_the_secret_and_the_server_key(
@@ -271,3 +271,53 @@ def test_admins_see_deliveries_with_attempts_and_can_redeliver(
     assert not WebhookEndpoint.objects.get(pk=hook["id"]).is_active
     admin_client.post("/admin/exchange/webhookendpoint/", {"action": "enable", "_selected_action": [hook["id"]]})
     assert WebhookEndpoint.objects.get(pk=hook["id"]).is_active
+
+
+def test_a_batch_body_joined_from_encoded_entries_is_the_json_of_the_whole_message(
+    receiver: Receiver, signer_a: Signer, platform_a: Caller, platform_b: Caller
+) -> None:
+    """Bodies are joined from entries encoded once per worker; the receiver gets exactly the
+    JSON of the message, feedback (which changes) included."""
+    hook = create_endpoint(platform_b, receiver.url)
+    values = [random_pdq() for _ in range(3)]
+    signer_a.submit(*[signer_a.submission(value) for value in values])
+    webhook_delivery._entry_cache.clear()
+    with override_settings(WEBHOOK_BATCH_SIZE=2):
+        assert drain(hook["id"]).sent == 2
+    for got in receiver.received:
+        message = got.json()
+        assert got.body == json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        signing.verify_webhook(got.headers, got.body, secret=hook["secret"])
+    assert [e["hash"]["value"] for e in receiver.entries()] == values
+    assert all("feedback" not in e for e in receiver.entries())
+
+
+def test_feedback_reported_after_a_page_was_built_reaches_the_next_endpoint(
+    receiver: Receiver, signer_a: Signer, platform_b: Caller
+) -> None:
+    """Pages are built once per worker for every endpoint that asks for them; the feedback
+    members report is not kept with them but read for every POST."""
+    first = create_endpoint(platform_b, receiver.url, after=0)
+    second = create_endpoint(platform_b, receiver.url, after=0)
+    hash_id = signer_a.submit(signer_a.submission()).json()["results"][0]["hash_id"]
+    assert drain(first["id"]).sent == 1
+    outcome = {
+        "hash_id": hash_id,
+        "program": "take-it-down",
+        "kind": "removed",
+        "occurred_at": timezone.now().isoformat(),
+        "count": 1,
+        "client_ref": "r1",
+    }
+    response = platform_b.client.post("/api/v1/outcomes", {"outcomes": [outcome]}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["results"][0]["error"] is None, response.json()
+    assert drain(second["id"]).sent == 1
+    before, after = (
+        next(e for e in got.json()["data"]["entries"] if e["kind"] == "hash.added") for got in receiver.received
+    )
+    assert "feedback" not in before
+    assert after["feedback"]["removed"] == 1 and after["feedback"]["members"] == 1
+    got = receiver.received[1]
+    assert got.body == json.dumps(got.json(), separators=(",", ":"), ensure_ascii=False).encode()
+    signing.verify_webhook(got.headers, got.body, secret=second["secret"])
