@@ -305,6 +305,20 @@ ENDPOINTS: list[tuple[str, str, str, Any, dict[str, int]]] = [
         {"platform_a": 200, "platform_b": 200, "intake": 200, "peer": 200, "auditor": 200, "read_only": 200},
     ),
     (
+        "program snapshot (none built yet: 404 to those who receive the program)",
+        "get",
+        "/api/v1/programs/take-it-down/snapshot",
+        None,
+        {"platform_a": 404, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 404},
+    ),
+    (
+        "program snapshot file (no such file: 404 to those who receive the program)",
+        "get",
+        "/api/v1/programs/take-it-down/snapshot/nope.ndjson.gz",
+        None,
+        {"platform_a": 404, "platform_b": 404, "intake": 404, "peer": 404, "auditor": 403, "read_only": 404},
+    ),
+    (
         "audit log tile",
         "get",
         "/api/v1/log/tile/0/000.p/1",

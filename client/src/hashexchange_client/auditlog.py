@@ -227,11 +227,21 @@ def _canonical_event(data: bytes) -> Any:
     return value if canonical == data else None
 
 
+def _is_event(event: Any, index: int) -> bool:
+    """Whether a decoded leaf looks like the version 1 event numbered index + 1, with a kind."""
+    return (
+        isinstance(event, dict)
+        and event.get("v") == 1
+        and event.get("seq") == index + 1
+        and isinstance(event.get("kind"), str)
+    )
+
+
 def check_leaf(data: bytes, index: int) -> dict[str, Any]:
     """The event that `data`, the leaf at `index`, encodes; LogVerificationError unless it is
     the one canonical encoding (docs/ledger.md) of a version 1 event numbered index + 1."""
     event = _canonical_event(data)
-    if isinstance(event, dict) and event.get("v") == 1 and event.get("seq") == index + 1:
+    if _is_event(event, index):
         return event
     # Something is wrong: read it again strictly, to say what.
     try:
@@ -242,6 +252,8 @@ def check_leaf(data: bytes, index: int) -> dict[str, Any]:
         raise LogVerificationError(f"leaf {index}: not a version 1 event")
     if event.get("seq") != index + 1:
         raise LogVerificationError(f"leaf {index}: holds event seq {event.get('seq')!r}, not {index + 1}")
+    if not isinstance(event.get("kind"), str):
+        raise LogVerificationError(f"leaf {index}: an event without a kind")
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     if canonical != data or _has_float(event):
         raise LogVerificationError(f"leaf {index}: not the canonical encoding of its event")
@@ -346,7 +358,7 @@ def _check_group(group: Sequence[bytes], first: int) -> list[dict[str, Any]]:
     events = []
     for offset, data in enumerate(group):
         event = _decoded(data)
-        if not (isinstance(event, dict) and event.get("v") == 1 and event.get("seq") == first + offset + 1):
+        if not _is_event(event, first + offset):
             event = check_leaf(data, first + offset)  # raises, saying what is wrong
         events.append(event)
     try:
