@@ -276,28 +276,8 @@ class Client:
         return size
 
     def _send_stream(self, path: str) -> requests.Response:
-        url = self.base_url + path
-        attempt = 0
-        while True:
-            try:
-                response = self.session.get(
-                    url, headers={"Accept": "application/gzip, " + _PROBLEM}, timeout=self.timeout, stream=True
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt >= self.retries:
-                    raise ApiError(f"cannot reach {url}: {exc}") from exc
-                self._sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                response.close()
-                self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
-                attempt += 1
-                continue
-            if response.status_code >= 400:
-                response.content  # noqa: B018 - read the problem document before closing
-                raise _problem(response)
-            return response
+        """A GET whose body is read as it comes (a snapshot's file), with the same retries."""
+        return self._send("GET", path, accept="application/gzip, " + _PROBLEM, stream=True)
 
     def hash_detail(self, hash_id: int) -> dict[str, Any]:
         """A hash you were sent: where it is listed, its supporting envelopes, feedback."""
@@ -407,16 +387,24 @@ class Client:
             ) from exc
 
     def _send(
-        self, method: str, path: str, payload: Any = None, *, params: Any = None, accept: str | None = None
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        *,
+        params: Any = None,
+        accept: str | None = None,
+        stream: bool = False,
     ) -> requests.Response:
-        """One API call with retries; returns the successful response."""
+        """One API call with retries; returns the successful response (its body not yet read
+        when `stream`)."""
         url = self.base_url + path
         headers = {"Accept": accept} if accept else None
         attempt = 0
         while True:
             try:
                 response = self.session.request(
-                    method, url, json=payload, params=params, headers=headers, timeout=self.timeout
+                    method, url, json=payload, params=params, headers=headers, timeout=self.timeout, stream=stream
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt >= self.retries:
@@ -425,10 +413,12 @@ class Client:
                 attempt += 1
                 continue
             if response.status_code in RETRY_STATUSES and attempt < self.retries:
+                response.close()
                 self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
                 attempt += 1
                 continue
             if response.status_code >= 400:
+                response.content  # noqa: B018 - a streamed problem document is read before it is closed
                 raise _problem(response)
             return response
 
