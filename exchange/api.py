@@ -141,6 +141,7 @@ class SnapshotFileView(APIView):
     renderer_classes = [GzipRenderer, JSONRenderer]
 
     @extend_schema(
+        operation_id="programs_snapshot_file_retrieve",
         responses={(200, "application/gzip"): bytes},
         extensions={"x-problems": [403, 404]},
     )
