@@ -206,6 +206,8 @@ def run_databases(runs: Sequence[tuple[str, dict[str, str]]], args: Sequence[str
         def work(database: str = database, env: dict[str, str] = env, log: Path = log, done: threading.Event = done):
             try:
                 results[database] = run_pytest(database, env, args, log=log)
+            except Exception as exc:  # noqa: BLE001 - a run that could not run is a failed run, not a missing one
+                results[database] = RunResult(database, 1, 0.0, f"could not run pytest: {exc}")
             finally:
                 done.set()
 
