@@ -6,9 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hashexchange_client import keys
@@ -23,26 +20,6 @@ from members.models import Program, SigningKey
 from tests.conftest import SETUP, Caller, make_caller, make_member
 from tests.federation.remote import Origin, PeerServer
 from tests.signing import Signer
-
-
-@pytest.fixture
-def ncii(db: None) -> Program:
-    return member_services.program_create(slug="ncii", name="NCII", actor=SETUP)
-
-
-@pytest.fixture
-def remote(settings: Any, tmp_path: Path) -> Iterator[PeerServer]:
-    settings.PEERS_ALLOW_HTTP = True
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    settings.SNAPSHOT_DIR = tmp_path / "snapshots"
-    server = PeerServer(Origin())
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def peer(remote: PeerServer, ncii: Program) -> Peer:
-    return services.peer_create(slug="other", base_url=remote.url, api_key="hxk_theirs", programs=["ncii"], actor=SETUP)
 
 
 @pytest.fixture

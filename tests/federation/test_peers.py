@@ -8,7 +8,6 @@ runs the real thing end to end.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,34 +24,6 @@ from members.models import Member, Program
 from tests.conftest import SETUP, Caller, make_caller, make_member
 from tests.federation.remote import Origin, PeerServer, altered
 from tests.signing import Signer, make_signer
-
-
-@pytest.fixture
-def ncii(db: None) -> Program:
-    from members import services as member_services
-
-    return member_services.program_create(slug="ncii", name="NCII", actor=SETUP)
-
-
-@pytest.fixture
-def origin() -> Origin:
-    return Origin()
-
-
-@pytest.fixture
-def remote(origin: Origin, settings: Any) -> Iterator[PeerServer]:
-    settings.PEERS_ALLOW_HTTP = True
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = PeerServer(origin)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def peer(remote: PeerServer, ncii: Program) -> Peer:
-    return services.peer_create(
-        slug="other", base_url=remote.url, api_key="hxk_theirs_secret", programs=["ncii"], actor=SETUP
-    )
 
 
 def sync(peer: Peer) -> services.SyncResult:

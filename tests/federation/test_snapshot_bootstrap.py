@@ -4,40 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from federation import services
 from federation.models import Peer, Refusal
 from hashes.models import Listing, Submission
 from members.models import Program
-from tests.conftest import SETUP
 from tests.federation.remote import Origin, PeerServer
-
-
-@pytest.fixture
-def ncii(db: None) -> Program:
-    from members import services as member_services
-
-    return member_services.program_create(slug="ncii", name="NCII", actor=SETUP)
-
-
-@pytest.fixture
-def remote(settings: Any, tmp_path: Path) -> Iterator[PeerServer]:
-    settings.PEERS_ALLOW_HTTP = True
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    settings.SNAPSHOT_DIR = tmp_path / "snapshots"
-    server = PeerServer(Origin())
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def peer(remote: PeerServer, ncii: Program) -> Peer:
-    return services.peer_create(slug="other", base_url=remote.url, api_key="hxk_theirs", programs=["ncii"], actor=SETUP)
 
 
 def listed(program: Program) -> set[str]:
