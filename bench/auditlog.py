@@ -700,6 +700,17 @@ def print_large(kind: str, size: int, row: dict[str, Any]) -> None:
         )
 
 
+def _postgres(stack: contextlib.ExitStack, args: argparse.Namespace, info: dict[str, Any]) -> Any:
+    """The bench's PostgreSQL (started, or --postgres-url) when --databases asks for it, else None."""
+    if "postgres" not in args.databases:
+        return None
+    pg = stack.enter_context(
+        postgres_server(args.postgres_url, unsafe=args.postgres_unsafe, settings=parse_settings(args.postgres_setting))
+    )
+    info["postgres"] = pg.settings
+    return pg
+
+
 def run_large(args: argparse.Namespace, info: dict[str, Any]) -> int:
     """--large: for each database, grow one log through the sizes asked for (each size built
     once, by bulk insert), and at each size measure proofs through the API (gunicorn, one
@@ -713,16 +724,9 @@ def run_large(args: argparse.Namespace, info: dict[str, Any]) -> int:
         if keep:
             keep.mkdir(parents=True, exist_ok=True)
         redis_url = stack.enter_context(private_redis(workdir))
-        pg = None
-        if "postgres" in args.databases:
-            if keep and not args.postgres_url:
-                raise BenchError("--keep with PostgreSQL needs --postgres-url (a server that outlives the bench)")
-            pg = stack.enter_context(
-                postgres_server(
-                    args.postgres_url, unsafe=args.postgres_unsafe, settings=parse_settings(args.postgres_setting)
-                )
-            )
-            info["postgres"] = pg.settings
+        if "postgres" in args.databases and keep and not args.postgres_url:
+            raise BenchError("--keep with PostgreSQL needs --postgres-url (a server that outlives the bench)")
+        pg = _postgres(stack, args, info)
         for kind in args.databases:
             dbs = Databases(kind, workdir, pg, redis_url)
             state_file = (keep / f"large-{kind}.json") if keep else None
@@ -880,14 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hxbench-auditlog-")))
         redis_url = stack.enter_context(private_redis(workdir))
-        pg = None
-        if "postgres" in args.databases:
-            pg = stack.enter_context(
-                postgres_server(
-                    args.postgres_url, unsafe=args.postgres_unsafe, settings=parse_settings(args.postgres_setting)
-                )
-            )
-            info["postgres"] = pg.settings
+        pg = _postgres(stack, args, info)
         for kind in args.databases:
             dbs = Databases(kind, workdir, pg, redis_url)
             stack.callback(dbs.drop_all)

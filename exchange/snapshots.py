@@ -219,17 +219,16 @@ def snapshot_build(*, program: Program, seq: int | None = None) -> Snapshot:
                     out.write(b"\n".join(lines) + b"\n")
             raw.flush()
             os.fsync(raw.fileno())
-        created_at = format_time(timezone.now())
-        payload = manifest_payload(
-            program=program.slug,
-            seq=seq,
-            entries=count,
-            sha256=digesting.digest.hexdigest(),
-            size=digesting.size,
-            created_at=created_at,
-            name=name,
-        )
-        envelope = dsse.sign_envelope(SNAPSHOT_TYPE, payload, crypto.server_private_key())
+        described = {
+            "program": program.slug,
+            "seq": seq,
+            "entries": count,
+            "sha256": digesting.digest.hexdigest(),
+            "size": digesting.size,
+            "created_at": format_time(timezone.now()),
+            "name": name,
+        }
+        envelope = dsse.sign_envelope(SNAPSHOT_TYPE, manifest_payload(**described), crypto.server_private_key())
         os.replace(temporary, directory / f"{name}.ndjson.gz")
         manifest_temporary = directory / f".{name}.json.tmp"
         manifest_temporary.write_text(json.dumps(envelope))
@@ -237,16 +236,7 @@ def snapshot_build(*, program: Program, seq: int | None = None) -> Snapshot:
     finally:
         temporary.unlink(missing_ok=True)
     _prune(program.slug)
-    return Snapshot(
-        program=program.slug,
-        seq=seq,
-        entries=count,
-        sha256=digesting.digest.hexdigest(),
-        size=digesting.size,
-        created_at=created_at,
-        name=name,
-        manifest=envelope,
-    )
+    return Snapshot(**described, manifest=envelope)
 
 
 def _manifests(program: str) -> list[Path]:

@@ -72,6 +72,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+@pytest.fixture
+def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
+    """A match index snapshot directory of the test's own and a freshly loaded registry
+    (modules that match use it for every test: `pytest.mark.usefixtures("index_dir")`)."""
+    from hashes import matching
+
+    settings.MATCH_INDEX_DIR = tmp_path / "index"
+    matching.registry.reset()
+    yield settings.MATCH_INDEX_DIR
+    matching.registry.reset()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _real_redis() -> None:
     """The suite needs a real Redis; say so plainly instead of failing test by test."""

@@ -25,6 +25,11 @@ def random_pdq() -> str:
             return value
 
 
+def near(value: str, bits: int) -> str:
+    """`value` with its lowest `bits` bits flipped: at Hamming distance `bits`."""
+    return f"{int(value, 16) ^ ((1 << bits) - 1):064x}"
+
+
 @dataclass
 class Signer:
     caller: Caller

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,24 +12,14 @@ from core.ledger import Event
 from exchange import floods
 from exchange.models import Dispute
 from exchange.outcomes import dispute_decide, outcomes_create
-from hashes import matching
 from hashes import services as hash_services
 from hashes.models import BenignHash, Hash, MatchAnomaly, MatchCount
 from members.models import Member
 from tests.conftest import SETUP, Caller, make_caller, make_member
-from tests.signing import Signer, random_pdq
+from tests.signing import Signer, near, random_pdq
 
-
-@pytest.fixture(autouse=True)
-def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    settings.MATCH_INDEX_DIR = tmp_path / "index"
-    matching.registry.reset()
-    yield settings.MATCH_INDEX_DIR
-    matching.registry.reset()
-
-
-def near(value: str, bits: int) -> str:
-    return f"{int(value, 16) ^ ((1 << bits) - 1):064x}"
+# Each test gets its own index snapshot directory and a freshly loaded registry.
+pytestmark = pytest.mark.usefixtures("index_dir")
 
 
 def submit(signer: Signer, value: str) -> dict[str, Any]:

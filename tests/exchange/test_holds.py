@@ -6,9 +6,7 @@ facades, a peer reading our feed) until it is released, and then it flows as new
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +26,8 @@ from members.models import Member, Program
 from tests.conftest import SETUP, Caller, Receiver, make_caller, make_member
 from tests.signing import Signer, make_signer, random_pdq
 
-
-@pytest.fixture(autouse=True)
-def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    settings.MATCH_INDEX_DIR = tmp_path / "index"
-    matching.registry.reset()
-    yield settings.MATCH_INDEX_DIR
-    matching.registry.reset()
+# Each test gets its own index snapshot directory and a freshly loaded registry.
+pytestmark = pytest.mark.usefixtures("index_dir")
 
 
 def last_seq() -> int:

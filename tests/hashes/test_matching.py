@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,10 @@ from hashes.models import Hash, MatchCount
 from members import services as member_services
 from members.models import Member
 from tests.conftest import ROOT, SETUP, Caller, make_caller, make_member, worker_database_url
-from tests.signing import Signer, make_signer, random_pdq
+from tests.signing import Signer, make_signer, near, random_pdq
 
-
-@pytest.fixture(autouse=True)
-def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    """Each test gets its own snapshot directory and a freshly loaded registry."""
-    settings.MATCH_INDEX_DIR = tmp_path / "index"
-    matching.registry.reset()
-    yield settings.MATCH_INDEX_DIR
-    matching.registry.reset()
-
-
-def near(value: str, bits: int) -> str:
-    """`value` with its lowest `bits` bits flipped: at Hamming distance `bits`."""
-    return f"{int(value, 16) ^ ((1 << bits) - 1):064x}"
+# Each test gets its own index snapshot directory and a freshly loaded registry.
+pytestmark = pytest.mark.usefixtures("index_dir")
 
 
 def ask(caller: Caller | Signer, *queries: tuple[str, str]) -> Any:

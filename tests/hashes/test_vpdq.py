@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +21,8 @@ from hashes.models import Hash, HashBody, Submission
 from tests.conftest import Caller
 from tests.signing import Signer, random_pdq
 
-
-@pytest.fixture(autouse=True)
-def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    settings.MATCH_INDEX_DIR = tmp_path / "index"
-    matching.registry.reset()
-    yield settings.MATCH_INDEX_DIR
-    matching.registry.reset()
+# Each test gets its own index snapshot directory and a freshly loaded registry.
+pytestmark = pytest.mark.usefixtures("index_dir")
 
 
 def flip(value: str, bits: int, rng: random.Random) -> str:

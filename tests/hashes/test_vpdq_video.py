@@ -8,26 +8,19 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from hashexchange_client import hashing, signal_types
 
-from hashes import matching
 from tests.conftest import Caller
 from tests.signing import Signer
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run")
+pytestmark = [
+    pytest.mark.usefixtures("index_dir"),
+    pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run"),
+]
 FPS = 10
-
-
-@pytest.fixture(autouse=True)
-def index_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    settings.MATCH_INDEX_DIR = tmp_path / "index"
-    matching.registry.reset()
-    yield settings.MATCH_INDEX_DIR
-    matching.registry.reset()
 
 
 def scene_frames(seed: int, seconds: int, size: tuple[int, int] = (480, 270)) -> Iterator[bytes]:
