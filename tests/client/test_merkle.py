@@ -328,3 +328,19 @@ def test_a_node_lies_in_one_tile() -> None:
     assert merkle.tile_of(Node(3, 33)) == (0, 1, 8, 8)
     assert merkle.tile_of(Node(8, 5)) == (1, 0, 5, 1)
     assert merkle.tile_of(Node(17, 3)) == (2, 0, 6, 2)
+
+
+def test_a_full_tiles_subtrees_are_the_subtrees_of_its_leaves() -> None:
+    """What a server keeps of a tile it read (core.tlog.NodeCache): every perfect subtree of
+    it, each the root of exactly the leaves below it; a partial tile gives none."""
+    hashes = [sha256(i.to_bytes(4, "big")) for i in range(70_000)]
+    tiles = tiles_of(hashes)
+    source = TileSource(70_000, lambda tile: b"".join(tiles[(tile.level, tile.index)][: tile.width]))
+    reference = memory_source(hashes)
+    for tile_level, tile_index in ((0, 0), (0, 17), (1, 0)):
+        nodes = source.subtree_nodes(tile_level, tile_index)
+        assert len(nodes) == 511
+        assert nodes == dict(reference(list(nodes)))
+        assert {node.level for node in nodes} == set(range(8 * tile_level, 8 * tile_level + 9))
+    assert source.subtree_nodes(1, 1) == {}  # 70,000 leaves: 273 level-8 nodes, the second tile partial
+    assert source.subtree_nodes(0, 273) == {}

@@ -105,12 +105,26 @@ def fold(hashes: Sequence[bytes]) -> bytes:
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
     """The root over a power-of-two number of subtree hashes, pairwise level by level."""
+    return perfect_levels(hashes)[-1][0]
+
+
+def perfect_levels(hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the perfect subtree over a power-of-two number of subtree hashes, from
+    `hashes` itself up to the one root: level h holds the roots of its runs of 2**h.
+
+    `node_hash` written out in the loop: a proof hashes a tile's 255 nodes, and the call
+    was half of it (docs/benchmarks/auditlog.md).
+    """
     if not hashes or len(hashes) & (len(hashes) - 1):
         raise ValueError(f"a perfect subtree has a power-of-two number of children, not {len(hashes)}")
-    level = list(hashes)
+    sha256 = hashlib.sha256
+    levels = [list(hashes)]
+    level = levels[0]
     while len(level) > 1:
-        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
+        it = iter(level)
+        level = [sha256(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=True)]
+        levels.append(level)
+    return levels
 
 
 def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
@@ -465,6 +479,7 @@ class TileSource:
         self.size = size
         self.read_tile = read_tile
         self.tiles: dict[tuple[int, int], list[bytes]] = {}
+        self.levels: dict[tuple[int, int], list[list[bytes]]] = {}
 
     def entries(self, tile_level: int, tile_index: int) -> list[bytes]:
         key = (tile_level, tile_index)
@@ -478,11 +493,43 @@ class TileSource:
             self.tiles[key] = hashes
         return self.tiles[key]
 
+    def subtrees(self, tile_level: int, tile_index: int) -> list[list[bytes]] | None:
+        """Every perfect subtree of a full tile, level by level (`perfect_levels`), hashed
+        once for all the nodes asked of it; None for a partial tile."""
+        key = (tile_level, tile_index)
+        if key not in self.levels:
+            entries = self.entries(tile_level, tile_index)
+            if len(entries) != TILE_WIDTH:
+                return None
+            self.levels[key] = perfect_levels(entries)
+        return self.levels[key]
+
+    def subtree_nodes(self, tile_level: int, tile_index: int) -> dict[Node, bytes]:
+        """The hashes of every perfect subtree of a full tile, its entries included, by node."""
+        levels = self.subtrees(tile_level, tile_index)
+        if levels is None:
+            return {}
+        base = tile_level * TILE_HEIGHT
+        return {
+            Node(base + height, (tile_index << (TILE_HEIGHT - height)) + i): value
+            for height, level in enumerate(levels)
+            for i, value in enumerate(level)
+        }
+
     def __call__(self, nodes: Sequence[Node]) -> dict[Node, bytes]:
         found = {}
         for node in nodes:
             if node.end > self.size:
                 raise ProofError(f"no subtree {node} in a tree of {self.size} leaves")
             tile_level, tile_index, first, count = tile_of(node)
-            found[node] = perfect_root(self.entries(tile_level, tile_index)[first : first + count])
+            # A tile's every subtree once a node asks for a quarter of it or more (a proof's
+            # siblings in a tile add up to all of it); a small node alone, as it is.
+            levels = self.levels.get((tile_level, tile_index))
+            if levels is None and count >= TILE_WIDTH // 4:
+                levels = self.subtrees(tile_level, tile_index)
+            if levels is not None:
+                height = count.bit_length() - 1
+                found[node] = levels[height][first >> height]
+            else:
+                found[node] = perfect_root(self.entries(tile_level, tile_index)[first : first + count])
         return found
