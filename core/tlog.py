@@ -388,7 +388,7 @@ def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
             f"the audit log's tree is missing entries {start}..{start + tile.width - 1} of tile level 0: "
             "events are missing"
         )
-    hashes = b"".join(bytes.fromhex(row[1]) for row in rows)
+    hashes = bytes.fromhex("".join([row[1] for row in rows]))
     _, _, data, ok = rows[index - start]
     leaf = bytes(data) if ok else _checked_in_python([seq])[seq]
     return leaf, tile, hashes

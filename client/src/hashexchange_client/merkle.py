@@ -518,7 +518,9 @@ class TileSource:
 
     def __call__(self, nodes: Sequence[Node]) -> dict[Node, bytes]:
         found = {}
-        for node in nodes:
+        # Largest first: a proof's largest sibling in a tile hashes the whole tile once, and
+        # the smaller ones are then read from it.
+        for node in sorted(nodes, key=lambda node: node.level, reverse=True):
             if node.end > self.size:
                 raise ProofError(f"no subtree {node} in a tree of {self.size} leaves")
             tile_level, tile_index, first, count = tile_of(node)
