@@ -34,7 +34,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection, models, transaction
 from hashexchange_client import merkle
-from hashexchange_client.merkle import TILE_WIDTH, Tile, TileSource
+from hashexchange_client.merkle import HASH_SIZE, TILE_WIDTH, Tile, TileSource
 
 from core import ledger
 from core.ledger import Event, EventLeaf, LedgerError
@@ -125,7 +125,12 @@ def _read_entries(tile_level: int, start: int, end: int) -> list[bytes]:
             cursor.execute(
                 f"SELECT leaf_hash FROM {Event._meta.db_table} WHERE seq > %s AND seq <= %s ORDER BY seq", [start, end]
             )
-            values = [bytes.fromhex(row[0]) for row in cursor.fetchall()]
+            hexes = [row[0] for row in cursor.fetchall()]
+            joined = bytes.fromhex("".join(hexes))  # one call: a proof reads 256 of them
+            if len(joined) == HASH_SIZE * len(hexes):
+                values = [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]
+            else:  # a leaf hash that is not 32 bytes: each as it is, for the checks to see
+                values = [bytes.fromhex(value) for value in hexes]
         else:
             cursor.execute(
                 f"SELECT hash FROM {TreeHash._meta.db_table} WHERE level = %s AND position >= %s AND position < %s "
@@ -364,34 +369,11 @@ def verified_inclusion_proof(index: int, size: int, leaf: bytes, signed_root: by
 
 def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
     """Leaf `index`'s data (as `iter_entries` serves it) and the level-0 tile around it in a
-    tree of `size` leaves (its leaf hashes), in one query: all an inclusion proof reads
-    from the database once the node cache holds the rest of the tree."""
+    tree of `size` leaves (its leaf hashes): all an inclusion proof reads from the database
+    once the node cache holds the rest of the tree. Two queries: one that joined the leaf to
+    the tile's 256 rows took twice their time on PostgreSQL (docs/benchmarks/auditlog.md)."""
     tile = Tile(0, index // TILE_WIDTH, merkle.tile_width(0, index // TILE_WIDTH, size))
-    start, seq = tile.index * TILE_WIDTH, index + 1
-    matches = _MATCHES.get(connection.vendor, "NULL")
-    # The comparison only for the one row whose leaf is served: evaluated for all 256 it was
-    # nine tenths of a proof's time on PostgreSQL (docs/benchmarks/auditlog.md).
-    sql = (
-        f"SELECT e.seq, e.leaf_hash, l.data, CASE WHEN e.seq = %s THEN {matches} END FROM {Event._meta.db_table} e "
-        f"LEFT JOIN {EventLeaf._meta.db_table} l ON l.seq = e.seq AND e.seq = %s "
-        "WHERE e.seq > %s AND e.seq <= %s ORDER BY e.seq"
-    )
-    guard = transaction.atomic() if connection.vendor == "postgresql" and connection.in_atomic_block else nullcontext()
-    try:
-        with guard, connection.cursor() as cursor:
-            cursor.execute(sql, [seq, seq, start, start + tile.width])
-            rows = cursor.fetchall()
-    except DatabaseError:  # a row the database cannot read as JSON: the slower way, which can
-        return read_leaf(index), tile, read_tile(tile)
-    if len(rows) != tile.width:
-        raise LedgerError(
-            f"the audit log's tree is missing entries {start}..{start + tile.width - 1} of tile level 0: "
-            "events are missing"
-        )
-    hashes = bytes.fromhex("".join([row[1] for row in rows]))
-    _, _, data, ok = rows[index - start]
-    leaf = bytes(data) if ok else _checked_in_python([seq])[seq]
-    return leaf, tile, hashes
+    return read_leaf(index), tile, read_tile(tile)
 
 
 def verified_inclusion_proof_of(index: int, size: int, signed_root: bytes) -> tuple[bytes, list[bytes]]:
