@@ -243,6 +243,13 @@ class Run:
         return not self.problems
 
     @property
+    def server_cpu_us(self) -> float:
+        """CPU time of server and database per submission: what the aim compares with one
+        Ed25519 verification."""
+        used = sum(self.cores.get(name, 0.0) for name in ("gunicorn", "postgres"))
+        return used * self.seconds / self.total * 1e6 if self.total else 0.0
+
+    @property
     def cpu_us(self) -> float:
         """CPU time of server, database and client per submission: unlike the rate, it hardly
         depends on what else the machine is doing."""
@@ -556,7 +563,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def print_table(runs: list[Run]) -> None:
+def ed25519_verify_us(rounds: int = 5, per_round: int = 2000) -> float:
+    """The reference: CPU µs of one Ed25519 verification (cryptography, the library the
+    server verifies with) of a 300-byte message, median of `rounds` rounds, in this process."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    message = os.urandom(300)
+    signature, public = key.sign(message), key.public_key()
+    figures = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(per_round):
+            public.verify(signature, message)
+        figures.append((time.process_time() - started) / per_round * 1e6)
+    return statistics.median(figures)
+
+
+def print_table(runs: list[Run], verify_us: float = 0.0) -> None:
     """One line per run, then the best and median of repeated runs of each setting.
 
     Cores are CPU seconds per second during the timed part: gunicorn (master and
@@ -578,6 +602,13 @@ def print_table(runs: list[Run]) -> None:
             f"{cores.get('postgres', 0):>4.2f} {cores.get('client', 0):>6.2f} {cores.get('other', 0):>5.2f}  "
             f"{'ok' if run.ok else 'WRONG'}"
         )
+    if verify_us:
+        print(f"\nreference: one Ed25519 verification {verify_us:.1f} µs of CPU (same run, before and after)")
+        for run in runs:
+            print(
+                f"{run.database:9} {run.batch:>5} {run.clients:>7}  server + database CPU per submission "
+                f"{run.server_cpu_us:>6.0f} µs = {run.server_cpu_us / verify_us:.2f} x one Ed25519 verification"
+            )
     settings: dict[tuple[str, int, int], list[Run]] = {}
     for run in runs:
         settings.setdefault((run.database, run.batch, run.clients), []).append(run)
@@ -602,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_on_signals()
     info = machine_info()
     runs: list[Run] = []
+    verify_before = ed25519_verify_us()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hxbench-submissions-")))
         redis_url = stack.enter_context(private_redis(workdir))
@@ -640,13 +672,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs.append(run)
     if args.profile:
         return 0
-    print_table(runs)
+    verify_us = statistics.median([verify_before, ed25519_verify_us()])
+    print_table(runs, verify_us)
     path = write_results(
         "submissions",
         {
             "machine": info,
             "args": vars(args),
-            "runs": [{**asdict(run), "cpu_us": round(run.cpu_us, 1)} for run in runs],
+            "ed25519_verify_us": round(verify_us, 2),
+            "runs": [
+                {**asdict(run), "cpu_us": round(run.cpu_us, 1), "server_cpu_us": round(run.server_cpu_us, 1)}
+                for run in runs
+            ],
         },
     )
     print(f"\nwritten to {path.relative_to(ROOT)}")
