@@ -378,7 +378,7 @@ def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
 
 def verified_inclusion_proof_of(index: int, size: int, signed_root: bytes) -> tuple[bytes, list[bytes]]:
     """Leaf `index`'s data and its inclusion proof in the tree of `size` leaves whose signed
-    root is `signed_root`: one query (`leaf_and_tile`), the rest from the node cache;
+    root is `signed_root`: its leaf and its tile (`leaf_and_tile`), the rest from the node cache;
     checked against the root before they are returned, like `verified_inclusion_proof`."""
     leaf, tile, hashes = leaf_and_tile(index, size)
 

@@ -284,7 +284,7 @@ def inclusion_proof(
     if not can_see_event(member=member, credential=credential, seq=leaf_index + 1):
         raise Problem("not_found", "No event with that leaf index is visible to you.", 404)
     # The leaf data as auditors are served it (the stored leaf, if still the event's).
-    if checkpoint is not None:  # the usual case: one query, cached subtrees, checked against the signed root
+    if checkpoint is not None:  # usual: leaf and tile read, subtrees cached, checked against the signed root
         root_hash = checkpoint.root_hash
         leaf_data, proof = tlog.verified_inclusion_proof_of(leaf_index, size, root_hash)
     else:
