@@ -95,8 +95,12 @@ def _real_redis() -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
-    """Rate-limit counters and heartbeats must not leak from one test into the next."""
+    """Rate-limit counters and heartbeats must not leak from one test into the next (nor
+    this process's own view of the counters, core/api.py)."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    from core import api
+
+    api._local_counts.clear()
 
 
 @pytest.fixture(autouse=True)

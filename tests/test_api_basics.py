@@ -142,3 +142,22 @@ def test_a_hung_redis_costs_one_request_a_timeout_not_every_request(platform_a: 
         hung.close()
     assert statuses == [200] * 5
     assert len(accepted) == 1
+
+
+@pytest.fixture
+def fast_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "300/min"})
+    monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
+
+
+@pytest.mark.usefixtures("fast_rate_limit")
+def test_a_fast_client_gets_exactly_its_limit_though_requests_are_counted_in_batches(
+    platform_a: Caller, platform_b: Caller
+) -> None:
+    """A worker counts requests itself and tells Redis in batches (6 at 300/min), every
+    request once past 90 % of the limit: the 301st request of the minute is refused, not a
+    batch later; other credentials are not touched."""
+    statuses = [platform_a.client.get("/api/v1/me").status_code for _ in range(305)]
+    assert statuses[:300] == [200] * 300
+    assert statuses[300:] == [429] * 5
+    assert platform_b.client.get("/api/v1/me").status_code == 200
