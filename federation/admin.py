@@ -12,12 +12,21 @@ from core.ledger import Actor
 from core.problems import Problem
 
 from . import services
-from .models import Peer, Refusal
+from .models import KeptRevocation, Peer, Refusal
 
 
 class RefusalInline(ReadOnlyInline):
     model = Refusal
     fields = ("created_at", "seq", "kind", "reason", "detail")
+    ordering = ("-pk",)
+    max_num = 0
+
+
+class KeptRevocationInline(ReadOnlyInline):
+    """Revocations of keys not held here yet, waiting for a peer to bring the key."""
+
+    model = KeptRevocation
+    fields = ("created_at", "key_id", "server", "member", "revoked_at")
     ordering = ("-pk",)
     max_num = 0
 
@@ -44,7 +53,7 @@ class PeerAdmin(admin.ModelAdmin):
         "created_at",
     )
     fields = (*readonly_fields, "programs")
-    inlines = [RefusalInline]
+    inlines = [RefusalInline, KeptRevocationInline]
     actions = ["pause", "resume", "resync", "repin"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

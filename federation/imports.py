@@ -33,7 +33,7 @@ from hashes.services import ItemResult, submissions_withdraw_relayed, withdrawal
 from hashes.services.store import Pending, submission_row, submissions_store
 from members.models import Program, SigningKey
 
-from .models import Peer, Refusal
+from .models import KeptRevocation, Peer, Refusal
 
 ORIGIN_FIELDS = ("server", "server_public_key", "member", "program", "path", "key_binding")
 
@@ -212,7 +212,7 @@ def _check(
     if parsed.signal_type not in program.signal_types:
         raise Refused(Refusal.Reason.REFUSED_HERE, f"program {program.slug!r} does not take {parsed.signal_type}")
     if checked.key_id not in revocations:
-        revocations[checked.key_id] = _revoked_at(checked.key_id)
+        revocations[checked.key_id] = _revoked_at(checked)
     revoked_at = revocations[checked.key_id]
     if revoked_at is not None and parsed.created_at >= revoked_at:
         raise Refused(
@@ -258,9 +258,14 @@ def _check_origin(origin: Any, bindings: dict[Any, provenance.CheckedOrigin]) ->
     return dataclasses.replace(found, path=path, program=program)
 
 
-def _revoked_at(key_id: str) -> Any:
-    """When the key was revoked here (None if it is not, or not held here)."""
-    return SigningKey.objects.filter(key_id=key_id).values_list("revoked_at", flat=True).first()
+def _revoked_at(origin: provenance.CheckedOrigin) -> Any:
+    """When the origin's key was revoked here (None if it is not): the held key's revocation,
+    or, for a key not held yet, one its origin server sent before it (`KeptRevocation`)."""
+    held = SigningKey.objects.filter(key_id=origin.key_id).values_list("revoked_at", flat=True)
+    if held.exists():
+        return held.first()
+    kept = KeptRevocation.objects.filter(key_id=origin.key_id, server=origin.server, member=origin.member)
+    return kept.values_list("revoked_at", flat=True).first()
 
 
 def _imported_origin(key_id: str) -> tuple[str, str] | None:
@@ -282,14 +287,16 @@ def _store_revocation(
     Accepted only for a key we imported with a binding of that same server for that same
     member; then the key is revoked here from the stated time (`key.revoked`, carrying the
     origin, so our feed relays it on). Hashes it signed before keep their state; entries it
-    signs from then on are refused as `key_revoked`. A revocation of a key we never held is
-    skipped; one that does not verify is refused as `binding_not_attested`.
+    signs from then on are refused as `key_revoked`. A revocation of a key not held here is
+    kept (`KeptRevocation`, `peer.revocation_kept`) and applied when a peer brings the key with
+    a binding of the same server for the same member; one that does not verify is refused as
+    `binding_not_attested`.
     """
     key_id = str((entry.get("key") or {}).get("key_id") or "")
-    held = SigningKey.objects.filter(key_id=key_id).first() if key_id else None
-    if held is None:
+    if not key_id:
         result.skipped += 1
         return
+    held = SigningKey.objects.filter(key_id=key_id).first()
     try:
         checked = provenance.check_revocation(entry.get("origin"), key_id)
     except Problem as exc:
@@ -306,6 +313,9 @@ def _store_revocation(
             detail="its path does not end at the peer that sent it",
             result=result,
         )
+        return
+    if held is None:
+        _keep_revocation(peer=peer, entry=entry, checked=checked, result=result)
         return
     if _imported_origin(key_id) != (checked.server, checked.member):
         _refuse(
@@ -338,6 +348,64 @@ def _store_revocation(
         },
     )
     result.revoked += 1
+
+
+def _keep_revocation(
+    *, peer: Peer, entry: dict[str, Any], checked: provenance.CheckedRevocation, result: PageResult
+) -> None:
+    """Keep a verified revocation of a key not held here, for when a peer brings the key.
+
+    Which server's binding the key will come with is not known yet, so it is kept under the
+    server that signed it and applies only to the key as that server binds it to that
+    member: a revocation signed by some other server cannot revoke anybody else's key.
+    """
+    origin = {name: entry["origin"][name] for name in ("server", "server_public_key", "member", "path", "revocation")}
+    _, created = KeptRevocation.objects.get_or_create(
+        key_id=checked.key_id,
+        server=checked.server,
+        member=checked.member,
+        defaults={"revoked_at": checked.revoked_at, "origin": origin, "peer": peer},
+    )
+    result.skipped += 1
+    if created:
+        ledger.record(
+            "peer.revocation_kept",
+            actor=Actor.system("federation"),
+            subject_type="peer",
+            subject_id=peer.slug,
+            data={
+                "peer": peer.slug,
+                "key_id": checked.key_id,
+                "origin_server": checked.server,
+                "origin_member": checked.member,
+                "revoked_at": checked.revoked_at.isoformat(),
+            },
+        )
+
+
+def _apply_kept_revocation(*, peer: Peer, key: SigningKey, origin: provenance.CheckedOrigin) -> None:
+    """A key just imported whose origin server had revoked it before it got here: revoked now,
+    from the stated time, and `key.revoked` recorded with the statement (relayed on)."""
+    kept = KeptRevocation.objects.filter(key_id=key.key_id, server=origin.server, member=origin.member).first()
+    if kept is None:
+        return
+    key.revoked_at = kept.revoked_at
+    key.revocation_reason = f"revoked by its origin server {kept.server[:16]} (kept from peer {kept.peer.slug})"[:500]
+    key.save(update_fields=["revoked_at", "revocation_reason"])
+    ledger.record(
+        "key.revoked",
+        actor=Actor.system("federation"),
+        subject_type="signing_key",
+        subject_id=key.key_id,
+        data={
+            "member": kept.member,
+            "key_id": key.key_id,
+            "revoked_at": kept.revoked_at.isoformat(),
+            "reason": key.revocation_reason,
+            "origin": kept.origin,
+        },
+    )
+    kept.delete()
 
 
 def _refuse(*, peer: Peer, entry: Any, reason: str, detail: str, result: PageResult) -> None:
@@ -383,6 +451,7 @@ def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any, keys: di
             "origin_member": origin.member,
         },
     )
+    _apply_kept_revocation(peer=peer, key=key, origin=origin)
     return key
 
 

@@ -99,3 +99,26 @@ class Refusal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.peer.slug}#{self.seq}: {self.reason}"
+
+
+class KeptRevocation(models.Model):
+    """An origin server's signed revocation of a key not held here when it arrived: kept, so
+    that the key, when a peer brings it later with a binding of that same server for that
+    same member, is revoked from the stated time (and what it signed after is refused)."""
+
+    key_id = models.CharField(max_length=64, db_index=True)
+    server = models.CharField(max_length=64, help_text="The origin server's key id, which signed the revocation.")
+    member = models.CharField(max_length=128)
+    revoked_at = models.DateTimeField()
+    origin = models.JSONField(help_text="The entry's origin with the signed statement, relayed on when applied.")
+    peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="kept_revocations")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["key_id", "server", "member"], name="kept_revocation_unique_origin")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id[:16]} revoked by {self.server[:16]}"

@@ -94,11 +94,62 @@ def test_a_revocation_not_signed_by_the_origin_server_is_refused(peer: Peer, rem
     assert active(ncii) == {first["hash"]["value"], later["hash"]["value"]}
 
 
-def test_a_revocation_of_a_key_never_held_here_changes_nothing(peer: Peer, remote: PeerServer) -> None:
-    remote.entries = [remote.origin.revoked(1, revoked_at="2026-01-01T00:00:00.000000Z")]
-    result = sync(peer)
-    assert result.error == "" and result.skipped == 1 and not result.refusals
+def test_a_revocation_that_arrives_before_its_key_is_kept_and_applied_when_the_key_comes(
+    peer: Peer, remote: PeerServer, ncii: Program, reader: Caller
+) -> None:
+    """The origin revoked a key none of whose hashes reached us yet (another program, a
+    later page): the revocation is kept; when the key comes, what it signed before the
+    stated time is listed, what it signed after is refused, and the key is revoked here."""
+    origin = remote.origin
+    revoked_at = (now() - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    revocation = origin.revoked(1, revoked_at=revoked_at)
+    remote.entries = [revocation]
+    first = sync(peer)
+    assert first.error == "" and first.skipped == 1 and not first.refusals
+    key_id = keys.key_id(origin.member_key)
+    assert not SigningKey.objects.filter(key_id=key_id).exists()
+    assert Event.objects.filter(kind="peer.revocation_kept", data__key_id=key_id).count() == 1
     assert not Event.objects.filter(kind="key.revoked").exists()
+
+    before = origin.added(2, created_at=now() - dt.timedelta(minutes=10))
+    after = origin.added(3, created_at=now())
+    remote.entries = [before, after]
+    result = sync(peer)
+    assert result.error == "" and result.refusals == {Refusal.Reason.KEY_REVOKED: 1}
+    assert active(ncii) == {before["hash"]["value"]}
+    key = SigningKey.objects.get(key_id=key_id)
+    assert key.revoked_at == dt.datetime.fromisoformat(revoked_at.replace("Z", "+00:00"))
+    # Relayed on to our members and peers with the origin's statement, once.
+    feed = reader.client.get("/api/v1/feed?after=0&limit=100").json()["entries"]
+    [relayed] = [e for e in feed if e["kind"] == "key.revoked"]
+    assert relayed["key"]["key_id"] == key_id
+    assert relayed["origin"]["revocation"] == revocation["origin"]["revocation"]
+    assert provenance.check_revocation(relayed["origin"], key_id).server == origin.server_id
+
+    # Read again from zero: nothing revoked, kept or recorded twice.
+    Peer.objects.filter(pk=peer.pk).update(cursor=0)
+    remote.entries = [revocation, before, after]
+    sync(peer)
+    assert Event.objects.filter(kind="key.revoked").count() == 1
+    assert Event.objects.filter(kind="peer.revocation_kept").count() == 1
+
+
+def test_a_kept_revocation_signed_by_another_server_revokes_nothing(
+    peer: Peer, remote: PeerServer, ncii: Program
+) -> None:
+    """Any server can sign a statement revoking any key under its own name; kept, it applies
+    only to the key as that server binds it, so another origin's member keeps its key."""
+    origin = remote.origin
+    impostor = Origin(member=origin.member, member_key=origin.member_key)
+    stamp = (now() - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    remote.entries = [impostor.revoked(1, revoked_at=stamp, path=[impostor.server_id, origin.server_id])]
+    assert sync(peer).skipped == 1
+    later = origin.added(2, created_at=now())
+    remote.entries = [later]
+    result = sync(peer)
+    assert result.error == "" and not result.refusals
+    assert active(ncii) == {later["hash"]["value"]}
+    assert SigningKey.objects.get(key_id=keys.key_id(origin.member_key)).revoked_at is None
 
 
 def test_our_own_members_revocations_are_attested_by_our_server_key(signer_a: Signer, platform_b: Caller) -> None:
