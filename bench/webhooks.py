@@ -861,7 +861,13 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
     for owner, attribute, label in (
         (webhook_delivery, "deliver_endpoint", "deliver_endpoint (whole drain)"),
         (webhook_delivery, "_next_delivery", "  _next_delivery: latest seq, programs, page, store"),
-        (webhook_delivery, "_group_round", "  _group_round: state, rule, pages, store, POSTs, record"),
+        (webhook_delivery, "deliver_group", "deliver_group (whole drain)"),
+        (webhook_delivery, "_round", "  _round: one POST per endpoint of the group"),
+        (webhook_delivery, "_group_state", "    _group_state"),
+        (webhook_delivery, "_build", "    _build: rule, pages, bodies, insert"),
+        (webhook_delivery, "_store", "      _store (multi-row insert)"),
+        (webhook_delivery, "_post_all", "    _post_all"),
+        (webhook_delivery, "_record", "    _record: attempts, cursors, marks, commit"),
         (webhook_delivery, "_webhook_page", "    _webhook_page"),
         (webhook_delivery, "feed_page", "    feed_page"),
         (feed, "build_entries", "      build_entries"),
@@ -894,41 +900,80 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         connections.close_all()
         return sent
 
-    # The threaded part first (its first drains fill the worker's entry cache), then one
-    # endpoint alone under cProfile, as a drain runs once the entries are built.
-    profiled, rest = ids[0], ids[1:]
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(threads) as pool:
-        sent = sum(pool.map(drain, rest))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    threaded_queries = query_count["n"]
+    def drain_group(group: list[int]) -> int:
+        with connection.execute_wrapper(count_queries):
+            sent = 0
+            while group:
+                result = webhook_delivery.deliver_group(group)
+                sent += result.sent
+                group = result.remaining if result.more else []
+        return sent
+
+    report = io.StringIO()
     # Timed by CPU, not wall clock: what a drain costs the worker, not what it waits for.
     profiler = cProfile.Profile(time.process_time)
-    profiler.enable()
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    first_sent = drain(profiled)
-    single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    profiler.disable()
-    single_queries = query_count["n"] - threaded_queries
-    report = io.StringIO()
-    report.write(
-        f"deliver_endpoint on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
-        f"{len(rest)} endpoints from {threads} threads: {sent} POSTs in {wall:.2f} s ({sent / wall:,.0f} POSTs/s), "
-        f"{cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
-        f"{threaded_queries / max(sent, 1):.1f} queries per POST;\n"
-        f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s, "
-        f"{single_cpu / max(first_sent, 1) * 1000:.2f} ms of CPU per POST with the profiler's overhead "
-        f"({single_queries / max(first_sent, 1):.1f} queries per POST)\n\n"
-        "Time per phase, summed over threads (wall time, so it includes waiting for the GIL):\n"
-    )
+    if hasattr(webhook_delivery, "deliver_group"):
+        # Groups (exchange/delivery.py): the first half of the endpoints drained as one group
+        # with the POSTs in threads (it fills the worker's caches), then the other half as
+        # one group under cProfile, its POSTs sent one after another in this thread so that
+        # the profile sees all of the drain's CPU.
+        half = len(ids) // 2
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        sent = drain_group(ids[:half])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        warm_queries = query_count["n"]
+        settings.WEBHOOK_POST_THREADS = 1
+        profiler.enable()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        profiled_sent = drain_group(ids[half:])
+        single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        profiler.disable()
+        profiled_queries = query_count["n"] - warm_queries
+        report.write(
+            f"deliver_group on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
+            f"a group of {half} endpoints, POSTs from {webhook_delivery._post_pool()._max_workers} threads: "
+            f"{sent} POSTs in {wall:.2f} s ({sent / wall:,.0f} POSTs/s), "
+            f"{cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
+            f"{warm_queries / max(sent, 1):.2f} queries per POST;\n"
+            f"a group of {len(ids) - half} under cProfile, POSTs one after another: {profiled_sent} POSTs in "
+            f"{single:.2f} s, {single_cpu / max(profiled_sent, 1) * 1000:.2f} ms of CPU per POST with the "
+            f"profiler's overhead ({profiled_queries / max(profiled_sent, 1):.2f} queries per POST)\n\n"
+        )
+        what = "a group drained after another had filled the caches"
+    else:
+        # The threaded part first (its first drains fill the worker's entry cache), then one
+        # endpoint alone under cProfile, as a drain runs once the entries are built.
+        profiled, rest = ids[0], ids[1:]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(threads) as pool:
+            sent = sum(pool.map(drain, rest))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        threaded_queries = query_count["n"]
+        profiler.enable()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        first_sent = drain(profiled)
+        single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        profiler.disable()
+        single_queries = query_count["n"] - threaded_queries
+        report.write(
+            f"deliver_endpoint on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
+            f"{len(rest)} endpoints from {threads} threads: {sent} POSTs in {wall:.2f} s "
+            f"({sent / wall:,.0f} POSTs/s), {cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
+            f"{threaded_queries / max(sent, 1):.1f} queries per POST;\n"
+            f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s, "
+            f"{single_cpu / max(first_sent, 1) * 1000:.2f} ms of CPU per POST with the profiler's overhead "
+            f"({single_queries / max(first_sent, 1):.1f} queries per POST)\n\n"
+        )
+        what = "one endpoint drained alone after the others"
+    report.write("Time per phase, summed over threads (wall time, so it includes waiting for the GIL):\n")
     for label, seconds in timings.items():
         report.write(
             f"{label:55s} {seconds:8.2f} s  {calls[label]:7d} calls  {seconds / calls[label] * 1000:7.2f} ms\n"
         )
     for order in ("cumulative", "tottime"):
-        report.write(f"\n--- cProfile (CPU time), one endpoint drained alone after the others, by {order} ---\n")
+        report.write(f"\n--- cProfile (CPU time), {what}, by {order} ---\n")
         stats = pstats.Stats(profiler, stream=report)
-        stats.strip_dirs().sort_stats(order).print_stats(35)
+        stats.strip_dirs().sort_stats(order).print_stats(45)
     Path(output).write_text(report.getvalue())
     print(report.getvalue())
 
