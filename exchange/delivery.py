@@ -1,6 +1,9 @@
 """Webhook delivery: claims, pages, signed POSTs, retries and wake-ups (the rules are in
 exchange/services.py's docstring; docs/webhooks.md for receivers).
 
+A task drains a group of endpoints together (`deliver_group`): per round, one state query,
+one receiving-rule query, one multi-row insert of the deliveries, the POSTs at the same
+time from the worker process's POST threads, and one transaction that records them all.
 A worker process keeps the entries and pages it built for the next endpoints that ask for
 the same events; what differs per endpoint (feedback, an intake case's pseudonym for its
 member) is added per POST.
