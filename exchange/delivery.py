@@ -277,20 +277,27 @@ def _build(
     if not behind:
         return [], finished
     rules = pushed_programs_and_tombstones_of(members=[endpoint.member for endpoint in behind])
-    pages: dict[tuple[Any, ...], _Page | None] = {}
+    # The page last built for each kind of reader (what it may see), and the cursor it was
+    # built from: an endpoint further on reads the same page if nothing it may see lies
+    # between the two cursors (the page starts after its own cursor, or is empty). Fresh
+    # endpoints, each created at its own seq, so share their first page.
+    built_from: dict[tuple[Any, ...], tuple[int, _Page | None]] = {}
     feedback: dict[int, dict[tuple[int, str], dict[str, int]]] = {}
     skipped: list[int] = []
     rows: list[tuple[WebhookEndpoint, _Page, str, bytes]] = []
-    for endpoint in behind:
+    for endpoint in sorted(behind, key=lambda endpoint: (endpoint.cursor_seq, endpoint.pk)):
         rule = rules.get(endpoint.member_id)
         if rule is None:
             finished.append(endpoint.pk)  # its member is not active now: nothing, cursor kept
             continue
         pushed, tombstones = rule
-        key = _page_key(endpoint, pushed, tombstones, latest, latest_leaf)
-        if key not in pages:
-            pages[key] = _webhook_page(endpoint, pushed, tombstones, latest, latest_leaf)
-        page = pages[key]
+        reader = _page_key(endpoint, pushed, tombstones, latest, latest_leaf)[1:]
+        prior = built_from.get(reader)
+        if prior is not None and (prior[1] is None or prior[1].first_seq > endpoint.cursor_seq):
+            page = prior[1]
+        else:
+            page = _webhook_page(endpoint, pushed, tombstones, latest, latest_leaf)
+            built_from[reader] = (endpoint.cursor_seq, page)
         if page is None:
             skipped.append(endpoint.pk)
             finished.append(endpoint.pk)
