@@ -89,6 +89,7 @@ from harness import (
     run_python,
     stop_process,
     tail,
+    tree_cpu_seconds,
     with_database,
     write_results,
 )
@@ -380,6 +381,20 @@ class Databases:
         self.count = 0
         self.created: list[str] = []
 
+    def server_pid(self) -> int | None:
+        """The PostgreSQL server's postmaster, when the bench started it (its backends are its
+        children): the database's CPU is counted beside the workers'."""
+        if self.pg is None or not self.pg.started_here:
+            return None
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.pg.admin_url).port
+        pidfile = Path(tempfile.gettempdir()) / f"hashexchange-bench-postgres-{port}" / "data" / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def url(self, name: str) -> str:
         if self.kind == "sqlite":
             return f"sqlite:///{name}"
@@ -619,6 +634,8 @@ def run_one(
         ) as pids:
             cpu_before = {pid: process_cpu_seconds(pid) for pid in pids}
             receivers_before = receivers.cpu_seconds()
+            server = dbs.server_pid()
+            server_before = tree_cpu_seconds(server)
             busy_before, total_before = machine_cpu_times()
             started = time.time()
             if mode == "backlog":
@@ -651,6 +668,7 @@ def run_one(
             run.cpu = {
                 "workers": round(sum(process_cpu_seconds(pid) - cpu_before[pid] for pid in pids), 2),
                 "receivers": round(receivers.cpu_seconds() - receivers_before, 2),
+                "database_server": round(tree_cpu_seconds(server) - server_before, 2),
                 "machine_busy": round(busy_after - busy_before, 2),
                 "machine_capacity": round(total_after - total_before, 2),
             }
@@ -1039,18 +1057,22 @@ def print_table(runs: list[Run]) -> None:
     header = (
         f"{'code':9} {'database':8} {'source':6} {'mode':7} {'procs':>5} {'thr':>4} {'batch':>5} {'seconds':>8} "
         f"{'POSTs/s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fast s':>7} {'slow s':>7} {'cpu':>6} "
-        f"{'wrk ms/POST':>11}  result"
+        f"{'wrk ms/POST':>11} {'rcv ms/POST':>11} {'db ms/POST':>10}  result"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
         cpu = run.cpu.get("machine_busy", 0) / max(run.cpu.get("machine_capacity", 1), 1e-9)
+
+        def per_post(part: str, run: Run = run) -> float:
+            return run.cpu.get(part, 0.0) * 1000 / run.posts if run.posts else 0.0
+
         print(
             f"{run.code:9} {run.database:8} {run.source:6} {run.mode:7} {run.processes:>5} {run.concurrency:>4} "
             f"{run.batch_size:>5} {run.seconds:>8.2f} {run.posts_per_second:>8,.0f} {run.events_per_second:>9,.0f} "
             f"{run.latency_ms.get('p50', 0):>8,.0f} {run.latency_ms.get('p99', 0):>8,.0f} "
             f"{run.fast_seconds or 0:>7.1f} {run.slow_seconds or 0:>7.1f} {cpu:>6.0%} "
-            f"{run.worker_ms_per_post:>11.2f}  "
+            f"{run.worker_ms_per_post:>11.2f} {per_post('receivers'):>11.2f} {per_post('database_server'):>10.2f}  "
             f"{'ok' if run.ok else 'WRONG'}"
         )
 
