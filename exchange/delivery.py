@@ -493,6 +493,9 @@ def _record(
         metrics.webhook_delivery("delivered" if result.ok else "gone" if result.status_code == 410 else "failed")
     delivered = [(endpoint, built) for (endpoint, built), result in zip(jobs, results, strict=True) if result.ok]
     with transaction.atomic():
+        # Every endpoint this transaction writes (cursors, failures, a disabling), locked
+        # first in id order, all at once.
+        _locked(WebhookEndpoint.objects.filter(pk__in=[endpoint.pk for endpoint, _ in jobs]))
         DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -510,7 +513,6 @@ def _record(
             Delivery.objects.filter(pk__in=[built.delivery.pk for _, built in delivered]).update(
                 status=Delivery.Status.DELIVERED, delivered_at=now, attempts=F("attempts") + 1
             )
-            _locked(WebhookEndpoint.objects.filter(pk__in=[endpoint.pk for endpoint, _ in delivered]))
             moves: dict[tuple[int, dt.datetime], list[int]] = {}
             for endpoint, built in delivered:
                 moves.setdefault((built.delivery.last_seq, claims[endpoint.pk]), []).append(endpoint.pk)
@@ -571,20 +573,20 @@ def retry_delay(scheduled: float, retry_after: float | None) -> float:
 def _mark_sent(delivered: Sequence[tuple[WebhookEndpoint, _Built]]) -> None:
     """The programs whose new hashes these deliveries carried were sent up to their last
     event: one UPDATE per program and seq for all the members of the group."""
-    members: dict[tuple[frozenset[str], int], set[int]] = {}
+    through: dict[int, dict[str, int]] = {}
     for endpoint, built in delivered:
         programs = built.added_programs
         if programs is None:
             # A stored delivery resent: what it carried is in its body.
-            if '"hash.added"' not in built.body.decode():
+            if b'"hash.added"' not in built.body:
                 continue
             message = json.loads(built.body)
             entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
             programs = _added_programs(entries)
-        if programs:
-            members.setdefault((frozenset(programs), built.delivery.last_seq), set()).add(endpoint.member_id)
-    for (programs, last_seq), member_ids in members.items():
-        enrollments_mark_sent_many(member_ids=member_ids, through=dict.fromkeys(programs, last_seq))
+        marks = through.setdefault(endpoint.member_id, {})
+        for program in programs:
+            marks[program] = max(marks.get(program, 0), built.delivery.last_seq)
+    enrollments_mark_sent_many(through_by_member=through)
 
 
 # Draining -----------------------------------------------------------------------------------
