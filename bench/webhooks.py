@@ -590,6 +590,23 @@ def produce(
     return json.loads(out_file.read_text()), out_file
 
 
+def migrate_back(dbs: Databases, name: str, checkout: Path) -> None:
+    """Give a reference checkout's run the schema of its own migrations: the template is
+    migrated by this checkout, so each app is migrated back to the reference's last
+    migration (with this checkout's code, which knows how to undo its own)."""
+    env = dbs.env(name)
+    for folder in sorted(ROOT.glob("*/migrations")):
+        app = folder.parent.name
+        ours = sorted(path.stem for path in folder.glob("[0-9]*.py"))
+        theirs = sorted(path.stem for path in (checkout / app / "migrations").glob("[0-9]*.py"))
+        if ours and theirs and ours[-1] != theirs[-1] and theirs[-1] in ours:
+            run_python(
+                ["manage.py", "migrate", app, theirs[-1], "--noinput", "-v", "0"],
+                env,
+                what=f"migrating {app} back to the reference's {theirs[-1]}",
+            )
+
+
 def run_one(
     dbs: Databases,
     template: Template,
@@ -616,6 +633,8 @@ def run_one(
         batch_size=batch_size,
     )
     name = dbs.fresh_copy(template)
+    if code[1].resolve() != ROOT.resolve():
+        migrate_back(dbs, name, code[1])
     import redis
 
     # Tasks a stopped worker left queued name endpoints of the previous run's database.
