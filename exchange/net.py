@@ -220,7 +220,9 @@ def _proxied(url: str) -> bool:
     return _proxied_host(parts.scheme, parts.netloc)
 
 
-_pools = urllib3.PoolManager(num_pools=1000, maxsize=4, block=False, ca_certs=DEFAULT_CA_BUNDLE_PATH)
+# Keep-alive connections per receiver address (up to 1,000 receivers' pools, least recently
+# used out first); as many per address as a worker process's POST threads may open at once.
+_pools = urllib3.PoolManager(num_pools=1000, maxsize=64, block=False, ca_certs=DEFAULT_CA_BUNDLE_PATH)
 
 
 def _post_direct(url: str, body: bytes, headers: dict[str, str], started: float) -> PostResult:
