@@ -89,6 +89,7 @@ from harness import (
     run_python,
     stop_process,
     tail,
+    tree_cpu_seconds,
     with_database,
     write_results,
 )
@@ -380,6 +381,20 @@ class Databases:
         self.count = 0
         self.created: list[str] = []
 
+    def server_pid(self) -> int | None:
+        """The PostgreSQL server's postmaster, when the bench started it (its backends are its
+        children): the database's CPU is counted beside the workers'."""
+        if self.pg is None or not self.pg.started_here:
+            return None
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.pg.admin_url).port
+        pidfile = Path(tempfile.gettempdir()) / f"hashexchange-bench-postgres-{port}" / "data" / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def url(self, name: str) -> str:
         if self.kind == "sqlite":
             return f"sqlite:///{name}"
@@ -575,6 +590,23 @@ def produce(
     return json.loads(out_file.read_text()), out_file
 
 
+def migrate_back(dbs: Databases, name: str, checkout: Path) -> None:
+    """Give a reference checkout's run the schema of its own migrations: the template is
+    migrated by this checkout, so each app is migrated back to the reference's last
+    migration (with this checkout's code, which knows how to undo its own)."""
+    env = dbs.env(name)
+    for folder in sorted(ROOT.glob("*/migrations")):
+        app = folder.parent.name
+        ours = sorted(path.stem for path in folder.glob("[0-9]*.py"))
+        theirs = sorted(path.stem for path in (checkout / app / "migrations").glob("[0-9]*.py"))
+        if ours and theirs and ours[-1] != theirs[-1] and theirs[-1] in ours:
+            run_python(
+                ["manage.py", "migrate", app, theirs[-1], "--noinput", "-v", "0"],
+                env,
+                what=f"migrating {app} back to the reference's {theirs[-1]}",
+            )
+
+
 def run_one(
     dbs: Databases,
     template: Template,
@@ -601,6 +633,8 @@ def run_one(
         batch_size=batch_size,
     )
     name = dbs.fresh_copy(template)
+    if code[1].resolve() != ROOT.resolve():
+        migrate_back(dbs, name, code[1])
     import redis
 
     # Tasks a stopped worker left queued name endpoints of the previous run's database.
@@ -619,6 +653,8 @@ def run_one(
         ) as pids:
             cpu_before = {pid: process_cpu_seconds(pid) for pid in pids}
             receivers_before = receivers.cpu_seconds()
+            server = dbs.server_pid()
+            server_before = tree_cpu_seconds(server)
             busy_before, total_before = machine_cpu_times()
             started = time.time()
             if mode == "backlog":
@@ -651,6 +687,7 @@ def run_one(
             run.cpu = {
                 "workers": round(sum(process_cpu_seconds(pid) - cpu_before[pid] for pid in pids), 2),
                 "receivers": round(receivers.cpu_seconds() - receivers_before, 2),
+                "database_server": round(tree_cpu_seconds(server) - server_before, 2),
                 "machine_busy": round(busy_after - busy_before, 2),
                 "machine_capacity": round(total_after - total_before, 2),
             }
@@ -859,17 +896,28 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         setattr(owner, attribute, wrapper)
 
     for owner, attribute, label in (
-        (services, "deliver_endpoint", "deliver_endpoint (whole drain)"),
-        (services, "_next_delivery", "  _next_delivery: latest seq, programs, page, store"),
-        (services, "feed_page", "    feed_page"),
+        (webhook_delivery, "deliver_endpoint", "deliver_endpoint (whole drain)"),
+        (webhook_delivery, "_next_delivery", "  _next_delivery: latest seq, programs, page, store"),
+        (webhook_delivery, "deliver_group", "deliver_group (whole drain)"),
+        (webhook_delivery, "_round", "  _round: one POST per endpoint of the group"),
+        (webhook_delivery, "_group_state", "    _group_state"),
+        (webhook_delivery, "_build", "    _build: rule, pages, bodies, insert"),
+        (webhook_delivery, "_store", "      _store (multi-row insert)"),
+        (webhook_delivery, "_post_all", "    _post_all"),
+        (webhook_delivery, "_record", "    _record: attempts, cursors, marks, commit"),
+        (webhook_delivery, "_webhook_page", "    _webhook_page"),
+        (webhook_delivery, "feed_page", "    feed_page"),
         (feed, "build_entries", "      build_entries"),
-        (services, "_message_body", "    _message_body (JSON)"),
-        (services, "_attempt", "  _attempt: sign, POST, record"),
+        (webhook_delivery, "_message_body", "    _message_body (JSON)"),
+        (webhook_delivery, "_attempt", "  _attempt: sign, POST, record"),
+        (webhook_delivery, "signed_post", "    signed_post"),
         (services, "signed_post", "    signed_post"),
         (signing, "sign", "      sign (HMAC + Ed25519)"),
         (net, "post", "      net.post (HTTP round trip)"),
     ):
-        timed(owner, attribute, label)
+        # Only what the profiled checkout has (--reference runs an older delivery engine).
+        if hasattr(owner, attribute):
+            timed(owner, attribute, label)
     query_count = {"n": 0}
 
     def count_queries(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -889,41 +937,80 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         connections.close_all()
         return sent
 
-    # The threaded part first (its first drains fill the worker's entry cache), then one
-    # endpoint alone under cProfile, as a drain runs once the entries are built.
-    profiled, rest = ids[0], ids[1:]
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(threads) as pool:
-        sent = sum(pool.map(drain, rest))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    threaded_queries = query_count["n"]
+    def drain_group(group: list[int]) -> int:
+        with connection.execute_wrapper(count_queries):
+            sent = 0
+            while group:
+                result = webhook_delivery.deliver_group(group)
+                sent += result.sent
+                group = result.remaining if result.more else []
+        return sent
+
+    report = io.StringIO()
     # Timed by CPU, not wall clock: what a drain costs the worker, not what it waits for.
     profiler = cProfile.Profile(time.process_time)
-    profiler.enable()
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    first_sent = drain(profiled)
-    single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    profiler.disable()
-    single_queries = query_count["n"] - threaded_queries
-    report = io.StringIO()
-    report.write(
-        f"deliver_endpoint on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
-        f"{len(rest)} endpoints from {threads} threads: {sent} POSTs in {wall:.2f} s ({sent / wall:,.0f} POSTs/s), "
-        f"{cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
-        f"{threaded_queries / max(sent, 1):.1f} queries per POST;\n"
-        f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s, "
-        f"{single_cpu / max(first_sent, 1) * 1000:.2f} ms of CPU per POST with the profiler's overhead "
-        f"({single_queries / max(first_sent, 1):.1f} queries per POST)\n\n"
-        "Time per phase, summed over threads (wall time, so it includes waiting for the GIL):\n"
-    )
+    if hasattr(webhook_delivery, "deliver_group"):
+        # Groups (exchange/delivery.py): the first half of the endpoints drained as one group
+        # with the POSTs in threads (it fills the worker's caches), then the other half as
+        # one group under cProfile, its POSTs sent one after another in this thread so that
+        # the profile sees all of the drain's CPU.
+        half = len(ids) // 2
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        sent = drain_group(ids[:half])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        warm_queries = query_count["n"]
+        settings.WEBHOOK_POST_THREADS = 1
+        profiler.enable()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        profiled_sent = drain_group(ids[half:])
+        single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        profiler.disable()
+        profiled_queries = query_count["n"] - warm_queries
+        report.write(
+            f"deliver_group on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
+            f"a group of {half} endpoints, POSTs from {webhook_delivery._post_pool()._max_workers} threads: "
+            f"{sent} POSTs in {wall:.2f} s ({sent / wall:,.0f} POSTs/s), "
+            f"{cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
+            f"{warm_queries / max(sent, 1):.2f} queries per POST;\n"
+            f"a group of {len(ids) - half} under cProfile, POSTs one after another: {profiled_sent} POSTs in "
+            f"{single:.2f} s, {single_cpu / max(profiled_sent, 1) * 1000:.2f} ms of CPU per POST with the "
+            f"profiler's overhead ({profiled_queries / max(profiled_sent, 1):.2f} queries per POST)\n\n"
+        )
+        what = "a group drained after another had filled the caches"
+    else:
+        # The threaded part first (its first drains fill the worker's entry cache), then one
+        # endpoint alone under cProfile, as a drain runs once the entries are built.
+        profiled, rest = ids[0], ids[1:]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(threads) as pool:
+            sent = sum(pool.map(drain, rest))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        threaded_queries = query_count["n"]
+        profiler.enable()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        first_sent = drain(profiled)
+        single, single_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        profiler.disable()
+        single_queries = query_count["n"] - threaded_queries
+        report.write(
+            f"deliver_endpoint on {connection.vendor}, batch {settings.WEBHOOK_BATCH_SIZE}:\n"
+            f"{len(rest)} endpoints from {threads} threads: {sent} POSTs in {wall:.2f} s "
+            f"({sent / wall:,.0f} POSTs/s), {cpu / max(sent, 1) * 1000:.2f} ms of this process's CPU and "
+            f"{threaded_queries / max(sent, 1):.1f} queries per POST;\n"
+            f"1 endpoint alone under cProfile: {first_sent} POSTs in {single:.2f} s, "
+            f"{single_cpu / max(first_sent, 1) * 1000:.2f} ms of CPU per POST with the profiler's overhead "
+            f"({single_queries / max(first_sent, 1):.1f} queries per POST)\n\n"
+        )
+        what = "one endpoint drained alone after the others"
+    report.write("Time per phase, summed over threads (wall time, so it includes waiting for the GIL):\n")
     for label, seconds in timings.items():
         report.write(
             f"{label:55s} {seconds:8.2f} s  {calls[label]:7d} calls  {seconds / calls[label] * 1000:7.2f} ms\n"
         )
     for order in ("cumulative", "tottime"):
-        report.write(f"\n--- cProfile (CPU time), one endpoint drained alone after the others, by {order} ---\n")
+        report.write(f"\n--- cProfile (CPU time), {what}, by {order} ---\n")
         stats = pstats.Stats(profiler, stream=report)
-        stats.strip_dirs().sort_stats(order).print_stats(35)
+        stats.strip_dirs().sort_stats(order).print_stats(45)
     Path(output).write_text(report.getvalue())
     print(report.getvalue())
 
@@ -989,18 +1076,22 @@ def print_table(runs: list[Run]) -> None:
     header = (
         f"{'code':9} {'database':8} {'source':6} {'mode':7} {'procs':>5} {'thr':>4} {'batch':>5} {'seconds':>8} "
         f"{'POSTs/s':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fast s':>7} {'slow s':>7} {'cpu':>6} "
-        f"{'wrk ms/POST':>11}  result"
+        f"{'wrk ms/POST':>11} {'rcv ms/POST':>11} {'db ms/POST':>10}  result"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
         cpu = run.cpu.get("machine_busy", 0) / max(run.cpu.get("machine_capacity", 1), 1e-9)
+
+        def per_post(part: str, run: Run = run) -> float:
+            return run.cpu.get(part, 0.0) * 1000 / run.posts if run.posts else 0.0
+
         print(
             f"{run.code:9} {run.database:8} {run.source:6} {run.mode:7} {run.processes:>5} {run.concurrency:>4} "
             f"{run.batch_size:>5} {run.seconds:>8.2f} {run.posts_per_second:>8,.0f} {run.events_per_second:>9,.0f} "
             f"{run.latency_ms.get('p50', 0):>8,.0f} {run.latency_ms.get('p99', 0):>8,.0f} "
             f"{run.fast_seconds or 0:>7.1f} {run.slow_seconds or 0:>7.1f} {cpu:>6.0%} "
-            f"{run.worker_ms_per_post:>11.2f}  "
+            f"{run.worker_ms_per_post:>11.2f} {per_post('receivers'):>11.2f} {per_post('database_server'):>10.2f}  "
             f"{'ok' if run.ok else 'WRONG'}"
         )
 

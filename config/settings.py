@@ -195,7 +195,10 @@ CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 if CELERY_BROKER_URL.startswith("rediss://"):
     CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_TIMEZONE = "UTC"
-CELERY_TASK_ROUTES = {"exchange.tasks.deliver_endpoint": {"queue": "webhooks"}}
+CELERY_TASK_ROUTES = {
+    "exchange.tasks.deliver_endpoint": {"queue": "webhooks"},
+    "exchange.tasks.deliver_group": {"queue": "webhooks"},
+}
 # One beat, guaranteed (config/beat.py): every beat takes a lock in Redis before it sends a
 # periodic task; a second beat stands by and takes over within BEAT_LOCK_SECONDS of the first dying.
 BEAT_LOCK_SECONDS = env_int("BEAT_LOCK_SECONDS", 30)
@@ -315,6 +318,13 @@ PEERS_ALLOW_HTTP = env_bool("PEERS_ALLOW_HTTP", False)
 # A new peer link (cursor 0) starts from the peer's program snapshots (federation/snapshots.py).
 PEER_BOOTSTRAP_FROM_SNAPSHOTS = env_bool("PEER_BOOTSTRAP_FROM_SNAPSHOTS", True)
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
+# One delivery task drains up to this many endpoints together (exchange/delivery.py
+# `deliver_group`): endpoints at the same cursor share one page, one query per step and one
+# commit per round. Smaller groups spread a fan-out over more tasks, hence processes.
+WEBHOOK_GROUP_SIZE = env_int("WEBHOOK_GROUP_SIZE", 25)
+# Threads of each worker process that send a group's POSTs at the same time (they wait on
+# receivers); 1 sends them one after another.
+WEBHOOK_POST_THREADS = env_int("WEBHOOK_POST_THREADS", 32)
 
 # Program snapshots (exchange/snapshots.py): a program's current hashes at a sequence number,
 # signed and compressed, so a new member or peer starts there and reads only the feed after it.

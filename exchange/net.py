@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -12,9 +14,11 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 
 class UnsafeUrl(ValueError):
@@ -181,38 +185,106 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, content_type: str = "application/json") -> PostResult:
-    """POST once; never follow redirects; never raise for network errors."""
+    """POST once; never follow redirects; never raise for network errors.
+
+    Through urllib3's connection pools directly, unless the environment names a proxy for
+    the URL's host (HTTP_PROXY, HTTPS_PROXY, NO_PROXY): then through requests, which sends
+    it by the proxy. requests costs ~1 ms more CPU per POST than urllib3 alone, most of it
+    in reading the environment's proxy settings again for every request (docs/benchmarks/
+    webhooks.md); here they are read once per host and process.
+    """
     started = time.monotonic()
+    headers = {**headers, "content-type": content_type, "user-agent": USER_AGENT}
     try:
-        check_url(url, resolve=False)  # the adapter resolves, checks and pins the address
-        response = _session().post(
-            url,
-            data=body,
-            headers={**headers, "content-type": content_type, "user-agent": "hashexchange-webhooks/1"},
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            allow_redirects=False,
-        )
-        excerpt = response.text[:1000] if response.content else ""
-        return PostResult(
-            response.status_code,
-            "",
-            int((time.monotonic() - started) * 1000),
-            excerpt,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            content=response.content,
-        )
+        check_url(url, resolve=False)  # the address is resolved, checked and pinned below
+        if _proxied(url):
+            return _post_by_requests(url, body, headers, started)
+        return _post_direct(url, body, headers, started)
     except UnsafeUrl as exc:
         return PostResult(None, f"refused: {exc}", 0, "")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         return PostResult(None, describe_failure(exc, url)[:500], int((time.monotonic() - started) * 1000), "")
 
 
-def describe_failure(exc: requests.RequestException, url: str) -> str:
+USER_AGENT = "hashexchange-webhooks/1"
+
+
+@functools.lru_cache(maxsize=4096)
+def _proxied_host(scheme: str, netloc: str) -> bool:
+    return bool(requests.utils.get_environ_proxies(f"{scheme}://{netloc}/"))
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment names a proxy for this URL (read once per host and process)."""
+    parts = urlsplit(url)
+    return _proxied_host(parts.scheme, parts.netloc)
+
+
+# Keep-alive connections per receiver address (up to 1,000 receivers' pools, least recently
+# used out first); as many per address as a worker process's POST threads may open at once.
+_pools = urllib3.PoolManager(num_pools=1000, maxsize=64, block=False, ca_certs=DEFAULT_CA_BUNDLE_PATH)
+
+
+def _post_direct(url: str, body: bytes, headers: dict[str, str], started: float) -> PostResult:
+    """One POST through a pooled keep-alive connection. Unless WEBHOOKS_ALLOW_PRIVATE, the
+    connection is made to the address `resolve_checked` approves now (a second DNS answer
+    cannot redirect it); the Host header, TLS SNI and the certificate check keep the name."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", _port(parts)
+    pool_kwargs: dict[str, Any] = {}
+    if settings.WEBHOOKS_ALLOW_PRIVATE:
+        address = host
+    else:
+        address = resolve_checked(host, port)
+        headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        if parts.scheme == "https":
+            pool_kwargs = {"server_hostname": host, "assert_hostname": host}
+    pool = _pools.connection_from_host(address, port, parts.scheme, pool_kwargs=pool_kwargs or None)
+    path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    seconds = settings.WEBHOOK_TIMEOUT_SECONDS
+    response = pool.urlopen(
+        "POST",
+        path,
+        body=body,
+        headers=headers,
+        redirect=False,
+        retries=False,
+        assert_same_host=False,
+        timeout=urllib3.Timeout(connect=seconds, read=seconds),
+    )
+    content = response.data
+    return PostResult(
+        response.status,
+        "",
+        int((time.monotonic() - started) * 1000),
+        content.decode("utf-8", "replace")[:1000] if content else "",
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        content=content,
+    )
+
+
+def _post_by_requests(url: str, body: bytes, headers: dict[str, str], started: float) -> PostResult:
+    response = _session().post(
+        url, data=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False
+    )
+    excerpt = response.text[:1000] if response.content else ""
+    return PostResult(
+        response.status_code,
+        "",
+        int((time.monotonic() - started) * 1000),
+        excerpt,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        content=response.content,
+    )
+
+
+def describe_failure(exc: BaseException, url: str) -> str:
     """What went wrong, in words that point at the fix, followed by the library's own message.
 
     A receiver that fails while handling a message (an exception in its handler) usually
     drops the connection without an answer; "ConnectionError: ('Connection aborted.', …)"
-    alone read like a network fault and sent people looking in the wrong place.
+    alone read like a network fault and sent people looking in the wrong place. Takes
+    requests' errors and urllib3's alike.
     """
     parts = urlsplit(url)
     where = f"{parts.hostname}:{_port(parts)}"
@@ -226,10 +298,15 @@ def describe_failure(exc: requests.RequestException, url: str) -> str:
             or next((arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException)), None)
         )
     names = {type(item).__name__ for item in chain}
-    if isinstance(exc, requests.ConnectTimeout):
-        hint = f"no answer to the connection attempt at {where} within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
-    elif isinstance(exc, requests.Timeout):
-        hint = f"the receiver did not answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s (WEBHOOK_TIMEOUT_SECONDS)"
+    seconds = settings.WEBHOOK_TIMEOUT_SECONDS
+    if isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+        exc, urllib3.exceptions.NewConnectionError
+    ):
+        hint = f"no answer to the connection attempt at {where} within {seconds:g} s"
+    elif isinstance(exc, urllib3.exceptions.NewConnectionError):  # a subclass of urllib3's timeouts
+        hint = f"nothing accepts connections at {where}: is the receiver running, on that port?"
+    elif isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+        hint = f"the receiver did not answer within {seconds:g} s (WEBHOOK_TIMEOUT_SECONDS)"
     elif names & {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "ProtocolError"} and not (
         names & {"ConnectionRefusedError", "NewConnectionError"}
     ):
@@ -239,7 +316,7 @@ def describe_failure(exc: requests.RequestException, url: str) -> str:
         )
     elif names & {"ConnectionRefusedError", "NewConnectionError"}:
         hint = f"nothing accepts connections at {where}: is the receiver running, on that port?"
-    elif isinstance(exc, requests.exceptions.SSLError):
+    elif isinstance(exc, requests.exceptions.SSLError | urllib3.exceptions.SSLError | ssl.SSLError):
         hint = "the TLS handshake failed (the receiver's certificate is not valid for its name, or expired)"
     else:
         hint = "the request failed"

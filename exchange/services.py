@@ -7,7 +7,10 @@ Delivery is at-least-once and keeps its state in the database:
 - a worker *claims* an endpoint (an atomic UPDATE with an expiry, so a killed worker's
   claim lapses), then drains it: it resends the endpoint's pending Delivery if one is
   due, else builds the next one from the member's feed after the cursor (up to
-  WEBHOOK_BATCH_SIZE entries in one POST), and on a 2xx moves the cursor;
+  WEBHOOK_BATCH_SIZE entries in one POST), and on a 2xx moves the cursor. A task drains
+  a group of up to WEBHOOK_GROUP_SIZE endpoints together, one POST per endpoint per
+  round, with one query per step and one commit per round for the whole group
+  (exchange/delivery.py `deliver_group`); each endpoint keeps its own order and cursor;
 - a failed POST is retried on WEBHOOK_RETRY_SCHEDULE (kept in the row, not in a Celery
   countdown); when the schedule is exhausted, or the receiver answers 410 Gone, the
   endpoint is disabled with an event; re-enabling it resumes from its cursor;

@@ -88,7 +88,10 @@ def _unmark(key: str) -> None:
 
 
 def _dispatch(endpoint_ids: list[int]) -> None:
-    """Queue a delivery task for each endpoint that has none queued yet."""
+    """Queue delivery for the endpoints that have none queued yet, in groups of
+    WEBHOOK_GROUP_SIZE taken in the order given (`endpoints_to_wake` orders them by
+    cursor, so a group's endpoints share their pages). Several groups spread a fan-out
+    over the worker processes."""
     if not endpoint_ids:
         return
     ttl = _queued_seconds()
@@ -99,12 +102,24 @@ def _dispatch(endpoint_ids: list[int]) -> None:
         unqueued = [endpoint_id for endpoint_id, marked in zip(endpoint_ids, pipe.execute(), strict=True) if marked]
     except redis.RedisError:
         unqueued = list(endpoint_ids)  # publishing will tell whether Redis is really gone
-    for endpoint_id in unqueued:
+    size = max(1, settings.WEBHOOK_GROUP_SIZE)
+    for start in range(0, len(unqueued), size):
+        group = unqueued[start : start + size]
         try:
-            deliver_endpoint_task.apply_async(args=[endpoint_id], retry=False)
+            deliver_group_task.apply_async(args=[group], retry=False)
         except Exception:
-            _unmark(_QUEUED_KEY.format(endpoint_id))
+            _unmark_all(unqueued[start:])
             raise
+
+
+def _unmark_all(endpoint_ids: list[int]) -> None:
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for endpoint_id in endpoint_ids:
+            pipe.delete(_QUEUED_KEY.format(endpoint_id))
+        pipe.execute()
+    except redis.RedisError:
+        pass  # the marks expire by themselves
 
 
 @shared_task(name="exchange.tasks.fanout", ignore_result=True)
@@ -122,14 +137,20 @@ def fanout_task() -> int:
     return len(endpoint_ids)
 
 
+@shared_task(name="exchange.tasks.deliver_group", ignore_result=True, acks_late=True)
+def deliver_group_task(endpoint_ids: list[int]) -> int:
+    """Drain a group of endpoints; requeue those left when its time budget ran out."""
+    _unmark_all(endpoint_ids)
+    result = webhook_delivery.deliver_group(endpoint_ids)
+    if result.more:
+        _dispatch(result.remaining)
+    return result.sent
+
+
 @shared_task(name="exchange.tasks.deliver_endpoint", ignore_result=True, acks_late=True)
 def deliver_endpoint_task(endpoint_id: int) -> int:
-    """Drain one endpoint; requeue itself if its time budget ran out with work left."""
-    _unmark(_QUEUED_KEY.format(endpoint_id))
-    result = webhook_delivery.deliver_endpoint(endpoint_id)
-    if result.more:
-        _dispatch([endpoint_id])
-    return result.sent
+    """Drain one endpoint (tasks queued before groups existed carry this name)."""
+    return deliver_group_task(endpoint_ids=[endpoint_id])
 
 
 @shared_task(name="exchange.tasks.sweep_webhooks", ignore_result=True)

@@ -199,6 +199,32 @@ def pushed_programs_and_tombstones(*, member: Member) -> tuple[list[str], dict[s
     return pushed, tombstones
 
 
+def pushed_programs_and_tombstones_of(*, members: Iterable[Member]) -> dict[int, tuple[list[str], dict[str, int]]]:
+    """`pushed_programs_and_tombstones` for several members in one query (webhook delivery
+    to a group of endpoints): {member id: (pushed, tombstones)}, for the members that are
+    active (`Member.RECEIVING_STATUSES`, read from the database now, not from the objects
+    given); a member that is not is absent and receives nothing."""
+    ids = {member.pk for member in members}
+    if not ids:
+        return {}
+    found: dict[int, tuple[list[str], dict[str, int]]] = {
+        member_id: ([], {})
+        for member_id in Member.objects.filter(pk__in=ids, status__in=Member.RECEIVING_STATUSES).values_list(
+            "pk", flat=True
+        )
+    }
+    if not found:
+        return found
+    rows = Enrollment.objects.filter(Q(state__in=Enrollment.PUSHED) | Q(sent_through__gt=0), member_id__in=list(found))
+    for member_id, slug, state, sent_through in rows.values_list("member_id", "program__slug", "state", "sent_through"):
+        pushed, tombstones = found[member_id]
+        if state in Enrollment.PUSHED:
+            pushed.append(slug)
+        elif sent_through > 0:
+            tombstones[slug] = sent_through
+    return found
+
+
 def sent_through_by_program(
     *, program_ids: Iterable[int], kinds: Iterable[str] | None = None
 ) -> dict[int, dict[int, int]]:

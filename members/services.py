@@ -284,6 +284,28 @@ def enrollments_mark_sent(*, member: Member, through: Mapping[str, int]) -> None
         Enrollment.objects.filter(member=member, program__slug=slug, sent_through__lt=seq).update(sent_through=seq)
 
 
+def enrollments_mark_sent_many(*, through_by_member: Mapping[int, Mapping[str, int]]) -> None:
+    """`enrollments_mark_sent` for several members at once (webhook delivery to a group of
+    endpoints): one UPDATE per program and seq. The rows are locked first, all of them in
+    id order in one statement, so that two groups with a member in common cannot each
+    wait for the other (an UPDATE of many rows locks them in the order it finds them)."""
+    wanted: dict[tuple[str, int], set[int]] = {}
+    for member_id, through in through_by_member.items():
+        for slug, seq in through.items():
+            wanted.setdefault((slug, seq), set()).add(member_id)
+    if not wanted:
+        return
+    with transaction.atomic(savepoint=False):
+        rows = Enrollment.objects.filter(
+            member_id__in=list(through_by_member), program__slug__in={slug for slug, _ in wanted}
+        )
+        list(rows.select_for_update(of=("self",), no_key=True).order_by("pk").values_list("pk", flat=True))
+        for (slug, seq), member_ids in sorted(wanted.items()):
+            Enrollment.objects.filter(
+                member_id__in=sorted(member_ids), program__slug=slug, sent_through__lt=seq
+            ).update(sent_through=seq)
+
+
 # API credentials ------------------------------------------------------------------------
 
 

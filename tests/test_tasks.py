@@ -23,6 +23,7 @@ TASK_MODULES = ("exchange.tasks", "hashes.tasks", "federation.tasks")
 REGISTERED = {
     "exchange.tasks.fanout",
     "exchange.tasks.deliver_endpoint",
+    "exchange.tasks.deliver_group",
     "exchange.tasks.sweep_webhooks",
     "exchange.tasks.heartbeat",
     "exchange.tasks.project_obligations",
