@@ -876,6 +876,11 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
 
     from exchange import delivery as webhook_delivery
     from exchange import feed, net, services
+
+    try:
+        from exchange import webhook_pages
+    except ImportError:  # a checkout from before the pages had their own module
+        webhook_pages = webhook_delivery
     from exchange.models import WebhookEndpoint
 
     timings: collections.Counter[str] = collections.Counter()
@@ -905,10 +910,10 @@ def step_profile(endpoints: int, threads: int, output: str) -> None:
         (webhook_delivery, "_store", "      _store (multi-row insert)"),
         (webhook_delivery, "_post_all", "    _post_all"),
         (webhook_delivery, "_record", "    _record: attempts, cursors, marks, commit"),
-        (webhook_delivery, "_webhook_page", "    _webhook_page"),
-        (webhook_delivery, "feed_page", "    feed_page"),
+        (webhook_pages, "webhook_page", "    webhook_page"),
+        (webhook_pages, "feed_page", "    feed_page"),
         (feed, "build_entries", "      build_entries"),
-        (webhook_delivery, "_message_body", "    _message_body (JSON)"),
+        (webhook_pages, "message_body", "    message_body (JSON)"),
         (webhook_delivery, "_attempt", "  _attempt: sign, POST, record"),
         (webhook_delivery, "signed_post", "    signed_post"),
         (services, "signed_post", "    signed_post"),

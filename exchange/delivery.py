@@ -17,8 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,103 +29,15 @@ from django.utils import timezone
 
 from core import ledger, metrics
 from core.ledger import Actor, Event
-from members.models import Member
 from members.selectors import pushed_programs_and_tombstones_of, receiving_member_q
 from members.services import enrollments_mark_sent_many
 
-from .feed import EntryCache, case_pseudonyms, encode_entry, feed_page, feedback_by_hash
+from . import webhook_pages
 from .models import Delivery, DeliveryAttempt, WebhookEndpoint
 from .net import PostResult
 from .services import signed_post, webhook_disable
 
 logger = logging.getLogger(__name__)
-
-# Entries a worker process keeps for the next endpoints that ask for the same events
-# (a hundred endpoints of a program ask for the same ranges); 20,000 entries of signed
-# submissions take some 30 MB.
-ENTRY_CACHE_ENTRIES = 20_000
-_entry_cache = EntryCache(ENTRY_CACHE_ENTRIES)
-
-
-@dataclass(frozen=True)
-class _Page:
-    """A page of a webhook's feed, ready to send: its entries without feedback, their JSON,
-    and what the drain needs to know of them."""
-
-    first_seq: int
-    last_seq: int
-    count: int
-    single_kind: str | None  # the kind of a page of one entry (sent as that entry alone)
-    entries: tuple[dict[str, Any], ...]  # without feedback
-    parts: tuple[bytes, ...]  # each entry's JSON, without feedback
-    joined: bytes  # the parts, comma-separated
-    added_programs: frozenset[str]
-
-    def feedback(self) -> dict[tuple[int, str], dict[str, int]]:
-        """The feedback members reported up to now on the page's hashes (a query, two when
-        somebody reported): the same for every endpoint, so asked once per page and round."""
-        hashed = [entry for entry in self.entries if "hash" in entry]
-        return feedback_by_hash({e["hash"]["id"] for e in hashed}, {e["program"] for e in hashed})
-
-    def joined_for(self, member: Member, feedback: dict[tuple[int, str], dict[str, int]] | None = None) -> bytes:
-        """The entries' JSON with the feedback reported up to now (`feedback()`, asked here
-        unless given) and, on entries of intake cases, this member's own pseudonym of the
-        case: only the entries that have either are encoded again."""
-        feedback = self.feedback() if feedback is None else feedback
-        cases = case_pseudonyms(self.entries, member)
-        if not feedback and not cases:
-            return self.joined
-        parts = []
-        for index, (entry, part) in enumerate(zip(self.entries, self.parts, strict=True)):
-            found = feedback.get((entry["hash"]["id"], entry["program"])) if "hash" in entry else None
-            case = cases.get(index)
-            if found is None and case is None:
-                parts.append(part)
-                continue
-            entry = {**entry, "feedback": found} if found is not None else dict(entry)
-            if case is not None:
-                entry["case"] = case
-            parts.append(encode_entry(entry))
-        return b",".join(parts)
-
-
-class _PageCache:
-    """Pages built in the last PAGE_CACHE_SECONDS, shared by the threads of a worker process.
-
-    When new events fan out, a hundred endpoints ask for the same pages: the same cursor,
-    event kinds, pushed programs and tombstones, and the same last committed seq. These
-    are the key, so every endpoint still gets what the receiving rule (read for it before
-    every POST) lets it see. Events up to that seq and what they name never change; what
-    does, outcomes' feedback, is not kept but asked for on every POST.
-    """
-
-    def __init__(self, seconds: float, max_pages: int) -> None:
-        self.seconds, self.max_pages = seconds, max_pages
-        self._pages: OrderedDict[tuple[Any, ...], tuple[float, _Page | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> tuple[bool, _Page | None]:
-        with self._lock:
-            found = self._pages.get(key)
-            if found is None or time.monotonic() - found[0] > self.seconds:
-                return False, None
-            return True, found[1]
-
-    def put(self, key: tuple[Any, ...], page: _Page | None) -> None:
-        with self._lock:
-            self._pages[key] = (time.monotonic(), page)
-            self._pages.move_to_end(key)
-            while len(self._pages) > self.max_pages:
-                self._pages.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pages.clear()
-
-
-PAGE_CACHE_SECONDS = 300.0
-# A page of 100 signed submissions is ~160 KB here (entries and JSON): 64 pages, ~10 MB.
-_page_cache = _PageCache(PAGE_CACHE_SECONDS, max_pages=64)
 
 # Claims -----------------------------------------------------------------------------------
 #
@@ -215,31 +126,6 @@ def request_wakes(endpoint_ids: Sequence[int]) -> None:
 # Building deliveries ------------------------------------------------------------------------
 
 
-def _message_body(
-    page: _Page, member: Member, now: dt.datetime, feedback: dict[tuple[int, str], dict[str, int]] | None = None
-) -> bytes:
-    """The POST's JSON: one entry as is, several as an `events.batch`.
-
-    Joined from the entries' JSON made once per worker (exchange/feed.py `encode_entry`):
-    byte for byte what encoding the whole message with `json.dumps` would give.
-    """
-    timestamp = json.dumps(ledger.format_time(now)).encode()
-    joined = page.joined_for(member, feedback)
-    if page.single_kind is not None:
-        kind = json.dumps(page.single_kind, ensure_ascii=False).encode()
-        return b'{"type":' + kind + b',"timestamp":' + timestamp + b',"data":' + joined + b"}"
-    head = b'{"type":"events.batch","timestamp":%s,"data":{"first_seq":%d,"last_seq":%d,"entries":[' % (
-        timestamp,
-        page.first_seq,
-        page.last_seq,
-    )
-    return head + joined + b"]}}"
-
-
-def _added_programs(entries: Iterable[dict[str, Any]]) -> set[str]:
-    return {e["program"] for e in entries if e.get("kind") == "hash.added" and e.get("program")}
-
-
 @dataclass
 class _Built:
     """A delivery and what the drain knows of it without reading its body again."""
@@ -266,7 +152,7 @@ def _build(
     (`members.selectors.pushed_programs_and_tombstones_of`), now, before these POSTs; an
     endpoint whose member is not active now gets nothing and keeps its cursor. Endpoints
     at the same cursor that may see the same programs share one page (built once per
-    worker process, `_webhook_page`), one feedback query per page, and one multi-row
+    worker process, `webhook_pages.webhook_page`), one feedback query per page, and one multi-row
     insert of their deliveries. `latest` is the last seq, read before the feed is: what
     a page does not show up to it is skipped for good. When another worker stored the same
     batch first (its claim had lapsed and ours began, or the other way round), that one is
@@ -281,22 +167,22 @@ def _build(
     # built from: an endpoint further on reads the same page if nothing it may see lies
     # between the two cursors (the page starts after its own cursor, or is empty). Fresh
     # endpoints, each created at its own seq, so share their first page.
-    built_from: dict[tuple[Any, ...], tuple[int, _Page | None]] = {}
+    built_from: dict[tuple[Any, ...], tuple[int, webhook_pages.Page | None]] = {}
     feedback: dict[int, dict[tuple[int, str], dict[str, int]]] = {}
     skipped: list[int] = []
-    rows: list[tuple[WebhookEndpoint, _Page, str, bytes]] = []
+    rows: list[tuple[WebhookEndpoint, webhook_pages.Page, str, bytes]] = []
     for endpoint in sorted(behind, key=lambda endpoint: (endpoint.cursor_seq, endpoint.pk)):
         rule = rules.get(endpoint.member_id)
         if rule is None:
             finished.append(endpoint.pk)  # its member is not active now: nothing, cursor kept
             continue
         pushed, tombstones = rule
-        reader = _page_key(endpoint, pushed, tombstones, latest, latest_leaf)[1:]
+        reader = webhook_pages.page_key(endpoint, pushed, tombstones, latest, latest_leaf)[1:]
         prior = built_from.get(reader)
         if prior is not None and (prior[1] is None or prior[1].first_seq > endpoint.cursor_seq):
             page = prior[1]
         else:
-            page = _webhook_page(endpoint, pushed, tombstones, latest, latest_leaf)
+            page = webhook_pages.webhook_page(endpoint, pushed, tombstones, latest, latest_leaf)
             built_from[reader] = (endpoint.cursor_seq, page)
         if page is None:
             skipped.append(endpoint.pk)
@@ -305,7 +191,9 @@ def _build(
         if id(page) not in feedback:
             feedback[id(page)] = page.feedback()
         message_id = f"msg_{endpoint.pk}_{page.first_seq}_{page.last_seq}"
-        rows.append((endpoint, page, message_id, _message_body(page, endpoint.member, now, feedback[id(page)])))
+        rows.append(
+            (endpoint, page, message_id, webhook_pages.message_body(page, endpoint.member, now, feedback[id(page)]))
+        )
     if skipped:
         # Nothing up to `latest` is for these; every seq up to it has committed (the ledger
         # numbers in commit order), so their cursors can skip them for good.
@@ -335,7 +223,7 @@ _DELIVERY_COLUMNS = (
 
 
 def _store(
-    rows: Sequence[tuple[WebhookEndpoint, _Page, str, bytes]], now: dt.datetime
+    rows: Sequence[tuple[WebhookEndpoint, webhook_pages.Page, str, bytes]], now: dt.datetime
 ) -> tuple[list[tuple[WebhookEndpoint, _Built]], list[int]]:
     """Insert the deliveries in one statement (written by hand: the ORM's bulk insert cannot
     say which rows met an existing message id); returns them ready to send, and the
@@ -384,67 +272,6 @@ def _store(
         else:
             built.append((endpoint, _Built(found, found.body.encode(), None)))
     return built, lost
-
-
-def _page_key(
-    endpoint: WebhookEndpoint, pushed: list[str], tombstones: dict[str, int], latest: int, latest_leaf: str
-) -> tuple[Any, ...]:
-    return (
-        endpoint.cursor_seq,
-        latest,
-        latest_leaf,
-        settings.WEBHOOK_BATCH_SIZE,
-        tuple(sorted(endpoint.event_kinds or ())),
-        tuple(sorted(pushed)),
-        tuple(sorted(tombstones.items())),
-    )
-
-
-def _webhook_page(
-    endpoint: WebhookEndpoint, pushed: list[str], tombstones: dict[str, int], latest: int, latest_leaf: str
-) -> _Page | None:
-    """The next page after the endpoint's cursor, built once for every endpoint that asks
-    for the same one within PAGE_CACHE_SECONDS; None when nothing up to `latest` is for it.
-
-    The key holds the leaf hash of the event at `latest`, not only its seq, so that a
-    database restored or recreated (tests) is never answered from another's pages.
-    """
-    key = _page_key(endpoint, pushed, tombstones, latest, latest_leaf)
-    found, page = _page_cache.get(key) if latest_leaf else (False, None)
-    if found:
-        return page
-    feed = feed_page(
-        member=endpoint.member,
-        after=endpoint.cursor_seq,
-        limit=settings.WEBHOOK_BATCH_SIZE,
-        kinds=endpoint.event_kinds or None,
-        programs=pushed,
-        tombstones=tombstones,
-        cache=_entry_cache,
-        encode=True,
-        pseudonyms=False,
-    )
-    page = None
-    if feed.entries:
-        entries = tuple({k: v for k, v in entry.items() if k != "feedback"} for entry in feed.entries)
-        encoded = feed.encoded or [encode_entry(entry) for entry in feed.entries]
-        parts = tuple(
-            encode_entry(bare) if "feedback" in entry else part
-            for entry, bare, part in zip(feed.entries, entries, encoded, strict=True)
-        )
-        page = _Page(
-            first_seq=entries[0]["seq"],
-            last_seq=entries[-1]["seq"],
-            count=len(entries),
-            single_kind=entries[0]["kind"] if len(entries) == 1 else None,
-            entries=entries,
-            parts=parts,
-            joined=b",".join(parts),
-            added_programs=frozenset(_added_programs(entries)),
-        )
-    if latest_leaf:
-        _page_cache.put(key, page)
-    return page
 
 
 # Sending ------------------------------------------------------------------------------------
@@ -582,7 +409,7 @@ def _mark_sent(delivered: Sequence[tuple[WebhookEndpoint, _Built]]) -> None:
                 continue
             message = json.loads(built.body)
             entries = message["data"]["entries"] if message["type"] == "events.batch" else [message["data"]]
-            programs = _added_programs(entries)
+            programs = webhook_pages.added_programs(entries)
         marks = through.setdefault(endpoint.member_id, {})
         for program in programs:
             marks[program] = max(marks.get(program, 0), built.delivery.last_seq)

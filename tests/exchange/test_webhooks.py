@@ -17,6 +17,7 @@ from hashexchange_client import webhooks as signing
 
 from core.ledger import Event
 from exchange import delivery as webhook_delivery
+from exchange import webhook_pages
 from exchange.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from members import services as member_services
 from members.models import Program
@@ -281,7 +282,7 @@ def test_a_batch_body_joined_from_encoded_entries_is_the_json_of_the_whole_messa
     hook = create_endpoint(platform_b, receiver.url)
     values = [random_pdq() for _ in range(3)]
     signer_a.submit(*[signer_a.submission(value) for value in values])
-    webhook_delivery._entry_cache.clear()
+    webhook_pages.entry_cache.clear()
     with override_settings(WEBHOOK_BATCH_SIZE=2):
         assert drain(hook["id"]).sent == 2
     for got in receiver.received:
