@@ -15,6 +15,7 @@ ledger lock was held (see docs/benchmarks/submissions.md).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,9 @@ def submission_row(
     ]
 
 
-def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+def submissions_store(
+    *, member: Member, items: Sequence[Pending], now: dt.datetime, relayed_by: str | None = None
+) -> None:
     """Store checked items in one transaction under the ledger lock; fill in their results.
 
     Steps:
@@ -149,14 +152,18 @@ def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datet
     4. Insert the submissions; activate or create listings (a withdrawn or held hash
        becomes active again); record `hash.added` for the first active support of a
        hash in a program, `submission.added` otherwise.
+
+    `relayed_by` (a peer's slug; items whose `event_data` holds the entry's `origin`):
+    the first listings are recorded as grouped `hashes.relayed` events instead of one
+    `hash.added` each (`relayed_events`, docs/federation.md "Grouped relayed events").
     """
     if not items:
         return
     with transaction.atomic():
-        _store_locked(member=member, items=items, now=now)
+        _store_locked(member=member, items=items, now=now, relayed_by=relayed_by)
 
 
-def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime, relayed_by: str | None) -> None:
     ledger.lock()
     # Items near a benign entry are refused before any row is written for them.
     benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
@@ -228,6 +235,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
     reactivated: list[int] = []
     reactivated_hashes: set[int] = set()
     held_only: set[int] = set()
+    relayed: list[tuple[str, int, int, Mapping[str, Any]]] = []  # (program, hash id, submission id, origin)
     for position, item in enumerate(accepted):
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
         place = (item.program.pk, hash_id)
@@ -263,6 +271,9 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
         if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
+        if relayed_by is not None:
+            relayed.append((item.program.slug, hash_id, submission_id, item.event_data["origin"]))
+            continue
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
     if new_listings:
         insert_rows(Listing, LISTING_COLUMNS, new_listings)
@@ -277,9 +288,70 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         )
     if held_only:
         Hash.objects.filter(pk__in=held_only).update(status=Hash.Status.HELD, status_reason="held for review")
-    ledger.record_many(events + refusals, actor=Actor.member(member.slug))
+    groups = relayed_events(relayed, peer=str(relayed_by), submitter=member.slug) if relayed else []
+    rows = ledger.record_many(events + groups + refusals, actor=Actor.member(member.slug))
+    for row in rows[len(events) : len(events) + len(groups)]:
+        # The feed's distribution rule (exchange/feed.py distribution_seqs) finds a relayed
+        # hash's first listing through its submission.
+        Submission.objects.filter(pk__in=values_in(row.data["submission_ids"])).update(relayed_in=row.seq)
     for first, repeat in repeats:
         repeat.repeat(first)
+
+
+# A `hashes.relayed` event lists at most this many hashes, and its distinct origins (each
+# with a signed key binding, ~0.8 KB) at most ORIGIN_BYTES of JSON: its leaf stays well
+# under the audit log's 64 KiB (core/ledger.py MAX_LEAF_BYTES).
+RELAYED_GROUP = 1000
+ORIGIN_BYTES = 24_000
+RELAYED = "hashes.relayed"
+
+
+def relayed_events(
+    relayed: Sequence[tuple[str, int, int, Mapping[str, Any]]], *, peer: str, submitter: str
+) -> list[NewEvent]:
+    """Group a peer's first listings into `hashes.relayed` events, in order, one program each.
+
+    An event names its hashes and submissions (the envelopes are in the submission rows,
+    as for `hash.added`) and each distinct origin once; `origin_of[i]` is the index in
+    `origins` of the i-th hash's origin. The feed shows each hash as the `hash.added`
+    entry it would otherwise have had (exchange/feed.py).
+    """
+    made: list[NewEvent] = []
+    current: dict[str, Any] | None = None
+    index: dict[str, int] = {}
+    size = 0
+    program = ""
+    encodings: dict[int, str] = {}  # by id(): a page's entries of one binding share one origin object
+    for slug, hash_id, submission_id, origin in relayed:
+        encoded = encodings.get(id(origin))
+        if encoded is None:
+            encoded = encodings[id(origin)] = json.dumps(origin, sort_keys=True, separators=(",", ":"))
+        full = current is None or slug != program or len(current["hash_ids"]) >= RELAYED_GROUP
+        if not full and encoded not in index and size + len(encoded) > ORIGIN_BYTES:
+            full = True
+        if full:
+            current = {
+                "peer": peer,
+                "submitter": submitter,
+                "hash_ids": [],
+                "submission_ids": [],
+                "origins": [],
+                "origin_of": [],
+            }
+            made.append(NewEvent(RELAYED, "peer", peer, program=slug, data=current))
+            index, size, program = {}, 0, slug
+        assert current is not None
+        if encoded not in index:
+            index[encoded] = len(current["origins"])
+            current["origins"].append(dict(origin))
+            size += len(encoded)
+        current["hash_ids"].append(hash_id)
+        current["submission_ids"].append(submission_id)
+        current["origin_of"].append(index[encoded])
+    for event in made:
+        assert event.data is not None
+        event.data["count"] = len(event.data["hash_ids"])  # type: ignore[index]
+    return made
 
 
 def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int, int], int]:
