@@ -98,6 +98,8 @@ def bootstrap(*, peer: Peer, api_key: str, here: str, add: Any) -> bool:
                     chunk = following
             except verifying.BadSnapshot as exc:
                 raise remote.PeerError(f"the peer's snapshot: {exc}", retryable=False) from None
+            except verifying.VerifierDied as exc:  # what was stored stays; the next sync skips it
+                raise remote.PeerError(str(exc), retryable=True) from None
             finally:
                 chunks.close()
     return True

@@ -24,6 +24,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +34,10 @@ from .imports import Context, Verified, verify_entries
 
 # Chunks checked ahead of the one being stored, per process of the pool.
 AHEAD = 2
+
+
+class VerifierDied(Exception):
+    """A process of the pool ended before answering (killed, out of memory): try again later."""
 
 
 class BadSnapshot(Exception):
@@ -74,21 +79,26 @@ def checked_chunks(
         for lines in chunks:
             yield check_lines(lines, context, upto)
         return
-    connections.close_all()  # reopened on the next query; a child must not inherit a socket
+    if connection.vendor != "sqlite":  # (an in-memory SQLite database would be lost)
+        connections.close_all()  # reopened on the next query; a child must not inherit a socket
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
     try:
         queue: deque[Future[list[Verified]]] = deque()
         source = iter(chunks)
         done = False
         while True:
-            while not done and len(queue) < workers * AHEAD:
-                lines = next(source, None)
-                if lines is None:
-                    done = True
-                    break
-                queue.append(pool.submit(check_lines, lines, context, upto))
-            if not queue:
-                return
-            yield queue.popleft().result()
+            try:
+                while not done and len(queue) < workers * AHEAD:
+                    lines = next(source, None)
+                    if lines is None:
+                        done = True
+                        break
+                    queue.append(pool.submit(check_lines, lines, context, upto))
+                if not queue:
+                    return
+                checked = queue.popleft().result()
+            except BrokenProcessPool as exc:
+                raise VerifierDied(f"a verifying process died: {exc}") from None
+            yield checked
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
