@@ -83,10 +83,18 @@ def insert_rows(
                 else f"(r.value ->> {i})::{f.db_type(connection)}"
                 for i, f in enumerate(fields)
             )
+            times: dict[dt.datetime, str] = {}  # a batch's rows share most of their times
+
+            def default(value: Any) -> str:
+                found = times.get(value)
+                if found is None:
+                    found = times[value] = json_default(value)
+                return found
+
             cursor.execute(
                 f"{head}SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(value, n) "
                 f"ORDER BY r.n{tail}",
-                [json.dumps(rows, default=json_default)],
+                [json.dumps(rows, default=default)],
             )
             return cursor.fetchall() if returning else []
         adapters = [field_adapter(f) for f in fields]

@@ -25,6 +25,7 @@ from hashexchange_client import signal_types
 from core import ledger
 from core.ledger import Actor, Event
 from core.problems import Problem
+from core.sql import values_in
 from exchange import provenance
 from hashes import envelopes
 from hashes.models import Hash, Submission
@@ -454,7 +455,9 @@ def _store_added(
     if not items:
         return
     digests = [envelopes.payload_digest(checked.payload) for _, checked in items]
-    held = set(Submission.objects.filter(payload_sha256__in=digests).values_list("payload_sha256", flat=True))
+    held = set(
+        Submission.objects.filter(payload_sha256__in=values_in(digests)).values_list("payload_sha256", flat=True)
+    )
     todo: list[Pending] = []
     by_result: dict[int, dict[str, Any]] = {}
     for index, ((entry, checked), digest) in enumerate(zip(items, digests, strict=True)):
