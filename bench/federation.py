@@ -1,20 +1,26 @@
 """Federation: bootstrap a new peer, and how long a hash takes from a submission at A to B's feed.
 
-    python bench/federation.py [--hashes 20000] [--samples 10]
+    python bench/federation.py [--hashes 20000] [--samples 10] [--database sqlite|postgres]
+    python bench/federation.py --database postgres --hashes 1000000 --direct --feed-hashes 5000
 
-Three servers (A, B and C), each a gunicorn on its own SQLite database, one private Redis
-(a database number each). Steps:
+Three servers (A, B and C), each a gunicorn on its own database (SQLite files, or databases
+of one private PostgreSQL with durable settings), one private Redis (a database number
+each). Steps:
 
-1. A member of A submits `--hashes` signed hashes (batches of 1,000): A's ingest rate is
-   the reference for the import rate below.
-2. B adds A as a peer and runs one sync (`peer_sync`, in-process in a child): the whole
-   feed of A, every entry checked (origin binding, envelope signature) and stored.
-   Reference in the same run: reading the same pages of A's feed without storing them.
-   (A has no snapshot yet, so this is the feed-only bootstrap.)
-2b. A builds its program's snapshot (exchange/snapshots.py, in-process, timed), and a
-   third server C, new, adds A as a peer and runs one sync: it starts from A's snapshot
-   (federation/snapshots.py), every entry checked the same way, then reads A's feed
-   after it. Compared with step 2 in the same run.
+1. A member of A submits `--feed-hashes` signed hashes (batches of 1,000) through A's API:
+   A's ingest rate, a reference. With --direct, A's snapshot of `--hashes` other signed
+   submissions of that member is made first, without A's ingest (signed in a process per
+   core, each entry as A's feed shows it with A's attested key binding, the manifest
+   signed with A's key at A's seq): making a million through the API would take hours.
+2. B adds A as a peer and runs one sync reading A's whole feed (no snapshot): every entry
+   checked (origin binding, envelope signature) and stored. Reference in the same run:
+   reading the same pages of A's feed without storing them ("pull only").
+2b. Without --direct, A builds its program's snapshot (exchange/snapshots.py, timed).
+   A new peer C adds A and runs one sync (`peer_sync`, in a child, timed with its CPU
+   seconds, its verifying processes included): A's snapshot, every entry checked and
+   stored, then A's feed after it. Reference in the same child just before: the snapshot
+   downloaded and every line parsed, unchecked ("read only"). Then C's audit log is
+   checked (`auditlog_check`: every leaf and tree hash recomputed).
 3. Latency: a Celery worker and beat run at B with the default PEER_SYNC_SECONDS; A's
    member submits one hash at a time, and the bench polls B's feed until it is there.
 

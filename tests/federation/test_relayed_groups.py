@@ -132,3 +132,15 @@ def test_a_verifying_process_killed_mid_bootstrap_then_every_hash_exactly_once(
         for h in data["hash_ids"]
     ]
     assert sorted(listed) == sorted(set(listed)) and len(listed) == 40
+
+
+@pytest.mark.usefixtures("index_dir")
+def test_a_member_matches_what_a_peer_brought(peer: Peer, remote: PeerServer, origin: Origin, ncii: Program) -> None:
+    remote.entries = [origin.added(seq) for seq in (1, 2)]
+    reader = make_caller(make_member("reader", Member.Kind.PLATFORM, ncii))
+    body = {"queries": [{"signal_type": "pdq", "value": remote.entries[1]["hash"]["value"]}]}
+    # The index is loaded before the peer's hashes arrive: they reach it by the log's tail.
+    assert reader.client.post("/api/v1/match", body, format="json").json()["matched"] == 0
+    assert sync(peer).imported == 2
+    answer = reader.client.post("/api/v1/match", body, format="json").json()
+    assert answer["matched"] == 1, answer
