@@ -81,7 +81,9 @@ SUBMISSION_COLUMNS = (
     "quality",
     "received_at",
     "held_batch_id",
+    "relayed_in",
 )
+HELD_BATCH, RELAYED_IN = SUBMISSION_COLUMNS.index("held_batch_id"), SUBMISSION_COLUMNS.index("relayed_in")
 
 
 @dataclass
@@ -132,6 +134,7 @@ def submission_row(
         case_ref,
         quality,
         now,
+        None,
         None,
     ]
 
@@ -228,14 +231,35 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         accepted.append(item)
     held = holds_for(member=member, places=[(item.program, item.row[3]) for item in accepted], now=now)
     for position, batch in held.items():
-        accepted[position].row[4], accepted[position].row[-1] = Submission.Status.HELD, batch.pk
+        accepted[position].row[4], accepted[position].row[HELD_BATCH] = Submission.Status.HELD, batch.pk
+    groups: list[NewEvent] = []
+    group_of: list[int] = []  # the group of each grouped item, in order
+    first_group_seq = 0
+    if relayed_by is not None:
+        # Which items the groups list (the first active listings: neither held nor already
+        # listed), decided before the rows are written so each row names its group's seq.
+        grouped = [
+            position
+            for position, item in enumerate(accepted)
+            if position not in held
+            and (listings.get((item.program.pk, item.row[0])) or (None, ""))[1] != Listing.Status.ACTIVE
+        ]
+        groups, group_of = relayed_events(
+            [(accepted[p].program.slug, accepted[p].row[0], accepted[p].event_data["origin"]) for p in grouped],
+            peer=relayed_by,
+            submitter=member.slug,
+        )
+        # Recorded after the items' own events (one per accepted item not grouped).
+        first_group_seq = ledger.next_seq() + len(accepted) - len(grouped)
+        for position, group in zip(grouped, group_of, strict=True):
+            accepted[position].row[RELAYED_IN] = first_group_seq + group
     submission_ids = _insert_submissions(member, [item.row for item in accepted])
+    grouped_items = iter(group_of)
     events: list[NewEvent] = []
     new_listings: list[tuple[Any, ...]] = []
     reactivated: list[int] = []
     reactivated_hashes: set[int] = set()
     held_only: set[int] = set()
-    relayed: list[tuple[str, int, int, Mapping[str, Any]]] = []  # (program, hash id, submission id, origin)
     for position, item in enumerate(accepted):
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
         place = (item.program.pk, hash_id)
@@ -272,7 +296,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
         if relayed_by is not None:
-            relayed.append((item.program.slug, hash_id, submission_id, item.event_data["origin"]))
+            groups[next(grouped_items)].data["submission_ids"].append(submission_id)  # type: ignore[index]
             continue
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
     if new_listings:
@@ -288,12 +312,9 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         )
     if held_only:
         Hash.objects.filter(pk__in=held_only).update(status=Hash.Status.HELD, status_reason="held for review")
-    groups = relayed_events(relayed, peer=str(relayed_by), submitter=member.slug) if relayed else []
     rows = ledger.record_many(events + groups + refusals, actor=Actor.member(member.slug))
-    for row in rows[len(events) : len(events) + len(groups)]:
-        # The feed's distribution rule (exchange/feed.py distribution_seqs) finds a relayed
-        # hash's first listing through its submission.
-        Submission.objects.filter(pk__in=values_in(row.data["submission_ids"])).update(relayed_in=row.seq)
+    if groups and rows[len(events)].seq != first_group_seq:
+        raise ledger.LedgerError("the grouped events were not numbered as their submission rows say")
     for first, repeat in repeats:
         repeat.repeat(first)
 
@@ -307,22 +328,25 @@ RELAYED = "hashes.relayed"
 
 
 def relayed_events(
-    relayed: Sequence[tuple[str, int, int, Mapping[str, Any]]], *, peer: str, submitter: str
-) -> list[NewEvent]:
-    """Group a peer's first listings into `hashes.relayed` events, in order, one program each.
+    relayed: Sequence[tuple[str, int, Mapping[str, Any]]], *, peer: str, submitter: str
+) -> tuple[list[NewEvent], list[int]]:
+    """Group a peer's first listings (program, hash id, origin) into `hashes.relayed` events,
+    in order, one program each; also the index of each item's event.
 
     An event names its hashes and submissions (the envelopes are in the submission rows,
-    as for `hash.added`) and each distinct origin once; `origin_of[i]` is the index in
-    `origins` of the i-th hash's origin. The feed shows each hash as the `hash.added`
-    entry it would otherwise have had (exchange/feed.py).
+    as for `hash.added`; the caller appends the submission ids once the rows exist) and
+    each distinct origin once; `origin_of[i]` is the index in `origins` of the i-th hash's
+    origin. The feed shows each hash as the `hash.added` entry it would otherwise have had
+    (exchange/feed.py).
     """
     made: list[NewEvent] = []
+    group_of: list[int] = []
     current: dict[str, Any] | None = None
     index: dict[str, int] = {}
     size = 0
     program = ""
     encodings: dict[int, str] = {}  # by id(): a page's entries of one binding share one origin object
-    for slug, hash_id, submission_id, origin in relayed:
+    for slug, hash_id, origin in relayed:
         encoded = encodings.get(id(origin))
         if encoded is None:
             encoded = encodings[id(origin)] = json.dumps(origin, sort_keys=True, separators=(",", ":"))
@@ -346,12 +370,12 @@ def relayed_events(
             current["origins"].append(dict(origin))
             size += len(encoded)
         current["hash_ids"].append(hash_id)
-        current["submission_ids"].append(submission_id)
         current["origin_of"].append(index[encoded])
+        group_of.append(len(made) - 1)
     for event in made:
         assert event.data is not None
         event.data["count"] = len(event.data["hash_ids"])  # type: ignore[index]
-    return made
+    return made, group_of
 
 
 def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int, int], int]:
