@@ -317,6 +317,11 @@ PEER_MAX_BACKOFF_SECONDS = env_int("PEER_MAX_BACKOFF_SECONDS", 3600)
 PEERS_ALLOW_HTTP = env_bool("PEERS_ALLOW_HTTP", False)
 # A new peer link (cursor 0) starts from the peer's program snapshots (federation/snapshots.py).
 PEER_BOOTSTRAP_FROM_SNAPSHOTS = env_bool("PEER_BOOTSTRAP_FROM_SNAPSHOTS", True)
+# A snapshot of at least PEER_VERIFY_MIN_ENTRIES entries is checked by this many processes
+# while the syncing one stores it (federation/verifying.py); -1: one per CPU, up to 4; 0:
+# none. Never in a Celery prefork child, which may not have children.
+PEER_VERIFY_PROCESSES = env_int("PEER_VERIFY_PROCESSES", -1)
+PEER_VERIFY_MIN_ENTRIES = env_int("PEER_VERIFY_MIN_ENTRIES", 20_000)
 WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
 # One delivery task drains up to this many endpoints together (exchange/delivery.py
 # `deliver_group`): endpoints at the same cursor share one page, one query per step and one

@@ -315,6 +315,13 @@ def lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
 
 
+def next_seq() -> int:
+    """The seq the next event recorded in this transaction will get: takes the lock, so it
+    holds until commit (a service that must write it into rows before recording, as the
+    store does for a peer's grouped events, checks it against what record_many returns)."""
+    return _lock_and_next_seq()
+
+
 def _lock_and_next_seq() -> int:
     lock()
     last = Event.objects.aggregate(last=models.Max("seq"))["last"]

@@ -44,6 +44,10 @@ KEY_KINDS = ("key.registered", "key.revoked")
 FEED_KINDS = HASH_KINDS + KEY_KINDS
 # Recorded per group of imported hashes; shown as one hash.added entry per hash.
 IMPORTED = "hashes.imported"
+# Recorded per group of hashes a peer brought (hashes/services/store.py relayed_events);
+# shown as the signed hash.added entry each would have had.
+RELAYED = "hashes.relayed"
+GROUP_KINDS = (IMPORTED, RELAYED)
 # Signal types whose values the hash table keys by their digest (hashes.models.HashBody).
 LONG_TYPES = frozenset(name for name, kind in signal_types.SIGNAL_TYPES.items() if kind.long_values)
 MAX_LIMIT = 5000
@@ -144,8 +148,8 @@ TOMBSTONE_KINDS = ("hash.withdrawn", "hash.quarantined")
 
 def distribution_seqs(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """For (hash id, program id) pairs: the sequence number at which the hash was first
-    distributed in the program — its first `hash.added`, or the end of the import that
-    listed it. Pairs never distributed are absent."""
+    distributed in the program — its first `hash.added`, the end of the import that
+    listed it, or the `hashes.relayed` event that listed it. Pairs never distributed are absent."""
     pairs = set(pairs)
     if not pairs:
         return {}
@@ -180,13 +184,24 @@ def distribution_seqs(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int],
         key = (hash_id, program_id)
         if key in pairs and seq is not None:
             found[key] = min(found.get(key, seq), seq)
+    relayed = (
+        Submission.objects.filter(
+            hash_id__in={h for h, _ in pairs}, program_id__in=set(slugs), relayed_in__isnull=False
+        )
+        .values("hash_id", "program_id")
+        .annotate(first=models.Min("relayed_in"))
+    )
+    for row in relayed:
+        key = (row["hash_id"], row["program_id"])
+        if key in pairs:
+            found[key] = min(found.get(key, row["first"]), row["first"])
     return found
 
 
 def visible_events(*, programs: Sequence[str], after: int, kinds: Iterable[str] | None = None) -> Any:
     """Events after `after` that a member receiving `programs` may see, in order."""
     wanted = set(kinds or FEED_KINDS)
-    hash_kinds = [k for k in HASH_KINDS if k in wanted] + ([IMPORTED] if "hash.added" in wanted else [])
+    hash_kinds = [k for k in HASH_KINDS if k in wanted] + (list(GROUP_KINDS) if "hash.added" in wanted else [])
     key_kinds = [k for k in KEY_KINDS if k in wanted]
     condition = Q(program__in=list(programs), kind__in=hash_kinds) | Q(kind__in=key_kinds)
     return Event.objects.filter(condition, seq__gt=after).order_by("seq")
@@ -209,7 +224,7 @@ def _events_after(
     as all the rest of it.
     """
     wanted = set(kinds or FEED_KINDS)
-    hash_kinds = [k for k in HASH_KINDS if k in wanted] + ([IMPORTED] if "hash.added" in wanted else [])
+    hash_kinds = [k for k in HASH_KINDS if k in wanted] + (list(GROUP_KINDS) if "hash.added" in wanted else [])
     key_kinds = [k for k in KEY_KINDS if k in wanted]
     events = Event.objects.filter(seq__gt=after).order_by("seq").values_list(*EVENT_COLUMNS)
     scans = [events.filter(program=program, kind__in=hash_kinds) for program in dict.fromkeys(programs)]
@@ -269,7 +284,7 @@ def feed_page(
             if event.seq in unsent:
                 examined = event.seq
                 continue
-            size = len(event.data.get("hash_ids", ())) if event.kind == IMPORTED else 1
+            size = len(event.data.get("hash_ids", ())) if event.kind in GROUP_KINDS else 1
             if count + size > limit and (chosen or count >= limit):
                 has_more = True
                 break
@@ -373,8 +388,9 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
     if not events:  # all cached: even queries Django answers without the database cost compiling
         return {}
     submission_ids = {e.data["submission_id"] for e in events if e.kind == "hash.added" and "submission_id" in e.data}
+    submission_ids.update(i for e in events if e.kind == RELAYED for i in e.data["submission_ids"])
     withdrawal_ids = {e.data["withdrawal_id"] for e in events if e.data.get("withdrawal_id")}
-    imported_ids = {i for e in events if e.kind == IMPORTED for i in e.data["hash_ids"]}
+    imported_ids = {i for e in events if e.kind in GROUP_KINDS for i in e.data["hash_ids"]}
     import_ids = {e.data["import_id"] for e in events if e.kind == IMPORTED}
     signed_columns = ("pk", "envelope", *ORIGIN_COLUMNS)
     envelopes = {
@@ -411,6 +427,27 @@ def _entries_by_event(events: Sequence[EventRow | Event]) -> dict[int, list[dict
                         "envelopes": [],
                         "signed": False,
                         "imported_from": source,
+                    }
+                )
+        elif event.kind == RELAYED:
+            origins = [provenance.relayed_origin(origin, server=here[0]) for origin in data["origins"]]
+            group = by_event[event.seq] = []
+            for hash_id, submission_id, which in zip(
+                data["hash_ids"], data["submission_ids"], data["origin_of"], strict=True
+            ):
+                signal_type, value = imported[hash_id]
+                signed = envelopes.get(submission_id)
+                envelope = signed[0] if signed else None
+                group.append(
+                    {
+                        **base,
+                        "kind": "hash.added",
+                        "hash": {"id": hash_id, "signal_type": signal_type, "value": value},
+                        "envelopes": [envelope] if envelope else [],
+                        "signed": envelope is not None,
+                        "imported_from": None,
+                        # One dict per origin, shared by its entries (copied with the entry by a cache user).
+                        "origin": origins[which],
                     }
                 )
         elif event.kind in KEY_KINDS:

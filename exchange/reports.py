@@ -241,7 +241,14 @@ def _withdrawal_figures(
 
 
 # The program's events a member is sent; how long the oldest one it has not been sent has waited is its lag.
-DISTRIBUTED_KINDS = ("hash.added", "hash.withdrawn", "hash.quarantined", "hash.restored", "hashes.imported")
+DISTRIBUTED_KINDS = (
+    "hash.added",
+    "hash.withdrawn",
+    "hash.quarantined",
+    "hash.restored",
+    "hashes.imported",
+    "hashes.relayed",
+)
 
 
 def _with_position(enrollments: models.QuerySet[Enrollment]) -> models.QuerySet[Enrollment]:
@@ -363,14 +370,18 @@ def program_report(*, program: Program, period: Period) -> dict[str, Any]:
     )
     # Unordered: a sum needs no order, and ordering by seq made SQLite walk the whole
     # program's log on the (program, seq) index instead of finding the few imports by kind.
-    imported = sum(
-        data.get("count", 0)
-        for data in Event.objects.filter(
-            program=program.slug, kind="hashes.imported", created_at__gte=period.start, created_at__lt=period.end
+    # Groups: an operator's imports, and the hashes peers brought (counted as distributed,
+    # like the hash.added each would otherwise have been); only their counts are read.
+    grouped = {"hashes.imported": 0, "hashes.relayed": 0}
+    for kind, count in (
+        Event.objects.filter(
+            program=program.slug, kind__in=list(grouped), created_at__gte=period.start, created_at__lt=period.end
         )
         .order_by()
-        .values_list("data", flat=True)
-    )
+        .values_list("kind", "data__count")
+    ):
+        grouped[kind] += int(count or 0)
+    imported = grouped["hashes.imported"]
     disputes = Dispute.objects.filter(program=program)
     return {
         "program": program.slug,
@@ -378,7 +389,7 @@ def program_report(*, program: Program, period: Period) -> dict[str, Any]:
         "to": format_time(period.end),
         "removal_deadline_hours": program.removal_deadline_hours,
         "hashes": {
-            "distributed": hash_events.get("hash.added", 0) + imported,
+            "distributed": hash_events.get("hash.added", 0) + imported + grouped["hashes.relayed"],
             "imported": imported,
             "withdrawn": hash_events.get("hash.withdrawn", 0),
             "quarantined": hash_events.get("hash.quarantined", 0),

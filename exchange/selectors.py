@@ -196,9 +196,11 @@ def program_daily_series(*, program: Program, start: dt.datetime, end: dt.dateti
         key = "distributed" if kind == "hash.added" else "withdrawn"
         series[key][day] = series[key].get(day, 0) + n
     for day, data in (
-        events.filter(kind="hashes.imported").annotate(day=TruncDate("created_at")).values_list("day", "data")
+        events.filter(kind__in=["hashes.imported", "hashes.relayed"])
+        .annotate(day=TruncDate("created_at"))
+        .values_list("day", "data__count")
     ):
-        series["distributed"][day] = series["distributed"].get(day, 0) + data.get("count", 0)
+        series["distributed"][day] = series["distributed"].get(day, 0) + int(data or 0)
     for day, kind, n in (
         Outcome.objects.filter(
             program=program,

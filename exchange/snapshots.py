@@ -51,11 +51,11 @@ from core.ledger import Event, format_time
 from members.models import Program
 
 from . import crypto
-from .feed import EVENT_COLUMNS, IMPORTED, EventRow, build_entries
+from .feed import EVENT_COLUMNS, GROUP_KINDS, EventRow, build_entries
 
 SNAPSHOT_TYPE = "application/vnd.hashexchange.snapshot+json"
 FORMAT = "hashexchange-snapshot/1 ndjson+gzip"
-ADD_KINDS = ("hash.added", IMPORTED)
+ADD_KINDS = ("hash.added", *GROUP_KINDS)
 STATE_KINDS = ("hash.withdrawn", "hash.quarantined", "hash.restored")
 # Events read per query while building; an imported group (1,000 hashes) counts as one.
 BUILD_SLICE = 2000
@@ -171,7 +171,7 @@ def current_entries(program: str, seq: int) -> Iterator[dict[str, Any]]:
 
     for events in _add_events(program, seq):
         for event in events:
-            ids = event.data["hash_ids"] if event.kind == IMPORTED else [event.data["hash_id"]]
+            ids = event.data["hash_ids"] if event.kind in GROUP_KINDS else [event.data["hash_id"]]
             wanted = False
             for hash_id in ids:
                 if hash_id in seen:

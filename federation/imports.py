@@ -15,7 +15,6 @@ the peer answered, a resync, a hash that reached us by two paths) stores nothing
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,9 @@ from django.utils import timezone
 from hashexchange_client import signal_types
 
 from core import ledger
-from core.ledger import Actor, Event
+from core.ledger import Actor
 from core.problems import Problem
+from core.sql import values_in
 from exchange import provenance
 from hashes import envelopes
 from hashes.models import Hash, Submission
@@ -33,7 +33,8 @@ from hashes.services import ItemResult, submissions_withdraw_relayed, withdrawal
 from hashes.services.store import Pending, submission_row, submissions_store
 from members.models import Program, SigningKey
 
-from .models import KeptRevocation, Peer, Refusal
+from . import revocations as revocations_here
+from .models import Peer, Refusal
 
 ORIGIN_FIELDS = ("server", "server_public_key", "member", "program", "path", "key_binding")
 
@@ -56,7 +57,7 @@ class PageResult:
 
 @dataclass
 class _Checked:
-    program: Program
+    program: str  # our program's slug
     origin: provenance.CheckedOrigin
     stored_origin: dict[str, Any]
     envelope: dict[str, Any]
@@ -70,13 +71,73 @@ class Refused(Exception):
         self.reason, self.detail = reason, detail
 
 
-def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
-    """Store a page and move the cursor to its `next`, or nothing if the cursor moved meanwhile."""
-    result = PageResult(entries=len(page["entries"]), cursor=peer.cursor)
+@dataclass(frozen=True)
+class Context:
+    """What checking an entry needs besides the entry; plain values, so a verifying
+    process (federation/verifying.py) can be handed it."""
+
+    programs: tuple[tuple[str, str, int, tuple[str, ...]], ...]  # (theirs, ours, hop limit, signal types)
+    peer_key_id: str
+    here: str
+
+    def mapped(self, theirs: str) -> tuple[str, int, tuple[str, ...]] | None:
+        for item in self.programs:
+            if item[0] == theirs:
+                return item[1:]
+        return None
+
+
+def context_for(*, peer: Peer, here: str) -> Context:
+    found = {p.slug: tuple(p.signal_types) for p in Program.objects.filter(slug__in=[m["ours"] for m in peer.programs])}
+    return Context(
+        programs=tuple(
+            (str(m["theirs"]), str(m["ours"]), int(m.get("hop_limit") or 0), found[m["ours"]])
+            for m in peer.programs
+            if m["ours"] in found
+        ),
+        peer_key_id=peer.server_key_id,
+        here=here,
+    )
+
+
+# What checking an entry found, for the storing transaction (in the page's order):
+# ("checked", entry, _Checked) — a signed hash or withdrawal whose checks all passed except
+# the key's revocation here, which needs the database; ("refused", entry, reason, detail);
+# ("other", entry) — tombstones, revocations and the kinds we skip. For checked and refused
+# entries `entry` holds only the seq and kind (all that a refusal records).
+Verified = tuple[Any, ...]
+
+
+def verify_entries(entries: list[Any], context: Context) -> list[Verified]:
+    """Check each entry of a page on its own (no database): the pure half of "What we refuse"."""
+    bindings: dict[Any, tuple[provenance.CheckedOrigin, dict[str, Any]]] = {}
+    found: list[Verified] = []
+    for entry in entries:
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in ("hash.added", "hash.withdrawn") or (kind == "hash.withdrawn" and not entry.get("envelopes")):
+            found.append(("other", entry))
+            continue
+        slim = {"seq": entry.get("seq"), "kind": kind}
+        try:
+            found.append(("checked", slim, _check(entry=entry, context=context, kind=kind, bindings=bindings)))
+        except Refused as exc:
+            found.append(("refused", slim, exc.reason, exc.detail))
+    return found
+
+
+def page_store(*, peer: Peer, page: dict[str, Any], here: str, verified: list[Verified] | None = None) -> PageResult:
+    """Store a page and move the cursor to its `next`, or nothing if the cursor moved meanwhile.
+
+    `verified`: the page's entries as verify_entries() found them, when that ran elsewhere
+    (in a verifying process); by default they are checked here.
+    """
+    if verified is None:
+        verified = verify_entries(page["entries"], context_for(peer=peer, here=here))
+    result = PageResult(entries=len(verified), cursor=peer.cursor)
     try:
         with transaction.atomic():
             ledger.lock()
-            _store(peer=peer, entries=page["entries"], here=here, result=result)
+            _store(peer=peer, verified=verified, here=here, result=result)
             next_seq = max(int(page["next"]), peer.cursor)
             moved = Peer.objects.filter(pk=peer.pk, cursor=peer.cursor).update(
                 cursor=next_seq, behind=bool(page.get("has_more"))
@@ -105,47 +166,60 @@ def page_store(*, peer: Peer, page: dict[str, Any], here: str) -> PageResult:
     return result
 
 
-def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> None:
+def _store(*, peer: Peer, verified: list[Verified], here: str, result: PageResult) -> None:
     programs = {p.slug: p for p in Program.objects.filter(slug__in=[m["ours"] for m in peer.programs])}
     now = timezone.now()
-    bindings: dict[Any, provenance.CheckedOrigin] = {}
-    revocations: dict[str, Any] = {}  # key id -> when it was revoked here (None: not revoked)
+    revocations: dict[tuple[str, str, str], Any] = {}  # (key id, server, member) -> when revoked here, or None
     keys: dict[str, SigningKey] = {}
     pending: list[tuple[dict[str, Any], _Checked]] = []
     seen: set[str] = set()
 
     def flush() -> None:
-        _store_added(peer=peer, items=pending, result=result, now=now, keys=keys)
+        _store_added(peer=peer, items=pending, result=result, now=now, keys=keys, programs=programs)
         pending.clear()
 
-    for entry in entries:
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        if kind == "hash.quarantined" or (kind == "hash.withdrawn" and not entry.get("envelopes")):
-            flush()
-            _store_unsigned_tombstone(peer=peer, entry=entry, programs=programs, result=result)
+    for item in verified:
+        entry = item[1]
+        if item[0] == "refused":
+            _refuse(peer=peer, entry=entry, reason=item[2], detail=item[3], result=result)
             continue
-        if kind == "key.revoked":
-            flush()
-            _store_revocation(peer=peer, entry=entry, here=here, result=result, keys=keys)
-            revocations.clear()
+        if item[0] == "other":
+            kind = entry.get("kind") if isinstance(entry, dict) else None
+            if kind in ("hash.quarantined", "hash.withdrawn"):
+                flush()
+                _store_unsigned_tombstone(peer=peer, entry=entry, programs=programs, result=result)
+            elif kind == "key.revoked":
+                flush()
+                try:
+                    if revocations_here.store_revocation(peer=peer, entry=entry, here=here):
+                        result.revoked += 1
+                        keys.clear()
+                    else:
+                        result.skipped += 1
+                except revocations_here.RevocationRefused as exc:
+                    _refuse(peer=peer, entry=entry, reason=exc.reason, detail=exc.detail, result=result)
+                revocations.clear()
+            else:
+                result.skipped += 1  # key registrations (bindings travel with entries) and restorations
             continue
-        if kind not in ("hash.added", "hash.withdrawn"):
-            result.skipped += 1  # key registrations (bindings travel with entries) and restorations
-            continue
-        try:
-            checked = _check(
+        checked: _Checked = item[2]
+        # Keyed by the origin too: a revocation kept before its key applies only to the
+        # key as the server that signed it binds it (`revocations.revoked_at`).
+        revoker = (checked.origin.key_id, checked.origin.server, checked.origin.member)
+        if revoker not in revocations:
+            revocations[revoker] = revocations_here.revoked_at(checked.origin)
+        revoked_at = revocations[revoker]
+        if revoked_at is not None and checked.parsed.created_at >= revoked_at:
+            _refuse(
                 peer=peer,
                 entry=entry,
-                here=here,
-                programs=programs,
-                kind=kind,
-                bindings=bindings,
-                revocations=revocations,
+                reason=Refusal.Reason.KEY_REVOKED,
+                detail=f"signed at {checked.parsed.created_at.isoformat()} with a key its origin server revoked "
+                f"at {revoked_at.isoformat()}",
+                result=result,
             )
-        except Refused as exc:
-            _refuse(peer=peer, entry=entry, reason=exc.reason, detail=exc.detail, result=result)
             continue
-        if kind == "hash.added":
+        if entry["kind"] == "hash.added":
             digest = envelopes.payload_digest(checked.payload)
             if digest in seen:
                 result.duplicates += 1
@@ -154,38 +228,35 @@ def _store(*, peer: Peer, entries: list[Any], here: str, result: PageResult) -> 
             pending.append((entry, checked))
         else:
             flush()
-            _store_withdrawal(peer=peer, entry=entry, checked=checked, result=result, now=now)
+            _store_withdrawal(peer=peer, entry=entry, checked=checked, result=result, now=now, programs=programs)
     flush()
 
 
 def _check(
     *,
-    peer: Peer,
     entry: dict[str, Any],
-    here: str,
-    programs: dict[str, Program],
+    context: Context,
     kind: str,
-    bindings: dict[Any, provenance.CheckedOrigin],
-    revocations: dict[str, Any],
+    bindings: dict[Any, tuple[provenance.CheckedOrigin, dict[str, Any]]],
 ) -> _Checked:
-    mapped = peer.mapped(str(entry.get("program")))
-    if mapped is None or mapped["ours"] not in programs:
+    mapped = context.mapped(str(entry.get("program")))
+    if mapped is None:
         raise Refused(
             Refusal.Reason.PROGRAM_NOT_AGREED, f"program {entry.get('program')!r} is not agreed with the peer"
         )
+    ours, hop_limit, signal_types_here = mapped
     origin = entry.get("origin")
     raw_envelopes = entry.get("envelopes") or []
     if not origin or not raw_envelopes:
         raise Refused(Refusal.Reason.UNSIGNED, "the entry has no signed envelope and origin")
     try:
-        checked = _check_origin(origin, bindings)
+        checked, stored = _check_origin(origin, bindings)
     except Problem as exc:
         raise Refused(Refusal.Reason.BINDING_NOT_ATTESTED, exc.detail) from None
-    if here in checked.path:
+    if context.here in checked.path:
         raise Refused(Refusal.Reason.LOOP, "its path already contains this server")
-    if checked.path[-1] != peer.server_key_id:
+    if checked.path[-1] != context.peer_key_id:
         raise Refused(Refusal.Reason.PATH_MISMATCH, "its path does not end at the peer that sent it")
-    hop_limit = int(mapped.get("hop_limit") or 0)
     if hop_limit and len(checked.path) >= hop_limit:
         raise Refused(Refusal.Reason.HOP_LIMIT, f"it has crossed {len(checked.path)} servers; the limit is {hop_limit}")
     envelope = raw_envelopes[0]
@@ -208,204 +279,50 @@ def _check(
         said = None
     if said != (parsed.signal_type, parsed.value) or parsed.program != checked.program:
         raise Refused(Refusal.Reason.MISMATCH, "the envelope does not sign the entry's hash and program")
-    program = programs[mapped["ours"]]
-    if parsed.signal_type not in program.signal_types:
-        raise Refused(Refusal.Reason.REFUSED_HERE, f"program {program.slug!r} does not take {parsed.signal_type}")
-    if checked.key_id not in revocations:
-        revocations[checked.key_id] = _revoked_at(checked)
-    revoked_at = revocations[checked.key_id]
-    if revoked_at is not None and parsed.created_at >= revoked_at:
-        raise Refused(
-            Refusal.Reason.KEY_REVOKED,
-            f"signed at {parsed.created_at.isoformat()} with a key its origin server revoked at "
-            f"{revoked_at.isoformat()}",
-        )
-    stored = {name: origin[name] for name in ORIGIN_FIELDS}
+    if parsed.signal_type not in signal_types_here:
+        raise Refused(Refusal.Reason.REFUSED_HERE, f"program {ours!r} does not take {parsed.signal_type}")
     return _Checked(
-        program=program, origin=checked, stored_origin=stored, envelope=canonical, payload=payload, parsed=parsed
+        program=ours, origin=checked, stored_origin=stored, envelope=canonical, payload=payload, parsed=parsed
     )
 
 
-def _check_origin(origin: Any, bindings: dict[Any, provenance.CheckedOrigin]) -> provenance.CheckedOrigin:
-    """check_origin, with each distinct binding verified once per page (a member's entries share one)."""
+def _check_origin(
+    origin: Any, bindings: dict[Any, tuple[provenance.CheckedOrigin, dict[str, Any]]]
+) -> tuple[provenance.CheckedOrigin, dict[str, Any]]:
+    """check_origin, with each distinct origin verified once per page (a member's entries
+    share one), and the origin as we store it: one object for the entries that share it."""
     if not isinstance(origin, dict):
-        return provenance.check_origin(origin)
-    binding = origin.get("key_binding")
-    try:  # the signed parts only: cheaper than encoding the whole binding for every entry
-        signatures = tuple((str(s["keyid"]), str(s["sig"])) for s in binding["signatures"])  # type: ignore[index]
+        return provenance.check_origin(origin), {}
+    try:  # the values of the origin's fields, exactly (types included): cheaper than encoding it
+        binding = origin["key_binding"]
         cache_key: Any = (
-            str(origin.get("server")),
-            str(origin.get("server_public_key")),
-            str(origin.get("member")),
-            str(binding["payloadType"]),  # type: ignore[index]
-            str(binding["payload"]),  # type: ignore[index]
-            signatures,
+            tuple(origin[name] for name in ORIGIN_FIELDS if name not in ("path", "key_binding")),
+            tuple(origin["path"]),
+            tuple(sorted(binding)),
+            binding["payloadType"],
+            binding["payload"],
+            tuple(tuple(sorted(s.items())) for s in binding["signatures"]),
         )
-    except (KeyError, TypeError):
-        cache_key = json.dumps(
-            [origin.get(name) for name in ("server", "server_public_key", "member", "key_binding")], sort_keys=True
-        )
-    found = bindings.get(cache_key)
+        hash(cache_key)
+    except (KeyError, TypeError, AttributeError):
+        cache_key = None
+    found = bindings.get(cache_key) if cache_key is not None else None
     if found is None:
-        found = bindings[cache_key] = provenance.check_origin(origin)
-    try:
-        path = tuple(str(p) for p in origin["path"])
-        program = str(origin["program"])
-    except (KeyError, TypeError) as exc:
-        raise Problem("malformed_origin", f"the entry's origin is incomplete: {exc}") from None
-    if not path or path[0] != found.server:
-        raise Problem("malformed_origin", "the origin's path must start at the origin server")
-    return dataclasses.replace(found, path=path, program=program)
-
-
-def _revoked_at(origin: provenance.CheckedOrigin) -> Any:
-    """When the origin's key was revoked here (None if it is not): the held key's revocation,
-    or, for a key not held yet, one its origin server sent before it (`KeptRevocation`)."""
-    held = SigningKey.objects.filter(key_id=origin.key_id).values_list("revoked_at", flat=True)
-    if held.exists():
-        return held.first()
-    kept = KeptRevocation.objects.filter(key_id=origin.key_id, server=origin.server, member=origin.member)
-    return kept.values_list("revoked_at", flat=True).first()
-
-
-def _imported_origin(key_id: str) -> tuple[str, str] | None:
-    """(origin server, origin member) of a key a peer brought us, as recorded when it was imported."""
-    row = (
-        Event.objects.filter(kind="peer.key_imported", subject_type="peer", data__key_id=key_id)
-        .order_by("seq")
-        .values_list("data", flat=True)
-        .first()
-    )
-    return (str(row["origin_server"]), str(row["origin_member"])) if row else None
-
-
-def _store_revocation(
-    *, peer: Peer, entry: dict[str, Any], here: str, result: PageResult, keys: dict[str, SigningKey]
-) -> None:
-    """An origin server's signed revocation of its member's key, relayed by the peer.
-
-    Accepted only for a key we imported with a binding of that same server for that same
-    member; then the key is revoked here from the stated time (`key.revoked`, carrying the
-    origin, so our feed relays it on). Hashes it signed before keep their state; entries it
-    signs from then on are refused as `key_revoked`. A revocation of a key not held here is
-    kept (`KeptRevocation`, `peer.revocation_kept`) and applied when a peer brings the key with
-    a binding of the same server for the same member; one that does not verify is refused as
-    `binding_not_attested`.
-    """
-    key_id = str((entry.get("key") or {}).get("key_id") or "")
-    if not key_id:
-        result.skipped += 1
-        return
-    held = SigningKey.objects.filter(key_id=key_id).first()
-    try:
-        checked = provenance.check_revocation(entry.get("origin"), key_id)
-    except Problem as exc:
-        _refuse(peer=peer, entry=entry, reason=Refusal.Reason.BINDING_NOT_ATTESTED, detail=exc.detail, result=result)
-        return
-    if here in checked.path:
-        _refuse(peer=peer, entry=entry, reason=Refusal.Reason.LOOP, detail="its path contains us", result=result)
-        return
-    if checked.path[-1] != peer.server_key_id:
-        _refuse(
-            peer=peer,
-            entry=entry,
-            reason=Refusal.Reason.PATH_MISMATCH,
-            detail="its path does not end at the peer that sent it",
-            result=result,
+        checked = provenance.check_origin(origin)
+        try:
+            path = tuple(str(p) for p in origin["path"])
+            program = str(origin["program"])
+        except (KeyError, TypeError) as exc:
+            raise Problem("malformed_origin", f"the entry's origin is incomplete: {exc}") from None
+        if not path or path[0] != checked.server:
+            raise Problem("malformed_origin", "the origin's path must start at the origin server")
+        found = (
+            dataclasses.replace(checked, path=path, program=program),
+            {name: origin[name] for name in ORIGIN_FIELDS},
         )
-        return
-    if held is None:
-        _keep_revocation(peer=peer, entry=entry, checked=checked, result=result)
-        return
-    if _imported_origin(key_id) != (checked.server, checked.member):
-        _refuse(
-            peer=peer,
-            entry=entry,
-            reason=Refusal.Reason.BINDING_NOT_ATTESTED,
-            detail="the key was not imported here with a binding of the server and member that revoke it",
-            result=result,
-        )
-        return
-    if held.revoked_at is not None:
-        result.skipped += 1  # already revoked (the same revocation by another path)
-        return
-    origin = entry["origin"]
-    held.revoked_at = checked.revoked_at
-    held.revocation_reason = f"revoked by its origin server {checked.server[:16]} (via peer {peer.slug})"[:500]
-    held.save(update_fields=["revoked_at", "revocation_reason"])
-    keys.pop(key_id, None)
-    ledger.record(
-        "key.revoked",
-        actor=Actor.system("federation"),
-        subject_type="signing_key",
-        subject_id=key_id,
-        data={
-            "member": checked.member,
-            "key_id": key_id,
-            "revoked_at": checked.revoked_at.isoformat(),
-            "reason": held.revocation_reason,
-            "origin": {name: origin[name] for name in ("server", "server_public_key", "member", "path", "revocation")},
-        },
-    )
-    result.revoked += 1
-
-
-def _keep_revocation(
-    *, peer: Peer, entry: dict[str, Any], checked: provenance.CheckedRevocation, result: PageResult
-) -> None:
-    """Keep a verified revocation of a key not held here, for when a peer brings the key.
-
-    Which server's binding the key will come with is not known yet, so it is kept under the
-    server that signed it and applies only to the key as that server binds it to that
-    member: a revocation signed by some other server cannot revoke anybody else's key.
-    """
-    origin = {name: entry["origin"][name] for name in ("server", "server_public_key", "member", "path", "revocation")}
-    _, created = KeptRevocation.objects.get_or_create(
-        key_id=checked.key_id,
-        server=checked.server,
-        member=checked.member,
-        defaults={"revoked_at": checked.revoked_at, "origin": origin, "peer": peer},
-    )
-    result.skipped += 1
-    if created:
-        ledger.record(
-            "peer.revocation_kept",
-            actor=Actor.system("federation"),
-            subject_type="peer",
-            subject_id=peer.slug,
-            data={
-                "peer": peer.slug,
-                "key_id": checked.key_id,
-                "origin_server": checked.server,
-                "origin_member": checked.member,
-                "revoked_at": checked.revoked_at.isoformat(),
-            },
-        )
-
-
-def _apply_kept_revocation(*, peer: Peer, key: SigningKey, origin: provenance.CheckedOrigin) -> None:
-    """A key just imported whose origin server had revoked it before it got here: revoked now,
-    from the stated time, and `key.revoked` recorded with the statement (relayed on)."""
-    kept = KeptRevocation.objects.filter(key_id=key.key_id, server=origin.server, member=origin.member).first()
-    if kept is None:
-        return
-    key.revoked_at = kept.revoked_at
-    key.revocation_reason = f"revoked by its origin server {kept.server[:16]} (kept from peer {kept.peer.slug})"[:500]
-    key.save(update_fields=["revoked_at", "revocation_reason"])
-    ledger.record(
-        "key.revoked",
-        actor=Actor.system("federation"),
-        subject_type="signing_key",
-        subject_id=key.key_id,
-        data={
-            "member": kept.member,
-            "key_id": key.key_id,
-            "revoked_at": kept.revoked_at.isoformat(),
-            "reason": key.revocation_reason,
-            "origin": kept.origin,
-        },
-    )
-    kept.delete()
+        if cache_key is not None:
+            bindings[cache_key] = found
+    return found
 
 
 def _refuse(*, peer: Peer, entry: Any, reason: str, detail: str, result: PageResult) -> None:
@@ -451,7 +368,7 @@ def _key_for(*, peer: Peer, origin: provenance.CheckedOrigin, now: Any, keys: di
             "origin_member": origin.member,
         },
     )
-    _apply_kept_revocation(peer=peer, key=key, origin=origin)
+    revocations_here.apply_kept(peer=peer, key=key, origin=origin)
     return key
 
 
@@ -462,11 +379,14 @@ def _store_added(
     result: PageResult,
     now: Any,
     keys: dict[str, SigningKey],
+    programs: dict[str, Program],
 ) -> None:
     if not items:
         return
     digests = [envelopes.payload_digest(checked.payload) for _, checked in items]
-    held = set(Submission.objects.filter(payload_sha256__in=digests).values_list("payload_sha256", flat=True))
+    held = set(
+        Submission.objects.filter(payload_sha256__in=values_in(digests)).values_list("payload_sha256", flat=True)
+    )
     todo: list[Pending] = []
     by_result: dict[int, dict[str, Any]] = {}
     for index, ((entry, checked), digest) in enumerate(zip(items, digests, strict=True)):
@@ -475,8 +395,9 @@ def _store_added(
             continue
         parsed = checked.parsed
         key = _key_for(peer=peer, origin=checked.origin, now=now, keys=keys)
+        program = programs[checked.program]
         row = submission_row(
-            program=checked.program,
+            program=program,
             member=peer.member,
             now=now,
             labels=parsed.labels,
@@ -491,7 +412,7 @@ def _store_added(
         )
         item = Pending(
             result=ItemResult(index=index),
-            program=checked.program,
+            program=program,
             signal_type=parsed.signal_type,
             value=parsed.value,
             row=row,
@@ -499,7 +420,7 @@ def _store_added(
         )
         todo.append(item)
         by_result[index] = entry
-    submissions_store(member=peer.member, items=todo, now=now)
+    submissions_store(member=peer.member, items=todo, now=now, relayed_by=peer.slug)
     for item in todo:
         if item.result.status == "accepted":
             result.imported += 1
@@ -516,15 +437,24 @@ def _store_added(
             )
 
 
-def _store_withdrawal(*, peer: Peer, entry: dict[str, Any], checked: _Checked, result: PageResult, now: Any) -> None:
+def _store_withdrawal(
+    *,
+    peer: Peer,
+    entry: dict[str, Any],
+    checked: _Checked,
+    result: PageResult,
+    now: Any,
+    programs: dict[str, Program],
+) -> None:
     parsed = checked.parsed
+    program = programs[checked.program]
     row = Hash.objects.filter(signal_type=parsed.signal_type, value=parsed.value).first()
     key = SigningKey.objects.filter(key_id=checked.origin.key_id).first()
     if row is None or key is None:
         result.skipped += 1  # we never held what it withdraws
         return
     supported = (
-        Submission.objects.filter(hash=row, program=checked.program, signing_key=key, status=Submission.Status.ACTIVE)
+        Submission.objects.filter(hash=row, program=program, signing_key=key, status=Submission.Status.ACTIVE)
         .select_related("submitter")
         .first()
     )
@@ -538,7 +468,7 @@ def _store_withdrawal(*, peer: Peer, entry: dict[str, Any], checked: _Checked, r
                 key=key,
                 envelope=checked.envelope,
                 payload_bytes=checked.payload,
-                program=checked.program,
+                program=program,
                 row=row,
                 event_data={"origin": checked.stored_origin},
                 now=now,

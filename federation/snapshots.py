@@ -18,7 +18,6 @@ snapshots, the sync reads the feed from 0 as before.
 from __future__ import annotations
 
 import gzip
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +26,20 @@ from typing import Any
 from django.conf import settings
 from hashexchange_client import snapshot as checks
 
-from . import imports, remote
+from . import imports, remote, verifying
 from .models import Peer
 
 CHUNK = 5000
 
 
-def _entries(path: Path, manifest: checks.Manifest) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+def _lines(path: Path) -> Iterator[list[bytes]]:
+    """The snapshot's lines in chunks of CHUNK (always at least one chunk, maybe empty)."""
+    chunk: list[bytes] = []
     with gzip.open(path, "rb") as handle:
         for line in handle:
             if not line.strip():
                 continue
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or int(entry.get("seq") or 0) > manifest.seq:
-                raise remote.PeerError("the peer's snapshot holds an entry past its seq", retryable=False)
-            chunk.append(entry)
+            chunk.append(line)
             if len(chunk) >= CHUNK:
                 yield chunk
                 chunk = []
@@ -71,6 +68,7 @@ def bootstrap(*, peer: Peer, api_key: str, here: str, add: Any) -> bool:
     if not found:
         return False
     target = min(manifest.seq for _, manifest in found)
+    context = imports.context_for(peer=peer, here=here)
     directory = Path(settings.SNAPSHOT_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".incoming-") as tmp:
@@ -82,18 +80,26 @@ def bootstrap(*, peer: Peer, api_key: str, here: str, add: Any) -> bool:
             except checks.SnapshotError as exc:
                 raise remote.PeerError(f"the peer's snapshot file: {exc}", retryable=False) from None
             last_program = number == len(found) - 1
-            chunks = _entries(path, manifest)
-            chunk = next(chunks)
-            while True:
-                following = next(chunks, None)
-                final = last_program and following is None
-                page = {"entries": chunk, "next": target if final else peer.cursor, "has_more": True}
-                stored = imports.page_store(peer=peer, page=page, here=here)
-                add(stored)
-                if stored.cursor != peer.cursor and not final:
-                    raise remote.PeerError("another sync of this peer moved its cursor meanwhile")
-                peer.cursor = stored.cursor
-                if following is None:
-                    break
-                chunk = following
+            workers = verifying.processes(manifest.entries)
+            chunks = verifying.checked_chunks(_lines(path), context=context, upto=manifest.seq, workers=workers)
+            try:
+                chunk = next(chunks)
+                while True:
+                    following = next(chunks, None)
+                    final = last_program and following is None
+                    page = {"entries": [], "next": target if final else peer.cursor, "has_more": True}
+                    stored = imports.page_store(peer=peer, page=page, here=here, verified=chunk)
+                    add(stored)
+                    if stored.cursor != peer.cursor and not final:
+                        raise remote.PeerError("another sync of this peer moved its cursor meanwhile")
+                    peer.cursor = stored.cursor
+                    if following is None:
+                        break
+                    chunk = following
+            except verifying.BadSnapshot as exc:
+                raise remote.PeerError(f"the peer's snapshot: {exc}", retryable=False) from None
+            except verifying.VerifierDied as exc:  # what was stored stays; the next sync skips it
+                raise remote.PeerError(str(exc), retryable=True) from None
+            finally:
+                chunks.close()
     return True

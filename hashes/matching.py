@@ -75,7 +75,7 @@ INDEXED: dict[str, int] = {
 # Types stored by their digest, whose whole value a match answer reads from HashBody.
 LONG_TYPES = frozenset(n for n, t in signal_types.SIGNAL_TYPES.items() if t.long_values)
 # Event kinds that bring hashes into the clearinghouse; the index follows only these.
-ADDING_KINDS = ("hash.added", "hashes.imported")
+ADDING_KINDS = ("hash.added", "hashes.imported", "hashes.relayed")
 _ID_CHUNK = 900  # below SQLite's default limit on query parameters
 
 

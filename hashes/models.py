@@ -146,6 +146,11 @@ class Submission(models.Model):
         related_name="submissions",
         help_text="Set when the submission was held for review; kept after the decision.",
     )
+    relayed_in = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The seq of the `hashes.relayed` event that listed this peer's entry (docs/federation.md).",
+    )
 
     class Meta:
         constraints = [

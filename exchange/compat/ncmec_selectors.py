@@ -26,7 +26,7 @@ from members.models import Member, Program
 from ..feed import distribution_seqs
 from ..models import Outcome
 from . import ncmec
-from .selectors import IMPORTED, LISTING_KINDS
+from .selectors import GROUP_KINDS, LISTING_KINDS
 
 EVENT_SLICE = 500
 MAX_EVENTS_PER_PAGE = 20_000
@@ -43,7 +43,7 @@ class EntriesPage:
 
 def _pairs_of(row: tuple[int, str, str, dict[str, Any]]) -> list[int]:
     _seq, kind, _program, data = row
-    if kind == IMPORTED:
+    if kind in GROUP_KINDS:
         return [h for h in data.get("hash_ids", ()) if isinstance(h, int)]
     hash_id = data.get("hash_id")
     return [hash_id] if isinstance(hash_id, int) else []

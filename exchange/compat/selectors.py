@@ -62,9 +62,11 @@ LISTING_KINDS = (
     "submission.added",
     "submission.withdrawn",
     "hashes.imported",
+    "hashes.relayed",
 )
 RELEVANT_KINDS = (*LISTING_KINDS, "hash.retired", "outcome.reported")
 IMPORTED = "hashes.imported"
+GROUP_KINDS = (IMPORTED, "hashes.relayed")  # events that list hashes by id (exchange/feed.py)
 CURSOR_OVERLAP = dt.timedelta(seconds=60)
 DEFAULT_PAGE_SIZE = 800  # what the client asks for
 MAX_PAGE_SIZE = 2000
@@ -162,7 +164,7 @@ class _Scan:
 
 
 def _event_hashes(event: Event) -> list[int]:
-    if event.kind == IMPORTED:
+    if event.kind in GROUP_KINDS:
         return list(event.data.get("hash_ids", ()))
     hash_id = event.data.get("hash_id")
     return [hash_id] if isinstance(hash_id, int) else []
@@ -317,6 +319,19 @@ def _may_hold(
     )
     for row in added:
         first[int(row["subject_id"])] = (row["seq"], row["at"])
+    # Listed by a peer's grouped event (exchange/feed.py RELAYED): the event its submission names.
+    relayed = dict(
+        Submission.objects.filter(hash_id__in=hash_ids, program_id__in=program_ids, relayed_in__isnull=False)
+        .values("hash_id")
+        .annotate(seq=Min("relayed_in"))
+        .values_list("hash_id", "seq")
+    )
+    if relayed:
+        times = dict(Event.objects.filter(seq__in=set(relayed.values())).values_list("seq", "created_at"))
+        for hash_id, seq in relayed.items():
+            known = first.get(hash_id)
+            at = times[seq]
+            first[hash_id] = (min(seq, known[0]), min(at, known[1])) if known else (seq, at)
     batch_ids = {b for h in hash_ids for b in batches.get(h, ())}
     if batch_ids:
         imported = {

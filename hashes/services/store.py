@@ -15,6 +15,7 @@ ledger lock was held (see docs/benchmarks/submissions.md).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ SUBMISSION_COLUMNS = (
     "quality",
     "received_at",
     "held_batch_id",
+    "relayed_in",
 )
+HELD_BATCH, RELAYED_IN = SUBMISSION_COLUMNS.index("held_batch_id"), SUBMISSION_COLUMNS.index("relayed_in")
 
 
 @dataclass
@@ -132,10 +135,13 @@ def submission_row(
         quality,
         now,
         None,
+        None,
     ]
 
 
-def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+def submissions_store(
+    *, member: Member, items: Sequence[Pending], now: dt.datetime, relayed_by: str | None = None
+) -> None:
     """Store checked items in one transaction under the ledger lock; fill in their results.
 
     Steps:
@@ -149,14 +155,18 @@ def submissions_store(*, member: Member, items: Sequence[Pending], now: dt.datet
     4. Insert the submissions; activate or create listings (a withdrawn or held hash
        becomes active again); record `hash.added` for the first active support of a
        hash in a program, `submission.added` otherwise.
+
+    `relayed_by` (a peer's slug; items whose `event_data` holds the entry's `origin`):
+    the first listings are recorded as grouped `hashes.relayed` events instead of one
+    `hash.added` each (`relayed_events`, docs/federation.md "Grouped relayed events").
     """
     if not items:
         return
     with transaction.atomic():
-        _store_locked(member=member, items=items, now=now)
+        _store_locked(member=member, items=items, now=now, relayed_by=relayed_by)
 
 
-def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime) -> None:
+def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime, relayed_by: str | None) -> None:
     ledger.lock()
     # Items near a benign entry are refused before any row is written for them.
     benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
@@ -221,8 +231,30 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         accepted.append(item)
     held = holds_for(member=member, places=[(item.program, item.row[3]) for item in accepted], now=now)
     for position, batch in held.items():
-        accepted[position].row[4], accepted[position].row[-1] = Submission.Status.HELD, batch.pk
+        accepted[position].row[4], accepted[position].row[HELD_BATCH] = Submission.Status.HELD, batch.pk
+    groups: list[NewEvent] = []
+    group_of: list[int] = []  # the group of each grouped item, in order
+    first_group_seq = 0
+    if relayed_by is not None:
+        # Which items the groups list (the first active listings: neither held nor already
+        # listed), decided before the rows are written so each row names its group's seq.
+        grouped = [
+            position
+            for position, item in enumerate(accepted)
+            if position not in held
+            and (listings.get((item.program.pk, item.row[0])) or (None, ""))[1] != Listing.Status.ACTIVE
+        ]
+        groups, group_of = relayed_events(
+            [(accepted[p].program.slug, accepted[p].row[0], accepted[p].event_data["origin"]) for p in grouped],
+            peer=relayed_by,
+            submitter=member.slug,
+        )
+        # Recorded after the items' own events (one per accepted item not grouped).
+        first_group_seq = ledger.next_seq() + len(accepted) - len(grouped)
+        for position, group in zip(grouped, group_of, strict=True):
+            accepted[position].row[RELAYED_IN] = first_group_seq + group
     submission_ids = _insert_submissions(member, [item.row for item in accepted])
+    grouped_items = iter(group_of)
     events: list[NewEvent] = []
     new_listings: list[tuple[Any, ...]] = []
     reactivated: list[int] = []
@@ -263,6 +295,9 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
         if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
+        if relayed_by is not None:
+            groups[next(grouped_items)].data["submission_ids"].append(submission_id)  # type: ignore[index]
+            continue
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
     if new_listings:
         insert_rows(Listing, LISTING_COLUMNS, new_listings)
@@ -277,9 +312,70 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime)
         )
     if held_only:
         Hash.objects.filter(pk__in=held_only).update(status=Hash.Status.HELD, status_reason="held for review")
-    ledger.record_many(events + refusals, actor=Actor.member(member.slug))
+    rows = ledger.record_many(events + groups + refusals, actor=Actor.member(member.slug))
+    if groups and rows[len(events)].seq != first_group_seq:
+        raise ledger.LedgerError("the grouped events were not numbered as their submission rows say")
     for first, repeat in repeats:
         repeat.repeat(first)
+
+
+# A `hashes.relayed` event lists at most this many hashes, and its distinct origins (each
+# with a signed key binding, ~0.8 KB) at most ORIGIN_BYTES of JSON: its leaf stays well
+# under the audit log's 64 KiB (core/ledger.py MAX_LEAF_BYTES).
+RELAYED_GROUP = 1000
+ORIGIN_BYTES = 24_000
+RELAYED = "hashes.relayed"
+
+
+def relayed_events(
+    relayed: Sequence[tuple[str, int, Mapping[str, Any]]], *, peer: str, submitter: str
+) -> tuple[list[NewEvent], list[int]]:
+    """Group a peer's first listings (program, hash id, origin) into `hashes.relayed` events,
+    in order, one program each; also the index of each item's event.
+
+    An event names its hashes and submissions (the envelopes are in the submission rows,
+    as for `hash.added`; the caller appends the submission ids once the rows exist) and
+    each distinct origin once; `origin_of[i]` is the index in `origins` of the i-th hash's
+    origin. The feed shows each hash as the `hash.added` entry it would otherwise have had
+    (exchange/feed.py).
+    """
+    made: list[NewEvent] = []
+    group_of: list[int] = []
+    current: dict[str, Any] | None = None
+    index: dict[str, int] = {}
+    size = 0
+    program = ""
+    encodings: dict[int, str] = {}  # by id(): a page's entries of one binding share one origin object
+    for slug, hash_id, origin in relayed:
+        encoded = encodings.get(id(origin))
+        if encoded is None:
+            encoded = encodings[id(origin)] = json.dumps(origin, sort_keys=True, separators=(",", ":"))
+        full = current is None or slug != program or len(current["hash_ids"]) >= RELAYED_GROUP
+        if not full and encoded not in index and size + len(encoded) > ORIGIN_BYTES:
+            full = True
+        if full:
+            current = {
+                "peer": peer,
+                "submitter": submitter,
+                "hash_ids": [],
+                "submission_ids": [],
+                "origins": [],
+                "origin_of": [],
+            }
+            made.append(NewEvent(RELAYED, "peer", peer, program=slug, data=current))
+            index, size, program = {}, 0, slug
+        assert current is not None
+        if encoded not in index:
+            index[encoded] = len(current["origins"])
+            current["origins"].append(dict(origin))
+            size += len(encoded)
+        current["hash_ids"].append(hash_id)
+        current["origin_of"].append(index[encoded])
+        group_of.append(len(made) - 1)
+    for event in made:
+        assert event.data is not None
+        event.data["count"] = len(event.data["hash_ids"])  # type: ignore[index]
+    return made, group_of
 
 
 def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int, int], int]:

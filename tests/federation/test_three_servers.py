@@ -138,6 +138,10 @@ def test_a_signed_submission_at_a_reaches_c_byte_for_byte_and_verifies_with_a_ke
     b_id = trio.b.api("GET", "/api/v1/server-key")[1]["key_id"]
     c_id = trio.c.api("GET", "/api/v1/server-key")[1]["key_id"]
     assert origin["path"] == [keys.key_id(a_key), b_id, c_id]
+    # B and C listed it through a grouped event (docs/federation.md "Grouped relayed events").
+    for server in (trio.b, trio.c):
+        kinds = server.query("SELECT kind FROM exchange_event WHERE kind IN (?, ?)", "hash.added", "hashes.relayed")
+        assert [kind for (kind,) in kinds] == ["hashes.relayed"]
 
     # The withdrawal alice signs at A reaches C's members, carrying that signed withdrawal.
     withdrawal = trio.alice.withdraw(value)
