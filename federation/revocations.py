@@ -76,24 +76,40 @@ def store_revocation(*, peer: Peer, entry: dict[str, Any], here: str) -> bool:
         )
     if held.revoked_at is not None:
         return False  # already revoked (the same revocation by another path)
-    origin = entry["origin"]
-    held.revoked_at = checked.revoked_at
-    held.revocation_reason = f"revoked by its origin server {checked.server[:16]} (via peer {peer.slug})"[:500]
-    held.save(update_fields=["revoked_at", "revocation_reason"])
+    _revoke(
+        held,
+        revoked_at=checked.revoked_at,
+        member=checked.member,
+        origin=_statement(entry),
+        reason=f"revoked by its origin server {checked.server[:16]} (via peer {peer.slug})",
+    )
+    return True
+
+
+def _statement(entry: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a `key.revoked` entry's origin that travel on with it."""
+    return {name: entry["origin"][name] for name in ("server", "server_public_key", "member", "path", "revocation")}
+
+
+def _revoke(key: SigningKey, *, revoked_at: Any, member: str, origin: dict[str, Any], reason: str) -> None:
+    """Revoke a key here from its origin server's stated time, and record `key.revoked` with
+    the origin's statement, which our feed and snapshots relay on."""
+    key.revoked_at = revoked_at
+    key.revocation_reason = reason[:500]
+    key.save(update_fields=["revoked_at", "revocation_reason"])
     ledger.record(
         "key.revoked",
         actor=Actor.system("federation"),
         subject_type="signing_key",
-        subject_id=key_id,
+        subject_id=key.key_id,
         data={
-            "member": checked.member,
-            "key_id": key_id,
-            "revoked_at": checked.revoked_at.isoformat(),
-            "reason": held.revocation_reason,
-            "origin": {name: origin[name] for name in ("server", "server_public_key", "member", "path", "revocation")},
+            "member": member,
+            "key_id": key.key_id,
+            "revoked_at": revoked_at.isoformat(),
+            "reason": key.revocation_reason,
+            "origin": origin,
         },
     )
-    return True
 
 
 def _keep(*, peer: Peer, entry: dict[str, Any], checked: provenance.CheckedRevocation) -> None:
@@ -103,12 +119,11 @@ def _keep(*, peer: Peer, entry: dict[str, Any], checked: provenance.CheckedRevoc
     server that signed it and applies only to the key as that server binds it to that
     member: a revocation signed by some other server cannot revoke anybody else's key.
     """
-    origin = {name: entry["origin"][name] for name in ("server", "server_public_key", "member", "path", "revocation")}
     _, created = KeptRevocation.objects.get_or_create(
         key_id=checked.key_id,
         server=checked.server,
         member=checked.member,
-        defaults={"revoked_at": checked.revoked_at, "origin": origin, "peer": peer},
+        defaults={"revoked_at": checked.revoked_at, "origin": _statement(entry), "peer": peer},
     )
     if created:
         ledger.record(
@@ -132,20 +147,11 @@ def apply_kept(*, peer: Peer, key: SigningKey, origin: provenance.CheckedOrigin)
     kept = KeptRevocation.objects.filter(key_id=key.key_id, server=origin.server, member=origin.member).first()
     if kept is None:
         return
-    key.revoked_at = kept.revoked_at
-    key.revocation_reason = f"revoked by its origin server {kept.server[:16]} (kept from peer {kept.peer.slug})"[:500]
-    key.save(update_fields=["revoked_at", "revocation_reason"])
-    ledger.record(
-        "key.revoked",
-        actor=Actor.system("federation"),
-        subject_type="signing_key",
-        subject_id=key.key_id,
-        data={
-            "member": kept.member,
-            "key_id": key.key_id,
-            "revoked_at": kept.revoked_at.isoformat(),
-            "reason": key.revocation_reason,
-            "origin": kept.origin,
-        },
+    _revoke(
+        key,
+        revoked_at=kept.revoked_at,
+        member=kept.member,
+        origin=kept.origin,
+        reason=f"revoked by its origin server {kept.server[:16]} (kept from peer {kept.peer.slug})",
     )
     kept.delete()
