@@ -4,7 +4,8 @@ Every webhook POST stores its body (about 80 KB for 100 signed submissions) befo
 sent, and PostgreSQL compresses each one as it stores it: with pglz that was a good part
 of the database's CPU per POST (docs/benchmarks/webhooks.md). LZ4 compresses such JSON
 several times faster for a similar size. Only new rows are compressed with LZ4; old ones
-stay readable as they are. A server built without LZ4 keeps pglz. Nothing on SQLite.
+stay readable as they are. A server built without LZ4, or older than PostgreSQL 14 (which
+has no per-column compression), keeps pglz. Nothing on SQLite.
 """
 
 from django.db import migrations
@@ -21,13 +22,17 @@ $$;
 BACKWARD = "ALTER TABLE exchange_delivery ALTER COLUMN body SET COMPRESSION default;"
 
 
+def _has_column_compression(connection) -> bool:  # noqa: ANN001
+    return connection.vendor == "postgresql" and connection.pg_version >= 140000
+
+
 def forward(apps, schema_editor):  # noqa: ANN001, ANN201 - Django's migration signature
-    if schema_editor.connection.vendor == "postgresql":
+    if _has_column_compression(schema_editor.connection):
         schema_editor.execute(FORWARD)
 
 
 def backward(apps, schema_editor):  # noqa: ANN001, ANN201 - Django's migration signature
-    if schema_editor.connection.vendor == "postgresql":
+    if _has_column_compression(schema_editor.connection):
         schema_editor.execute(BACKWARD)
 
 
