@@ -1,6 +1,6 @@
 """Key revocations that cross from peers: an origin server's signed statement that its
 member's key is revoked, applied here to the key as that server bound it — at once when we
-hold the key, or kept until a peer brings it (docs/federation.md, "Revocations")."""
+hold the key, or kept until a peer brings it (docs/federation.md, "Key revocations")."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class RevocationRefused(Exception):
 def revoked_at(origin: provenance.CheckedOrigin) -> Any:
     """When the origin's key was revoked here (None if it is not): the held key's revocation,
     or, for a key not held yet, one its origin server sent before it (`KeptRevocation`)."""
-    held = SigningKey.objects.filter(key_id=origin.key_id).values_list("revoked_at", flat=True)
-    if held.exists():
-        return held.first()
+    held = list(SigningKey.objects.filter(key_id=origin.key_id).values_list("revoked_at", flat=True)[:1])
+    if held:
+        return held[0]
     kept = KeptRevocation.objects.filter(key_id=origin.key_id, server=origin.server, member=origin.member)
     return kept.values_list("revoked_at", flat=True).first()
 
