@@ -326,7 +326,7 @@ WEBHOOK_DRAIN_SECONDS = float(env_str("WEBHOOK_DRAIN_SECONDS", "20"))
 # One delivery task drains up to this many endpoints together (exchange/delivery.py
 # `deliver_group`): endpoints at the same cursor share one page, one query per step and one
 # commit per round. Smaller groups spread a fan-out over more tasks, hence processes.
-WEBHOOK_GROUP_SIZE = env_int("WEBHOOK_GROUP_SIZE", 25)
+WEBHOOK_GROUP_SIZE = env_int("WEBHOOK_GROUP_SIZE", 5)
 # Threads of each worker process that send a group's POSTs at the same time (they wait on
 # receivers); 1 sends them one after another.
 WEBHOOK_POST_THREADS = env_int("WEBHOOK_POST_THREADS", 32)
