@@ -46,6 +46,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 from hashexchange_client import dsse
+from hashexchange_client.snapshot import FORMAT, SNAPSHOT_TYPE, SnapshotError, verify_manifest
 
 from core.ledger import Event, format_time
 from members.models import Program
@@ -53,8 +54,6 @@ from members.models import Program
 from . import crypto
 from .feed import EVENT_COLUMNS, GROUP_KINDS, EventRow, build_entries
 
-SNAPSHOT_TYPE = "application/vnd.hashexchange.snapshot+json"
-FORMAT = "hashexchange-snapshot/1 ndjson+gzip"
 ADD_KINDS = ("hash.added", *GROUP_KINDS)
 STATE_KINDS = ("hash.withdrawn", "hash.quarantined", "hash.restored")
 # Events read per query while building; an imported group (1,000 hashes) counts as one.
@@ -249,20 +248,20 @@ def _manifests(program: str) -> list[Path]:
 
 
 def _load(path: Path) -> Snapshot | None:
+    # Read as a member reads it (the client's `verify_manifest`): the same checks, one parser.
     try:
         envelope = json.loads(path.read_text())
-        public_key = crypto.server_private_key().public_key()
-        data = json.loads(dsse.verify_envelope(envelope, {crypto.server_key_id(): public_key}, SNAPSHOT_TYPE))
-    except (OSError, ValueError, dsse.EnvelopeError):
+        manifest = verify_manifest(envelope, crypto.server_private_key().public_key())
+    except (OSError, ValueError, SnapshotError):
         return None  # half written, or signed by a key this server no longer has: not served
     snapshot = Snapshot(
-        program=data["program"],
-        seq=data["seq"],
-        entries=data["entries"],
-        sha256=data["sha256"],
-        size=data["bytes"],
-        created_at=data["created_at"],
-        name=data["file"],
+        program=manifest.program,
+        seq=manifest.seq,
+        entries=manifest.entries,
+        sha256=manifest.sha256,
+        size=manifest.size,
+        created_at=manifest.created_at,
+        name=manifest.file,
         manifest=envelope,
     )
     return snapshot if snapshot.data_path.exists() else None
