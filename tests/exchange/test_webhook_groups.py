@@ -189,14 +189,6 @@ def test_a_lapsed_claim_in_a_group_is_neither_extended_nor_released_by_its_old_h
     assert Delivery.objects.filter(endpoint_id=slow["id"]).count() == 3
 
 
-@pytest.fixture
-def gated(settings: Any) -> Iterator[GatedReceiver]:
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = GatedReceiver()
-    yield server
-    server.close()
-
-
 def test_a_fan_out_queues_groups_of_endpoints_by_cursor(
     receiver: Receiver, signer_a: Signer, platform_b: Caller
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -74,14 +74,6 @@ class GatedReceiver:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def gated(settings: Any) -> Iterator[GatedReceiver]:
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = GatedReceiver()
-    yield server
-    server.close()
 
 
 class Worker(threading.Thread):
