@@ -154,7 +154,9 @@ DATABASES["default"]["ENGINE"] = _PROMETHEUS_BACKENDS.get(_ENGINE, _ENGINE)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue
     # instead of failing with "database is locked" when a read turns into a write.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections are kept (DB_CONN_MAX_AGE) as on PostgreSQL: a new SQLite connection per
+    # request re-read the schema and re-ran the PRAGMAs, ~2 ms of every request that touched
+    # the database (docs/decisions.md).
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
