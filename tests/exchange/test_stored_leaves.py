@@ -140,6 +140,10 @@ def test_a_row_or_a_stored_leaf_changed_since_is_served_so_that_it_cannot_hash_t
     for index in (2, 6, 8):
         assert merkle.leaf_hash(served[index]) != merkle.leaf_hash(leaves[index])
     assert [served[i] for i in range(20) if i not in (2, 6, 8)] == [leaves[i] for i in range(20) if i not in (2, 6, 8)]
+    # An inclusion proof reads its leaf and its tile in one statement: the same leaf as served.
+    for index in (2, 5, 6, 8):
+        leaf, tile, hashes = tlog.leaf_and_tile(index, 20)
+        assert leaf == served[index] and hashes == tlog.read_tile(tile)
     with pytest.raises(CommandError, match="stored leaves that do not hash"):
         call_command("auditlog_check", stdout=StringIO())
 
