@@ -301,26 +301,74 @@ class NodeCache:
     """The hashes of perfect subtrees this process computed, for the proofs that follow.
 
     A perfect subtree's hash never changes once its leaves are committed: the log only
-    grows. So every proof can reuse the subtrees an earlier one hashed: the large ones near
-    the root, which every proof of a size needs, and the tiles at the right edge. What is
-    left to read is, for an inclusion proof, the one tile of leaf hashes around its leaf
-    (docs/benchmarks/auditlog.md, "Proofs and audits at 1M and 10M events").
+    grows. So every proof can reuse the subtrees an earlier one hashed. Two kinds are kept:
+
+    - every full tile above the leaves (tile level 1 and up: 65,536 leaves each at level 1),
+      whole: its 511 perfect subtrees, one bytes object per height (16 KB a tile; 153 tiles,
+      2.5 MB, at 10M events). The first proof that needs one reads **every** full tile of
+      its level in one query (`warm_tiles` of them at most, 134M events at level 1), so a
+      process pays that once instead of one query and 255 hashes for each of the first
+      few hundred proofs it answers;
+    - other subtrees asked for (in leaf tiles and partial tiles), least recently used first
+      out at `limit` hashes, about 100 bytes each.
+
+    What is left to read is, for an inclusion proof, the one tile of leaf hashes around its
+    leaf (docs/benchmarks/auditlog.md, "Proofs and audits at 1M and 10M events").
 
     Only `verified_*` below use it, and only to answer proofs that are checked against a
     signed root before they are served: should the database ever hold a different log
     than the one cached (a restore, or a test that rolled back its events), the check
-    fails, the cache is emptied and the proof is computed again from the database. Bounded
-    (least recently used first out) at `limit` hashes, about 100 bytes each.
+    fails, the cache is emptied and the proof is computed again from the database.
     """
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 100_000, warm_tiles: int = 2048) -> None:
         self.limit = limit
+        self.warm_tiles = warm_tiles
         self.hashes: OrderedDict[tuple[str, merkle.Node], bytes] = OrderedDict()
+        # (alias, tile level, tile index) -> the tile's perfect levels, each joined.
+        self.tiles: OrderedDict[tuple[str, int, int], list[bytes]] = OrderedDict()
+        self.warmed: dict[tuple[str, int], int] = {}  # (alias, tile level) -> full tiles read
         self.lock = threading.Lock()  # for threaded servers; a sync worker never waits on it
 
     def clear(self) -> None:
         with self.lock:
             self.hashes.clear()
+            self.tiles.clear()
+            self.warmed.clear()
+
+    def _from_tile(self, alias: str, node: merkle.Node, size: int) -> bytes | None:
+        tile_level, tile_index, first, count = merkle.tile_of(node)
+        if not tile_level or merkle.tile_width(tile_level, tile_index, size) != TILE_WIDTH:
+            return None
+        levels = self.tiles.get((alias, tile_level, tile_index))
+        if levels is None:
+            return None
+        height = count.bit_length() - 1
+        offset = (first >> height) * HASH_SIZE
+        return levels[height][offset : offset + HASH_SIZE]
+
+    def _warm(self, alias: str, tile_level: int, size: int, wanted: int) -> None:
+        """Keep every full tile of `tile_level` not yet kept (one query), or, past
+        `warm_tiles` of them, only tile `wanted`."""
+        if self.limit <= 0:
+            return
+        full = (size >> (merkle.TILE_HEIGHT * tile_level)) // TILE_WIDTH
+        every = full <= self.warm_tiles
+        first = self.warmed.get((alias, tile_level), 0) if every else wanted
+        last = full if every else wanted + 1
+        if first >= last:
+            return
+        entries = _read_entries(tile_level, first * TILE_WIDTH, last * TILE_WIDTH)
+        kept = {}
+        for index in range(first, last):
+            part = entries[(index - first) * TILE_WIDTH : (index - first + 1) * TILE_WIDTH]
+            kept[(alias, tile_level, index)] = [b"".join(level) for level in merkle.perfect_levels(part)]
+        with self.lock:
+            self.tiles.update(kept)
+            if every:
+                self.warmed[(alias, tile_level)] = last
+            while len(self.tiles) > self.warm_tiles:
+                self.tiles.popitem(last=False)
 
     def source(self, size: int, read: Any = read_tile) -> merkle.Source:
         """A proof source over the first `size` leaves: cached hashes first, tiles for the rest."""
@@ -331,20 +379,31 @@ class NodeCache:
             found, missing = {}, []
             with self.lock:
                 for node in nodes:
-                    value = self.hashes.get((alias, node)) if node.end <= size else None
+                    value = self._from_tile(alias, node, size) if node.end <= size else None
+                    if value is None:
+                        value = self.hashes.get((alias, node)) if node.end <= size else None
+                        if value is not None:
+                            self.hashes.move_to_end((alias, node))
                     if value is None:
                         missing.append(node)
                     else:
-                        self.hashes.move_to_end((alias, node))
                         found[node] = value
+            upper = {
+                merkle.tile_of(node)[:2] for node in missing
+                if node.end <= size and merkle.tile_of(node)[0]
+                and merkle.tile_width(*merkle.tile_of(node)[:2], size) == TILE_WIDTH
+            }  # fmt: skip
+            for tile_level, tile_index in sorted(upper):
+                self._warm(alias, tile_level, size, tile_index)
+            if upper:
+                with self.lock:
+                    for node in list(missing):
+                        value = self._from_tile(alias, node, size)
+                        if value is not None:
+                            found[node] = value
+                            missing.remove(node)
             if missing:
                 computed = tiles(missing)
-                # A tile above the leaves, once read, is kept whole: each of its perfect
-                # subtrees (511 hashes), so later proofs of any leaf below it read no tile
-                # but their own leaves' (1M leaves: 16 such tiles; 10M: 153).
-                for tile_level, tile_index in {merkle.tile_of(node)[:2] for node in missing}:
-                    if tile_level:
-                        computed.update(tiles.subtree_nodes(tile_level, tile_index))
                 with self.lock:
                     for node, value in computed.items():
                         self.hashes[(alias, node)] = value

@@ -8,6 +8,7 @@ import importlib
 import pytest
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from hashexchange_client import merkle
 from hashexchange_client.merkle import Tile
 
@@ -208,3 +209,40 @@ def test_auditlog_check_command_reports_and_repairs() -> None:
             cursor.execute("ALTER TABLE exchange_event ENABLE TRIGGER exchange_event_no_update")
     with pytest.raises(CommandError, match="leaf hash: 5"):
         call_command("auditlog_check", stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_a_proof_reads_every_full_tile_above_the_leaves_once_and_stays_right() -> None:
+    """The node cache keeps the full tiles above the leaves whole, all of a level read in one
+    query by the first proof that needs one; later proofs read only their own leaves' tile.
+    A cache that no longer matches the database changes no answer."""
+    size = 2 * 65_536 + 300
+    with transaction.atomic():
+        for start in range(0, size, 10_000):
+            count = min(10_000, size - start)
+            record_many([NewEvent("t.e", "t", str(start + i)) for i in range(count)], actor=ACTOR)
+    hashes = leaf_hashes()
+    root = merkle.root_of(hashes)
+    tlog.node_cache.clear()
+
+    def proof_of(index: int) -> tuple[list[bytes], int]:
+        with CaptureQueriesContext(connection) as queries:
+            leaf, proof = tlog.verified_inclusion_proof_of(index, size, root)
+        assert merkle.leaf_hash(leaf) == hashes[index]
+        merkle.verify_inclusion(hashes[index], index, size, proof, root)
+        # Statements that read (on PostgreSQL a test's transaction adds savepoints around them).
+        return proof, sum(query["sql"].startswith("SELECT") for query in queries.captured_queries)
+
+    first, queries = proof_of(70_000)
+    # Its leaf and tile; both full level-1 tiles, in one query; the right edge of the tree
+    # (the partial tiles of levels 2, 1 and 0), which later proofs of this size share.
+    assert queries == 5
+    assert len(tlog.node_cache.tiles) == 2
+    # The two entries of the partial level-2 tile, asked for once each.
+    assert proof_of(5)[1] == 2 and proof_of(size - 1)[1] == 2
+    for index in (65_535, 65_536 + 256 * 17, 300, 131_000):
+        assert proof_of(index)[1] == 1  # only its leaf and tile
+    for key, levels in tlog.node_cache.tiles.items():  # every kept tile now says something else
+        tlog.node_cache.tiles[key] = [bytes(len(level)) for level in levels]
+    again, _queries = proof_of(70_000)
+    assert again == first == merkle.inclusion_proof(70_000, size, merkle.TileSource(size, tlog.read_tile))
