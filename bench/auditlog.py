@@ -18,7 +18,7 @@ submissions/s and CPU µs per submission, and their ratio. On a machine others a
 that ratio is within the noise of a few per cent, so the tree runs also time the tree
 itself: its CPU per submission as a share of all the CPU the same run spent per
 submission (server, database, client), a ratio that load disturbs much less. After every `tree` run the
-database's tree is checked against its events (core.tlog.check); after every `no tree`
+database's tree is checked against its events (core.tlog_check.check); after every `no tree`
 run, that it really has none.
 
 Then, in-process on a fresh copy (`_tree` step): the cost of `tlog.extend` itself per
@@ -124,13 +124,13 @@ def step_check() -> None:
     import django
 
     django.setup()
-    from core import tlog
+    from core import tlog_check
     from core.ledger import EventLeaf
     from core.tlog import TreeHash
 
-    result = tlog.check()
+    result = tlog_check.check()
     leaves = EventLeaf.objects.count()
-    wrong = tlog.check_leaves()
+    wrong = tlog_check.check_leaves()
     print(
         json.dumps(
             {"ok": result.ok and not wrong, "size": result.size, "stored": TreeHash.objects.count(), "leaves": leaves}
@@ -146,7 +146,7 @@ def step_tree(events: int) -> None:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from core import ledger, tlog
+    from core import ledger, tlog, tlog_check
     from core.ledger import Actor, NewEvent
     from exchange import auditlog
 
@@ -236,7 +236,7 @@ def step_tree(events: int) -> None:
         "consistency_proof": measure("consistency proof", lambda: tlog.consistency_proof(rng.randrange(1, size), size)),
     }
     started = time.perf_counter()
-    result = tlog.check()
+    result = tlog_check.check()
     figures["check_s"] = round(time.perf_counter() - started, 2)
     if not result.ok:
         raise BenchError(f"the tree does not match the events after the in-process step: {result}")
@@ -299,9 +299,9 @@ def step_large_grow(target: int) -> None:
     from django.db import connection, transaction
     from hashexchange_client import merkle
 
-    from core import ledger, tlog
+    from core import ledger, tlog, tlog_check
     from core.ledger import Event, EventLeaf
-    from core.tlog import TreeHash
+    from core.tlog import LeafTile, TreeHash
     from exchange import auditlog
 
     current = tlog.tree_size()
@@ -314,7 +314,7 @@ def step_large_grow(target: int) -> None:
         leaf_table = EventLeaf._meta.db_table  # the stored leaves, as record_many() writes them
 
         def leaves() -> Any:
-            yield from tlog._leaf_hashes()
+            yield from tlog_check._leaf_hashes()
             for first in range(current + 1, target + 1, LARGE_CHUNK):
                 last = min(target, first + LARGE_CHUNK - 1)
                 when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=first // 100)
@@ -357,9 +357,22 @@ def step_large_grow(target: int) -> None:
                 log(f"{connection.vendor}: {last:,} events ({time.perf_counter() - started:.0f} s)")
                 yield from hashes
 
+        stored_tiles = set(LeafTile.objects.values_list("position", flat=True))
+        tiles: list[LeafTile] = []
+
         def counted() -> Any:
+            tile: list[bytes] = []
             for leaf in leaves():
                 compact.append(leaf)
+                tile.append(leaf)
+                if len(tile) == 256:  # a full leaf tile, stored as extend() stores it
+                    position = (compact.size - 1) // 256
+                    if position not in stored_tiles:
+                        tiles.append(LeafTile(position=position, hashes=b"".join(tile)))
+                    tile = []
+                    if len(tiles) >= 2000:
+                        LeafTile.objects.bulk_create(tiles, batch_size=500)
+                        tiles.clear()
                 yield leaf
 
         created = []
@@ -367,6 +380,7 @@ def step_large_grow(target: int) -> None:
             if (level, index) not in existing:
                 created.append(TreeHash(level=level, position=index, hash=value))
         TreeHash.objects.bulk_create(created, batch_size=5000)
+        LeafTile.objects.bulk_create(tiles, batch_size=500)
         if compact.root() != tlog.root(target):
             raise BenchError("the stored tree's root differs from the root of the leaves")
     built_s = time.perf_counter() - started

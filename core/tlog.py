@@ -4,8 +4,8 @@ The tree is RFC 6962's over the events: leaf i is the event with seq i + 1, and 
 hash is the event's `leaf_hash` (docs/ledger.md). Its tiles are those of C2SP
 tlog-tiles (docs/auditlog.md):
 
-- tile level 0 holds leaf hashes, which the event log already stores: nothing more is
-  kept for them;
+- tile level 0 holds leaf hashes, which the event log already stores; each full one is
+  also kept whole as one `LeafTile` row (8 KB), so that a proof reads one row, not 256;
 - tile level t >= 1 holds, for every full tile of level t - 1, the hash of its 256
   entries (the root of 256**t leaves). Those are the `TreeHash` rows: one per 256 events,
   one more per 65,536, and so on.
@@ -29,7 +29,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, connection, models, transaction
@@ -40,15 +39,33 @@ from core import ledger
 from core.ledger import Event, EventLeaf, LedgerError
 
 
-class TreeHashQuerySet(models.QuerySet["TreeHash"]):
+class AppendOnlyQuerySet(models.QuerySet[Any]):
     def update(self, **kwargs: Any) -> int:
-        raise LedgerError("tree hashes are append-only: they cannot be updated")
+        raise LedgerError(f"{self.model._meta.verbose_name_plural} are append-only: they cannot be updated")
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        raise LedgerError("tree hashes are append-only: they cannot be deleted")
+        raise LedgerError(f"{self.model._meta.verbose_name_plural} are append-only: they cannot be deleted")
 
 
-class TreeHash(models.Model):
+class AppendOnly(models.Model):
+    """Rows that are written once, in the transaction of the events they derive from."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerError(f"{self._meta.verbose_name_plural} are append-only: they cannot be updated")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise LedgerError(f"{self._meta.verbose_name_plural} are append-only: they cannot be deleted")
+
+
+class TreeHash(AppendOnly):
     """Entry `position` of tile level `level` (1 and up) of the audit log's tree: the Merkle
     tree hash of the 256**level leaves from position * 256**level. Written by `extend()` in
     the transaction of the event that completes them; never changed."""
@@ -57,25 +74,33 @@ class TreeHash(models.Model):
     position = models.BigIntegerField(help_text="Position within the level (the entry's index).")
     hash = models.BinaryField(max_length=32)
 
-    objects = TreeHashQuerySet.as_manager()
-
     class Meta:
         # Beside the Event model it is computed from, and for the same reason (docs/decisions.md).
         app_label = "exchange"
         constraints = [models.UniqueConstraint(fields=["level", "position"], name="treehash_unique_level_position")]
         verbose_name = "tree hash"
+        verbose_name_plural = "tree hashes"
 
     def __str__(self) -> str:
         return f"tile level {self.level} entry {self.position}"
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise LedgerError("tree hashes are append-only: they cannot be updated")
-        kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
 
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        raise LedgerError("tree hashes are append-only: they cannot be deleted")
+class LeafTile(AppendOnly):
+    """Full tile `position` of tile level 0: the leaf hashes of the 256 events from seq
+    position * 256 + 1, concatenated (8 KB), stored by `extend()` when its last event is
+    recorded. The events hold the same hashes; a proof reads one row here instead of 256
+    scattered event rows (docs/benchmarks/auditlog.md). A tile not stored (events recorded
+    before this table; `auditlog_check --repair` stores them) is read from the events."""
+
+    position = models.BigIntegerField(primary_key=True, help_text="The tile's index (tile 0/position).")
+    hashes = models.BinaryField(max_length=TILE_WIDTH * HASH_SIZE)
+
+    class Meta:
+        app_label = "exchange"
+        verbose_name = "leaf tile"
+
+    def __str__(self) -> str:
+        return f"leaf tile {self.position}"
 
 
 # Appending ---------------------------------------------------------------------------------
@@ -93,13 +118,16 @@ def extend(rows: Sequence[Event]) -> int:
     if not completed:
         return 0
     fresh: dict[tuple[int, int], bytes] = {(0, row.seq - 1): bytes.fromhex(row.leaf_hash) for row in rows}
-    created = []
+    created, leaf_tiles = [], []
     for tile_level, tile_index in completed:
         entries = _tile_entries(tile_level, tile_index, fresh)
         value = merkle.perfect_root(entries)
         fresh[(tile_level + 1, tile_index)] = value
         created.append(TreeHash(level=tile_level + 1, position=tile_index, hash=value))
+        if tile_level == 0:
+            leaf_tiles.append(LeafTile(position=tile_index, hashes=b"".join(entries)))
     TreeHash.objects.bulk_create(created)
+    LeafTile.objects.bulk_create(leaf_tiles)
     return len(created)
 
 
@@ -165,6 +193,19 @@ def read_tile(tile: Tile) -> bytes:
 
     The caller checks that the tree is large enough to hold the tile (tile_width).
     """
+    start = tile.index * TILE_WIDTH
+    if tile.level == 0 and tile.width == TILE_WIDTH:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT hashes FROM {LeafTile._meta.db_table} WHERE position = %s", [tile.index])
+            row = cursor.fetchone()
+        if row is not None and len(row[0]) == TILE_WIDTH * HASH_SIZE:
+            return bytes(row[0])
+    return b"".join(_read_entries(tile.level, start, start + tile.width))
+
+
+def read_tile_from_events(tile: Tile) -> bytes:
+    """`read_tile`, but a tile of leaf hashes from the events themselves, not their stored
+    tile: what a proof is computed again from when the quick path's does not verify."""
     start = tile.index * TILE_WIDTH
     return b"".join(_read_entries(tile.level, start, start + tile.width))
 
@@ -418,16 +459,16 @@ class NodeCache:
 node_cache = NodeCache()
 
 
-def root(size: int) -> bytes:
-    return merkle.tree_root(size, source(size))
+def root(size: int, read: Any = read_tile) -> bytes:
+    return merkle.tree_root(size, source(size, read))
 
 
-def inclusion_proof(index: int, size: int) -> list[bytes]:
-    return merkle.inclusion_proof(index, size, source(size))
+def inclusion_proof(index: int, size: int, read: Any = read_tile) -> list[bytes]:
+    return merkle.inclusion_proof(index, size, source(size, read))
 
 
-def consistency_proof(old_size: int, new_size: int) -> list[bytes]:
-    return merkle.consistency_proof(old_size, new_size, source(new_size))
+def consistency_proof(old_size: int, new_size: int, read: Any = read_tile) -> list[bytes]:
+    return merkle.consistency_proof(old_size, new_size, source(new_size, read))
 
 
 def verified_inclusion_proof(index: int, size: int, leaf: bytes, signed_root: bytes) -> list[bytes]:
@@ -439,7 +480,7 @@ def verified_inclusion_proof(index: int, size: int, leaf: bytes, signed_root: by
         merkle.verify_inclusion(leaf, index, size, proof, signed_root)
     except merkle.ProofError:
         node_cache.clear()
-        proof = inclusion_proof(index, size)
+        proof = inclusion_proof(index, size, read_tile_from_events)
     return proof
 
 
@@ -457,20 +498,32 @@ def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
     matches = _MATCHES.get(connection.vendor)
     start = tile.index * TILE_WIDTH
     table, leaves = Event._meta.db_table, EventLeaf._meta.db_table
+    full = tile.width == TILE_WIDTH
+    tile_sql = (
+        f"SELECT 1, position, hashes, NULL, NULL FROM {LeafTile._meta.db_table} WHERE position = %s"
+        if full
+        else f"SELECT 1, seq, NULL, NULL, leaf_hash FROM {table} WHERE seq > %s AND seq <= %s"
+    )
     sql = (
         f"SELECT 0, e.seq, l.data, {matches}, NULL FROM {table} e "
-        f"LEFT JOIN {leaves} l ON l.seq = e.seq WHERE e.seq = %s "
-        f"UNION ALL SELECT 1, seq, NULL, NULL, leaf_hash FROM {table} WHERE seq > %s AND seq <= %s ORDER BY 1, 2"
+        f"LEFT JOIN {leaves} l ON l.seq = e.seq WHERE e.seq = %s UNION ALL {tile_sql} ORDER BY 1, 2"
     )
-    rows = _fetch_or_none(sql, [index + 1, start, start + tile.width]) if matches else None
+    params = [index + 1, tile.index] if full else [index + 1, start, start + tile.width]
+    rows = _fetch_or_none(sql, params) if matches else None
     if rows is None:
         return read_leaf(index), tile, read_tile(tile)
     leaf_rows = [(seq, data, bool(ok)) for part, seq, data, ok, _hash in rows if part == 0]
     if not leaf_rows:
         raise LedgerError(f"event {index + 1} is not in the log")
-    hashes = _leaf_hashes_from_hex([value for part, _seq, _data, _ok, value in rows if part == 1])
-    _check_count(hashes, 0, start, start + tile.width)
-    return _served_leaves(leaf_rows)[0], tile, b"".join(hashes)
+    tile_rows = [row for row in rows if row[0] == 1]
+    if full:
+        stored = bytes(tile_rows[0][2]) if tile_rows else b""
+        hashes = stored if len(stored) == TILE_WIDTH * HASH_SIZE else b"".join(_read_entries(0, start, start + 256))
+    else:
+        found = _leaf_hashes_from_hex([row[4] for row in tile_rows])
+        _check_count(found, 0, start, start + tile.width)
+        hashes = b"".join(found)
+    return _served_leaves(leaf_rows)[0], tile, hashes
 
 
 def verified_inclusion_proof_of(index: int, size: int, signed_root: bytes) -> tuple[bytes, list[bytes]]:
@@ -487,7 +540,7 @@ def verified_inclusion_proof_of(index: int, size: int, signed_root: bytes) -> tu
         merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, signed_root)
     except merkle.ProofError:
         node_cache.clear()
-        proof = inclusion_proof(index, size)
+        proof = inclusion_proof(index, size, read_tile_from_events)
     return leaf, proof
 
 
@@ -502,108 +555,6 @@ def verified_consistency_proof(old_size: int, new_size: int, signed_root: bytes)
         merkle.verify_consistency(old_size, new_size, old_root, signed_root, proof)
     except merkle.ProofError:
         node_cache.clear()
-        old_root, proof = root(old_size), consistency_proof(old_size, new_size)
+        old_root = root(old_size, read_tile_from_events)
+        proof = consistency_proof(old_size, new_size, read_tile_from_events)
     return old_root, proof
-
-
-# Checking and rebuilding -------------------------------------------------------------------
-
-
-def _leaf_hashes(chunk: int = 5000) -> Iterator[bytes]:
-    for value in Event.objects.order_by("seq").values_list("leaf_hash", flat=True).iterator(chunk_size=chunk):
-        yield bytes.fromhex(value)
-
-
-@dataclass
-class CheckResult:
-    size: int
-    checked: int
-    wrong: list[tuple[int, int]]
-    missing: list[tuple[int, int]]
-    extra: list[tuple[int, int]]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.wrong or self.missing or self.extra)
-
-
-def check(*, repair: bool = False) -> CheckResult:
-    """Recompute every stored tree hash from the events' leaf hashes and compare.
-
-    Missing ones are stored when `repair` is set (a database restored from a dump that
-    lacked them, or a log from before the tree); wrong ones never are: a stored tree
-    hash that differs means events or hashes were changed, which is for a person to look
-    into (docs/auditlog.md). The caller holds the ledger lock if it repairs.
-    """
-    stored = {
-        (level, index): bytes(value)
-        for level, index, value in TreeHash.objects.values_list("level", "position", "hash")
-    }
-    size = tree_size()
-    wrong, missing, checked = [], [], 0
-    to_create = []
-    for level, index, value in merkle.tile_hashes(_leaf_hashes()):
-        checked += 1
-        found = stored.pop((level, index), None)
-        if found is None:
-            missing.append((level, index))
-            to_create.append(TreeHash(level=level, position=index, hash=value))
-        elif found != value:
-            wrong.append((level, index))
-    if repair and to_create:
-        TreeHash.objects.bulk_create(to_create, batch_size=1000)
-    return CheckResult(size=size, checked=checked, wrong=wrong, missing=missing, extra=sorted(stored))
-
-
-# Stored leaves of events recorded before they were stored ---------------------------------
-
-
-@dataclass
-class BackfillResult:
-    stored: int
-    changed: list[int]  # events whose row no longer gives their leaf hash: no leaf stored
-
-
-def backfill_leaves(*, batch: int = 5000, after: int = 0) -> Iterator[tuple[int, BackfillResult]]:
-    """Store the leaf data of every event that has none (recorded before EventLeaf existed).
-
-    In batches of `batch` consecutive events, each in its own short transaction (inserts
-    only: safe while the exchange runs, and resumable, since events that have a stored leaf
-    are skipped). A leaf is stored only if it hashes to the leaf hash the event was recorded
-    with: a row changed since is reported, never laundered into a stored leaf. Yields
-    (the last seq covered, the totals so far) after each batch.
-    """
-    totals = BackfillResult(0, [])
-    size = tree_size()
-    for first in range(after, size, batch):
-        last = min(size, first + batch)
-        have = EventLeaf.objects.filter(seq__gt=first, seq__lte=last).values("seq")
-        missing = Event.objects.filter(seq__gt=first, seq__lte=last).exclude(seq__in=have).order_by("seq")
-        leaves = []
-        for event in missing.iterator(chunk_size=1000):
-            leaf = event.leaf_data()
-            if ledger.leaf_hash(leaf) == event.leaf_hash:
-                leaves.append(EventLeaf(seq=event.seq, data=leaf))
-            else:
-                totals.changed.append(event.seq)
-        with transaction.atomic():
-            EventLeaf.objects.bulk_create(leaves, batch_size=500, ignore_conflicts=True)
-        totals.stored += len(leaves)
-        yield last, totals
-
-
-def check_leaves(chunk: int = 5000) -> list[int]:
-    """The seqs whose stored leaf does not hash to its event's leaf hash (or has no event)."""
-    wrong = []
-    last = EventLeaf.objects.aggregate(last=models.Max("seq"))["last"] or 0
-    sql = (
-        f"SELECT l.seq, l.data, e.leaf_hash FROM {EventLeaf._meta.db_table} l "
-        f"LEFT JOIN {Event._meta.db_table} e ON e.seq = l.seq WHERE l.seq > %s AND l.seq <= %s"
-    )
-    for first in range(0, last, chunk):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [first, first + chunk])
-            for seq, data, hashed in cursor.fetchall():
-                if hashed is None or ledger.leaf_hash(bytes(data)) != hashed:
-                    wrong.append(seq)
-    return sorted(wrong)

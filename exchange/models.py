@@ -1,5 +1,5 @@
 """Models of the exchange app: the ledger's Event (core/ledger.py) and the audit log's
-TreeHash (core/tlog.py), feed cursors, webhooks.
+TreeHash and LeafTile (core/tlog.py), feed cursors, webhooks.
 
 Webhook delivery keeps its state in the database, not in Celery: each endpoint has a
 cursor into the event log (the last sequence number it acknowledged), and each POST is
@@ -19,7 +19,7 @@ from hashexchange_client import note
 from hashexchange_client.encoding import Base64Error, b64decode, b64encode
 
 from core.ledger import Event, EventLeaf
-from core.tlog import TreeHash
+from core.tlog import LeafTile, TreeHash
 from members.models import Member
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Obligation",
     "Outcome",
     "Projection",
+    "LeafTile",
     "TreeHash",
     "WebhookEndpoint",
     "Witness",

@@ -12,9 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from hashexchange_client import merkle
 from hashexchange_client.merkle import Tile
 
-from core import tlog
+from core import tlog, tlog_check
 from core.ledger import Actor, Event, LedgerError, NewEvent, record, record_many
-from core.tlog import TreeHash
+from core.tlog import LeafTile, TreeHash
 from tests.rfc6962 import Rfc6962
 
 ACTOR = Actor.system("test")
@@ -52,7 +52,12 @@ def test_tree_hashes_are_stored_as_tiles_fill_whatever_the_batches() -> None:
     expected = {(level, index): value for level, index, value in merkle.tile_hashes(leaf_hashes())}
     assert stored() == expected
     assert sorted(expected) == [(1, i) for i in range(5)]
-    assert tlog.check().ok
+    # Each full tile of leaf hashes is stored whole too, for proofs to read as one row.
+    hashes = leaf_hashes()
+    assert dict(LeafTile.objects.values_list("position", "hashes")) == {
+        i: b"".join(hashes[i * 256 : (i + 1) * 256]) for i in range(5)
+    }
+    assert tlog_check.check().ok
 
 
 @pytest.mark.django_db
@@ -97,7 +102,7 @@ def test_a_rolled_back_transaction_leaves_no_tree_hash() -> None:
         raise RuntimeError("roll back")
     assert TreeHash.objects.count() == 0
     record_batches([10], start=250)
-    assert tlog.check().ok and TreeHash.objects.count() == 1
+    assert tlog_check.check().ok and TreeHash.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -133,7 +138,7 @@ def test_tree_hashes_cannot_be_changed() -> None:
         TreeHash.objects.all().delete()
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE exchange_treehash SET hash = %s", [b"\x00" * 32])
-    assert tlog.check().ok
+    assert tlog_check.check().ok
 
 
 @pytest.mark.django_db
@@ -148,12 +153,12 @@ def test_check_finds_changed_and_missing_hashes_and_repairs_only_missing_ones() 
         cursor.execute("DELETE FROM exchange_treehash WHERE position = 2")
         if connection.vendor == "postgresql":
             cursor.execute("ALTER TABLE exchange_treehash ENABLE TRIGGER exchange_treehash_no_update")
-    result = tlog.check()
+    result = tlog_check.check()
     assert (result.wrong, result.missing, result.extra) == ([(1, 1)], [(1, 2)], [])
     assert not result.ok
-    repaired = tlog.check(repair=True)
+    repaired = tlog_check.check(repair=True)
     assert repaired.missing == [(1, 2)]
-    assert tlog.check().wrong == [(1, 1)] and tlog.check().missing == []
+    assert tlog_check.check().wrong == [(1, 1)] and tlog_check.check().missing == []
 
 
 @pytest.mark.django_db
@@ -198,7 +203,7 @@ def test_auditlog_check_command_reports_and_repairs() -> None:
     call_command("auditlog_check", stdout=out)
     assert "missing (run with --repair" in out.getvalue()
     call_command("auditlog_check", "--repair", stdout=StringIO())
-    assert tlog.check().ok
+    assert tlog_check.check().ok
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("ALTER TABLE exchange_event DISABLE TRIGGER exchange_event_no_update")
@@ -246,3 +251,51 @@ def test_a_proof_reads_every_full_tile_above_the_leaves_once_and_stays_right() -
         tlog.node_cache.tiles[key] = [bytes(len(level)) for level in levels]
     again, _queries = proof_of(70_000)
     assert again == first == merkle.inclusion_proof(70_000, size, merkle.TileSource(size, tlog.read_tile))
+
+
+def _without_trigger(table: str, *statements: tuple[str, list[object]]) -> None:
+    """Run statements the append-only trigger of `table` would refuse (a damaged database)."""
+    trigger = f"{table}_no_update"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+        else:
+            cursor.execute(f"DROP TRIGGER {trigger}")
+        for sql, params in statements:
+            cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+
+
+@pytest.mark.django_db
+def test_leaf_tiles_are_checked_a_missing_one_is_read_from_the_events_and_repair_stores_it() -> None:
+    record_batches([900])
+    tiles = {tile: tlog.read_tile(Tile(0, tile, 256)) for tile in range(3)}
+    hashes = leaf_hashes()
+    assert tiles == {tile: b"".join(hashes[tile * 256 : (tile + 1) * 256]) for tile in range(3)}
+    with pytest.raises(LedgerError, match="leaf tiles are append-only"):
+        LeafTile.objects.update(hashes=b"")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE exchange_leaftile SET hashes = %s", [bytes(8192)])
+    _without_trigger(
+        "exchange_leaftile",
+        ("UPDATE exchange_leaftile SET hashes = %s WHERE position = 0", [bytes(8192)]),
+        ("DELETE FROM exchange_leaftile WHERE position = 2", []),
+    )
+    assert tlog.read_tile(Tile(0, 2, 256)) == tiles[2]  # not stored: read from the events
+    # A proof from the damaged tile does not verify against the signed root: it is computed
+    # again from the events, and the proof served is right.
+    root = merkle.root_of(hashes)
+    tlog.node_cache.clear()
+    leaf, proof = tlog.verified_inclusion_proof_of(9, 900, root)
+    merkle.verify_inclusion(merkle.leaf_hash(leaf), 9, 900, proof, root)
+    leaf, _tile, read = tlog.leaf_and_tile(2 * 256 + 7, 900)
+    assert read == tiles[2] and merkle.leaf_hash(leaf) == hashes[2 * 256 + 7]
+    result = tlog_check.check()
+    assert (result.tiles_wrong, result.tiles_missing, result.tiles_extra) == ([0], [2], [])
+    assert not result.ok and result.wrong == result.missing == []
+    repaired = tlog_check.check(repair=True)
+    assert repaired.tiles_missing == [2] and repaired.tiles_wrong == [0]  # a wrong one is never overwritten
+    after = tlog_check.check()
+    assert (after.tiles_wrong, after.tiles_missing) == ([0], [])
+    assert bytes(LeafTile.objects.get(position=2).hashes) == tiles[2]

@@ -1,4 +1,4 @@
-"""Store the leaf data of events recorded before stored leaves existed (core/tlog.py)."""
+"""Store the leaf data of events recorded before stored leaves existed (core/tlog_check.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core import tlog
+from core import tlog_check
 
 
 class Command(BaseCommand):
@@ -23,8 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--after", type=int, default=0, help="Start after this seq (default: the first event).")
 
     def handle(self, *args: Any, batch: int, after: int, **options: Any) -> None:
-        result = tlog.BackfillResult(0, [])
-        for last, result in tlog.backfill_leaves(batch=max(1, batch), after=max(0, after)):
+        result = tlog_check.BackfillResult(0, [])
+        for last, result in tlog_check.backfill_leaves(batch=max(1, batch), after=max(0, after)):
             if options["verbosity"] > 1:
                 self.stdout.write(f"up to event {last}: {result.stored} leaves stored")
         self.stdout.write(f"stored leaves: {result.stored}")
