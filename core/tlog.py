@@ -402,6 +402,9 @@ class NodeCache:
         try:
             entries = _read_entries(tile_level, first * TILE_WIDTH, last * TILE_WIDTH)
         except LedgerError:  # a tree hash missing somewhere: each proof reads its own tiles, as before
+            if every:
+                with self.lock:
+                    self.warmed[(alias, tile_level)] = last  # not again for this size
             return
         kept = {}
         for index in range(first, last):
