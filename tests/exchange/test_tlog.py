@@ -251,6 +251,12 @@ def test_a_proof_reads_every_full_tile_above_the_leaves_once_and_stays_right() -
         tlog.node_cache.tiles[key] = [bytes(len(level)) for level in levels]
     again, _queries = proof_of(70_000)
     assert again == first == merkle.inclusion_proof(70_000, size, merkle.TileSource(size, tlog.read_tile))
+    # A tree hash missing in one tile: proofs under the other still come, from their own tiles.
+    _without_trigger("exchange_treehash", ("DELETE FROM exchange_treehash WHERE level = 1 AND position = 300", []))
+    tlog.node_cache.clear()
+    assert proof_of(5)[0] == merkle.inclusion_proof(5, size, merkle.TileSource(size, tlog.read_tile))
+    with pytest.raises(LedgerError, match="missing entries"):
+        proof_of(70_000)
 
 
 def _without_trigger(table: str, *statements: tuple[str, list[object]]) -> None:
