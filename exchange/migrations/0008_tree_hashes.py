@@ -13,36 +13,7 @@ from typing import Any
 from django.db import migrations, models
 from hashexchange_client.merkle import tile_hashes
 
-PG_FORWARD = """
-CREATE OR REPLACE FUNCTION exchange_treehash_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'tree hashes are append-only: % refused', TG_OP;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER exchange_treehash_no_update BEFORE UPDATE OR DELETE ON exchange_treehash
-    FOR EACH ROW EXECUTE FUNCTION exchange_treehash_append_only();
-"""
-PG_BACKWARD = """
-DROP TRIGGER IF EXISTS exchange_treehash_no_update ON exchange_treehash;
-DROP FUNCTION IF EXISTS exchange_treehash_append_only();
-"""
-SQLITE_FORWARD = """
-CREATE TRIGGER exchange_treehash_no_update BEFORE UPDATE ON exchange_treehash
-BEGIN SELECT RAISE(ABORT, 'tree hashes are append-only: UPDATE refused'); END;
-"""
-SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS exchange_treehash_no_update;"
-
-
-def triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_FORWARD, "sqlite": SQLITE_FORWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
-
-
-def drop_triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_BACKWARD, "sqlite": SQLITE_BACKWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
+from . import _append_only as append_only
 
 
 def backfill(apps: Any, schema_editor: Any) -> None:
@@ -87,6 +58,6 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(triggers, drop_triggers),
+        append_only.triggers("exchange_treehash", "tree hashes"),
         migrations.RunPython(backfill, migrations.RunPython.noop),
     ]

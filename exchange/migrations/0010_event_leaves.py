@@ -9,40 +9,9 @@ runs): a migration would hold one transaction over the whole events table.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import migrations, models
 
-PG_FORWARD = """
-CREATE OR REPLACE FUNCTION exchange_eventleaf_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'stored leaves are append-only: % refused', TG_OP;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER exchange_eventleaf_no_update BEFORE UPDATE OR DELETE ON exchange_eventleaf
-    FOR EACH ROW EXECUTE FUNCTION exchange_eventleaf_append_only();
-"""
-PG_BACKWARD = """
-DROP TRIGGER IF EXISTS exchange_eventleaf_no_update ON exchange_eventleaf;
-DROP FUNCTION IF EXISTS exchange_eventleaf_append_only();
-"""
-SQLITE_FORWARD = """
-CREATE TRIGGER exchange_eventleaf_no_update BEFORE UPDATE ON exchange_eventleaf
-BEGIN SELECT RAISE(ABORT, 'stored leaves are append-only: UPDATE refused'); END;
-"""
-SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS exchange_eventleaf_no_update;"
-
-
-def triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_FORWARD, "sqlite": SQLITE_FORWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
-
-
-def drop_triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_BACKWARD, "sqlite": SQLITE_BACKWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
+from . import _append_only as append_only
 
 
 class Migration(migrations.Migration):
@@ -66,5 +35,5 @@ class Migration(migrations.Migration):
                 "verbose_name": "stored leaf",
             },
         ),
-        migrations.RunPython(triggers, drop_triggers),
+        append_only.triggers("exchange_eventleaf", "stored leaves"),
     ]

@@ -8,40 +8,9 @@ migration would hold one transaction over the whole events table).
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import migrations, models
 
-PG_FORWARD = """
-CREATE OR REPLACE FUNCTION exchange_leaftile_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'leaf tiles are append-only: % refused', TG_OP;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER exchange_leaftile_no_update BEFORE UPDATE OR DELETE ON exchange_leaftile
-    FOR EACH ROW EXECUTE FUNCTION exchange_leaftile_append_only();
-"""
-PG_BACKWARD = """
-DROP TRIGGER IF EXISTS exchange_leaftile_no_update ON exchange_leaftile;
-DROP FUNCTION IF EXISTS exchange_leaftile_append_only();
-"""
-SQLITE_FORWARD = """
-CREATE TRIGGER exchange_leaftile_no_update BEFORE UPDATE ON exchange_leaftile
-BEGIN SELECT RAISE(ABORT, 'leaf tiles are append-only: UPDATE refused'); END;
-"""
-SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS exchange_leaftile_no_update;"
-
-
-def triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_FORWARD, "sqlite": SQLITE_FORWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
-
-
-def drop_triggers(apps: Any, schema_editor: Any) -> None:
-    sql = {"postgresql": PG_BACKWARD, "sqlite": SQLITE_BACKWARD}.get(schema_editor.connection.vendor)
-    if sql:
-        schema_editor.execute(sql, params=None)
+from . import _append_only as append_only
 
 
 class Migration(migrations.Migration):
@@ -69,5 +38,5 @@ class Migration(migrations.Migration):
             name="treehash",
             options={"verbose_name": "tree hash", "verbose_name_plural": "tree hashes"},
         ),
-        migrations.RunPython(triggers, drop_triggers),
+        append_only.triggers("exchange_leaftile", "leaf tiles"),
     ]
