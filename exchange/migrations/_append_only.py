@@ -19,6 +19,21 @@ from django.db import migrations
 def triggers(table: str, rows: str) -> migrations.RunPython:
     """The operation that adds (and, reversed, drops) the triggers of `table`; `rows` names
     its rows in the error ("events", "tree hashes")."""
+    forward, backward = statements(table, rows)
+
+    def run(sql: dict[str, str]) -> Any:
+        def execute(apps: Any, schema_editor: Any) -> None:
+            statement = sql.get(schema_editor.connection.vendor)
+            if statement:
+                schema_editor.execute(statement, params=None)
+
+        return execute
+
+    return migrations.RunPython(run(forward), run(backward))
+
+
+def statements(table: str, rows: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The SQL that adds the triggers and the SQL that drops them, by database vendor."""
     forward = {
         "postgresql": f"""
 CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger AS $$
@@ -41,13 +56,4 @@ DROP FUNCTION IF EXISTS {table}_append_only();
 """,
         "sqlite": f"DROP TRIGGER IF EXISTS {table}_no_update;",
     }
-
-    def run(sql: dict[str, str]) -> Any:
-        def execute(apps: Any, schema_editor: Any) -> None:
-            statement = sql.get(schema_editor.connection.vendor)
-            if statement:
-                schema_editor.execute(statement, params=None)
-
-        return execute
-
-    return migrations.RunPython(run(forward), run(backward))
+    return forward, backward

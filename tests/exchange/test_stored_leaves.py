@@ -5,7 +5,6 @@ event again; what an audit still catches; the backfill of events recorded before
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
 from io import StringIO
 from pathlib import Path
@@ -22,6 +21,7 @@ from core import tlog
 from core.ledger import Actor, Event, EventLeaf, NewEvent, record, record_many
 from exchange import auditlog
 from tests.conftest import Caller
+from tests.exchange.rewrite import rewrite
 
 ACTOR = Actor.system("test")
 # Data of every shape a leaf holds: keys out of order, nesting, lists, non-ASCII text,
@@ -47,30 +47,6 @@ def entries_of_rows() -> list[bytes]:
 
 def bundle(leaves: list[bytes]) -> bytes:
     return b"".join(len(leaf).to_bytes(2, "big") + leaf for leaf in leaves)
-
-
-# The SQLite triggers as the migrations create them, to put back after a rewrite (a test
-# that commits must not leave the database without them for the next one).
-SQLITE_TRIGGERS = {
-    "exchange_event": importlib.import_module("exchange.migrations.0002_event_append_only_triggers").SQLITE_FORWARD,
-    "exchange_eventleaf": importlib.import_module("exchange.migrations.0010_event_leaves").SQLITE_FORWARD,
-}
-
-
-def sql(*statements: tuple[str, list[Any]], table: str) -> None:
-    """Run statements behind the ORM's and the triggers' backs, as someone rewriting the log would."""
-    trigger = f"{table}_no_update"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
-        else:
-            cursor.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-        for statement, params in statements:
-            cursor.execute(statement, params)
-        if connection.vendor == "postgresql":
-            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
-        else:
-            cursor.execute(SQLITE_TRIGGERS[table])
 
 
 @pytest.mark.django_db
@@ -129,10 +105,10 @@ def test_entries_are_the_bundles_of_the_events_and_only_for_auditors(auditor: Ca
 def test_a_row_or_a_stored_leaf_changed_since_is_served_so_that_it_cannot_hash_to_the_tree() -> None:
     grow(20)
     leaves = entries_of_rows()
-    sql(("UPDATE exchange_event SET subject_id = %s WHERE seq = 3", ["forged"]), table="exchange_event")
-    sql(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 7", [leaves[6].replace(b'"t"', b'"u"', 1)]),
+    rewrite(("UPDATE exchange_event SET subject_id = %s WHERE seq = 3", ["forged"]), table="exchange_event")
+    rewrite(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 7", [leaves[6].replace(b'"t"', b'"u"', 1)]),
         table="exchange_eventleaf")  # fmt: skip
-    sql(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 9", [b"\xff not json"]), table="exchange_eventleaf")
+    rewrite(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 9", [b"\xff not json"]), table="exchange_eventleaf")
     served = split_bundle(b"".join(tlog.iter_entries(0, 20)))
     assert served[2] == Event.objects.get(seq=3).leaf_data() and b'"forged"' in served[2]  # the row as it is now
     assert served[6] == leaves[6].replace(b'"t"', b'"u"', 1)  # the stored bytes as they are now
@@ -152,8 +128,9 @@ def test_a_row_or_a_stored_leaf_changed_since_is_served_so_that_it_cannot_hash_t
 def test_the_backfill_stores_the_leaves_of_events_recorded_before_them() -> None:
     grow(700)
     before = entries_of_rows()
-    sql(("DELETE FROM exchange_eventleaf WHERE seq > %s", [100]), table="exchange_eventleaf")  # as before the migration
-    sql(("UPDATE exchange_event SET data = %s WHERE seq = 500", ['{"n": 99}']), table="exchange_event")
+    # As before the migration that added stored leaves:
+    rewrite(("DELETE FROM exchange_eventleaf WHERE seq > %s", [100]), table="exchange_eventleaf")
+    rewrite(("UPDATE exchange_event SET data = %s WHERE seq = 500", ['{"n": 99}']), table="exchange_event")
     assert EventLeaf.objects.count() == 100
     # Meanwhile the log is served from the rows, the same bytes.
     served = split_bundle(b"".join(tlog.iter_entries(0, 700)))
@@ -211,19 +188,19 @@ def test_log_audit_of_stored_leaves_finds_any_change(
     size = Event.objects.count()
     leaf = bytes(EventLeaf.objects.get(seq=600).data)
     if change == "event":
-        sql(("UPDATE exchange_event SET data = %s WHERE seq = 600", ['{"n": 1}']), table="exchange_event")
+        rewrite(("UPDATE exchange_event SET data = %s WHERE seq = 600", ['{"n": 1}']), table="exchange_event")
     elif change == "leaf byte":  # still the canonical encoding of an event: only the root tells
-        sql(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 600", [leaf.replace(b'"t"', b'"u"', 1)]),
+        rewrite(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 600", [leaf.replace(b'"t"', b'"u"', 1)]),
             table="exchange_eventleaf")  # fmt: skip
     elif change == "leaf space":
-        sql(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 600", [leaf.replace(b":", b": ", 1)]),
+        rewrite(("UPDATE exchange_eventleaf SET data = %s WHERE seq = 600", [leaf.replace(b":", b": ", 1)]),
             table="exchange_eventleaf")  # fmt: skip
     elif change == "removed":
         for table in ("exchange_event", "exchange_eventleaf"):
-            sql(("DELETE FROM " + table + " WHERE seq = 600", []), table=table)
+            rewrite(("DELETE FROM " + table + " WHERE seq = 600", []), table=table)
     elif change == "reordered":
         for table in ("exchange_event", "exchange_eventleaf"):
-            sql(*[(statement.format(table=table), params) for statement, params in SWAP], table=table)
+            rewrite(*[(statement.format(table=table), params) for statement, params in SWAP], table=table)
     events = tmp_path / "events.jsonl"
     code, out, err = run(capsys, "log", "audit", "--no-progress", "--events", str(events))
     if message is None:

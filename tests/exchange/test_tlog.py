@@ -15,6 +15,7 @@ from hashexchange_client.merkle import Tile
 from core import tlog, tlog_check
 from core.ledger import Actor, Event, LedgerError, NewEvent, record, record_many
 from core.tlog import LeafTile, TreeHash
+from tests.exchange.rewrite import rewrite
 from tests.rfc6962 import Rfc6962
 
 ACTOR = Actor.system("test")
@@ -252,25 +253,11 @@ def test_a_proof_reads_every_full_tile_above_the_leaves_once_and_stays_right() -
     again, _queries = proof_of(70_000)
     assert again == first == merkle.inclusion_proof(70_000, size, merkle.TileSource(size, tlog.read_tile))
     # A tree hash missing in one tile: proofs under the other still come, from their own tiles.
-    _without_trigger("exchange_treehash", ("DELETE FROM exchange_treehash WHERE level = 1 AND position = 300", []))
+    rewrite(("DELETE FROM exchange_treehash WHERE level = 1 AND position = 300", []), table="exchange_treehash")
     tlog.node_cache.clear()
     assert proof_of(5)[0] == merkle.inclusion_proof(5, size, merkle.TileSource(size, tlog.read_tile))
     with pytest.raises(LedgerError, match="missing entries"):
         proof_of(70_000)
-
-
-def _without_trigger(table: str, *statements: tuple[str, list[object]]) -> None:
-    """Run statements the append-only trigger of `table` would refuse (a damaged database)."""
-    trigger = f"{table}_no_update"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
-        else:
-            cursor.execute(f"DROP TRIGGER {trigger}")
-        for sql, params in statements:
-            cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
 
 
 @pytest.mark.django_db
@@ -283,10 +270,10 @@ def test_leaf_tiles_are_checked_a_missing_one_is_read_from_the_events_and_repair
         LeafTile.objects.update(hashes=b"")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE exchange_leaftile SET hashes = %s", [bytes(8192)])
-    _without_trigger(
-        "exchange_leaftile",
+    rewrite(
         ("UPDATE exchange_leaftile SET hashes = %s WHERE position = 0", [bytes(8192)]),
         ("DELETE FROM exchange_leaftile WHERE position = 2", []),
+        table="exchange_leaftile",
     )
     assert tlog.read_tile(Tile(0, 2, 256)) == tiles[2]  # not stored: read from the events
     # A proof from the damaged tile does not verify against the signed root: it is computed
