@@ -524,7 +524,7 @@ def leaf_and_tile(index: int, size: int) -> tuple[bytes, Tile, bytes]:
     tile_rows = [row for row in rows if row[0] == 1]
     if full:
         stored = bytes(tile_rows[0][2]) if tile_rows else b""
-        hashes = stored if len(stored) == TILE_WIDTH * HASH_SIZE else b"".join(_read_entries(0, start, start + 256))
+        hashes = stored if len(stored) == TILE_WIDTH * HASH_SIZE else read_tile_from_events(tile)
     else:
         found = _leaf_hashes_from_hex([row[4] for row in tile_rows])
         _check_count(found, 0, start, start + tile.width)
