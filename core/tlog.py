@@ -193,14 +193,13 @@ def read_tile(tile: Tile) -> bytes:
 
     The caller checks that the tree is large enough to hold the tile (tile_width).
     """
-    start = tile.index * TILE_WIDTH
     if tile.level == 0 and tile.width == TILE_WIDTH:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT hashes FROM {LeafTile._meta.db_table} WHERE position = %s", [tile.index])
             row = cursor.fetchone()
         if row is not None and len(row[0]) == TILE_WIDTH * HASH_SIZE:
             return bytes(row[0])
-    return b"".join(_read_entries(tile.level, start, start + tile.width))
+    return read_tile_from_events(tile)
 
 
 def read_tile_from_events(tile: Tile) -> bytes:
@@ -377,16 +376,43 @@ class NodeCache:
             self.tiles.clear()
             self.warmed.clear()
 
-    def _from_tile(self, alias: str, node: merkle.Node, size: int) -> bytes | None:
-        tile_level, tile_index, first, count = merkle.tile_of(node)
-        if not tile_level or merkle.tile_width(tile_level, tile_index, size) != TILE_WIDTH:
+    @staticmethod
+    def _in_upper_tile(node: merkle.Node, size: int) -> tuple[int, int, int, int] | None:
+        """`merkle.tile_of(node)` if `node` is in a full tile above the leaves, else None."""
+        where = merkle.tile_of(node)
+        tile_level, tile_index, _first, _count = where
+        if not tile_level or node.end > size or merkle.tile_width(tile_level, tile_index, size) != TILE_WIDTH:
             return None
+        return where
+
+    def _from_tile(self, alias: str, node: merkle.Node, size: int) -> bytes | None:
+        where = self._in_upper_tile(node, size)
+        if where is None:
+            return None
+        tile_level, tile_index, first, count = where
         levels = self.tiles.get((alias, tile_level, tile_index))
         if levels is None:
             return None
         height = count.bit_length() - 1
         offset = (first >> height) * HASH_SIZE
         return levels[height][offset : offset + HASH_SIZE]
+
+    def _look_up(
+        self, alias: str, nodes: Sequence[merkle.Node], size: int, found: dict[merkle.Node, bytes]
+    ) -> list[merkle.Node]:
+        """Put the cached hashes of `nodes` in `found`; return the nodes not cached. Under the lock."""
+        missing = []
+        for node in nodes:
+            value = self._from_tile(alias, node, size)
+            if value is None and node.end <= size:
+                value = self.hashes.get((alias, node))
+                if value is not None:
+                    self.hashes.move_to_end((alias, node))
+            if value is None:
+                missing.append(node)
+            else:
+                found[node] = value
+        return missing
 
     def _warm(self, alias: str, tile_level: int, size: int, wanted: int) -> None:
         """Keep every full tile of `tile_level` not yet kept (one query), or, past
@@ -423,32 +449,15 @@ class NodeCache:
         alias = connection.alias
 
         def lookup(nodes: Sequence[merkle.Node]) -> dict[merkle.Node, bytes]:
-            found, missing = {}, []
+            found: dict[merkle.Node, bytes] = {}
             with self.lock:
-                for node in nodes:
-                    value = self._from_tile(alias, node, size) if node.end <= size else None
-                    if value is None:
-                        value = self.hashes.get((alias, node)) if node.end <= size else None
-                        if value is not None:
-                            self.hashes.move_to_end((alias, node))
-                    if value is None:
-                        missing.append(node)
-                    else:
-                        found[node] = value
-            upper = {
-                merkle.tile_of(node)[:2] for node in missing
-                if node.end <= size and merkle.tile_of(node)[0]
-                and merkle.tile_width(*merkle.tile_of(node)[:2], size) == TILE_WIDTH
-            }  # fmt: skip
+                missing = self._look_up(alias, nodes, size, found)
+            upper = {where[:2] for where in (self._in_upper_tile(node, size) for node in missing) if where}
             for tile_level, tile_index in sorted(upper):
                 self._warm(alias, tile_level, size, tile_index)
             if upper:
                 with self.lock:
-                    for node in list(missing):
-                        value = self._from_tile(alias, node, size)
-                        if value is not None:
-                            found[node] = value
-                            missing.remove(node)
+                    missing = self._look_up(alias, missing, size, found)
             if missing:
                 computed = tiles(missing)
                 with self.lock:
