@@ -301,7 +301,7 @@ def step_large_grow(target: int) -> None:
 
     from core import ledger, tlog, tlog_check
     from core.ledger import Event, EventLeaf
-    from core.tlog import LeafTile, TreeHash
+    from core.tlog import TreeHash
     from exchange import auditlog
 
     current = tlog.tree_size()
@@ -357,30 +357,19 @@ def step_large_grow(target: int) -> None:
                 log(f"{connection.vendor}: {last:,} events ({time.perf_counter() - started:.0f} s)")
                 yield from hashes
 
-        stored_tiles = set(LeafTile.objects.values_list("position", flat=True))
-        tiles: list[LeafTile] = []
+        tiles = tlog_check.LeafTiles(repair=True)  # full leaf tiles, stored as extend() stores them
 
         def counted() -> Any:
-            tile: list[bytes] = []
             for leaf in leaves():
                 compact.append(leaf)
-                tile.append(leaf)
-                if len(tile) == 256:  # a full leaf tile, stored as extend() stores it
-                    position = (compact.size - 1) // 256
-                    if position not in stored_tiles:
-                        tiles.append(LeafTile(position=position, hashes=b"".join(tile)))
-                    tile = []
-                    if len(tiles) >= 2000:
-                        LeafTile.objects.bulk_create(tiles, batch_size=500)
-                        tiles.clear()
                 yield leaf
 
         created = []
-        for level, index, value in merkle.tile_hashes(counted()):
+        for level, index, value in merkle.tile_hashes(tiles.watch(counted())):
             if (level, index) not in existing:
                 created.append(TreeHash(level=level, position=index, hash=value))
         TreeHash.objects.bulk_create(created, batch_size=5000)
-        LeafTile.objects.bulk_create(tiles, batch_size=500)
+        tiles.flush()
         if compact.root() != tlog.root(target):
             raise BenchError("the stored tree's root differs from the root of the leaves")
     built_s = time.perf_counter() - started

@@ -52,7 +52,7 @@ def check(*, repair: bool = False) -> CheckResult:
         for level, index, value in TreeHash.objects.values_list("level", "position", "hash")
     }
     size = tree_size()
-    tiles = _LeafTiles(repair=repair)
+    tiles = LeafTiles(repair=repair)
     wrong, missing, checked = [], [], 0
     to_create = []
     for level, index, value in merkle.tile_hashes(tiles.watch(_leaf_hashes())):
@@ -72,9 +72,9 @@ def check(*, repair: bool = False) -> CheckResult:
     return result
 
 
-class _LeafTiles:
+class LeafTiles:
     """The leaf tiles' part of `check`: which full tiles are not stored (stored by `repair`
-    as the leaf hashes go by, in batches), and which stored ones are not the events' — a
+    as the leaf hashes go by `watch`, in batches), and which stored ones are not the events' — a
     stored tile is right when the root of its 256 hashes is the root recomputed from the
     events (the tree hash of level 1 at its position)."""
 
@@ -94,18 +94,18 @@ class _LeafTiles:
                 if position not in self.positions:
                     self.missing.append(position)
                     if self.repair:
-                        self._store(LeafTile(position=position, hashes=b"".join(tile)))
+                        self.batch.append(LeafTile(position=position, hashes=b"".join(tile)))
+                        if len(self.batch) >= 500:
+                            self.flush()
                 tile, position = [], position + 1
 
-    def _store(self, row: LeafTile | None) -> None:
-        if row is not None:
-            self.batch.append(row)
-        if self.batch and (row is None or len(self.batch) >= 500):
-            LeafTile.objects.bulk_create(self.batch)
-            self.batch = []
+    def flush(self) -> None:
+        """Store the missing tiles not stored yet (with `repair`)."""
+        LeafTile.objects.bulk_create(self.batch)
+        self.batch = []
 
     def finish(self, result: CheckResult) -> None:
-        self._store(None)
+        self.flush()
         result.tiles_missing = self.missing
         rows = LeafTile.objects.order_by("position").values_list("position", "hashes")
         for position, hashes in rows.iterator(chunk_size=500):
