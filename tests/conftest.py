@@ -346,9 +346,14 @@ class Receiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def receiver(settings: Any) -> Iterator[Receiver]:
+def local_server(settings: Any, server: Any) -> Iterator[Any]:
+    """For a fixture: `server`, an HTTP server of the test's on 127.0.0.1 that the exchange
+    may call (WEBHOOKS_ALLOW_PRIVATE), closed after the test."""
     settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    yield from local_server(settings, Receiver())

@@ -7,13 +7,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import local_server
 from tests.exchange.test_webhook_races import GatedReceiver
 
 
 @pytest.fixture
 def gated(settings: Any) -> Iterator[GatedReceiver]:
     """A receiver that holds each POST until the test lets it go (test_webhook_races.py)."""
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = GatedReceiver()
-    yield server
-    server.close()
+    yield from local_server(settings, GatedReceiver())

@@ -21,7 +21,7 @@ from core.ledger import Actor, Event, NewEvent, record_many
 from exchange import auditlog, tasks
 from exchange.models import Checkpoint, Cosignature, Witness
 from members.models import Member
-from tests.conftest import Caller, make_caller, make_member
+from tests.conftest import Caller, local_server, make_caller, make_member
 from tests.rfc6962 import Rfc6962
 from tests.signing import make_signer
 from tests.witness import TlogWitness
@@ -325,10 +325,7 @@ def test_webhook_bodies_carry_the_leaf_index_and_it_proves_the_event(
 
 @pytest.fixture
 def witness(settings: Any) -> Any:
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = TlogWitness(log=auditlog.verifier())
-    yield server
-    server.close()
+    yield from local_server(settings, TlogWitness(log=auditlog.verifier()))
 
 
 def add_witness(server: TlogWitness) -> Witness:

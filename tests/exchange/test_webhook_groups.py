@@ -21,7 +21,7 @@ from exchange.feed import feed_page
 from exchange.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from members import services as member_services
 from members.models import Member, Program
-from tests.conftest import SETUP, Caller, Receiver, make_caller, make_member
+from tests.conftest import SETUP, Caller, Receiver, local_server, make_caller, make_member
 from tests.exchange.test_webhook_races import GatedReceiver, Worker
 from tests.signing import Signer
 
@@ -34,10 +34,7 @@ def create_endpoint(caller: Caller, url: str, **fields: object) -> dict:
 
 @pytest.fixture
 def second_receiver(settings: Any) -> Iterator[Receiver]:
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    server = Receiver()
-    yield server
-    server.close()
+    yield from local_server(settings, Receiver())
 
 
 def hash_seqs(program: str | None = None) -> list[int]:
