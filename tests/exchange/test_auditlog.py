@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from hashexchange_client import merkle, note
 
 from core import tlog
@@ -22,6 +22,7 @@ from exchange import auditlog, tasks
 from exchange.models import Checkpoint, Cosignature, Witness
 from members.models import Member
 from tests.conftest import Caller, local_server, make_caller, make_member
+from tests.exchange.rewrite import rewrite
 from tests.rfc6962 import Rfc6962
 from tests.signing import make_signer
 from tests.witness import TlogWitness
@@ -76,14 +77,7 @@ def test_no_checkpoint_is_signed_over_a_log_that_does_not_extend_the_last(platfo
         record_many([NewEvent("t.e", "t", str(i)) for i in range(10)], actor=Actor.system("t"))
     signed = auditlog.checkpoint_create()
     # Someone with database access rewrites an early event and its leaf hash consistently.
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event DISABLE TRIGGER exchange_event_no_update")
-        else:
-            cursor.execute("DROP TRIGGER exchange_event_no_update")
-        cursor.execute("UPDATE exchange_event SET leaf_hash = %s WHERE seq = 3", ["00" * 32])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event ENABLE TRIGGER exchange_event_no_update")
+    rewrite(("UPDATE exchange_event SET leaf_hash = %s WHERE seq = 3", ["00" * 32]), table="exchange_event")
     with transaction.atomic():
         record_many([NewEvent("t.e", "t", "late")], actor=Actor.system("t"))
     with pytest.raises(auditlog.InconsistentLog):

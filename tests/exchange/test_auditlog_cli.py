@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.db import connection, transaction
+from django.db import transaction
 from hashexchange_client import cli, note
 
 from core.ledger import Actor, Event, NewEvent, record_many
 from exchange import auditlog
 from tests.conftest import Caller
+from tests.exchange.rewrite import rewrite
 from tests.signing import make_signer
 
 
@@ -124,14 +125,7 @@ def test_log_audit_recomputes_the_root_resumes_and_finds_a_rewritten_event(
     code, out, _ = run(capsys, "log", "audit", "--state", str(state), "--no-progress", "--read-ahead", "0")
     assert code == 0 and f"audited events {size + 1}..{size + 5}" in out
     # An event's data rewritten in the database (its stored leaf hash left alone).
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event DISABLE TRIGGER exchange_event_no_update")
-        else:
-            cursor.execute("DROP TRIGGER exchange_event_no_update")
-        cursor.execute("UPDATE exchange_event SET subject_id = %s WHERE seq = 3", ["forged"])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event ENABLE TRIGGER exchange_event_no_update")
+    rewrite(("UPDATE exchange_event SET subject_id = %s WHERE seq = 3", ["forged"]), table="exchange_event")
     code, _, err = run(capsys, "log", "audit", "--no-progress")  # a fresh audit from the first event
     assert code == 1 and "do not hash to the checkpoint's root" in err
 

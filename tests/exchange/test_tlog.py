@@ -145,15 +145,11 @@ def test_tree_hashes_cannot_be_changed() -> None:
 @pytest.mark.django_db
 def test_check_finds_changed_and_missing_hashes_and_repairs_only_missing_ones() -> None:
     record_batches([800])
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_treehash DISABLE TRIGGER exchange_treehash_no_update")
-        else:
-            cursor.execute("DROP TRIGGER exchange_treehash_no_update")
-        cursor.execute("UPDATE exchange_treehash SET hash = %s WHERE position = 1", [b"\x01" * 32])
-        cursor.execute("DELETE FROM exchange_treehash WHERE position = 2")
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_treehash ENABLE TRIGGER exchange_treehash_no_update")
+    rewrite(
+        ("UPDATE exchange_treehash SET hash = %s WHERE position = 1", [b"\x01" * 32]),
+        ("DELETE FROM exchange_treehash WHERE position = 2", []),
+        table="exchange_treehash",
+    )
     result = tlog_check.check()
     assert (result.wrong, result.missing, result.extra) == ([(1, 1)], [(1, 2)], [])
     assert not result.ok
@@ -194,25 +190,13 @@ def test_auditlog_check_command_reports_and_repairs() -> None:
     out = StringIO()
     call_command("auditlog_check", stdout=out)
     assert "events: 600, tree hashes recomputed: 2" in out.getvalue() and out.getvalue().endswith("ok\n")
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_treehash DISABLE TRIGGER exchange_treehash_no_update")
-        cursor.execute("DELETE FROM exchange_treehash WHERE position = 1")
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_treehash ENABLE TRIGGER exchange_treehash_no_update")
+    rewrite(("DELETE FROM exchange_treehash WHERE position = 1", []), table="exchange_treehash")
     out = StringIO()
     call_command("auditlog_check", stdout=out)
     assert "missing (run with --repair" in out.getvalue()
     call_command("auditlog_check", "--repair", stdout=StringIO())
     assert tlog_check.check().ok
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event DISABLE TRIGGER exchange_event_no_update")
-        else:
-            cursor.execute("DROP TRIGGER exchange_event_no_update")
-        cursor.execute("UPDATE exchange_event SET data = %s WHERE seq = 5", ['{"n": 99}'])
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE exchange_event ENABLE TRIGGER exchange_event_no_update")
+    rewrite(("UPDATE exchange_event SET data = %s WHERE seq = 5", ['{"n": 99}']), table="exchange_event")
     with pytest.raises(CommandError, match="leaf hash: 5"):
         call_command("auditlog_check", stdout=StringIO())
 
