@@ -36,7 +36,9 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return not (self.wrong or self.missing or self.extra or self.tiles_wrong or self.tiles_missing)
+        return not (
+            self.wrong or self.missing or self.extra or self.tiles_wrong or self.tiles_missing or self.tiles_extra
+        )
 
 
 def check(*, repair: bool = False) -> CheckResult:
