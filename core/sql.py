@@ -54,9 +54,17 @@ def values_in(values: Collection[int] | Collection[str]) -> list[Any] | RawSQL:
 
 
 def insert_rows(
-    model: type[Model], columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: Sequence[str] = ()
+    model: type[Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    returning: Sequence[str] = (),
+    *,
+    skip_conflicts: bool = False,
 ) -> list[tuple[Any, ...]] | None:
     """INSERT rows of field values in one statement; the `returning` columns of the new rows.
+
+    `skip_conflicts`: a row that would break a unique constraint is left out (ON CONFLICT
+    DO NOTHING), and only the rows inserted are returned.
 
     Values are what the model fields hold (aware datetimes, dicts and lists for JSON
     fields, which must use the default encoder). Rows come back in no promised order
@@ -64,7 +72,7 @@ def insert_rows(
     `returning` is asked of a backend that cannot return rows from a multi-row INSERT.
     """
     if returning and not connection.features.can_return_rows_from_bulk_insert:
-        insert_rows(model, columns, rows)
+        insert_rows(model, columns, rows, skip_conflicts=skip_conflicts)
         return None
     if not rows:
         return []
@@ -72,6 +80,8 @@ def insert_rows(
     fields = [meta.get_field(column) for column in columns]
     head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # type: ignore[union-attr]
     tail = f" RETURNING {', '.join(quote(meta.get_field(c).column) for c in returning)}" if returning else ""  # type: ignore[union-attr]
+    if skip_conflicts:
+        tail = f" ON CONFLICT DO NOTHING{tail}"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # One JSON parameter that the server takes apart: psycopg's client-side binding

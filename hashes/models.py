@@ -30,13 +30,16 @@ class Hash(models.Model):
 
     signal_type = models.CharField(max_length=16)
     value = models.CharField(max_length=64, help_text="Normalised lowercase hex.")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     status_reason = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["signal_type", "value"], name="hash_unique_type_value")]
+        # Nearly every hash is active: only the others are indexed by status (what an admin
+        # filters for); a bootstrap writing a million active ones pays no index for them.
+        indexes = [models.Index(fields=["status"], condition=~Q(status="active"), name="hash_status_not_active_idx")]
         verbose_name_plural = "hashes"
 
     def event_data(self) -> dict[str, Any]:
@@ -81,7 +84,8 @@ class Listing(models.Model):
         WITHDRAWN = "withdrawn", "Withdrawn"
         HELD = "held", "Held for review (never distributed yet)"
 
-    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings")
+    # (hash, program) is unique, which indexes the hash; only imported listings index their batch.
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings", db_index=False)
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="listings")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     import_batch = models.ForeignKey(
@@ -89,6 +93,7 @@ class Listing(models.Model):
         on_delete=models.PROTECT,
         null=True,
         blank=True,
+        db_index=False,
         related_name="listings",
         help_text="Set when an operator's import supports the listing.",
     )
@@ -97,6 +102,11 @@ class Listing(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["hash", "program"], name="listing_unique_hash_program")]
+        indexes = [
+            models.Index(
+                fields=["import_batch"], condition=Q(import_batch__isnull=False), name="listing_import_batch_idx"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.hash} in {self.program.slug}"
@@ -116,17 +126,19 @@ class Submission(models.Model):
         HELD = "held", "Held for review (stored, not distributed)"
         RETIRED = "retired", "Retired by an admin while held (never distributed)"
 
-    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions")
+    # Every index is paid on each of the million rows a new peer's bootstrap writes: a column
+    # that leads another index or constraint gets no index of its own (docs/decisions.md).
+    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions", db_index=False)
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions")
     submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions")
-    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, null=True, blank=True)
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, null=True, blank=True, db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Database defaults too, so that set-based inserts that do not name these columns work.
     signed = models.BooleanField(
         default=True, db_default=True, help_text="False for a compatibility facade's unsigned submission."
     )
     envelope = models.JSONField(null=True, blank=True, help_text="The DSSE envelope as received (payload verbatim).")
-    payload_sha256 = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    payload_sha256 = models.CharField(max_length=64, null=True, blank=True)  # unique: Meta
     nonce = models.CharField(max_length=128, null=True, blank=True)
     signed_at = models.DateTimeField(null=True, blank=True, help_text="created_at from the signed payload.")
     source = models.CharField(
@@ -137,12 +149,15 @@ class Submission(models.Model):
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
-    withdrawal = models.ForeignKey("Withdrawal", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    withdrawal = models.ForeignKey(
+        "Withdrawal", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
     held_batch = models.ForeignKey(
         "HeldBatch",
         on_delete=models.PROTECT,
         null=True,
         blank=True,
+        db_index=False,
         related_name="submissions",
         help_text="Set when the submission was held for review; kept after the decision.",
     )
@@ -160,8 +175,20 @@ class Submission(models.Model):
                 name="submission_one_active_per_submitter",
             ),
             models.UniqueConstraint(fields=["signing_key", "nonce"], name="submission_unique_nonce"),
+            # A constraint rather than unique=True: on PostgreSQL the field would also get a
+            # second index for LIKE queries, which nothing runs.
+            models.UniqueConstraint(fields=["payload_sha256"], name="submission_unique_payload"),
         ]
-        indexes = [models.Index(fields=["hash", "program", "status"])]
+        indexes = [
+            models.Index(fields=["hash", "program", "status"]),
+            # Most rows have neither: only the rows that do are indexed.
+            models.Index(
+                fields=["withdrawal"], condition=Q(withdrawal__isnull=False), name="submission_withdrawal_idx"
+            ),
+            models.Index(
+                fields=["held_batch"], condition=Q(held_batch__isnull=False), name="submission_held_batch_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.hash} by {self.submitter.slug}"

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from hashexchange_client import signal_types
 
 from core import ledger
@@ -413,24 +413,22 @@ def hashes_for(
     for signal_type, key in keys:
         by_type[signal_type].append(key)
     found: dict[tuple[str, str], tuple[int, str]] = {}
-    for signal_type, values in by_type.items():
-        for chunk_start in range(0, len(values), 500):
-            chunk = values[chunk_start : chunk_start + 500]
-            rows = Hash.objects.filter(signal_type=signal_type, value__in=values_in(chunk)).values_list(
-                "id", "value", "status"
-            )
-            for pk, key, status in rows:
-                found[(signal_type, keys[(signal_type, key)])] = (pk, status)
-    missing = [(signal_type, key) for signal_type, key in keys if (signal_type, keys[(signal_type, key)]) not in found]
-    if not missing:
-        return found, set()
-    rows = [(signal_type, key, Hash.Status.ACTIVE, "", now, now) for signal_type, key in missing]
-    inserted = insert_rows(Hash, HASH_COLUMNS, rows, returning=("id", "signal_type", "value"))
-    if inserted is None:  # a backend that does not return rows: read the new ones back
-        inserted = []
-        for signal_type, key in missing:
-            pk = Hash.objects.values_list("id", flat=True).get(signal_type=signal_type, value=key)
-            inserted.append((pk, signal_type, key))
+    if connection.features.can_return_rows_from_bulk_insert:
+        # Insert them all first, skipping the ones that exist: most are new (a new peer's
+        # bootstrap, a batch of fresh submissions), and the insert's own uniqueness check
+        # is then the only lookup; only the rest are read.
+        rows = [(signal_type, key, Hash.Status.ACTIVE, "", now, now) for signal_type, key in keys]
+        inserted = insert_rows(Hash, HASH_COLUMNS, rows, returning=("id", "signal_type", "value"), skip_conflicts=True)
+        assert inserted is not None
+        new = {(signal_type, key) for _pk, signal_type, key in inserted}
+        _read_hashes({t: [k for k in values if (t, k) not in new] for t, values in by_type.items()}, keys, found)
+    else:  # read what exists, insert the rest, read those back
+        _read_hashes(by_type, keys, found)
+        missing = [(t, key) for t, key in keys if (t, keys[(t, key)]) not in found]
+        insert_rows(Hash, HASH_COLUMNS, [(t, key, Hash.Status.ACTIVE, "", now, now) for t, key in missing])
+        inserted = [
+            (Hash.objects.values_list("id", flat=True).get(signal_type=t, value=key), t, key) for t, key in missing
+        ]
     created = set()
     bodies: list[HashBody] = []
     for pk, signal_type, key in inserted:
@@ -450,3 +448,18 @@ def hashes_for(
     if bodies:
         HashBody.objects.bulk_create(bodies)
     return found, created
+
+
+def _read_hashes(
+    by_type: Mapping[str, Sequence[str]],
+    keys: Mapping[tuple[str, str], str],
+    found: dict[tuple[str, str], tuple[int, str]],
+) -> None:
+    """Add the existing Hash rows of these stored keys to `found` as (id, status), by value."""
+    for signal_type, values in by_type.items():
+        for start in range(0, len(values), 500):
+            rows = Hash.objects.filter(
+                signal_type=signal_type, value__in=values_in(values[start : start + 500])
+            ).values_list("id", "value", "status")
+            for pk, key, status in rows:
+                found[(signal_type, keys[(signal_type, key)])] = (pk, status)
