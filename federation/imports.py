@@ -63,6 +63,7 @@ class _Checked:
     envelope: dict[str, Any]
     payload: bytes
     parsed: Any
+    digest: str  # the payload's SHA-256 (hex), our key for origin identity
 
 
 class Refused(Exception):
@@ -220,7 +221,7 @@ def _store(*, peer: Peer, verified: list[Verified], here: str, result: PageResul
             )
             continue
         if entry["kind"] == "hash.added":
-            digest = envelopes.payload_digest(checked.payload)
+            digest = checked.digest
             if digest in seen:
                 result.duplicates += 1
                 continue
@@ -282,7 +283,13 @@ def _check(
     if parsed.signal_type not in signal_types_here:
         raise Refused(Refusal.Reason.REFUSED_HERE, f"program {ours!r} does not take {parsed.signal_type}")
     return _Checked(
-        program=ours, origin=checked, stored_origin=stored, envelope=canonical, payload=payload, parsed=parsed
+        program=ours,
+        origin=checked,
+        stored_origin=stored,
+        envelope=canonical,
+        payload=payload,
+        parsed=parsed,
+        digest=envelopes.payload_digest(payload),
     )
 
 
@@ -383,7 +390,7 @@ def _store_added(
 ) -> None:
     if not items:
         return
-    digests = [envelopes.payload_digest(checked.payload) for _, checked in items]
+    digests = [checked.digest for _, checked in items]
     held = set(
         Submission.objects.filter(payload_sha256__in=values_in(digests)).values_list("payload_sha256", flat=True)
     )
