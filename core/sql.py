@@ -60,8 +60,13 @@ def insert_rows(
     returning: Sequence[str] = (),
     *,
     skip_conflicts: bool = False,
+    json_text: Collection[str] = (),
 ) -> list[tuple[Any, ...]] | None:
     """INSERT rows of field values in one statement; the `returning` columns of the new rows.
+
+    `json_text`: JSON columns whose values are given already encoded, as JSON text (or
+    None for SQL NULL): a caller that encoded them elsewhere (another process) saves
+    encoding them again here.
 
     `skip_conflicts`: a row that would break a unique constraint is left out (ON CONFLICT
     DO NOTHING), and only the rows inserted are returned.
@@ -72,7 +77,7 @@ def insert_rows(
     `returning` is asked of a backend that cannot return rows from a multi-row INSERT.
     """
     if returning and not connection.features.can_return_rows_from_bulk_insert:
-        insert_rows(model, columns, rows, skip_conflicts=skip_conflicts)
+        insert_rows(model, columns, rows, skip_conflicts=skip_conflicts, json_text=json_text)
         return None
     if not rows:
         return []
@@ -87,11 +92,13 @@ def insert_rows(
             # One JSON parameter that the server takes apart: psycopg's client-side binding
             # would otherwise parse a query of ~13,000 placeholders in Python.
             values = ", ".join(
+                f"(r.value ->> {i})::jsonb"  # (a JSON null gives SQL NULL)
+                if column in json_text
                 # NULLIF: a None in a row is SQL NULL, as the ORM stores it, not JSON null.
-                f"NULLIF(r.value -> {i}, 'null'::jsonb)"
+                else f"NULLIF(r.value -> {i}, 'null'::jsonb)"
                 if f.get_internal_type() == "JSONField"
                 else f"(r.value ->> {i})::{f.db_type(connection)}"
-                for i, f in enumerate(fields)
+                for i, (column, f) in enumerate(zip(columns, fields, strict=True))
             )
             times: dict[dt.datetime, str] = {}  # a batch's rows share most of their times
 
@@ -107,7 +114,9 @@ def insert_rows(
                 [json.dumps(rows, default=default)],
             )
             return cursor.fetchall() if returning else []
-        adapters = [field_adapter(f) for f in fields]
+        adapters = [
+            None if column in json_text else field_adapter(f) for column, f in zip(columns, fields, strict=True)
+        ]
         group = f"({', '.join(['%s'] * len(fields))})"
         per_statement = max(1, (connection.features.max_query_params or 65_535) // len(fields))
         answer: list[tuple[Any, ...]] = []

@@ -15,6 +15,7 @@ the peer answered, a resync, a hash that reached us by two paths) stores nothing
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ class _Checked:
     program: str  # our program's slug
     origin: provenance.CheckedOrigin
     stored_origin: dict[str, Any]
-    envelope: dict[str, Any]
+    envelope: str  # its canonical_envelope(), as JSON text
     payload: bytes
     parsed: Any
     digest: str  # the payload's SHA-256 (hex), our key for origin identity
@@ -265,7 +266,7 @@ def _check(
     try:
         payload = provenance.open_signed(envelope, checked, payload_type)
         parsed = (envelopes.parse_submission if kind == "hash.added" else envelopes.parse_withdrawal)(payload)
-        canonical = envelopes.canonical_envelope(envelope)
+        canonical = json.dumps(envelopes.canonical_envelope(envelope), separators=(",", ":"))
     except Problem as exc:
         raise Refused(Refusal.Reason.BAD_ENVELOPE, exc.detail) from None
     except (KeyError, TypeError) as exc:
@@ -473,7 +474,7 @@ def _store_withdrawal(
             withdrawal_store_relayed(
                 member=supported.submitter,
                 key=key,
-                envelope=checked.envelope,
+                envelope=json.loads(checked.envelope),
                 payload_bytes=checked.payload,
                 program=program,
                 row=row,

@@ -109,7 +109,7 @@ def submission_row(
     now: dt.datetime,
     labels: Sequence[str],
     signing_key_id: int | None = None,
-    envelope: dict[str, Any] | None = None,
+    envelope: dict[str, Any] | str | None = None,
     payload_sha256: str | None = None,
     nonce: str | None = None,
     signed_at: dt.datetime | None = None,
@@ -117,7 +117,13 @@ def submission_row(
     quality: int | None = None,
     source: str = "",
 ) -> list[Any]:
-    """The Submission row of an item (in SUBMISSION_COLUMNS order), without its hash id."""
+    """The Submission row of an item (in SUBMISSION_COLUMNS order), without its hash id.
+
+    `envelope`: the DSSE envelope, or its JSON text if encoded already (federation's
+    verifying processes encode the envelopes they check).
+    """
+    if isinstance(envelope, dict):
+        envelope = json.dumps(envelope, separators=(",", ":"))
     return [
         None,
         program.pk,
@@ -382,7 +388,9 @@ def _insert_submissions(member: Member, rows: list[list[Any]]) -> dict[tuple[int
     """Insert Submission rows; their ids by (program id, hash id), unique among a batch's new rows."""
     if not rows:
         return {}
-    inserted = insert_rows(Submission, SUBMISSION_COLUMNS, rows, returning=("id", "program_id", "hash_id"))
+    inserted = insert_rows(
+        Submission, SUBMISSION_COLUMNS, rows, returning=("id", "program_id", "hash_id"), json_text=("envelope",)
+    )
     if inserted is None:  # a backend that does not return rows: read the ids back
         inserted = list(
             Submission.objects.filter(
