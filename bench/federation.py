@@ -229,6 +229,13 @@ def main() -> int:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", help="a PostgreSQL server to use (superuser); default: a private one")
     parser.add_argument(
+        "--postgres-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the private PostgreSQL besides initdb's defaults, e.g. shared_buffers=1GB",
+    )
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="make A's snapshot of --hashes signed submissions directly (not through A's ingest); "
@@ -247,7 +254,9 @@ def main() -> int:
         pg = None
         urls: dict[str, str | None] = {"a": None, "b": None, "c": None}
         if args.database == "postgres":
-            pg = stack.enter_context(harness.postgres_server(args.postgres_url))
+            pg = stack.enter_context(
+                harness.postgres_server(args.postgres_url, settings=harness.parse_settings(args.postgres_setting))
+            )
             for name in urls:
                 urls[name] = pg.create_database(f"hxbench_federation_{name}")
                 stack.callback(pg.drop_database, f"hxbench_federation_{name}")
@@ -310,6 +319,7 @@ def main() -> int:
             manage(env_c, "peer_add", "a", "--url", f"http://127.0.0.1:{port_a}", "--key", c_at_a, "--program", "ncii")
             expected = args.hashes + (feed_hashes if args.direct else 0)
             harness.log(f"a new peer C bootstraps from A's snapshot ({expected} hashes in all)")
+            verify_us = one_verification_us()
             roots = {"a": pid_a, "postgres": pg.postmaster_pid() if pg else None}
             with harness.CpuMeter(roots) as meter:
                 snap = json.loads(
@@ -345,6 +355,9 @@ def main() -> int:
         "snapshot_bootstrap_rate_over_ingest_rate": (expected / snap["sync_seconds"]) / (feed_hashes / ingest),
         "snapshot_bootstrap_cpu_seconds_at_c": snap["cpu_seconds"],
         "cores_during_bootstrap": meter.cores,
+        "one_ed25519_verification_us": verify_us,
+        "bootstrap_cpu_per_entry_over_one_verification": snap["cpu_seconds"] * 1e6 / expected / verify_us,
+        "postgres_settings": pg.settings if pg else None,
         "latency_p50_seconds": harness.percentile(latencies, 0.5) if latencies else None,
         "latency_p95_seconds": harness.percentile(latencies, 0.95) if latencies else None,
         "latency_samples": len(latencies),
@@ -360,6 +373,21 @@ def main() -> int:
     path = harness.write_results("federation", {"machine": harness.machine_info(), "figures": figures})
     print(f"results: {path}")
     return 0
+
+
+def one_verification_us(count: int = 3000) -> float:
+    """CPU µs of one Ed25519 verification of an envelope's PAE as the server makes it (the
+    bootstrap's reference), in this process just before the bootstrap."""
+    private = keys.generate_private_key()
+    envelope = dsse.sign_envelope(payloads.SUBMISSION_TYPE, b"x" * 300, private)
+    message = dsse.pae(payloads.SUBMISSION_TYPE, b"x" * 300)
+    signature = base64.b64decode(envelope["signatures"][0]["sig"])
+    public = private.public_key()
+    started = time.process_time()
+    for _ in range(count):
+        if not dsse.verify_signature(public, signature, message):
+            raise harness.BenchError("the reference verification failed")
+    return (time.process_time() - started) * 1e6 / count
 
 
 def latency(
