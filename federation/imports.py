@@ -271,14 +271,13 @@ def _check(
         raise Refused(Refusal.Reason.BAD_ENVELOPE, exc.detail) from None
     except (KeyError, TypeError) as exc:
         raise Refused(Refusal.Reason.BAD_ENVELOPE, f"malformed envelope: {exc}") from None
-    hash_ = entry.get("hash") or {}
-    try:
-        said = (
-            str(hash_.get("signal_type")),
-            signal_types.validate(str(hash_.get("signal_type")), str(hash_.get("value"))),
-        )
-    except Exception:  # noqa: BLE001 - any unreadable hash is a mismatch with the envelope
-        said = None
+    hash_ = entry.get("hash")
+    said: Any = (hash_.get("signal_type"), hash_.get("value")) if isinstance(hash_, dict) else None
+    if said != (parsed.signal_type, parsed.value):  # (the same already normalised: nothing to parse)
+        try:
+            said = (str(said[0]), signal_types.validate(str(said[0]), str(said[1]))) if said else None
+        except Exception:  # noqa: BLE001 - any unreadable hash is a mismatch with the envelope
+            said = None
     if said != (parsed.signal_type, parsed.value) or parsed.program != checked.program:
         raise Refused(Refusal.Reason.MISMATCH, "the envelope does not sign the entry's hash and program")
     if parsed.signal_type not in signal_types_here:

@@ -89,9 +89,26 @@ def test_each_refusal_is_named_and_the_rest_of_the_page_is_imported(
     unsigned = {**origin.added(8), "envelopes": [], "origin": None, "signed": False}
     mismatch = origin.added(9)
     mismatch["hash"] = {**mismatch["hash"], "value": "0" * 63 + "1"}
-    remote.entries = [good, forged, unattested, other_program, loop, far, detour, unsigned, mismatch]
+    unreadable = origin.added(10)
+    unreadable["hash"] = [unreadable["hash"]["signal_type"], unreadable["hash"]["value"]]
+    # The entry's copy of the hash in capitals is still the signed hash, once normalised.
+    shouting = origin.added(11)
+    shouting["hash"] = {**shouting["hash"], "value": shouting["hash"]["value"].upper()}
+    remote.entries = [
+        good,
+        forged,
+        unattested,
+        other_program,
+        loop,
+        far,
+        detour,
+        unsigned,
+        mismatch,
+        unreadable,
+        shouting,
+    ]
     result = sync(peer)
-    assert result.imported == 1
+    assert result.imported == 2
     refused = dict(Refusal.objects.filter(peer=peer).values_list("seq", "reason"))
     assert refused == {
         2: "bad_envelope",
@@ -102,11 +119,12 @@ def test_each_refusal_is_named_and_the_rest_of_the_page_is_imported(
         7: "path_mismatch",
         8: "unsigned",
         9: "envelope_mismatch",
+        10: "envelope_mismatch",
     }
     events = Event.objects.filter(kind="peer.refused")
     assert sorted(e.data["reason"] for e in events) == sorted(refused.values())
     assert all(e.data["peer"] == "other" for e in events)
-    assert Peer.objects.get(pk=peer.pk).cursor == 9
+    assert Peer.objects.get(pk=peer.pk).cursor == 11
 
 
 def test_our_feed_passes_the_origin_on_and_a_member_verifies_it_with_the_origin_key_alone(
