@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the SQL statements are kept whole
 """Fewer indexes on the tables a new peer's bootstrap writes a million rows into.
 
 No column gets an index of its own where another index or constraint leads with it
@@ -6,48 +7,50 @@ empty (a submission's withdrawal and held batch, a listing's import batch) or mo
 one value (a hash's status: active) index only the other rows; the unique payload
 digest loses PostgreSQL's second, LIKE-only index (docs/decisions.md).
 
-On PostgreSQL the change is made with a few statements that drop and create only
-indexes and rename the unique constraint: Django's own operations would also drop and
-re-add every foreign key, checking each against every row, which on a large table holds
-its lock for minutes. Elsewhere (SQLite) Django's operations run as usual.
+On PostgreSQL the change is made with statements that drop and create only indexes,
+concurrently, and rename the unique constraint: Django's own operations would also drop
+and re-add every foreign key, checking each against every row while holding the table's
+lock, which on a large table blocks writers for minutes. Elsewhere (SQLite) Django's
+operations run as usual.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-POSTGRES_FORWARD = """
-DROP INDEX IF EXISTS hashes_hash_status_19bcf516;
-DROP INDEX IF EXISTS hashes_hash_status_19bcf516_like;
-DROP INDEX IF EXISTS hashes_listing_hash_id_74732162;
-DROP INDEX IF EXISTS hashes_listing_import_batch_id_aee4cc66;
-DROP INDEX IF EXISTS hashes_submission_hash_id_a7ea617f;
-DROP INDEX IF EXISTS hashes_submission_held_batch_id_444c72b7;
-DROP INDEX IF EXISTS hashes_submission_payload_sha256_730ac91e_like;
-DROP INDEX IF EXISTS hashes_submission_signing_key_id_2e9d5be2;
-DROP INDEX IF EXISTS hashes_submission_withdrawal_id_7b4440fe;
-CREATE INDEX hash_status_not_active_idx ON hashes_hash (status) WHERE NOT (status = 'active');
-CREATE INDEX listing_import_batch_idx ON hashes_listing (import_batch_id) WHERE import_batch_id IS NOT NULL;
-CREATE INDEX submission_withdrawal_idx ON hashes_submission (withdrawal_id) WHERE withdrawal_id IS NOT NULL;
-CREATE INDEX submission_held_batch_idx ON hashes_submission (held_batch_id) WHERE held_batch_id IS NOT NULL;
-ALTER TABLE hashes_submission RENAME CONSTRAINT hashes_submission_payload_sha256_key TO submission_unique_payload;
-"""
+# One statement each: CONCURRENTLY runs outside a transaction, and writers are not blocked.
+POSTGRES_FORWARD = [
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516_like",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_listing_hash_id_74732162",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_listing_import_batch_id_aee4cc66",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_hash_id_a7ea617f",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_held_batch_id_444c72b7",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_payload_sha256_730ac91e_like",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_signing_key_id_2e9d5be2",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_withdrawal_id_7b4440fe",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hash_status_not_active_idx ON hashes_hash (status) WHERE NOT (status = 'active')",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS listing_import_batch_idx ON hashes_listing (import_batch_id) WHERE import_batch_id IS NOT NULL",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS submission_withdrawal_idx ON hashes_submission (withdrawal_id) WHERE withdrawal_id IS NOT NULL",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS submission_held_batch_idx ON hashes_submission (held_batch_id) WHERE held_batch_id IS NOT NULL",
+    "ALTER TABLE hashes_submission RENAME CONSTRAINT hashes_submission_payload_sha256_key TO submission_unique_payload",
+]
 
-POSTGRES_BACKWARD = """
-ALTER TABLE hashes_submission RENAME CONSTRAINT submission_unique_payload TO hashes_submission_payload_sha256_key;
-DROP INDEX submission_held_batch_idx;
-DROP INDEX submission_withdrawal_idx;
-DROP INDEX listing_import_batch_idx;
-DROP INDEX hash_status_not_active_idx;
-CREATE INDEX hashes_hash_status_19bcf516 ON hashes_hash (status);
-CREATE INDEX hashes_hash_status_19bcf516_like ON hashes_hash (status varchar_pattern_ops);
-CREATE INDEX hashes_listing_hash_id_74732162 ON hashes_listing (hash_id);
-CREATE INDEX hashes_listing_import_batch_id_aee4cc66 ON hashes_listing (import_batch_id);
-CREATE INDEX hashes_submission_hash_id_a7ea617f ON hashes_submission (hash_id);
-CREATE INDEX hashes_submission_held_batch_id_444c72b7 ON hashes_submission (held_batch_id);
-CREATE INDEX hashes_submission_payload_sha256_730ac91e_like ON hashes_submission (payload_sha256 varchar_pattern_ops);
-CREATE INDEX hashes_submission_signing_key_id_2e9d5be2 ON hashes_submission (signing_key_id);
-CREATE INDEX hashes_submission_withdrawal_id_7b4440fe ON hashes_submission (withdrawal_id);
-"""
+POSTGRES_BACKWARD = [
+    "ALTER TABLE hashes_submission RENAME CONSTRAINT submission_unique_payload TO hashes_submission_payload_sha256_key",
+    "DROP INDEX CONCURRENTLY IF EXISTS submission_held_batch_idx",
+    "DROP INDEX CONCURRENTLY IF EXISTS submission_withdrawal_idx",
+    "DROP INDEX CONCURRENTLY IF EXISTS listing_import_batch_idx",
+    "DROP INDEX CONCURRENTLY IF EXISTS hash_status_not_active_idx",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_hash_status_19bcf516 ON hashes_hash (status)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_hash_status_19bcf516_like ON hashes_hash (status varchar_pattern_ops)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_listing_hash_id_74732162 ON hashes_listing (hash_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_listing_import_batch_id_aee4cc66 ON hashes_listing (import_batch_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_hash_id_a7ea617f ON hashes_submission (hash_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_held_batch_id_444c72b7 ON hashes_submission (held_batch_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_payload_sha256_730ac91e_like ON hashes_submission (payload_sha256 varchar_pattern_ops)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_signing_key_id_2e9d5be2 ON hashes_submission (signing_key_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_withdrawal_id_7b4440fe ON hashes_submission (withdrawal_id)",
+]
 
 
 class ByVendor(migrations.SeparateDatabaseAndState):
@@ -72,6 +75,7 @@ class ByVendor(migrations.SeparateDatabaseAndState):
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY (README "Upgrades": no long locks)
     dependencies = [
         ("hashes", "0007_submission_relayed_in"),
         ("members", "0006_program_hold_settings"),
