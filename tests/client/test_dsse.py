@@ -191,3 +191,48 @@ def test_all_errors_are_envelope_errors() -> None:
     for error in (MalformedEnvelopeError, PayloadTypeError, UnknownKeyError, BadSignatureError):
         assert issubclass(error, dsse.EnvelopeError)
         assert issubclass(error, ValueError)
+
+
+@pytest.fixture(params=["libsodium", "openssl"])
+def verifier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs with each of the two Ed25519 verifiers dsse can use."""
+    if request.param == "openssl":
+        monkeypatch.setattr(dsse, "_sodium_open", None)
+    else:
+        assert dsse._sodium_open is not None, "the server's requirements install PyNaCl"
+    return str(request.param)
+
+
+@given(payload_bytes, st.integers(min_value=0, max_value=64 * 8 - 1))
+def test_both_verifiers_accept_an_honest_signature_and_refuse_it_altered(payload: bytes, bit: int) -> None:
+    envelope = dsse.sign_envelope(TYPE, payload, KEY)
+    signature = base64.b64decode(envelope["signatures"][0]["sig"])
+    message = dsse.pae(TYPE, payload)
+    for sodium in (dsse._sodium_open, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dsse, "_sodium_open", sodium)
+            assert dsse.verify_signature(KEY.public_key(), signature, message)
+            assert dsse.verify_signature(keys.public_key_bytes(KEY), signature, message)
+            assert not dsse.verify_signature(KEY.public_key(), flip(signature, bit), message)
+            assert not dsse.verify_signature(OTHER.public_key(), signature, message)
+
+
+def test_a_signature_of_the_wrong_length_is_refused_by_either_verifier(verifier: str) -> None:
+    envelope = dsse.sign_envelope(TYPE, b"x", KEY)
+    signature = base64.b64decode(envelope["signatures"][0]["sig"])
+    message = dsse.pae(TYPE, b"x")
+    assert dsse.verify_signature(KEY.public_key(), signature, message)
+    assert not dsse.verify_signature(KEY.public_key(), signature[:63], message)
+    assert not dsse.verify_signature(KEY.public_key(), signature + b"\0", message)
+
+
+def test_libsodium_refuses_a_small_order_key_that_openssl_lets_sign_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity point as a public key, R the identity and S = 0: a "signature" of every
+    message under OpenSSL's check. libsodium refuses small-order points, so the server
+    (which always has it) never accepts such an envelope (docs/decisions.md)."""
+    identity = bytes([1]) + bytes(31)
+    forged = identity + bytes(32)
+    message = dsse.pae(TYPE, b'{"anything": "at all"}')
+    assert not dsse.verify_signature(identity, forged, message)
+    monkeypatch.setattr(dsse, "_sodium_open", None)
+    assert dsse.verify_signature(identity, forged, message)
