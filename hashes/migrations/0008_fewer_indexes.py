@@ -18,6 +18,8 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 # One statement each: CONCURRENTLY runs outside a transaction, and writers are not blocked.
+# Safe to run again after an interruption: an index a cut-short CREATE left invalid is
+# dropped and built again, and the constraint is renamed only if it still has its old name.
 POSTGRES_FORWARD = [
     "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516",
     "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516_like",
@@ -28,28 +30,41 @@ POSTGRES_FORWARD = [
     "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_payload_sha256_730ac91e_like",
     "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_signing_key_id_2e9d5be2",
     "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_withdrawal_id_7b4440fe",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hash_status_not_active_idx ON hashes_hash (status) WHERE NOT (status = 'active')",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS listing_import_batch_idx ON hashes_listing (import_batch_id) WHERE import_batch_id IS NOT NULL",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS submission_withdrawal_idx ON hashes_submission (withdrawal_id) WHERE withdrawal_id IS NOT NULL",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS submission_held_batch_idx ON hashes_submission (held_batch_id) WHERE held_batch_id IS NOT NULL",
-    "ALTER TABLE hashes_submission RENAME CONSTRAINT hashes_submission_payload_sha256_key TO submission_unique_payload",
+    "DROP INDEX CONCURRENTLY IF EXISTS hash_status_not_active_idx",
+    "CREATE INDEX CONCURRENTLY hash_status_not_active_idx ON hashes_hash (status) WHERE NOT (status = 'active')",
+    "DROP INDEX CONCURRENTLY IF EXISTS listing_import_batch_idx",
+    "CREATE INDEX CONCURRENTLY listing_import_batch_idx ON hashes_listing (import_batch_id) WHERE import_batch_id IS NOT NULL",
+    "DROP INDEX CONCURRENTLY IF EXISTS submission_withdrawal_idx",
+    "CREATE INDEX CONCURRENTLY submission_withdrawal_idx ON hashes_submission (withdrawal_id) WHERE withdrawal_id IS NOT NULL",
+    "DROP INDEX CONCURRENTLY IF EXISTS submission_held_batch_idx",
+    "CREATE INDEX CONCURRENTLY submission_held_batch_idx ON hashes_submission (held_batch_id) WHERE held_batch_id IS NOT NULL",
+    "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'hashes_submission_payload_sha256_key') THEN ALTER TABLE hashes_submission RENAME CONSTRAINT hashes_submission_payload_sha256_key TO submission_unique_payload; END IF; END $$",
 ]
 
 POSTGRES_BACKWARD = [
-    "ALTER TABLE hashes_submission RENAME CONSTRAINT submission_unique_payload TO hashes_submission_payload_sha256_key",
+    "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'submission_unique_payload') THEN ALTER TABLE hashes_submission RENAME CONSTRAINT submission_unique_payload TO hashes_submission_payload_sha256_key; END IF; END $$",
     "DROP INDEX CONCURRENTLY IF EXISTS submission_held_batch_idx",
     "DROP INDEX CONCURRENTLY IF EXISTS submission_withdrawal_idx",
     "DROP INDEX CONCURRENTLY IF EXISTS listing_import_batch_idx",
     "DROP INDEX CONCURRENTLY IF EXISTS hash_status_not_active_idx",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_hash_status_19bcf516 ON hashes_hash (status)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_hash_status_19bcf516_like ON hashes_hash (status varchar_pattern_ops)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_listing_hash_id_74732162 ON hashes_listing (hash_id)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_listing_import_batch_id_aee4cc66 ON hashes_listing (import_batch_id)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_hash_id_a7ea617f ON hashes_submission (hash_id)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_held_batch_id_444c72b7 ON hashes_submission (held_batch_id)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_payload_sha256_730ac91e_like ON hashes_submission (payload_sha256 varchar_pattern_ops)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_signing_key_id_2e9d5be2 ON hashes_submission (signing_key_id)",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS hashes_submission_withdrawal_id_7b4440fe ON hashes_submission (withdrawal_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516",
+    "CREATE INDEX CONCURRENTLY hashes_hash_status_19bcf516 ON hashes_hash (status)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_hash_status_19bcf516_like",
+    "CREATE INDEX CONCURRENTLY hashes_hash_status_19bcf516_like ON hashes_hash (status varchar_pattern_ops)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_listing_hash_id_74732162",
+    "CREATE INDEX CONCURRENTLY hashes_listing_hash_id_74732162 ON hashes_listing (hash_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_listing_import_batch_id_aee4cc66",
+    "CREATE INDEX CONCURRENTLY hashes_listing_import_batch_id_aee4cc66 ON hashes_listing (import_batch_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_hash_id_a7ea617f",
+    "CREATE INDEX CONCURRENTLY hashes_submission_hash_id_a7ea617f ON hashes_submission (hash_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_held_batch_id_444c72b7",
+    "CREATE INDEX CONCURRENTLY hashes_submission_held_batch_id_444c72b7 ON hashes_submission (held_batch_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_payload_sha256_730ac91e_like",
+    "CREATE INDEX CONCURRENTLY hashes_submission_payload_sha256_730ac91e_like ON hashes_submission (payload_sha256 varchar_pattern_ops)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_signing_key_id_2e9d5be2",
+    "CREATE INDEX CONCURRENTLY hashes_submission_signing_key_id_2e9d5be2 ON hashes_submission (signing_key_id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS hashes_submission_withdrawal_id_7b4440fe",
+    "CREATE INDEX CONCURRENTLY hashes_submission_withdrawal_id_7b4440fe ON hashes_submission (withdrawal_id)",
 ]
 
 

@@ -19,7 +19,7 @@ from core.ledger import Event
 from exchange import crypto, provenance
 from federation import services
 from federation.models import Peer, Refusal
-from hashes.models import Listing, Submission
+from hashes.models import Hash, Listing, Submission
 from members.models import Member, Program
 from tests.conftest import SETUP, Caller, make_caller, make_member
 from tests.federation.remote import Origin, PeerServer, altered
@@ -94,6 +94,9 @@ def test_each_refusal_is_named_and_the_rest_of_the_page_is_imported(
     # The entry's copy of the hash in capitals is still the signed hash, once normalised.
     shouting = origin.added(11)
     shouting["hash"] = {**shouting["hash"], "value": shouting["hash"]["value"].upper()}
+    # A hash this server's admins quarantined takes no new submission, from a peer either.
+    quarantined = origin.added(12)
+    Hash.objects.create(signal_type="pdq", value=quarantined["hash"]["value"], status=Hash.Status.QUARANTINED)
     remote.entries = [
         good,
         forged,
@@ -106,6 +109,7 @@ def test_each_refusal_is_named_and_the_rest_of_the_page_is_imported(
         mismatch,
         unreadable,
         shouting,
+        quarantined,
     ]
     result = sync(peer)
     assert result.imported == 2
@@ -120,11 +124,13 @@ def test_each_refusal_is_named_and_the_rest_of_the_page_is_imported(
         8: "unsigned",
         9: "envelope_mismatch",
         10: "envelope_mismatch",
+        12: "refused_here",
     }
     events = Event.objects.filter(kind="peer.refused")
     assert sorted(e.data["reason"] for e in events) == sorted(refused.values())
     assert all(e.data["peer"] == "other" for e in events)
-    assert Peer.objects.get(pk=peer.pk).cursor == 11
+    assert "quarantined" in Refusal.objects.get(peer=peer, seq=12).detail
+    assert Peer.objects.get(pk=peer.pk).cursor == 12
 
 
 def test_our_feed_passes_the_origin_on_and_a_member_verifies_it_with_the_origin_key_alone(
