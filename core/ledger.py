@@ -86,8 +86,12 @@ def _json_ok(value: Any) -> bool:
     if isinstance(value, Mapping):
         return all(isinstance(key, str) and _json_ok(item) for key, item in value.items())
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        return all(_json_ok(item) for item in value)
+        # A list of plain scalars (a grouped event's thousand ids) in one pass in C.
+        return set(map(type, value)) <= _SCALARS or all(_json_ok(item) for item in value)
     return False
+
+
+_SCALARS = {int, str, bool, type(None)}
 
 
 def _check_json(value: Any, path: str = "data") -> None:
@@ -286,6 +290,8 @@ def _sorted_keys(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _sorted_keys(value[key]) for key in sorted(value)}
     if isinstance(value, (list, tuple)):
+        if set(map(type, value)) <= _SCALARS:  # nothing inside to sort
+            return list(value)
         return [_sorted_keys(item) for item in value]
     return value
 

@@ -83,6 +83,7 @@ SUBMISSION_COLUMNS = (
     "held_batch_id",
     "relayed_in",
 )
+PROGRAM = SUBMISSION_COLUMNS.index("program_id")
 HELD_BATCH, RELAYED_IN = SUBMISSION_COLUMNS.index("held_batch_id"), SUBMISSION_COLUMNS.index("relayed_in")
 
 
@@ -178,7 +179,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
     benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
     hashes, created = hashes_for(((i.signal_type, i.value) for p, i in enumerate(items) if p not in benign), now)
     known = {pk for pk, _status in hashes.values()} - created
-    program_ids = {i.program.pk for i in items}
+    program_ids = {i.program.pk for i in items}  # (items not accepted have no row yet)
     mine: dict[tuple[int, int], int] = {}
     listings: dict[tuple[int, int], tuple[int | None, str]] = {}
     if known:  # hashes created just now have neither submissions nor listings
@@ -218,7 +219,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
             )
             continue
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
-        place = (item.program.pk, hash_id)
+        place = (item.row[PROGRAM], hash_id)
         if place in mine:
             item.result.status, item.result.hash_id, item.result.submission_id = "duplicate", hash_id, mine[place]
             continue
@@ -248,7 +249,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
             position
             for position, item in enumerate(accepted)
             if position not in held
-            and (listings.get((item.program.pk, item.row[0])) or (None, ""))[1] != Listing.Status.ACTIVE
+            and (listings.get((item.row[PROGRAM], item.row[0])) or (None, ""))[1] != Listing.Status.ACTIVE
         ]
         groups, group_of = relayed_events(
             [(accepted[p].program.slug, accepted[p].row[0], accepted[p].event_data["origin"]) for p in grouped],
@@ -268,25 +269,33 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
     held_only: set[int] = set()
     for position, item in enumerate(accepted):
         hash_id, hash_status = hashes[(item.signal_type, item.value)]
-        place = (item.program.pk, hash_id)
+        place = (item.row[PROGRAM], hash_id)
         submission_id = submission_ids[place]
         item.result.status, item.result.hash_id, item.result.submission_id = "accepted", hash_id, submission_id
-        data = {
-            "hash_id": hash_id,
-            "signal_type": item.signal_type,
-            "value": item.value,
-            "submission_id": submission_id,
-            "submitter": member.slug,
-            **item.event_data,
-        }
         listing = listings.get(place)
+        # (the items `relayed_events` grouped above: first active listings, not held)
+        grouped_here = (
+            relayed_by is not None and position not in held and (listing or (None, ""))[1] != Listing.Status.ACTIVE
+        )
+        data = (
+            {}  # (listed by its group's event, which has what it needs)
+            if grouped_here
+            else {
+                "hash_id": hash_id,
+                "signal_type": item.signal_type,
+                "value": item.value,
+                "submission_id": submission_id,
+                "submitter": member.slug,
+                **item.event_data,
+            }
+        )
         if position in held:
             item.result.status = "held"
             data["value"] = signal_types.get(item.signal_type).storage_key(item.value)
             data["held_batch_id"] = held[position].pk
             events.append(NewEvent("submission.held", "hash", str(hash_id), program=item.program.slug, data=data))
             if listing is None:
-                new_listings.append((hash_id, item.program.pk, Listing.Status.HELD, now, now))
+                new_listings.append((hash_id, item.row[PROGRAM], Listing.Status.HELD, now, now))
                 listings[place] = (None, Listing.Status.HELD)
             if hash_id in created:
                 held_only.add(hash_id)
@@ -295,13 +304,13 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
             events.append(NewEvent("submission.added", "hash", str(hash_id), program=item.program.slug, data=data))
             continue
         if listing is None:
-            new_listings.append((hash_id, item.program.pk, Listing.Status.ACTIVE, now, now))
+            new_listings.append((hash_id, item.row[PROGRAM], Listing.Status.ACTIVE, now, now))
         else:
             reactivated.append(listing[0])  # type: ignore[arg-type]
         listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
         if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
-        if relayed_by is not None:
+        if grouped_here:
             groups[next(grouped_items)].data["submission_ids"].append(submission_id)  # type: ignore[index]
             continue
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
