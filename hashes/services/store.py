@@ -179,7 +179,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
     benign = benign_hits([(i.program, i.signal_type, i.value) for i in items])
     hashes, created = hashes_for(((i.signal_type, i.value) for p, i in enumerate(items) if p not in benign), now)
     known = {pk for pk, _status in hashes.values()} - created
-    program_ids = {i.program.pk for i in items}  # (items not accepted have no row yet)
+    program_ids = {i.program.pk for i in items}
     mine: dict[tuple[int, int], int] = {}
     listings: dict[tuple[int, int], tuple[int | None, str]] = {}
     if known:  # hashes created just now have neither submissions nor listings
@@ -240,7 +240,7 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
     for position, batch in held.items():
         accepted[position].row[4], accepted[position].row[HELD_BATCH] = Submission.Status.HELD, batch.pk
     groups: list[NewEvent] = []
-    group_of: list[int] = []  # the group of each grouped item, in order
+    group_of_item: dict[int, int] = {}  # position in `accepted` of each grouped item -> its group
     first_group_seq = 0
     if relayed_by is not None:
         # Which items the groups list (the first active listings: neither held nor already
@@ -258,10 +258,10 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         )
         # Recorded after the items' own events (one per accepted item not grouped).
         first_group_seq = ledger.next_seq() + len(accepted) - len(grouped)
-        for position, group in zip(grouped, group_of, strict=True):
+        group_of_item = dict(zip(grouped, group_of, strict=True))
+        for position, group in group_of_item.items():
             accepted[position].row[RELAYED_IN] = first_group_seq + group
     submission_ids = _insert_submissions(member, [item.row for item in accepted])
-    grouped_items = iter(group_of)
     events: list[NewEvent] = []
     new_listings: list[tuple[Any, ...]] = []
     reactivated: list[int] = []
@@ -273,13 +273,10 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         submission_id = submission_ids[place]
         item.result.status, item.result.hash_id, item.result.submission_id = "accepted", hash_id, submission_id
         listing = listings.get(place)
-        # (the items `relayed_events` grouped above: first active listings, not held)
-        grouped_here = (
-            relayed_by is not None and position not in held and (listing or (None, ""))[1] != Listing.Status.ACTIVE
-        )
+        group = group_of_item.get(position)
         data = (
             {}  # (listed by its group's event, which has what it needs)
-            if grouped_here
+            if group is not None
             else {
                 "hash_id": hash_id,
                 "signal_type": item.signal_type,
@@ -310,8 +307,8 @@ def _store_locked(*, member: Member, items: Sequence[Pending], now: dt.datetime,
         listings[place] = (listing[0] if listing else None, Listing.Status.ACTIVE)
         if hash_status in (Hash.Status.WITHDRAWN, Hash.Status.HELD) or hash_id in created:
             reactivated_hashes.add(hash_id)
-        if grouped_here:
-            groups[next(grouped_items)].data["submission_ids"].append(submission_id)  # type: ignore[index]
+        if group is not None:
+            groups[group].data["submission_ids"].append(submission_id)  # type: ignore[index]
             continue
         events.append(NewEvent("hash.added", "hash", str(hash_id), program=item.program.slug, data=data))
     if new_listings:
