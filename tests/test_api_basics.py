@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 from django.core.management import call_command
@@ -71,10 +72,21 @@ def test_oversized_bodies_are_refused_before_parsing(platform_a: Caller) -> None
     assert "1000 bytes" in response.json()["detail"]
 
 
+def _pin_throttle_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit's clock stands one second into the current minute for the whole test.
+
+    The limit is a sliding window: just after a minute ends, the minute before counts a
+    little less, so a few more requests pass (as they should). A test that runs across the
+    boundary would see them; with the clock pinned it counts requests, not seconds."""
+    pinned = (time.time() // 60) * 60 + 1
+    monkeypatch.setattr(CredentialRateThrottle, "timer", staticmethod(lambda: pinned))
+
+
 @pytest.fixture
 def low_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "3/min"})
     monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
+    _pin_throttle_clock(monkeypatch)
 
 
 @pytest.mark.usefixtures("low_rate_limit")
@@ -86,6 +98,27 @@ def test_rate_limit_is_per_credential(platform_a: Caller, platform_b: Caller) ->
     assert int(refused["Retry-After"]) > 0
     assert refused.json()["retry_after"] > 0
     assert platform_b.client.get("/api/v1/me").status_code == 200
+
+
+def test_the_rate_limit_slides_a_minute_that_ended_counts_for_what_still_overlaps(
+    platform_a: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 a minute, 4 asked half-way through a minute (the refused one counts too): half-way
+    through the next minute half of those 4 still count, so one more passes, not three; half
+    a minute after that minute, half of its 2 count, so two pass."""
+    monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "3/min"})
+    monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
+    clock = [(time.time() // 60) * 60 + 30]
+    monkeypatch.setattr(CredentialRateThrottle, "timer", staticmethod(lambda: clock[0]))
+
+    def statuses(n: int) -> list[int]:
+        return [platform_a.client.get("/api/v1/me").status_code for _ in range(n)]
+
+    assert statuses(4) == [200, 200, 200, 429]
+    clock[0] += 60
+    assert statuses(2) == [200, 429]
+    clock[0] += 60
+    assert statuses(4) == [200, 200, 429, 429]
 
 
 @pytest.mark.usefixtures("low_rate_limit")
@@ -148,6 +181,7 @@ def test_a_hung_redis_costs_one_request_a_timeout_not_every_request(platform_a: 
 def fast_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "300/min"})
     monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
+    _pin_throttle_clock(monkeypatch)
 
 
 @pytest.mark.usefixtures("fast_rate_limit")
