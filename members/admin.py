@@ -38,6 +38,11 @@ class MemberAdmin(admin.ModelAdmin):
         # The slug names the member in events; it does not change once created.
         return [*self.readonly_fields, "slug", "kind"] if obj else self.readonly_fields
 
+    def has_delete_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        # Suspend a member instead: events name it, and its submissions refer to it
+        # without a database constraint (docs/decisions.md, "References that Django checks").
+        return False
+
     def save_model(self, request: HttpRequest, obj: Member, form: Any, change: bool) -> None:
         if change:
             obj.save(update_fields=["name", "updated_at"])
@@ -86,6 +91,9 @@ class ProgramAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Program | None = None) -> list[str]:
         return ["slug", "created_at"] if obj else ["created_at"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Program | None = None) -> bool:
+        return False  # deactivate it instead (as a member, above)
 
     def save_model(self, request: HttpRequest, obj: Program, form: Any, change: bool) -> None:
         if change:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.db.models import ProtectedError
 
-from hashes.models import Submission
+from hashes.models import Listing, Submission
+from members.models import Program
+from tests.signing import Signer, random_pdq
 
 # (columns, unique) of every index and unique constraint besides the primary key.
 EXPECTED = {
@@ -75,3 +78,34 @@ def test_mostly_empty_columns_index_only_the_rows_that_have_a_value() -> None:
         cursor.execute(f"EXPLAIN {query}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "submission_withdrawal_idx" in plan
+
+
+# (table, column) of each foreign key the database checks on these tables.
+CONSTRAINED = {
+    ("hashes_submission", "hash_id"),
+    ("hashes_submission", "withdrawal_id"),
+    ("hashes_submission", "held_batch_id"),
+    ("hashes_listing", "hash_id"),
+    ("hashes_listing", "import_batch_id"),
+}
+
+
+@pytest.mark.django_db
+def test_a_rows_hash_is_a_database_constraint_its_program_submitter_and_key_are_djangos(signer_a: Signer) -> None:
+    """Each foreign key is a query per row at commit on PostgreSQL; the directory rows
+    (program, member, key) are never deleted, so Django alone checks them (PROTECT)."""
+    with connection.cursor() as cursor:
+        found = {
+            (table, info["columns"][0])
+            for table in ("hashes_submission", "hashes_listing")
+            for info in connection.introspection.get_constraints(cursor, table).values()
+            if info["foreign_key"]
+        }
+    assert found == CONSTRAINED
+    assert signer_a.submit(signer_a.submission(random_pdq())).json()["accepted"] == 1
+    submission = Submission.objects.select_related("program", "submitter", "signing_key").get()
+    for row in (submission.program, submission.submitter, submission.signing_key):
+        with pytest.raises(ProtectedError):
+            row.delete()
+    assert Submission.objects.filter(program=Program.objects.get(), signing_key__isnull=False).count() == 1
+    assert Listing.objects.count() == 1

@@ -138,3 +138,16 @@ def test_events_cannot_be_edited_or_deleted_in_the_admin(admin_client: Client, p
         assert detail.status_code == 403
     assert admin_client.post(f"/admin/exchange/event/{seq}/delete/", {"post": "yes"}).status_code == 403
     assert Event.objects.get(seq=seq).kind != "forged"
+
+
+@pytest.mark.parametrize("what", ["member", "program"])
+def test_members_and_programs_are_not_deleted_in_the_admin(
+    admin_client: Client, platform_a: Caller, program: Program, what: str
+) -> None:
+    """A member is suspended and a program deactivated instead: events name them, and
+    submissions refer to them without a database constraint (docs/decisions.md)."""
+    row = platform_a.member if what == "member" else program
+    assert admin_client.post(f"/admin/members/{what}/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    changelist = admin_client.get(f"/admin/members/{what}/").content.decode()
+    assert "delete_selected" not in changelist
+    assert type(row).objects.filter(pk=row.pk).exists()
