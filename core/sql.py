@@ -190,7 +190,11 @@ def _copy_rows(
 
 
 def _json_or_null(value: Any) -> str | None:
-    return None if value is None else _encode_json(value)
+    if value is None:
+        return None
+    if not value and type(value) in (list, dict):  # most rows' labels: no encoder call
+        return "[]" if type(value) is list else "{}"
+    return _encode_json(value)
 
 
 def columns(model: type[Model], alias: str) -> str:
