@@ -85,10 +85,11 @@ class Listing(models.Model):
         HELD = "held", "Held for review (never distributed yet)"
 
     # (hash, program) is unique, which indexes the hash; only imported listings index their batch.
-    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="listings", db_index=False)
-    program = models.ForeignKey(
-        Program, on_delete=models.PROTECT, related_name="listings", db_constraint=False
-    )  # (checked by Django, as a submission's: see Submission)
+    # (checked by Django, not the database, as a submission's: see Submission)
+    hash = models.ForeignKey(
+        Hash, on_delete=models.PROTECT, related_name="listings", db_index=False, db_constraint=False
+    )
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="listings", db_constraint=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     import_batch = models.ForeignKey(
         ImportBatch,
@@ -130,10 +131,13 @@ class Submission(models.Model):
 
     # Every index is paid on each of the million rows a new peer's bootstrap writes: a column
     # that leads another index or constraint gets no index of its own (docs/decisions.md).
-    hash = models.ForeignKey(Hash, on_delete=models.PROTECT, related_name="submissions", db_index=False)
-    # The program, submitter and key are checked by Django (PROTECT, and every write path
-    # reads them first), not by a database constraint: on PostgreSQL each constraint is a
-    # query per row at commit, and these three rows never go (docs/decisions.md).
+    # The hash, program, submitter and key are checked by Django (PROTECT, and every write
+    # path reads or creates them first in the same transaction), not by database
+    # constraints: on PostgreSQL each constraint is a query per row at commit, and none of
+    # these rows is ever deleted (docs/decisions.md, "References that Django checks").
+    hash = models.ForeignKey(
+        Hash, on_delete=models.PROTECT, related_name="submissions", db_index=False, db_constraint=False
+    )
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="submissions", db_constraint=False)
     submitter = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions", db_constraint=False)
     signing_key = models.ForeignKey(
