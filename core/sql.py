@@ -2,7 +2,8 @@
 
 Both serve PostgreSQL and SQLite and fall back to the plain ORM form elsewhere:
 - `values_in()`: the right-hand side of `field__in` for many values, as one JSON parameter;
-- `insert_rows()`: a multi-row INSERT of field values, returning chosen columns;
+- `insert_rows()`: a multi-row INSERT of field values (on PostgreSQL a large batch by
+  COPY), returning chosen columns;
 - `columns()` and `instances()`: a hand-written SELECT of whole rows of one or more
   models (a join), read back into model instances as the ORM would (same converters).
 """
@@ -63,6 +64,9 @@ def insert_rows(
     json_text: Collection[str] = (),
 ) -> list[tuple[Any, ...]] | None:
     """INSERT rows of field values in one statement; the `returning` columns of the new rows.
+
+    On PostgreSQL a batch of COPY_ROWS or more without `skip_conflicts` goes by COPY
+    (`_copy_rows`); it may then return only the primary key and the inserted columns.
 
     `json_text`: JSON columns whose values are given already encoded, as JSON text (or
     None for SQL NULL): a caller that encoded them elsewhere (another process) saves
@@ -166,10 +170,10 @@ def _copy_rows(
         names = [pk, *names]
     times: dict[dt.datetime, str] = {}  # a batch's rows share most of their times
 
-    def time_text(value: dt.datetime | None) -> str | None:
+    def time_text(value: dt.datetime | str | None) -> str | None:
         # (the driver's own adapter of an aware time was a third of a row's cost)
-        if value is None:
-            return None
+        if value is None or isinstance(value, str):
+            return value
         found = times.get(value)
         if found is None:
             found = times[value] = value.isoformat()

@@ -5,11 +5,12 @@ checked in their own ways, then handed here as `Pending` items, and stored the s
 in one transaction that holds the ledger lock, so "is this the first active support of
 the hash in this program?" is decided against the state the events are recorded on.
 
-The rows are written with multi-row INSERTs of values adapted once per batch rather
-than with bulk_create: for 1,000 envelopes Django's per-value field preparation, the
-model instances, and (on PostgreSQL) psycopg's pure-Python array dumping behind
-bulk_create's UNNEST cost more than the database does, and all of it ran while the
-ledger lock was held (see docs/benchmarks/submissions.md).
+The rows are written with multi-row INSERTs of values adapted once per batch (on
+PostgreSQL a large batch by COPY, core/sql.py) rather than with bulk_create: for 1,000
+envelopes Django's per-value field preparation, the model instances, and (on PostgreSQL)
+psycopg's pure-Python array dumping behind bulk_create's UNNEST cost more than the
+database does, and all of it ran while the ledger lock was held (see
+docs/benchmarks/submissions.md).
 """
 
 from __future__ import annotations
