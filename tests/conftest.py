@@ -104,6 +104,14 @@ def _clean_redis() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _own_snapshot_dir(settings: Any, tmp_path: Path) -> None:
+    """Program snapshots are files: one that a test (or a worker it started, whose beat
+    builds any snapshot that is due) left in the run's directory would be served to the
+    next test as if it had built it."""
+    settings.SNAPSHOT_DIR = tmp_path / "snapshots"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_log_head() -> None:
     """The latest checkpoint each process keeps for a second (exchange/auditlog.py) must not
     outlive the test whose rolled-back transaction made it."""

@@ -21,7 +21,11 @@ from members.models import Member, Program
 # Text as members and peers send it: any character PostgreSQL stores (no NUL), the
 # characters COPY's text format escapes among them.
 TEXT = st.text(
-    alphabet=st.one_of(st.sampled_from("\\\t\n\r\x08\x0c\x0b N.|,\"'é中😀"), st.characters(exclude_characters="\x00")),
+    alphabet=st.one_of(
+        st.sampled_from("\\\t\n\r\x08\x0c\x0b N.|,\"'é中😀"),
+        # (no NUL, which PostgreSQL's text refuses, nor lone surrogates, which the API refuses)
+        st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
+    ),
     max_size=40,
 )
 LABELS = st.lists(TEXT, max_size=3)
@@ -57,7 +61,7 @@ def _rows(program: Program, member: Member, hashes: list[Hash], texts: list[tupl
 
 
 @pytest.mark.django_db
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.tuples(TEXT, LABELS), min_size=6, max_size=6))
 def test_rows_copied_and_rows_inserted_read_back_the_same(
     program: Program, platform_a: object, monkeypatch: pytest.MonkeyPatch, texts: list[tuple[str, list[str]]]
