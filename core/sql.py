@@ -106,18 +106,10 @@ def insert_rows(
                 else f"(r.value ->> {i})::{f.db_type(connection)}"
                 for i, (column, f) in enumerate(zip(columns, fields, strict=True))
             )
-            times: dict[dt.datetime, str] = {}  # a batch's rows share most of their times
-
-            def default(value: Any) -> str:
-                found = times.get(value)
-                if found is None:
-                    found = times[value] = json_default(value)
-                return found
-
             cursor.execute(
                 f"{head}SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(value, n) "
                 f"ORDER BY r.n{tail}",
-                [json.dumps(rows, default=default)],
+                [json.dumps(rows, default=_batch_times())],
             )
             return cursor.fetchall() if returning else []
         adapters = [
@@ -168,16 +160,11 @@ def _copy_rows(
         )
         ids = [row[0] for row in cursor.fetchall()]
         names = [pk, *names]
-    times: dict[dt.datetime, str] = {}  # a batch's rows share most of their times
+    # (the driver's own adapter of an aware time was a third of a row's cost)
+    time = _batch_times()
 
     def time_text(value: dt.datetime | str | None) -> str | None:
-        # (the driver's own adapter of an aware time was a third of a row's cost)
-        if value is None or isinstance(value, str):
-            return value
-        found = times.get(value)
-        if found is None:
-            found = times[value] = value.isoformat()
-        return found
+        return value if value is None or isinstance(value, str) else time(value)
 
     kinds = [None if f.column in json_text else f.get_internal_type() for f in fields]
     encode = [_json_or_null if k == "JSONField" else time_text if k == "DateTimeField" else None for k in kinds]
@@ -250,6 +237,20 @@ def json_default(value: Any) -> str:
 
 
 _encode_json = json.JSONEncoder(default=json_default).encode
+
+
+def _batch_times() -> Callable[[Any], str]:
+    """json_default() for one batch, each distinct time formatted once: a batch's rows
+    share most of their times (the transaction's `now`)."""
+    times: dict[Any, str] = {}
+
+    def text(value: Any) -> str:
+        found = times.get(value)
+        if found is None:
+            found = times[value] = json_default(value)
+        return found
+
+    return text
 
 
 def field_adapter(field: Any) -> Callable[[Any], Any] | None:

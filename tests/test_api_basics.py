@@ -100,15 +100,14 @@ def test_rate_limit_is_per_credential(platform_a: Caller, platform_b: Caller) ->
     assert platform_b.client.get("/api/v1/me").status_code == 200
 
 
+@pytest.mark.usefixtures("low_rate_limit")
 def test_the_rate_limit_slides_a_minute_that_ended_counts_for_what_still_overlaps(
     platform_a: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """3 a minute, 4 asked half-way through a minute (the refused one counts too): half-way
     through the next minute half of those 4 still count, so one more passes, not three; half
     a minute after that minute, half of its 2 count, so two pass."""
-    monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "3/min"})
-    monkeypatch.setattr(CredentialRateThrottle, "quiet_until", 0.0)
-    clock = [(time.time() // 60) * 60 + 30]
+    clock = [(time.time() // 60) * 60 + 30]  # (the test moves the fixture's pinned clock)
     monkeypatch.setattr(CredentialRateThrottle, "timer", staticmethod(lambda: clock[0]))
 
     def statuses(n: int) -> list[int]:
